@@ -1,0 +1,6 @@
+//! Bulkhead's node agent as a library: the binary (`main.rs`) is a thin CLI over these modules, so
+//! the compiler and parsers are unit-testable without a kernel.
+pub mod compiler;
+pub mod crd;
+pub mod model;
+pub mod objects;

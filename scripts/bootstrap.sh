@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs everything Bulkhead needs to build and test on a fresh Debian 12 machine:
+# Debian packages, the pinned Rust toolchains, and bpf-linker built against the pinned
+# nightly's own libLLVM (no prebuilt download is reachable). Idempotent: re-running is cheap.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EBPF_TOOLCHAIN=$(sed -n 's/^ebpf-toolchain *= *"\(.*\)"/\1/p' scripts/toolchains.toml)
+USER_TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+BPF_LINKER_VERSION=$(sed -n 's/^bpf-linker *= *"\(.*\)"/\1/p' scripts/toolchains.toml)
+PREFIX="${BULKHEAD_TOOLS:-$HOME/.cache/bulkhead/llvm-$EBPF_TOOLCHAIN}"
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+# Debian packages: iproute2 (netns, veth, bridge), ping, iperf3, bpftool, iptables for tests/benches.
+PKGS=(iproute2 iputils-ping iperf3 bpftool iptables procps util-linux libcap2-bin)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    log "WARNING: not root; cannot install Debian packages: ${missing[*]}"
+  fi
+fi
+
+# Rust toolchains: user space is pinned by rust-toolchain.toml, the eBPF nightly by scripts/toolchains.toml.
+rustup toolchain list | grep -q "^$USER_TOOLCHAIN" || {
+  log "installing Rust $USER_TOOLCHAIN"
+  rustup toolchain install "$USER_TOOLCHAIN" --profile minimal --component rustfmt,clippy
+}
+rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed 2>/dev/null | grep -q rust-src || {
+  log "installing Rust $EBPF_TOOLCHAIN with rust-src"
+  rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal --component rust-src
+}
+
+# bpf-linker, linked against the nightly's libLLVM (its LLVM major must match the nightly's).
+if ! command -v bpf-linker >/dev/null 2>&1 || ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+  LLVM_MAJOR=$(rustc +"$EBPF_TOOLCHAIN" -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+  LIB=$(rustc +"$EBPF_TOOLCHAIN" --print sysroot)/lib
+  mkdir -p "$PREFIX/lib"
+  for f in "$LIB"/libLLVM.so*; do ln -sf "$f" "$PREFIX/lib/"; done
+  ln -sf "$(ls "$LIB"/libLLVM.so.* | head -n1)" "$PREFIX/lib/libLLVM.so"
+  log "building bpf-linker $BPF_LINKER_VERSION against LLVM $LLVM_MAJOR from $EBPF_TOOLCHAIN (about a minute)"
+  LLVM_PREFIX="$PREFIX" cargo +"$USER_TOOLCHAIN" install bpf-linker --version "$BPF_LINKER_VERSION" --locked \
+    --no-default-features --features "llvm-$LLVM_MAJOR" >&2
+fi
+log "ready: $(rustc +"$USER_TOOLCHAIN" --version), $(rustc +"$EBPF_TOOLCHAIN" --version), $(bpf-linker --version)"
