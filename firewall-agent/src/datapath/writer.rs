@@ -1,0 +1,196 @@
+//! Writes compiled map contents into the kernel without a window of wrong verdicts.
+//!
+//! Every compiled map is keyed by a slot (0 or 1). The writer brings the *inactive* slot to the new
+//! contents (only the difference against what that slot holds), then flips the active slot with a
+//! single 4-byte store. Packets read the slot once, so each sees the old state or the new one.
+//! When a write fails (a map is full), the active slot is left alone: the last good policy stays.
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
+
+use aya::maps::{MapError, lpm_trie::Key};
+use firewall_common::{
+    CgroupKey, Identity, ModeKey, PolicyKey, PolicyValue, SETTING_ACTIVE_SLOT,
+    SETTING_DEFAULT_MODE_SLOT0, maps,
+};
+
+use super::loader::StateMaps;
+
+/// Everything the kernel needs for one policy generation, slot-free.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MapContents {
+    /// Local pods: cgroup id -> identity.
+    pub cgroups: BTreeMap<u64, Identity>,
+    /// IPv4 prefixes -> identity.
+    pub ipv4: BTreeMap<(Ipv4Addr, u8), Identity>,
+    /// IPv6 prefixes -> identity.
+    pub ipv6: BTreeMap<(Ipv6Addr, u8), Identity>,
+    /// Policy: (prefix length in bits including the slot byte, key data with slot byte 0).
+    pub policy: BTreeMap<(u32, PolicyKey), PolicyValue>,
+    /// Namespace id -> mode.
+    pub modes: BTreeMap<u32, u32>,
+    /// Mode of namespaces without an entry.
+    pub default_mode: u32,
+}
+
+/// A write that failed, naming the map.
+#[derive(Debug, thiserror::Error)]
+#[error("writing map {map}: {source} (the previous policy stays in force)")]
+pub struct WriteError {
+    /// Map name.
+    pub map: &'static str,
+    /// Cause (E2BIG/ENOSPC when the map is full).
+    #[source]
+    pub source: MapError,
+}
+
+/// What one apply changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Entries inserted or updated.
+    pub written: usize,
+    /// Entries deleted.
+    pub deleted: usize,
+    /// Slot now active.
+    pub slot: u8,
+}
+
+/// Owns the state maps and what each slot holds.
+pub struct MapWriter {
+    maps: StateMaps,
+    active: u8,
+    slots: [MapContents; 2],
+}
+
+fn err(map: &'static str) -> impl FnOnce(MapError) -> WriteError {
+    move |source| WriteError { map, source }
+}
+
+/// Brings `have` to `want` through `write` (`None` deletes): deletions first, as they free room.
+fn sync<K: Ord + Clone, V: PartialEq + Clone>(
+    have: &mut BTreeMap<K, V>,
+    want: &BTreeMap<K, V>,
+    stats: &mut ApplyStats,
+    mut write: impl FnMut(&K, Option<&V>) -> Result<(), WriteError>,
+) -> Result<(), WriteError> {
+    let stale: Vec<K> = have.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
+    for k in stale {
+        write(&k, None)?;
+        have.remove(&k);
+        stats.deleted += 1;
+    }
+    for (k, v) in want {
+        if have.get(k) != Some(v) {
+            write(k, Some(v))?;
+            have.insert(k.clone(), v.clone());
+            stats.written += 1;
+        }
+    }
+    Ok(())
+}
+
+fn v4_key(slot: u8, (addr, len): &(Ipv4Addr, u8)) -> Key<[u8; 5]> {
+    let o = addr.octets();
+    Key::new(8 + u32::from(*len), [slot, o[0], o[1], o[2], o[3]])
+}
+
+fn v6_key(slot: u8, (addr, len): &(Ipv6Addr, u8)) -> Key<[u8; 17]> {
+    let mut data = [0u8; 17];
+    data[0] = slot;
+    data[1..].copy_from_slice(&addr.octets());
+    Key::new(8 + u32::from(*len), data)
+}
+
+fn policy_key(slot: u8, (len, data): &(u32, PolicyKey)) -> Key<PolicyKey> {
+    let mut d = *data;
+    d[0] = slot;
+    Key::new(*len, d)
+}
+
+impl MapWriter {
+    /// Takes ownership of freshly loaded (empty) maps; slot 0 becomes active.
+    pub fn new(mut maps: StateMaps) -> Result<Self, WriteError> {
+        maps.settings.set(SETTING_ACTIVE_SLOT, &0, 0).map_err(err(maps::SETTINGS))?;
+        Ok(Self { maps, active: 0, slots: Default::default() })
+    }
+
+    /// The slot packets currently use.
+    pub fn active_slot(&self) -> u8 {
+        self.active
+    }
+
+    /// What the active slot holds.
+    pub fn active_contents(&self) -> &MapContents {
+        &self.slots[usize::from(self.active)]
+    }
+
+    /// Writes `want` into the inactive slot, then makes it active.
+    pub fn apply(&mut self, want: &MapContents) -> Result<ApplyStats, WriteError> {
+        let slot = 1 - self.active;
+        let mut stats = ApplyStats { slot, ..Default::default() };
+        let m = &mut self.maps;
+        let have = &mut self.slots[usize::from(slot)];
+        let s32 = u32::from(slot);
+
+        sync(
+            &mut have.cgroups,
+            &want.cgroups,
+            &mut stats,
+            |id, v| match v {
+                Some(v) => m.cgroups.insert(&CgroupKey { cgroup_id: *id, slot: s32, pad: 0 }, v, 0),
+                None => m.cgroups.remove(&CgroupKey { cgroup_id: *id, slot: s32, pad: 0 }),
+            }
+            .map_err(err(maps::CGROUPS)),
+        )?;
+        sync(
+            &mut have.ipv4,
+            &want.ipv4,
+            &mut stats,
+            |k, v| match v {
+                Some(v) => m.ipv4.insert(&v4_key(slot, k), v, 0),
+                None => m.ipv4.remove(&v4_key(slot, k)),
+            }
+            .map_err(err(maps::IPV4)),
+        )?;
+        sync(
+            &mut have.ipv6,
+            &want.ipv6,
+            &mut stats,
+            |k, v| match v {
+                Some(v) => m.ipv6.insert(&v6_key(slot, k), v, 0),
+                None => m.ipv6.remove(&v6_key(slot, k)),
+            }
+            .map_err(err(maps::IPV6)),
+        )?;
+        sync(
+            &mut have.policy,
+            &want.policy,
+            &mut stats,
+            |k, v| match v {
+                Some(v) => m.policy.insert(&policy_key(slot, k), v, 0),
+                None => m.policy.remove(&policy_key(slot, k)),
+            }
+            .map_err(err(maps::POLICY)),
+        )?;
+        sync(
+            &mut have.modes,
+            &want.modes,
+            &mut stats,
+            |ns, v| match v {
+                Some(v) => m.modes.insert(&ModeKey { ns: *ns, slot: s32 }, v, 0),
+                None => m.modes.remove(&ModeKey { ns: *ns, slot: s32 }),
+            }
+            .map_err(err(maps::MODES)),
+        )?;
+        m.settings
+            .set(SETTING_DEFAULT_MODE_SLOT0 + s32, &want.default_mode, 0)
+            .map_err(err(maps::SETTINGS))?;
+        have.default_mode = want.default_mode;
+
+        // The flip: one u32 store; from here on new packets use the new slot.
+        m.settings.set(SETTING_ACTIVE_SLOT, &s32, 0).map_err(err(maps::SETTINGS))?;
+        self.active = slot;
+        Ok(stats)
+    }
+}

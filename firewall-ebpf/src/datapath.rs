@@ -1,0 +1,265 @@
+//! The programs and their shared decision logic.
+
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{__sk_buff, bpf_sock_addr},
+    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_skb_cgroup_id},
+    macros::{cgroup_skb, cgroup_sock_addr},
+    programs::{SkBuffContext, SockAddrContext},
+};
+use firewall_common::{
+    Counter, EVENT_AUDIT, EVENT_DENIED, HOOK_CONNECT, HOOK_SKB_EGRESS, HOOK_SKB_INGRESS,
+    IDENTITY_F_DNS, Identity, MODE_ENFORCE, MODE_MONITOR, MODE_OFF, NS_FIRST, SIDE_EGRESS,
+    SIDE_INGRESS, VERDICT_DENY,
+};
+
+use crate::{
+    conntrack,
+    counters::count,
+    events::{Violation, report},
+    identity,
+    packet::{self, IPPROTO_TCP, IPPROTO_UDP, Kind, ParseError, Tuple},
+    policy,
+};
+
+const PASS: i32 = 1;
+const DROP: i32 = 0;
+
+#[cgroup_skb(egress)]
+pub fn bulkhead_egress(ctx: SkBuffContext) -> i32 {
+    on_packet(&ctx, SIDE_EGRESS)
+}
+
+#[cgroup_skb(ingress)]
+pub fn bulkhead_ingress(ctx: SkBuffContext) -> i32 {
+    on_packet(&ctx, SIDE_INGRESS)
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn bulkhead_connect4(ctx: SockAddrContext) -> i32 {
+    on_connect(&ctx, 4)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn bulkhead_connect6(ctx: SockAddrContext) -> i32 {
+    on_connect(&ctx, 6)
+}
+
+/// The outcome of checking a new connection on both sides where it can be decided here.
+struct Outcome {
+    drop: bool,
+}
+
+/// Decides a new connection between `local` (the end whose cgroup runs this program) and `peer`.
+///
+/// On the egress side the destination pod's ingress side is also looked up: when it denies in
+/// enforce mode the connection is dropped here, at the source, and that side logs too. Otherwise
+/// the destination's own ingress program decides for itself.
+#[inline(always)]
+fn decide(slot: u8, side: u8, local: &Identity, peer: &Identity, t: &Tuple, cgroup_id: u64, hook: u8) -> Outcome {
+    let v = policy::lookup(slot, side, local.id, peer.id, t.proto, t.dport);
+    let local_mode = identity::mode(slot, local.ns);
+    let local_denies = v.verdict == VERDICT_DENY && local_mode != MODE_OFF;
+    let mut drop = v.verdict == VERDICT_DENY && local_mode == MODE_ENFORCE;
+    if v.verdict == VERDICT_DENY && local_mode == MODE_OFF {
+        count(Counter::PolicyOff);
+    }
+
+    // The destination's ingress side, looked up at the source (egress only, pod destinations).
+    let mut peer_denies = false;
+    let mut peer_mode = MODE_MONITOR;
+    let mut peer_rule = 0;
+    if side == SIDE_EGRESS && peer.ns >= NS_FIRST {
+        let v2 = policy::lookup(slot, SIDE_INGRESS, peer.id, local.id, t.proto, t.dport);
+        if v2.verdict == VERDICT_DENY {
+            peer_mode = identity::mode(slot, peer.ns);
+            peer_denies = peer_mode != MODE_OFF;
+            peer_rule = v2.rule;
+            if peer_mode == MODE_ENFORCE {
+                drop = true;
+            }
+        }
+    }
+
+    let egress = side == SIDE_EGRESS;
+    let (src, dst) = if egress { (local, peer) } else { (peer, local) };
+    let mut viol = Violation {
+        tuple: *t,
+        cgroup_id,
+        src_id: src.id,
+        dst_id: dst.id,
+        src_ns: src.ns,
+        dst_ns: dst.ns,
+        rule: v.rule,
+        side,
+        verdict: if local_mode == MODE_ENFORCE { EVENT_DENIED } else { EVENT_AUDIT },
+        slot,
+        hook,
+        local_is_src: egress as u8,
+    };
+    if local_denies {
+        report(&viol);
+    }
+    // The destination side logs here only when the packet never reaches it.
+    if drop && peer_denies {
+        viol.side = SIDE_INGRESS;
+        viol.rule = peer_rule;
+        viol.verdict = if peer_mode == MODE_ENFORCE { EVENT_DENIED } else { EVENT_AUDIT };
+        report(&viol);
+    }
+    if drop {
+        count(Counter::PolicyDrop);
+    } else if local_denies {
+        count(Counter::PolicyAudit);
+    } else {
+        count(Counter::PolicyAllow);
+    }
+    Outcome { drop }
+}
+
+/// Exemptions that hold whatever the policy says (DESIGN §3 "always allowed").
+#[inline(always)]
+fn exempt(side: u8, local: &Identity, peer: &Identity, t: &Tuple) -> bool {
+    if peer.ns == local.ns {
+        count(Counter::SameNamespace);
+        return true;
+    }
+    // Ingress from world or host (kubelet probes) is not restricted in v1alpha1.
+    if side == SIDE_INGRESS && peer.ns < NS_FIRST {
+        count(Counter::Unrestricted);
+        return true;
+    }
+    // DNS to the cluster DNS Service: its identity carries the flag (egress: the peer; ingress: us).
+    if t.dport == 53 && (t.proto == IPPROTO_UDP || t.proto == IPPROTO_TCP) {
+        let dns = if side == SIDE_EGRESS { peer.flags } else { local.flags };
+        if dns & IDENTITY_F_DNS != 0 {
+            count(Counter::Dns);
+            return true;
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
+    let skb = ctx.as_ptr() as *mut __sk_buff;
+    // SAFETY: `skb` is the program's context pointer.
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+    let slot = identity::active_slot();
+    let Some(local) = identity::local(slot, cgroup_id) else {
+        count(Counter::NotPod);
+        return PASS;
+    };
+    // SAFETY: reading a context field.
+    let protocol = unsafe { (*skb).protocol };
+    let pkt = match packet::parse(ctx, protocol) {
+        Ok(p) => p,
+        Err(ParseError::NotIp) => return PASS,
+        Err(ParseError::Malformed) => {
+            count(Counter::Malformed);
+            return if identity::mode(slot, local.ns) == MODE_ENFORCE { DROP } else { PASS };
+        }
+    };
+    let t = &pkt.tuple;
+    let egress = side == SIDE_EGRESS;
+    let peer_addr = if egress { &t.daddr } else { &t.saddr };
+    if identity::is_loopback(t.family, peer_addr) {
+        count(Counter::Unrestricted);
+        return PASS;
+    }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let peer = identity::remote(slot, t.family, peer_addr);
+
+    if pkt.kind == Kind::Fragment {
+        // No transport header: cannot be matched to a flow. Never classified as allowed across
+        // namespaces: dropped in enforce mode, passed (and counted) otherwise.
+        if peer.ns == local.ns {
+            return PASS;
+        }
+        if identity::mode(slot, local.ns) == MODE_ENFORCE {
+            count(Counter::FragmentDrop);
+            return DROP;
+        }
+        count(Counter::FragmentPass);
+        return PASS;
+    }
+    // A SYN always opens a new connection, so it is always checked (policy changes apply at once).
+    if conntrack::established(side, t, pkt.kind != Kind::TcpSyn, now) {
+        count(Counter::ConntrackHit);
+        return PASS;
+    }
+    if pkt.kind == Kind::IcmpError && conntrack::related(&pkt.inner, now) {
+        count(Counter::ConntrackHit);
+        return PASS;
+    }
+    if exempt(side, &local, &peer, t) {
+        return PASS;
+    }
+    let hook = if egress { HOOK_SKB_EGRESS } else { HOOK_SKB_INGRESS };
+    if decide(slot, side, &local, &peer, t, cgroup_id, hook).drop {
+        return DROP;
+    }
+    if !conntrack::insert(side, t, now) {
+        count(Counter::ConntrackFull);
+    }
+    PASS
+}
+
+#[inline(always)]
+fn on_connect(ctx: &SockAddrContext, family: u8) -> i32 {
+    let sa = ctx.as_ptr() as *mut bpf_sock_addr;
+    // SAFETY: reading context fields of a sock_addr program.
+    let (proto, port_be, ip4, ip6) =
+        unsafe { ((*sa).protocol, (*sa).user_port, (*sa).user_ip4, (*sa).user_ip6) };
+    if proto != IPPROTO_TCP as u32 {
+        return PASS;
+    }
+    // SAFETY: helper without preconditions.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let slot = identity::active_slot();
+    let Some(local) = identity::local(slot, cgroup_id) else {
+        return PASS;
+    };
+    let daddr = if family == 4 { [ip4, 0, 0, 0] } else { ip6 };
+    if identity::is_loopback(family, &daddr) {
+        return PASS;
+    }
+    let t = Tuple {
+        saddr: [0; 4],
+        daddr,
+        sport: 0,
+        dport: u16::from_be(port_be as u16),
+        proto: IPPROTO_TCP,
+        family,
+    };
+    let peer = identity::remote(slot, family, &daddr);
+    if exempt(SIDE_EGRESS, &local, &peer, &t) {
+        return PASS;
+    }
+    // Only a drop is decided here; an allowed or audited connect is judged again on its SYN,
+    // which logs monitor-mode violations with the real source port.
+    let v = policy::lookup(slot, SIDE_EGRESS, local.id, peer.id, t.proto, t.dport);
+    let local_drop = v.verdict == VERDICT_DENY && identity::mode(slot, local.ns) == MODE_ENFORCE;
+    let peer_drop = peer.ns >= NS_FIRST && {
+        let v2 = policy::lookup(slot, SIDE_INGRESS, peer.id, local.id, t.proto, t.dport);
+        v2.verdict == VERDICT_DENY && identity::mode(slot, peer.ns) == MODE_ENFORCE
+    };
+    if !(local_drop || peer_drop) {
+        return PASS;
+    }
+    decide(slot, SIDE_EGRESS, &local, &peer, &t, cgroup_id, HOOK_CONNECT);
+    count(Counter::ConnectDenied);
+    DROP
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// GPL-compatible licence: needed for some helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,122 @@
+//! Violation events, folded per flow per second in the kernel (DESIGN §6).
+//!
+//! Every event adds one to its flow's `total` (atomically); only the first event of a window is
+//! sent. User space remembers what it printed and prints the remainder later, so the counts of
+//! the log add up exactly even when the ring buffer was full.
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use firewall_common::{Counter, FOLD_WINDOW_NS, FoldKey, FoldValue, ViolationEvent};
+
+use crate::{
+    counters::count,
+    maps::{EVENTS, FOLD},
+    packet::Tuple,
+};
+
+/// What is known about a violation when it is raised.
+pub struct Violation {
+    /// The connection, in its own orientation (source = the initiator).
+    pub tuple: Tuple,
+    /// cgroup id of the local end.
+    pub cgroup_id: u64,
+    /// Identities and namespaces of the two ends.
+    pub src_id: u32,
+    /// Destination identity.
+    pub dst_id: u32,
+    /// Source namespace id.
+    pub src_ns: u32,
+    /// Destination namespace id.
+    pub dst_ns: u32,
+    /// Deciding rule index.
+    pub rule: u32,
+    /// Side that decided.
+    pub side: u8,
+    /// EVENT_AUDIT or EVENT_DENIED.
+    pub verdict: u8,
+    /// Slot of the policy.
+    pub slot: u8,
+    /// HOOK_*.
+    pub hook: u8,
+    /// 1 when the local end is the source.
+    pub local_is_src: u8,
+}
+
+/// Counts `v` in its flow's fold entry and sends an event when a new window opens.
+#[inline(always)]
+pub fn report(v: &Violation) {
+    let t = &v.tuple;
+    let key = FoldKey {
+        saddr: t.saddr,
+        daddr: t.daddr,
+        dport: t.dport,
+        proto: t.proto,
+        side: v.side,
+        verdict: v.verdict,
+        family: t.family,
+        pad: [0; 2],
+    };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let (created, total) = match FOLD.get_ptr_mut(&key) {
+        Some(p) => {
+            // SAFETY: `p` comes from a successful lookup; `total` is u64-aligned.
+            let f = unsafe { &mut *p };
+            atomic_add(&mut f.total, 1);
+            if now.wrapping_sub(f.window_ns) < FOLD_WINDOW_NS {
+                count(Counter::EventsFolded);
+                return;
+            }
+            f.window_ns = now;
+            (f.created_ns, f.total)
+        }
+        None => {
+            let f = FoldValue { created_ns: now, window_ns: now, total: 1 };
+            // A failed insert (map full and nothing evictable) still sends the event below.
+            let _ = FOLD.insert(&key, &f, 0);
+            (now, 1)
+        }
+    };
+    send(v, now, created, total);
+}
+
+#[inline(always)]
+fn send(v: &Violation, now: u64, created: u64, total: u64) {
+    let Some(mut entry) = EVENTS.reserve::<ViolationEvent>(0) else {
+        count(Counter::EventsLost);
+        return;
+    };
+    let t = &v.tuple;
+    entry.write(ViolationEvent {
+        ts_ns: now,
+        cgroup_id: v.cgroup_id,
+        fold_created_ns: created,
+        fold_total: total,
+        saddr: t.saddr,
+        daddr: t.daddr,
+        src_id: v.src_id,
+        dst_id: v.dst_id,
+        src_ns: v.src_ns,
+        dst_ns: v.dst_ns,
+        rule: v.rule,
+        sport: t.sport,
+        dport: t.dport,
+        proto: t.proto,
+        family: t.family,
+        side: v.side,
+        verdict: v.verdict,
+        slot: v.slot,
+        hook: v.hook,
+        local_is_src: v.local_is_src,
+        pad: 0,
+    });
+    entry.submit(0);
+    count(Counter::EventsSent);
+}
+
+/// `lock *(u64 *)p += v`: the BPF atomic add (the bpf target exposes no `fetch_add`).
+#[inline(always)]
+fn atomic_add(p: &mut u64, v: u64) {
+    // SAFETY: `p` is a valid, aligned u64 in a map value; BPF_ATOMIC | BPF_ADD on it is always allowed.
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) p as *mut u64, v = in(reg) v);
+    }
+}

@@ -1,0 +1,258 @@
+//! Packet parsing for cgroup_skb programs: the skb's data starts at the IP header.
+//!
+//! Reads go through `bpf_skb_load_bytes` (`SkBuffContext::load`), which checks bounds itself, so a
+//! truncated or lying header yields `Err` rather than a wrong classification.
+use aya_ebpf::programs::SkBuffContext;
+
+/// Ethertypes as found in `__sk_buff.protocol` (network byte order).
+pub const ETH_P_IP_BE: u32 = (0x0800u16).to_be() as u32;
+/// IPv6 ethertype in network byte order.
+pub const ETH_P_IPV6_BE: u32 = (0x86DDu16).to_be() as u32;
+
+/// IP protocol numbers.
+pub const IPPROTO_ICMP: u8 = 1;
+/// TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// UDP.
+pub const IPPROTO_UDP: u8 = 17;
+/// ICMPv6.
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// SCTP.
+pub const IPPROTO_SCTP: u8 = 132;
+
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_ACK: u8 = 0x10;
+
+/// Most IPv6 extension headers walked before giving up (treated as malformed).
+const MAX_IPV6_EXT: usize = 8;
+
+/// What kind of packet this is, for conntrack.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Anything that may open or continue a flow.
+    Normal,
+    /// TCP SYN without ACK: always a new connection, always checked.
+    TcpSyn,
+    /// An ICMP error quoting another flow (`inner`).
+    IcmpError,
+    /// A non-first IP fragment: no transport header.
+    Fragment,
+}
+
+/// The 5-tuple of a packet in packet orientation. Ports are host order; addresses network order.
+#[derive(Clone, Copy)]
+pub struct Tuple {
+    /// Source address (IPv4 in word 0).
+    pub saddr: [u32; 4],
+    /// Destination address.
+    pub daddr: [u32; 4],
+    /// Source port, or ICMP echo id for requests, 0 for replies.
+    pub sport: u16,
+    /// Destination port, or 0 for ICMP echo requests, the echo id for replies.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+}
+
+impl Tuple {
+    /// The same flow seen from the other end.
+    #[inline(always)]
+    pub fn reversed(&self) -> Tuple {
+        Tuple {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            family: self.family,
+        }
+    }
+}
+
+/// A parsed packet.
+pub struct Packet {
+    /// Its tuple.
+    pub tuple: Tuple,
+    /// Its kind.
+    pub kind: Kind,
+    /// For ICMP errors: the quoted packet's tuple (in its own orientation).
+    pub inner: Tuple,
+}
+
+/// Why a packet could not be classified.
+pub enum ParseError {
+    /// Not IPv4/IPv6: not ours to judge.
+    NotIp,
+    /// Truncated or inconsistent headers.
+    Malformed,
+}
+
+#[inline(always)]
+fn load<T>(ctx: &SkBuffContext, off: usize) -> Result<T, ParseError> {
+    ctx.load::<T>(off).map_err(|_| ParseError::Malformed)
+}
+
+/// Parses the packet of `ctx` (family from `__sk_buff.protocol`).
+#[inline(always)]
+pub fn parse(ctx: &SkBuffContext, protocol_be: u32) -> Result<Packet, ParseError> {
+    let empty = Tuple { saddr: [0; 4], daddr: [0; 4], sport: 0, dport: 0, proto: 0, family: 0 };
+    let mut pkt = Packet { tuple: empty, kind: Kind::Normal, inner: empty };
+    let l4 = if protocol_be == ETH_P_IP_BE {
+        parse_ipv4(ctx, 0, &mut pkt.tuple, &mut pkt.kind)?
+    } else if protocol_be == ETH_P_IPV6_BE {
+        parse_ipv6(ctx, 0, &mut pkt.tuple, &mut pkt.kind)?
+    } else {
+        return Err(ParseError::NotIp);
+    };
+    if pkt.kind == Kind::Fragment {
+        return Ok(pkt);
+    }
+    parse_l4(ctx, l4, &mut pkt)?;
+    Ok(pkt)
+}
+
+/// Parses an IPv4 header at `off`; returns the transport header's offset.
+#[inline(always)]
+fn parse_ipv4(ctx: &SkBuffContext, off: usize, t: &mut Tuple, kind: &mut Kind) -> Result<usize, ParseError> {
+    let vihl: u8 = load(ctx, off)?;
+    if vihl >> 4 != 4 {
+        return Err(ParseError::Malformed);
+    }
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Err(ParseError::Malformed);
+    }
+    let frag: u16 = u16::from_be(load(ctx, off + 6)?);
+    t.proto = load(ctx, off + 9)?;
+    t.saddr[0] = load(ctx, off + 12)?;
+    t.daddr[0] = load(ctx, off + 16)?;
+    t.family = 4;
+    if frag & 0x1fff != 0 {
+        *kind = Kind::Fragment;
+    }
+    Ok(off + ihl)
+}
+
+/// Parses an IPv6 header and its extension headers at `off`; returns the transport offset.
+#[inline(always)]
+fn parse_ipv6(ctx: &SkBuffContext, off: usize, t: &mut Tuple, kind: &mut Kind) -> Result<usize, ParseError> {
+    let v: u8 = load(ctx, off)?;
+    if v >> 4 != 6 {
+        return Err(ParseError::Malformed);
+    }
+    let mut next: u8 = load(ctx, off + 6)?;
+    t.saddr = load(ctx, off + 8)?;
+    t.daddr = load(ctx, off + 24)?;
+    t.family = 6;
+    let mut pos = off + 40;
+    for _ in 0..MAX_IPV6_EXT {
+        match next {
+            // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
+            0 | 43 | 60 => {
+                let nh: u8 = load(ctx, pos)?;
+                let len: u8 = load(ctx, pos + 1)?;
+                next = nh;
+                pos += (len as usize + 1) * 8;
+            }
+            // Fragment header: 8 bytes; offset in the upper 13 bits of bytes 2..4.
+            44 => {
+                let nh: u8 = load(ctx, pos)?;
+                let offlg: u16 = u16::from_be(load(ctx, pos + 2)?);
+                next = nh;
+                pos += 8;
+                if offlg & 0xfff8 != 0 {
+                    t.proto = next;
+                    *kind = Kind::Fragment;
+                    return Ok(pos);
+                }
+            }
+            // Authentication header: (len + 2) * 4 bytes.
+            51 => {
+                let nh: u8 = load(ctx, pos)?;
+                let len: u8 = load(ctx, pos + 1)?;
+                next = nh;
+                pos += (len as usize + 2) * 4;
+            }
+            _ => {
+                t.proto = next;
+                return Ok(pos);
+            }
+        }
+    }
+    Err(ParseError::Malformed)
+}
+
+/// Is this ICMP (v4 or v6) type an error message that quotes another packet?
+#[inline(always)]
+fn icmp_is_error(proto: u8, ty: u8) -> bool {
+    if proto == IPPROTO_ICMP {
+        ty == 3 || ty == 4 || ty == 5 || ty == 11 || ty == 12
+    } else {
+        ty < 128
+    }
+}
+
+/// Parses the transport header at `off` into `pkt` (ports, TCP flags, ICMP kind).
+#[inline(always)]
+fn parse_l4(ctx: &SkBuffContext, off: usize, pkt: &mut Packet) -> Result<(), ParseError> {
+    let t = &mut pkt.tuple;
+    match t.proto {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
+            t.sport = u16::from_be(load(ctx, off)?);
+            t.dport = u16::from_be(load(ctx, off + 2)?);
+            if t.proto == IPPROTO_TCP {
+                let flags: u8 = load(ctx, off + 13)?;
+                if flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN {
+                    pkt.kind = Kind::TcpSyn;
+                }
+            }
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let ty: u8 = load(ctx, off)?;
+            let (req, rep) = if t.proto == IPPROTO_ICMP { (8u8, 0u8) } else { (128u8, 129u8) };
+            if ty == req || ty == rep {
+                let id = u16::from_be(load(ctx, off + 4)?);
+                if ty == req {
+                    t.sport = id;
+                } else {
+                    t.dport = id;
+                }
+            } else if icmp_is_error(t.proto, ty) {
+                pkt.kind = Kind::IcmpError;
+                parse_inner(ctx, off + 8, t.family, &mut pkt.inner)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Parses the packet quoted by an ICMP error (IP header + first 8 bytes of its transport header).
+#[inline(always)]
+fn parse_inner(ctx: &SkBuffContext, off: usize, family: u8, inner: &mut Tuple) -> Result<(), ParseError> {
+    let mut kind = Kind::Normal;
+    let l4 = if family == 4 {
+        parse_ipv4(ctx, off, inner, &mut kind)?
+    } else {
+        parse_ipv6(ctx, off, inner, &mut kind)?
+    };
+    match inner.proto {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
+            inner.sport = u16::from_be(load(ctx, l4)?);
+            inner.dport = u16::from_be(load(ctx, l4 + 2)?);
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let ty: u8 = load(ctx, l4)?;
+            let id = u16::from_be(load(ctx, l4 + 4)?);
+            if ty == 8 || ty == 128 {
+                inner.sport = id;
+            } else {
+                inner.dport = id;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
