@@ -195,6 +195,12 @@ fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
         return PASS;
     }
     if exempt(side, &local, &peer, t) {
+        // Replies of an exempt connection (a kubelet probe, a DNS answer, a reply to the world)
+        // must not be judged as new connections from the other end: track it. Same-namespace
+        // replies are exempt themselves, so those are not worth a map write.
+        if peer.ns != local.ns && !conntrack::insert(side, t, now) {
+            count(Counter::ConntrackFull);
+        }
         return PASS;
     }
     let hook = if egress { HOOK_SKB_EGRESS } else { HOOK_SKB_INGRESS };
