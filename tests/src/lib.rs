@@ -1,1 +1,15 @@
+//! The Bulkhead testbed: a simulated Kubernetes node (DESIGN §8) for end-to-end tests and demos.
+//!
+//! A [`scenario::Scenario`] (one YAML file) describes namespaces, pods, services and policy
+//! objects; [`testbed::Testbed::up`] turns it into network namespaces, veths on a bridge,
+//! kubelet-style cgroups and echo servers, and writes the agent's `file:` source; probes run inside
+//! pods (their netns *and* cgroup, because the firewall identifies pods by cgroup) and report
+//! ok / refused / denied / timeout.
+pub mod cgroup;
+pub mod probe;
+pub mod scenario;
+pub mod testbed;
 
+pub use probe::{HoldReport, Matrix, Outcome, ProbeResult, StormReport, Target};
+pub use scenario::{CgroupDriver, Protocol, Qos, Scenario};
+pub use testbed::{Options, Pod, Testbed};

@@ -1,1 +1,30 @@
-fn main(){}
+//! `cargo xtask ...`: the project's developer commands, one module per subcommand, so each
+//! command stays small and new ones are one enum variant plus one file.
+mod test;
+mod testbed;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+/// Bulkhead developer tasks.
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// A simulated node from a scenario file: up, probe, down.
+    Testbed(testbed::Args),
+    /// The whole test suite, as CI runs it.
+    Test,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Testbed(args) => testbed::run(args),
+        Cmd::Test => test::run(),
+    }
+}

@@ -1,0 +1,158 @@
+//! Kubelet-style cgroup layout (DESIGN §2) and the cgroup v2 mount.
+//!
+//! The agent finds pods by walking the cgroup tree for `pod<UID>` directories, so the testbed must
+//! lay them out exactly as kubelet does for each driver and QoS class.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+use crate::scenario::{CgroupDriver, Qos};
+
+/// The cgroup v2 mount point, from `/proc/self/mountinfo` (it is `/sys/fs/cgroup/unified` on hybrid
+/// hosts, `/sys/fs/cgroup` on most nodes: never hard-coded).
+pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    parse_mountinfo(&info)
+        .context("no cgroup2 mount in /proc/self/mountinfo (cgroup v2 is required)")
+}
+
+fn parse_mountinfo(info: &str) -> Option<PathBuf> {
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let mount_point = left.split_whitespace().nth(4)?;
+        Some(PathBuf::from(unescape_octal(mount_point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\NNN`.
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The directories (relative to the cgroup root, parents first) that kubelet would create for one
+/// container of a pod: the last one is the container cgroup, the one before it the pod cgroup.
+pub fn pod_cgroup_chain(
+    driver: CgroupDriver,
+    qos: Qos,
+    uid: &str,
+    container_id: &str,
+) -> Vec<PathBuf> {
+    let mut levels: Vec<String> = Vec::new();
+    match driver {
+        CgroupDriver::Cgroupfs => {
+            levels.push("kubepods".into());
+            match qos {
+                Qos::Guaranteed => {}
+                Qos::Burstable => levels.push("burstable".into()),
+                Qos::Besteffort => levels.push("besteffort".into()),
+            }
+            levels.push(format!("pod{uid}"));
+            levels.push(container_id.to_owned());
+        }
+        CgroupDriver::Systemd => {
+            let uid_ = uid.replace('-', "_");
+            levels.push("kubepods.slice".into());
+            let prefix = match qos {
+                Qos::Guaranteed => "kubepods".to_owned(),
+                Qos::Burstable => "kubepods-burstable".to_owned(),
+                Qos::Besteffort => "kubepods-besteffort".to_owned(),
+            };
+            if qos != Qos::Guaranteed {
+                levels.push(format!("{prefix}.slice"));
+            }
+            levels.push(format!("{prefix}-pod{uid_}.slice"));
+            levels.push(format!("cri-containerd-{container_id}.scope"));
+        }
+    }
+    let mut acc = PathBuf::new();
+    levels
+        .into_iter()
+        .map(|l| {
+            acc.push(l);
+            acc.clone()
+        })
+        .collect()
+}
+
+/// Whether a cgroup (and its descendants) still holds processes (`cgroup.events: populated`).
+pub fn populated(dir: &Path) -> anyhow::Result<bool> {
+    let events = std::fs::read_to_string(dir.join("cgroup.events"))
+        .with_context(|| format!("reading {}/cgroup.events", dir.display()))?;
+    Ok(events.lines().any(|l| l.trim() == "populated 1"))
+}
+
+/// Checks a path is a directory strictly below the cgroup2 mount, so cleanup can never rmdir or
+/// kill anything outside it.
+pub fn ensure_below(mount: &Path, dir: &Path) -> anyhow::Result<()> {
+    if dir == mount || !dir.starts_with(mount) || dir.components().any(|c| c.as_os_str() == "..") {
+        bail!(
+            "{} is not a cgroup below {}",
+            dir.display(),
+            mount.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo() {
+        let info = "25 1 0:23 / /sys rw - sysfs sysfs rw\n41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            parse_mountinfo(info),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(unescape_octal(r"/a\040b"), "/a b");
+    }
+
+    #[test]
+    fn layouts() {
+        let uid = "1234-5678";
+        let last = |d, q| {
+            pod_cgroup_chain(d, q, uid, "c0ffee")
+                .last()
+                .map(|p| p.display().to_string())
+        };
+        assert_eq!(
+            last(CgroupDriver::Cgroupfs, Qos::Burstable).as_deref(),
+            Some("kubepods/burstable/pod1234-5678/c0ffee")
+        );
+        assert_eq!(
+            last(CgroupDriver::Cgroupfs, Qos::Guaranteed).as_deref(),
+            Some("kubepods/pod1234-5678/c0ffee")
+        );
+        assert_eq!(
+            last(CgroupDriver::Systemd, Qos::Besteffort).as_deref(),
+            Some(
+                "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234_5678.slice/cri-containerd-c0ffee.scope"
+            )
+        );
+        assert_eq!(
+            last(CgroupDriver::Systemd, Qos::Guaranteed).as_deref(),
+            Some("kubepods.slice/kubepods-pod1234_5678.slice/cri-containerd-c0ffee.scope")
+        );
+    }
+}

@@ -1,0 +1,1239 @@
+//! The testbed: a simulated Kubernetes node (DESIGN §8) built from a [`Scenario`].
+//!
+//! Per pod: a network namespace, a veth into a shared bridge, a kubelet-style cgroup and an echo
+//! server started inside both. Everything created is recorded in a state file *before* it is
+//! created, so that `down` works from another process and a crashed run is cleaned by the next `up`
+//! of the same name, and so that cleanup never touches anything it did not create.
+use std::{
+    fs::{self, File},
+    io::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{
+    cgroup::{cgroup2_mount, ensure_below, pod_cgroup_chain, populated},
+    probe::{HoldReport, Matrix, MatrixColumn, ProbeResult, StormReport, Target},
+    scenario::{Scenario, ServiceSpec},
+};
+
+/// Where state files live: `/run` is wiped at reboot, exactly when the kernel objects vanish too.
+pub const STATE_DIR: &str = "/run/bulkhead-testbed";
+
+/// How long `up` waits for every pod's server to listen.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to bring a testbed up.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The `bulkhead-pod` binary (servers and probes run it). In this crate's integration tests:
+    /// `env!("CARGO_BIN_EXE_bulkhead-pod")`.
+    pub pod_binary: PathBuf,
+}
+
+/// Everything one testbed created, in creation order; the only names cleanup ever touches.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct State {
+    name: String,
+    scenario: Option<Scenario>,
+    pod_binary: PathBuf,
+    /// The cgroup2 mount at creation time (cleanup refuses paths outside it).
+    cgroup_mount: PathBuf,
+    /// `<mount>/bulkhead-tb-<name>`, also the first entry of `cgroups`.
+    cgroup_root: PathBuf,
+    log_dir: Option<PathBuf>,
+    bridge: Option<String>,
+    netns: Vec<String>,
+    links: Vec<String>,
+    /// Absolute cgroup directories, parents before children.
+    cgroups: Vec<PathBuf>,
+    /// Server pids (informational: processes are killed through `cgroup.kill`, never by pid).
+    pids: Vec<u32>,
+}
+
+fn state_path(name: &str) -> PathBuf {
+    Path::new(STATE_DIR).join(format!("{name}.json"))
+}
+
+impl State {
+    fn save(&self) -> anyhow::Result<()> {
+        fs::create_dir_all(STATE_DIR).with_context(|| format!("creating {STATE_DIR}"))?;
+        let path = state_path(&self.name);
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(self).context("serializing testbed state")?;
+        fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
+    fn load(name: &str) -> anyhow::Result<Option<State>> {
+        let path = state_path(name);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("parsing {}", path.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+/// One simulated pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pod {
+    /// `namespace/name`.
+    pub key: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// `metadata.uid`: a UUID derived from (scenario, namespace, name), stable across runs.
+    pub uid: String,
+    /// 64 hex digits, as containerd's ids.
+    pub container_id: String,
+    /// The pod's network namespace (`None` for hostNetwork pods).
+    pub netns: Option<String>,
+    /// The host end of its veth (`None` for hostNetwork pods).
+    pub host_link: Option<String>,
+    /// Its IPv4 address (the node's for hostNetwork pods).
+    pub ipv4: Ipv4Addr,
+    /// Its IPv6 address, when the scenario has IPv6.
+    pub ipv6: Option<Ipv6Addr>,
+    /// The pod cgroup (`.../pod<UID>`), absolute.
+    pub pod_cgroup: PathBuf,
+    /// The container cgroup the server and the probes run in, absolute.
+    pub container_cgroup: PathBuf,
+    /// The server's stdout/stderr.
+    pub log: PathBuf,
+    /// Whether it shares the node's network namespace.
+    pub host_network: bool,
+}
+
+/// A running simulated node. Dropping it removes everything (unless [`Testbed::keep_running`]).
+pub struct Testbed {
+    scenario: Scenario,
+    pod_binary: PathBuf,
+    cgroup_root: PathBuf,
+    pods: Vec<Pod>,
+    state: Mutex<State>,
+    children: Mutex<Vec<Child>>,
+    owned: bool,
+}
+
+impl std::fmt::Debug for Testbed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Testbed")
+            .field("name", &self.scenario.name)
+            .field("pods", &self.pods)
+            .finish()
+    }
+}
+
+/// Deterministic 64-bit hash (FNV-1a + a finalizer): ids must not change between runs or Rust releases.
+fn hash64(seed: u64, parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0xff)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The pod UID the testbed gives `namespace/name` in scenario `scenario` (UUID v4 format).
+pub fn pod_uid(scenario: &str, namespace: &str, name: &str) -> String {
+    let a = hash64(1, &[scenario, namespace, name]);
+    let b = hash64(2, &[scenario, namespace, name]);
+    let a = (a & !0xf000) | 0x4000; // version 4
+    let b = (b & !(0xc << 60)) | (0x8 << 60); // RFC 4122 variant
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// The container id the testbed gives a pod's (single) container: 64 hex digits.
+pub fn container_id(scenario: &str, namespace: &str, name: &str) -> String {
+    (10..14)
+        .map(|seed| format!("{:016x}", hash64(seed, &[scenario, namespace, name])))
+        .collect()
+}
+
+/// Runs a command, failing with its stderr.
+fn run(args: &[&str]) -> anyhow::Result<()> {
+    let (prog, rest) = args.split_first().context("empty command")?;
+    let out = Command::new(prog)
+        .args(rest)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {prog} (is iproute2 installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+fn netns_exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The testbed's names, all derived from the scenario name.
+pub mod names {
+    /// The bridge: `bhbr-<name>`.
+    pub fn bridge(scenario: &str) -> String {
+        format!("bhbr-{scenario}")
+    }
+    /// Pod `i`'s network namespace: `bh-<name>-<i>`.
+    pub fn netns(scenario: &str, i: usize) -> String {
+        format!("bh-{scenario}-{i}")
+    }
+    /// Pod `i`'s host-side veth: `bh<name><i>` (at most 11 characters).
+    pub fn host_link(scenario: &str, i: usize) -> String {
+        format!("bh{scenario}{i}")
+    }
+    /// The testbed cgroup root, below the cgroup2 mount: `bulkhead-tb-<name>`.
+    pub fn cgroup_root(scenario: &str) -> String {
+        format!("bulkhead-tb-{scenario}")
+    }
+}
+
+impl Testbed {
+    /// Builds the node: bridge, pods (netns, veth, addresses, routes, cgroups) and their echo
+    /// servers; returns once every server listens. A leftover testbed of the same name (from a
+    /// crashed run) is removed first. On error, whatever was created is removed again.
+    pub fn up(scenario: &Scenario, opts: &Options) -> anyhow::Result<Testbed> {
+        scenario.validate().context("invalid scenario")?;
+        if !is_root() {
+            bail!("the testbed needs root (network namespaces, veths, cgroups)");
+        }
+        if !opts.pod_binary.is_file() {
+            bail!(
+                "pod binary {} not found (build it: cargo build -p bulkhead-tests --bin bulkhead-pod)",
+                opts.pod_binary.display()
+            );
+        }
+        let name = scenario.name.as_str();
+        if let Some(old) = State::load(name)? {
+            eprintln!("testbed {name}: removing leftovers of an earlier run");
+            cleanup(&old, &mut []).context("removing the leftover testbed of the same name")?;
+        }
+        let mount = cgroup2_mount()?;
+        let cgroup_root = mount.join(names::cgroup_root(name));
+        let log_dir = Path::new(STATE_DIR).join(format!("{name}.logs"));
+        let state = State {
+            name: name.to_owned(),
+            scenario: Some(scenario.clone()),
+            pod_binary: opts.pod_binary.clone(),
+            cgroup_mount: mount.clone(),
+            cgroup_root: cgroup_root.clone(),
+            log_dir: Some(log_dir.clone()),
+            ..State::default()
+        };
+        state.save()?;
+        let pods = plan_pods(scenario, &cgroup_root, &log_dir);
+        let tb = Testbed {
+            scenario: scenario.clone(),
+            pod_binary: opts.pod_binary.clone(),
+            cgroup_root,
+            pods,
+            state: Mutex::new(state),
+            children: Mutex::new(Vec::new()),
+            owned: true,
+        };
+        // Any error from here on drops `tb`, which removes what was created.
+        tb.build()
+            .with_context(|| format!("bringing testbed {name} up"))?;
+        Ok(tb)
+    }
+
+    /// Attaches to a testbed another process brought up (from its state file). Dropping the
+    /// result leaves the testbed running; call [`Testbed::down_by_name`] to remove it.
+    pub fn attach(name: &str) -> anyhow::Result<Testbed> {
+        let state = State::load(name)?.with_context(|| {
+            format!(
+                "no testbed {name} is running ({} missing)",
+                state_path(name).display()
+            )
+        })?;
+        let scenario = state
+            .scenario
+            .clone()
+            .context("state file without a scenario (testbed creation was interrupted)")?;
+        let log_dir = state.log_dir.clone().unwrap_or_default();
+        let pods = plan_pods(&scenario, &state.cgroup_root, &log_dir);
+        Ok(Testbed {
+            pod_binary: state.pod_binary.clone(),
+            cgroup_root: state.cgroup_root.clone(),
+            scenario,
+            pods,
+            state: Mutex::new(state),
+            children: Mutex::new(Vec::new()),
+            owned: false,
+        })
+    }
+
+    /// Removes the testbed `name` recorded in its state file (from any process). Idempotent: no
+    /// state file means nothing to do.
+    pub fn down_by_name(name: &str) -> anyhow::Result<bool> {
+        match State::load(name)? {
+            Some(state) => {
+                cleanup(&state, &mut [])?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Removes everything now, reporting errors (drop does the same but can only print them).
+    pub fn down(mut self) -> anyhow::Result<()> {
+        self.owned = false;
+        self.teardown()
+    }
+
+    /// Leaves the testbed running after this value is dropped (e.g. `cargo xtask testbed up`).
+    pub fn keep_running(mut self) {
+        self.owned = false;
+    }
+
+    fn teardown(&self) -> anyhow::Result<()> {
+        let state = self
+            .state
+            .lock()
+            .map_err(|_| anyhow::anyhow!("state lock poisoned"))?
+            .clone();
+        let mut children = self
+            .children
+            .lock()
+            .map_err(|_| anyhow::anyhow!("children lock poisoned"))?;
+        cleanup(&state, &mut children)
+    }
+
+    fn record(&self, f: impl FnOnce(&mut State)) -> anyhow::Result<()> {
+        let mut st = self
+            .state
+            .lock()
+            .map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
+        f(&mut st);
+        st.save()
+    }
+
+    fn mkdir_cgroup(&self, dir: &Path) -> anyhow::Result<()> {
+        {
+            let st = self
+                .state
+                .lock()
+                .map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
+            if st.cgroups.iter().any(|c| c == dir) {
+                return Ok(());
+            }
+            ensure_below(&st.cgroup_mount, dir)?;
+        }
+        if dir.exists() {
+            bail!(
+                "cgroup {} already exists and this testbed did not create it; remove it yourself (rmdir)",
+                dir.display()
+            );
+        }
+        self.record(|s| s.cgroups.push(dir.to_owned()))?;
+        fs::create_dir(dir).with_context(|| format!("creating cgroup {}", dir.display()))
+    }
+
+    fn build(&self) -> anyhow::Result<()> {
+        let s = &self.scenario;
+        let name = s.name.as_str();
+        // The bridge: the node's own addresses.
+        let bridge = names::bridge(name);
+        if link_exists(&bridge) {
+            bail!(
+                "interface {bridge} already exists and no testbed state records it; remove it yourself (ip link del {bridge})"
+            );
+        }
+        self.record(|st| st.bridge = Some(bridge.clone()))?;
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &bridge,
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+            "stp_state",
+            "0",
+        ])?;
+        let v6conf = Path::new("/proc/sys/net/ipv6/conf").join(&bridge);
+        if s.ipv6 {
+            // No duplicate address detection: v6 must work the moment `up` returns.
+            fs::write(v6conf.join("disable_ipv6"), "0").context("enabling IPv6 on the bridge")?;
+            fs::write(v6conf.join("accept_dad"), "0").context("disabling DAD on the bridge")?;
+        }
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", s.node_ipv4()),
+            "dev",
+            &bridge,
+        ])?;
+        if s.ipv6 {
+            run(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/64", s.node_ipv6()),
+                "dev",
+                &bridge,
+                "nodad",
+            ])?;
+        }
+        run(&["ip", "link", "set", &bridge, "up"])?;
+
+        // Pod networks.
+        for pod in &self.pods {
+            let (Some(ns), Some(link)) = (&pod.netns, &pod.host_link) else {
+                continue;
+            };
+            if netns_exists(ns) {
+                bail!(
+                    "network namespace {ns} already exists and no testbed state records it; remove it yourself (ip netns del {ns})"
+                );
+            }
+            if link_exists(link) {
+                bail!(
+                    "interface {link} already exists and no testbed state records it; remove it yourself (ip link del {link})"
+                );
+            }
+            self.record(|st| st.netns.push(ns.clone()))?;
+            run(&["ip", "netns", "add", ns])?;
+            if s.ipv6 {
+                run(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                ])?;
+            }
+            self.record(|st| st.links.push(link.clone()))?;
+            run(&[
+                "ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ])?;
+            run(&["ip", "link", "set", link, "master", &bridge, "up"])?;
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", pod.ipv4),
+                "dev",
+                "eth0",
+            ])?;
+            if let Some(v6) = pod.ipv6 {
+                run(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{v6}/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ])?;
+            }
+            run(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &s.node_ipv4().to_string(),
+            ])?;
+            if s.ipv6 {
+                run(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &s.node_ipv6().to_string(),
+                ])?;
+            }
+        }
+
+        // Cgroups, laid out as kubelet would.
+        self.mkdir_cgroup(&self.cgroup_root)?;
+        for (i, pod) in self.pods.iter().enumerate() {
+            let spec = &s.pods[i];
+            for rel in pod_cgroup_chain(s.cgroup_driver, spec.qos, &pod.uid, &pod.container_id) {
+                self.mkdir_cgroup(&self.cgroup_root.join(rel))?;
+            }
+        }
+
+        // Servers.
+        let log_dir = self
+            .state
+            .lock()
+            .map_err(|_| anyhow::anyhow!("state lock poisoned"))?
+            .log_dir
+            .clone();
+        if let Some(d) = &log_dir {
+            fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        for (i, pod) in self.pods.iter().enumerate() {
+            let spec = &s.pods[i];
+            let mut cmd = self.pod_command(&pod.key, &self.pod_binary)?;
+            cmd.arg("serve");
+            for p in &spec.serve {
+                cmd.arg(match p.protocol {
+                    crate::scenario::Protocol::Tcp => "--tcp",
+                    crate::scenario::Protocol::Udp => "--udp",
+                });
+                cmd.arg(p.port.to_string());
+            }
+            if pod.host_network {
+                // Only the node's testbed addresses: never the host's real interfaces.
+                cmd.args(["--bind", &s.node_ipv4().to_string()]);
+                if s.ipv6 {
+                    cmd.args(["--bind", &s.node_ipv6().to_string()]);
+                }
+            }
+            let log = File::create(&pod.log)
+                .with_context(|| format!("creating {}", pod.log.display()))?;
+            let log2 = log.try_clone().context("duplicating the log fd")?;
+            cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+            // SAFETY: setsid(2) is async-signal-safe; a server must not die with our session.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+            let child = cmd
+                .spawn()
+                .with_context(|| format!("starting the server of pod {}", pod.key))?;
+            let pid = child.id();
+            self.children
+                .lock()
+                .map_err(|_| anyhow::anyhow!("children lock poisoned"))?
+                .push(child);
+            self.record(|st| st.pids.push(pid))?;
+        }
+        self.wait_ready()
+    }
+
+    fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut pending: Vec<usize> = (0..self.pods.len()).collect();
+        while !pending.is_empty() {
+            let mut still = Vec::new();
+            for i in pending {
+                let pod = &self.pods[i];
+                let log = fs::read_to_string(&pod.log).unwrap_or_default();
+                if log.lines().any(|l| l.starts_with("READY")) {
+                    continue;
+                }
+                let exited = {
+                    let mut children = self
+                        .children
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("children lock poisoned"))?;
+                    children
+                        .get_mut(i)
+                        .and_then(|c| c.try_wait().ok().flatten())
+                };
+                if let Some(status) = exited {
+                    bail!(
+                        "the server of pod {} exited ({status}) before listening:\n{}",
+                        pod.key,
+                        log.trim()
+                    );
+                }
+                still.push(i);
+            }
+            pending = still;
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let who: Vec<&str> = pending.iter().map(|&i| self.pods[i].key.as_str()).collect();
+                bail!(
+                    "pod servers not listening after {READY_TIMEOUT:?}: {} (logs in {})",
+                    who.join(", "),
+                    self.pods[pending[0]].log.display()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    // ---------- accessors ----------
+
+    /// The scenario it was built from.
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// The scenario name.
+    pub fn name(&self) -> &str {
+        &self.scenario.name
+    }
+
+    /// All pods, in scenario order.
+    pub fn pods(&self) -> &[Pod] {
+        &self.pods
+    }
+
+    /// The pod `namespace/name`.
+    pub fn pod(&self, key: &str) -> anyhow::Result<&Pod> {
+        self.pods.iter().find(|p| p.key == key).with_context(|| {
+            let all: Vec<&str> = self.pods.iter().map(|p| p.key.as_str()).collect();
+            format!(
+                "no pod {key:?} in testbed {} (pods: {})",
+                self.scenario.name,
+                all.join(", ")
+            )
+        })
+    }
+
+    /// The pod's IPv4 address.
+    pub fn pod_ipv4(&self, key: &str) -> anyhow::Result<Ipv4Addr> {
+        Ok(self.pod(key)?.ipv4)
+    }
+
+    /// The pod's IPv6 address (error if the scenario has no IPv6).
+    pub fn pod_ipv6(&self, key: &str) -> anyhow::Result<Ipv6Addr> {
+        self.pod(key)?
+            .ipv6
+            .with_context(|| format!("testbed {} has no IPv6 (ipv6: false)", self.scenario.name))
+    }
+
+    /// The pod's `metadata.uid`.
+    pub fn pod_uid(&self, key: &str) -> anyhow::Result<&str> {
+        Ok(&self.pod(key)?.uid)
+    }
+
+    /// The pod cgroup (`.../pod<UID>` or `...-pod<UID_>.slice`).
+    pub fn pod_cgroup(&self, key: &str) -> anyhow::Result<&Path> {
+        Ok(&self.pod(key)?.pod_cgroup)
+    }
+
+    /// The container cgroup the pod's processes run in.
+    pub fn container_cgroup(&self, key: &str) -> anyhow::Result<&Path> {
+        Ok(&self.pod(key)?.container_cgroup)
+    }
+
+    /// The testbed cgroup root: what the agent gets as `--cgroup-root`.
+    pub fn cgroup_root(&self) -> &Path {
+        &self.cgroup_root
+    }
+
+    /// The bridge's name.
+    pub fn bridge(&self) -> String {
+        names::bridge(&self.scenario.name)
+    }
+
+    /// The node's IPv4 address (on the bridge).
+    pub fn node_ipv4(&self) -> Ipv4Addr {
+        self.scenario.node_ipv4()
+    }
+
+    /// The node's IPv6 address (on the bridge; configured only with `ipv6: true`).
+    pub fn node_ipv6(&self) -> Ipv6Addr {
+        self.scenario.node_ipv6()
+    }
+
+    /// The cluster IPs (v4, then v6 if any) of Service `namespace/name`.
+    pub fn service_ips(&self, key: &str) -> anyhow::Result<Vec<IpAddr>> {
+        let j = self
+            .scenario
+            .services
+            .iter()
+            .position(|s| format!("{}/{}", s.namespace, s.name) == key)
+            .with_context(|| format!("no service {key:?} in testbed {}", self.scenario.name))?;
+        let mut ips = vec![IpAddr::V4(self.scenario.service_ipv4(j))];
+        ips.extend(self.scenario.service_ipv6(j).map(IpAddr::V6));
+        Ok(ips)
+    }
+
+    // ---------- running things in pods ----------
+
+    /// A command that will run inside the pod: in its container cgroup (the firewall identifies
+    /// pods by the socket's cgroup) and, unless hostNetwork, in its network namespace.
+    pub fn pod_command(
+        &self,
+        key: &str,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> anyhow::Result<Command> {
+        let pod = self.pod(key)?;
+        let procs_path = pod.container_cgroup.join("cgroup.procs");
+        // Opened here (O_CLOEXEC, as std always does), used in the child: pre_exec may not allocate.
+        let procs = fs::OpenOptions::new()
+            .write(true)
+            .open(&procs_path)
+            .with_context(|| format!("opening {}", procs_path.display()))?;
+        let netns = match &pod.netns {
+            Some(ns) => Some(
+                File::open(Path::new("/run/netns").join(ns))
+                    .with_context(|| format!("opening netns {ns}"))?,
+            ),
+            None => None,
+        };
+        let mut cmd = Command::new(program);
+        // SAFETY: only async-signal-safe calls (write, setns) on fds opened before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(ns) = &netns
+                    && libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
+
+    fn run_pod_binary(&self, from: Option<&str>, args: &[String]) -> anyhow::Result<String> {
+        let mut cmd = match from {
+            Some(key) => self.pod_command(key, &self.pod_binary)?,
+            None => Command::new(&self.pod_binary),
+        };
+        let out = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| {
+                format!(
+                    "running {} in {}",
+                    self.pod_binary.display(),
+                    from.unwrap_or("the host")
+                )
+            })?;
+        if !out.status.success() {
+            bail!(
+                "`bulkhead-pod {}` in {} failed ({}): {}",
+                args.join(" "),
+                from.unwrap_or("the host"),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        String::from_utf8(out.stdout).context("bulkhead-pod output is not UTF-8")
+    }
+
+    fn probe_impl(
+        &self,
+        from: Option<&str>,
+        targets: &[Target],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<ProbeResult>> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec![
+            "connect".to_owned(),
+            "--timeout-ms".to_owned(),
+            timeout.as_millis().to_string(),
+        ];
+        for t in targets {
+            args.push(t.flag().to_owned());
+            args.push(t.addr().to_string());
+        }
+        let out = self.run_pod_binary(from, &args)?;
+        let mut results: Vec<Option<ProbeResult>> = out
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("bad probe output line: {l}"))
+                    .map(Some)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        // Report in the caller's order (the binary prints TCP targets first).
+        targets
+            .iter()
+            .map(|t| {
+                results
+                    .iter_mut()
+                    .find(|r| {
+                        r.as_ref()
+                            .is_some_and(|r| r.target == t.addr() && r.protocol == t.protocol)
+                    })
+                    .and_then(Option::take)
+                    .with_context(|| format!("no probe result for {t}:\n{out}"))
+            })
+            .collect()
+    }
+
+    /// Connects from inside pod `from` (`namespace/name`) to each target, concurrently; results in
+    /// the order of `targets`.
+    pub fn probe(
+        &self,
+        from: &str,
+        targets: &[Target],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<ProbeResult>> {
+        self.probe_impl(Some(from), targets, timeout)
+    }
+
+    /// Like [`Testbed::probe`], from the node itself (host netns, the caller's cgroup): a
+    /// kubelet-style probe.
+    pub fn probe_from_host(
+        &self,
+        targets: &[Target],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<ProbeResult>> {
+        self.probe_impl(None, targets, timeout)
+    }
+
+    /// One probe from pod `from` to `target`.
+    pub fn probe_one(
+        &self,
+        from: &str,
+        target: Target,
+        timeout: Duration,
+    ) -> anyhow::Result<ProbeResult> {
+        self.probe(from, &[target], timeout)?
+            .pop()
+            .context("no probe result")
+    }
+
+    /// `count` sequential TCP connection attempts from pod `from` to `target`, each bounded by
+    /// `timeout`; counts by outcome.
+    pub fn storm(
+        &self,
+        from: &str,
+        target: Target,
+        count: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<StormReport> {
+        let args = vec![
+            "storm".to_owned(),
+            "--tcp".to_owned(),
+            target.addr().to_string(),
+            "--count".to_owned(),
+            count.to_string(),
+            "--timeout-ms".to_owned(),
+            timeout.as_millis().to_string(),
+        ];
+        let out = self.run_pod_binary(Some(from), &args)?;
+        serde_json::from_str(out.trim()).with_context(|| format!("bad storm output: {out}"))
+    }
+
+    /// One long-lived TCP connection from pod `from` to `target`, one round trip every `interval`
+    /// for `duration` (blocks that long; run it on a thread to do something meanwhile).
+    pub fn hold(
+        &self,
+        from: &str,
+        target: Target,
+        interval: Duration,
+        duration: Duration,
+    ) -> anyhow::Result<HoldReport> {
+        let args = vec![
+            "hold".to_owned(),
+            "--tcp".to_owned(),
+            target.addr().to_string(),
+            "--interval-ms".to_owned(),
+            interval.as_millis().to_string(),
+            "--duration-ms".to_owned(),
+            duration.as_millis().to_string(),
+        ];
+        let out = self.run_pod_binary(Some(from), &args)?;
+        serde_json::from_str(out.trim()).with_context(|| format!("bad hold output: {out}"))
+    }
+
+    /// Every pod × every pod × every served port (IPv4), one source pod per thread.
+    pub fn matrix(&self, timeout: Duration) -> anyhow::Result<Matrix> {
+        let mut columns = Vec::new();
+        for (i, pod) in self.pods.iter().enumerate() {
+            for p in &self.scenario.pods[i].serve {
+                columns.push(MatrixColumn {
+                    pod: pod.key.clone(),
+                    target: Target {
+                        ip: IpAddr::V4(pod.ipv4),
+                        protocol: p.protocol,
+                        port: p.port,
+                    },
+                });
+            }
+        }
+        let targets: Vec<Target> = columns.iter().map(|c| c.target).collect();
+        let cells = thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .pods
+                .iter()
+                .map(|p| {
+                    let targets = &targets;
+                    scope.spawn(move || self.probe(&p.key, targets, timeout))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("probe thread panicked"))?
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })?;
+        Ok(Matrix {
+            rows: self.pods.iter().map(|p| p.key.clone()).collect(),
+            columns,
+            cells,
+        })
+    }
+
+    // ---------- objects for the agent ----------
+
+    /// The Kubernetes objects the agent should see: the Node, Namespaces, Pods, Services, then the
+    /// scenario's `objects`, then `extra`.
+    pub fn source_objects(
+        &self,
+        extra: &[serde_yaml::Value],
+    ) -> anyhow::Result<Vec<serde_yaml::Value>> {
+        let s = &self.scenario;
+        let mut objs: Vec<serde_json::Value> = Vec::new();
+        let mut node_addrs =
+            vec![json!({"type": "InternalIP", "address": s.node_ipv4().to_string()})];
+        if s.ipv6 {
+            node_addrs.push(json!({"type": "InternalIP", "address": s.node_ipv6().to_string()}));
+        }
+        node_addrs.push(json!({"type": "Hostname", "address": s.node_name}));
+        objs.push(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": s.node_name, "labels": {"kubernetes.io/hostname": s.node_name}},
+            "status": {"addresses": node_addrs},
+        }));
+        for ns in &s.namespaces {
+            let mut labels = ns.labels.clone();
+            labels.insert("kubernetes.io/metadata.name".into(), ns.name.clone());
+            objs.push(json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": ns.name, "labels": labels},
+                "status": {"phase": "Active"},
+            }));
+        }
+        for (i, pod) in self.pods.iter().enumerate() {
+            let spec = &s.pods[i];
+            let mut ips = vec![json!({"ip": pod.ipv4.to_string()})];
+            ips.extend(pod.ipv6.map(|v6| json!({"ip": v6.to_string()})));
+            let ports: Vec<_> = spec
+                .serve
+                .iter()
+                .map(|p| json!({"containerPort": p.port, "protocol": p.protocol.as_str()}))
+                .collect();
+            objs.push(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": spec.name, "namespace": spec.namespace, "uid": pod.uid, "labels": spec.labels},
+                "spec": {
+                    "nodeName": s.node_name,
+                    "hostNetwork": spec.host_network,
+                    "containers": [{"name": "main", "image": "bulkhead-pod", "ports": ports}],
+                },
+                "status": {
+                    "phase": "Running",
+                    "qosClass": spec.qos.kube_name(),
+                    "hostIP": s.node_ipv4().to_string(),
+                    "podIP": pod.ipv4.to_string(),
+                    "podIPs": ips,
+                    "containerStatuses": [{"name": "main", "ready": true, "containerID": format!("containerd://{}", pod.container_id)}],
+                },
+            }));
+        }
+        for (j, svc) in s.services.iter().enumerate() {
+            objs.push(self.service_object(j, svc));
+        }
+        let mut out: Vec<serde_yaml::Value> = objs
+            .into_iter()
+            .map(serde_yaml::to_value)
+            .collect::<Result<_, _>>()
+            .context("converting objects")?;
+        out.extend(s.objects.iter().cloned());
+        out.extend(extra.iter().cloned());
+        Ok(out)
+    }
+
+    fn service_object(&self, j: usize, svc: &ServiceSpec) -> serde_json::Value {
+        let s = &self.scenario;
+        let ports: Vec<crate::scenario::PortSpec> = match &svc.ports {
+            Some(p) => p.clone(),
+            None => {
+                // The ports of the selected pods, as a user would write them.
+                let mut set = std::collections::BTreeSet::new();
+                for p in s.pods.iter().filter(|p| {
+                    p.namespace == svc.namespace
+                        && !svc.selector.is_empty()
+                        && svc.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+                }) {
+                    set.extend(p.serve.iter().copied());
+                }
+                set.into_iter().collect()
+            }
+        };
+        let ports: Vec<_> = ports
+            .iter()
+            .map(|p| {
+                json!({"name": format!("{}-{}", p.protocol.as_str().to_lowercase(), p.port),
+                       "protocol": p.protocol.as_str(), "port": p.port, "targetPort": p.port})
+            })
+            .collect();
+        let mut ips = vec![s.service_ipv4(j).to_string()];
+        let mut families = vec!["IPv4"];
+        if let Some(v6) = s.service_ipv6(j) {
+            ips.push(v6.to_string());
+            families.push("IPv6");
+        }
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc.name, "namespace": svc.namespace, "uid": pod_uid(&s.name, &svc.namespace, &format!("svc/{}", svc.name))},
+            "spec": {
+                "type": "ClusterIP",
+                "selector": svc.selector,
+                "clusterIP": ips[0],
+                "clusterIPs": ips,
+                "ipFamilies": families,
+                "ipFamilyPolicy": if families.len() > 1 { "PreferDualStack" } else { "SingleStack" },
+                "ports": ports,
+            },
+        })
+    }
+
+    /// Writes the agent's `file:` source (a YAML stream) atomically, so an agent polling the file
+    /// never reads half of it.
+    pub fn write_source(&self, path: &Path, extra: &[serde_yaml::Value]) -> anyhow::Result<()> {
+        let mut text = String::new();
+        for o in self.source_objects(extra)? {
+            text.push_str("---\n");
+            text.push_str(&serde_yaml::to_string(&o).context("serializing an object")?);
+        }
+        let tmp = path.with_extension("tmp-bulkhead");
+        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(text.as_bytes())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all().ok();
+        fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        if self.owned
+            && let Err(e) = self.teardown()
+        {
+            eprintln!("testbed {}: cleanup failed: {e:#}", self.scenario.name);
+        }
+    }
+}
+
+fn plan_pods(s: &Scenario, cgroup_root: &Path, log_dir: &Path) -> Vec<Pod> {
+    s.pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let uid = pod_uid(&s.name, &p.namespace, &p.name);
+            let cid = container_id(&s.name, &p.namespace, &p.name);
+            let chain = pod_cgroup_chain(s.cgroup_driver, p.qos, &uid, &cid);
+            let n = chain.len();
+            Pod {
+                key: p.key(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                netns: (!p.host_network).then(|| names::netns(&s.name, i)),
+                host_link: (!p.host_network).then(|| names::host_link(&s.name, i)),
+                ipv4: s.pod_ipv4(i),
+                ipv6: s.pod_ipv6(i),
+                pod_cgroup: cgroup_root.join(&chain[n.saturating_sub(2)]),
+                container_cgroup: cgroup_root.join(&chain[n.saturating_sub(1)]),
+                log: log_dir.join(format!("{}-{}-{}.log", i, p.namespace, p.name)),
+                host_network: p.host_network,
+                uid,
+                container_id: cid,
+            }
+        })
+        .collect()
+}
+
+/// Removes everything `state` records, and nothing else. Idempotent.
+fn cleanup(state: &State, children: &mut [Child]) -> anyhow::Result<()> {
+    let mut errors: Vec<String> = Vec::new();
+    let root = &state.cgroup_root;
+    let root_ours =
+        state.cgroups.first() == Some(root) && ensure_below(&state.cgroup_mount, root).is_ok();
+    // 1. Processes: every process in the testbed's cgroups, at once.
+    if root_ours
+        && root.is_dir()
+        && let Err(e) = kill_cgroup(state, root, children)
+    {
+        errors.push(format!("{e:#}"));
+    }
+    for c in children.iter_mut() {
+        let _ = c.try_wait();
+    }
+    // 2. Cgroups, children first.
+    for dir in state.cgroups.iter().rev() {
+        if ensure_below(&state.cgroup_mount, dir).is_err() || !dir.starts_with(root) {
+            errors.push(format!(
+                "refusing to remove {}: outside the testbed cgroup root",
+                dir.display()
+            ));
+            continue;
+        }
+        if let Err(e) = rmdir_retry(dir) {
+            errors.push(format!("removing cgroup {}: {e}", dir.display()));
+        }
+    }
+    // 3. Network namespaces (their veth ends go with them), then leftover links, then the bridge.
+    for ns in &state.netns {
+        if netns_exists(ns)
+            && let Err(e) = run(&["ip", "netns", "del", ns])
+        {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    for link in state.links.iter().chain(state.bridge.iter()) {
+        if link_exists(link)
+            && let Err(e) = run(&["ip", "link", "del", link])
+            && link_exists(link)
+        {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    // 4. Logs and the state file.
+    if errors.is_empty() {
+        if let Some(d) = &state.log_dir
+            && d.starts_with(STATE_DIR)
+        {
+            let _ = fs::remove_dir_all(d);
+        }
+        match fs::remove_file(state_path(&state.name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(format!("removing the state file: {e}")),
+        }
+        Ok(())
+    } else {
+        bail!(
+            "testbed {}: cleanup incomplete (state kept in {}):\n  {}",
+            state.name,
+            state_path(&state.name).display(),
+            errors.join("\n  ")
+        )
+    }
+}
+
+fn kill_cgroup(state: &State, root: &Path, children: &mut [Child]) -> anyhow::Result<()> {
+    let kill = root.join("cgroup.kill");
+    if kill.exists() {
+        fs::write(&kill, "1").with_context(|| format!("writing {}", kill.display()))?;
+    } else {
+        // Kernels before 5.14: SIGKILL each process listed in our own cgroups.
+        for dir in &state.cgroups {
+            for pid in fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    // SAFETY: kill(2); the pid was read from a cgroup this testbed created.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        for c in children.iter_mut() {
+            let _ = c.try_wait();
+        }
+        if !populated(root)? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "processes still alive in {} 5 s after cgroup.kill",
+                root.display()
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn rmdir_retry(dir: &Path) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if Instant::now() < deadline && e.raw_os_error() == Some(libc::EBUSY) => {
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_well_formed() {
+        let a = pod_uid("saas", "frontend", "web");
+        assert_eq!(a, pod_uid("saas", "frontend", "web"));
+        assert_ne!(a, pod_uid("saas", "frontend", "web2"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.as_bytes()[14], b'4');
+        let c = container_id("saas", "frontend", "web");
+        assert_eq!(c.len(), 64);
+        assert!(c.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(names::host_link("abcdef", 244).len() <= 15);
+    }
+}

@@ -1,0 +1,68 @@
+//! `cargo xtask test`: the whole test suite, as CI runs it.
+//!
+//! Formatting and lints first (cheap), then unit tests, then the kernel-level end-to-end tests,
+//! which need root. In CI (`CI=true`) a missing root is an error, never a silent skip.
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::util::{cargo, is_root, target_dir};
+
+/// Runs every check; fails on the first failing step.
+pub fn run() -> anyhow::Result<()> {
+    step("format", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
+        "build",
+        cargo().args([
+            "build",
+            "-p",
+            "firewall-agent",
+            "-p",
+            "bulkhead-tests",
+            "--bins",
+        ]),
+    )?;
+    if !is_root() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!("CI must run as root: the end-to-end tests load eBPF programs");
+        }
+        eprintln!(
+            "\n!!!!! not root: the end-to-end tests will print SKIPPED and check nothing !!!!!\n"
+        );
+    }
+    let agent = target_dir()?.join("debug").join("firewall-agent");
+    step(
+        "unit tests",
+        cargo()
+            .args(["test", "--workspace", "--exclude", "bulkhead-tests"])
+            .env("BULKHEAD_AGENT_BIN", &agent),
+    )?;
+    // One test at a time: each builds a simulated node and measures real connection outcomes.
+    step(
+        "end-to-end tests",
+        cargo()
+            .args(["test", "-p", "bulkhead-tests", "--", "--test-threads=1"])
+            .env("BULKHEAD_AGENT_BIN", &agent),
+    )?;
+    Ok(())
+}
+
+fn step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("==> {name}: {cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {name}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}

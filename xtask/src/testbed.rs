@@ -1,0 +1,145 @@
+//! `cargo xtask testbed up|probe|down SCENARIO.yaml`: a simulated node (DESIGN §8) by hand, to try
+//! the agent against it or to look at the connectivity matrix.
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, bail};
+use bulkhead_tests::{Options, Scenario, Testbed};
+
+use crate::util::{cargo, is_root, target_dir, workspace_root};
+
+/// Arguments of `cargo xtask testbed`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Creates the testbed and leaves it running.
+    Up {
+        /// Scenario file (tests/scenarios/*.yaml).
+        scenario: PathBuf,
+        /// Also write the agent's `file:` source here.
+        #[arg(long)]
+        source_out: Option<PathBuf>,
+    },
+    /// Prints the connectivity matrix of the running testbed.
+    Probe {
+        /// Scenario file the testbed was brought up from.
+        scenario: PathBuf,
+        /// Per-probe timeout.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// Removes everything the testbed created.
+    Down {
+        /// Scenario file the testbed was brought up from.
+        scenario: PathBuf,
+    },
+}
+
+/// Runs one `testbed` action.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!(
+            "the testbed needs root (network namespaces, veths, cgroups): run `sudo -E cargo xtask testbed ...`"
+        );
+    }
+    match args.action {
+        Action::Up {
+            scenario,
+            source_out,
+        } => {
+            let scenario = Scenario::load(&scenario)?;
+            let pod_binary = build_pod_binary()?;
+            let tb = Testbed::up(&scenario, &Options { pod_binary })?;
+            println!(
+                "testbed {} is up (bridge {}, node {} / {})",
+                tb.name(),
+                tb.bridge(),
+                tb.node_ipv4(),
+                tb.node_ipv6()
+            );
+            println!(
+                "cgroup root (agent --cgroup-root): {}",
+                tb.cgroup_root().display()
+            );
+            for p in tb.pods() {
+                let v6 = p.ipv6.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+                println!("  {:<28} {:<15} {:<22} uid {}", p.key, p.ipv4, v6, p.uid);
+                println!("  {:<28} cgroup {}", "", p.container_cgroup.display());
+            }
+            if let Some(path) = source_out {
+                tb.write_source(&path, &[])?;
+                println!(
+                    "agent source: firewall-agent run --source file:{} --node-name {} --cgroup-root {}",
+                    path.display(),
+                    scenario.node_name,
+                    tb.cgroup_root().display()
+                );
+            }
+            tb.keep_running();
+            println!(
+                "remove it with: cargo xtask testbed down {}",
+                scenario_arg_hint()
+            );
+            Ok(())
+        }
+        Action::Probe {
+            scenario,
+            timeout_ms,
+        } => {
+            let scenario = Scenario::load(&scenario)?;
+            let tb = Testbed::attach(&scenario.name)?;
+            if tb.scenario() != &scenario {
+                eprintln!("note: the scenario file changed since `up`; probing what is running");
+            }
+            let m = tb.matrix(Duration::from_millis(timeout_ms))?;
+            println!("{m}");
+            Ok(())
+        }
+        Action::Down { scenario } => {
+            let text = std::fs::read_to_string(&scenario)
+                .with_context(|| format!("reading {}", scenario.display()))?;
+            // Down must work even if the file no longer validates: only the name is needed.
+            let name = match Scenario::parse(&text) {
+                Ok(s) => s.name,
+                Err(_) => serde_yaml_name(&text).context("scenario file has no usable `name`")?,
+            };
+            if Testbed::down_by_name(&name)? {
+                println!("testbed {name} removed");
+            } else {
+                println!("testbed {name} is not running (no state file)");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn scenario_arg_hint() -> &'static str {
+    "SCENARIO.yaml"
+}
+
+fn serde_yaml_name(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("name:"))
+        .map(|v| v.split('#').next().unwrap_or("").trim().to_owned())
+}
+
+/// Builds `bulkhead-pod` and returns its path in the target directory.
+fn build_pod_binary() -> anyhow::Result<PathBuf> {
+    let status = cargo()
+        .args(["build", "-p", "bulkhead-tests", "--bin", "bulkhead-pod"])
+        .current_dir(workspace_root())
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building bulkhead-pod failed ({status})");
+    }
+    let bin = target_dir()?.join("debug").join("bulkhead-pod");
+    if !bin.is_file() {
+        bail!("{} missing after the build", bin.display());
+    }
+    Ok(bin)
+}
