@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::{
     cgroup::{cgroup2_mount, ensure_below, pod_cgroup_chain, populated},
     probe::{HoldReport, Matrix, MatrixColumn, ProbeResult, StormReport, Target},
-    scenario::{Scenario, ServiceSpec},
+    scenario::{PortSpec, Protocol, Scenario, ServiceSpec},
 };
 
 /// Where state files live: `/run` is wiped at reboot, exactly when the kernel objects vanish too.
@@ -56,6 +56,9 @@ struct State {
     links: Vec<String>,
     /// Absolute cgroup directories, parents before children.
     cgroups: Vec<PathBuf>,
+    /// Host numbers taken by world servers, in creation order.
+    #[serde(default)]
+    world_hosts: Vec<u8>,
     /// Server pids (informational: processes are killed through `cgroup.kill`, never by pid).
     pids: Vec<u32>,
 }
@@ -117,6 +120,23 @@ pub struct Pod {
     pub log: PathBuf,
     /// Whether it shares the node's network namespace.
     pub host_network: bool,
+}
+
+/// A host outside every namespace, from [`Testbed::world_server`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorldServer {
+    /// Its network namespace.
+    pub netns: String,
+    /// Its IPv4 addresses, in the order asked for.
+    pub ipv4: Vec<Ipv4Addr>,
+    /// Its IPv6 addresses (empty without IPv6).
+    pub ipv6: Vec<Ipv6Addr>,
+    /// The /26 network containing the first IPv4 address (for CIDR rules in tests).
+    pub net: Ipv4Addr,
+    /// The cgroup its server runs in (no pod's).
+    pub cgroup: PathBuf,
+    /// The server's output.
+    pub log: PathBuf,
 }
 
 /// A running simulated node. Dropping it removes everything (unless [`Testbed::keep_running`]).
@@ -426,83 +446,7 @@ impl Testbed {
             let (Some(ns), Some(link)) = (&pod.netns, &pod.host_link) else {
                 continue;
             };
-            if netns_exists(ns) {
-                bail!(
-                    "network namespace {ns} already exists and no testbed state records it; remove it yourself (ip netns del {ns})"
-                );
-            }
-            if link_exists(link) {
-                bail!(
-                    "interface {link} already exists and no testbed state records it; remove it yourself (ip link del {link})"
-                );
-            }
-            self.record(|st| st.netns.push(ns.clone()))?;
-            run(&["ip", "netns", "add", ns])?;
-            if s.ipv6 {
-                run(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv6.conf.all.accept_dad=0",
-                    "net.ipv6.conf.default.accept_dad=0",
-                ])?;
-            }
-            self.record(|st| st.links.push(link.clone()))?;
-            run(&[
-                "ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns,
-            ])?;
-            run(&["ip", "link", "set", link, "master", &bridge, "up"])?;
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-            run(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{}/24", pod.ipv4),
-                "dev",
-                "eth0",
-            ])?;
-            if let Some(v6) = pod.ipv6 {
-                run(&[
-                    "ip",
-                    "-n",
-                    ns,
-                    "addr",
-                    "add",
-                    &format!("{v6}/64"),
-                    "dev",
-                    "eth0",
-                    "nodad",
-                ])?;
-            }
-            run(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
-            run(&[
-                "ip",
-                "-n",
-                ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                &s.node_ipv4().to_string(),
-            ])?;
-            if s.ipv6 {
-                run(&[
-                    "ip",
-                    "-n",
-                    ns,
-                    "-6",
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &s.node_ipv6().to_string(),
-                ])?;
-            }
+            self.create_netns(ns, link, &[pod.ipv4], pod.ipv6.as_slice())?;
         }
 
         // Cgroups, laid out as kubelet would.
@@ -524,17 +468,11 @@ impl Testbed {
         if let Some(d) = &log_dir {
             fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
+        let mut servers = Vec::new();
         for (i, pod) in self.pods.iter().enumerate() {
             let spec = &s.pods[i];
             let mut cmd = self.pod_command(&pod.key, &self.pod_binary)?;
-            cmd.arg("serve");
-            for p in &spec.serve {
-                cmd.arg(match p.protocol {
-                    crate::scenario::Protocol::Tcp => "--tcp",
-                    crate::scenario::Protocol::Udp => "--udp",
-                });
-                cmd.arg(p.port.to_string());
-            }
+            cmd.arg("serve").args(serve_args(&spec.serve));
             if pod.host_network {
                 // Only the node's testbed addresses: never the host's real interfaces.
                 cmd.args(["--bind", &s.node_ipv4().to_string()]);
@@ -542,38 +480,218 @@ impl Testbed {
                     cmd.args(["--bind", &s.node_ipv6().to_string()]);
                 }
             }
-            let log = File::create(&pod.log)
-                .with_context(|| format!("creating {}", pod.log.display()))?;
-            let log2 = log.try_clone().context("duplicating the log fd")?;
-            cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
-            // SAFETY: setsid(2) is async-signal-safe; a server must not die with our session.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::setsid();
-                    Ok(())
-                });
-            }
-            let child = cmd
-                .spawn()
-                .with_context(|| format!("starting the server of pod {}", pod.key))?;
-            let pid = child.id();
-            self.children
-                .lock()
-                .map_err(|_| anyhow::anyhow!("children lock poisoned"))?
-                .push(child);
-            self.record(|st| st.pids.push(pid))?;
+            let child = self.spawn_server(cmd, &pod.log, &format!("pod {}", pod.key))?;
+            servers.push((format!("pod {}", pod.key), pod.log.clone(), child));
         }
-        self.wait_ready()
+        self.wait_ready(&servers)
     }
 
-    fn wait_ready(&self) -> anyhow::Result<()> {
+    /// A network namespace `ns` with a veth (`link` on the bridge, `eth0` inside), the given
+    /// addresses, lo up and default routes via the node.
+    fn create_netns(
+        &self,
+        ns: &str,
+        link: &str,
+        v4: &[Ipv4Addr],
+        v6: &[Ipv6Addr],
+    ) -> anyhow::Result<()> {
+        let s = &self.scenario;
+        if netns_exists(ns) {
+            bail!(
+                "network namespace {ns} already exists and no testbed state records it; remove it yourself (ip netns del {ns})"
+            );
+        }
+        if link_exists(link) {
+            bail!(
+                "interface {link} already exists and no testbed state records it; remove it yourself (ip link del {link})"
+            );
+        }
+        self.record(|st| st.netns.push(ns.to_owned()))?;
+        run(&["ip", "netns", "add", ns])?;
+        if s.ipv6 {
+            // No duplicate address detection: v6 must work the moment `up` returns.
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ])?;
+        }
+        self.record(|st| st.links.push(link.to_owned()))?;
+        run(&[
+            "ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns,
+        ])?;
+        run(&["ip", "link", "set", link, "master", &self.bridge(), "up"])?;
+        run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        for a in v4 {
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{a}/24"),
+                "dev",
+                "eth0",
+            ])?;
+        }
+        if s.ipv6 {
+            for a in v6 {
+                run(&[
+                    "ip",
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{a}/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ])?;
+            }
+        }
+        run(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
+        run(&[
+            "ip",
+            "-n",
+            ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &s.node_ipv4().to_string(),
+        ])?;
+        if s.ipv6 {
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &s.node_ipv6().to_string(),
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Starts an echo server on a host outside every namespace (the firewall's "world"): its own
+    /// netns on the bridge with addresses 198.18.S.H (and fd00:b1:S::H) for each `H` in `hosts`,
+    /// serving `serve`. Its process lives in `<cgroup root>/world/w<k>`, a cgroup that belongs to no
+    /// pod. Removed with the testbed. `hosts` must not collide with the node (1), pods (10..) or
+    /// earlier world servers; 192..=254 is a good range.
+    pub fn world_server(&self, hosts: &[u8], serve: &[PortSpec]) -> anyhow::Result<WorldServer> {
+        let s = &self.scenario;
+        if hosts.is_empty() {
+            bail!("world_server: no host numbers given");
+        }
+        let k = {
+            let st = self
+                .state
+                .lock()
+                .map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
+            for &h in hosts {
+                let pod_range = 10..10 + s.pods.len();
+                if h < 2
+                    || h == 255
+                    || pod_range.contains(&usize::from(h))
+                    || st.world_hosts.contains(&h)
+                {
+                    bail!(
+                        "world_server: host number {h} is the node's, a pod's, broadcast or already taken"
+                    );
+                }
+            }
+            st.world_hosts.len()
+        };
+        let ns = format!("bh-{}-w{k}", s.name);
+        let link = format!("bh{}w{k}", s.name);
+        let v4: Vec<Ipv4Addr> = hosts
+            .iter()
+            .map(|&h| Ipv4Addr::new(198, 18, s.subnet, h))
+            .collect();
+        let v6: Vec<Ipv6Addr> = if s.ipv6 {
+            hosts
+                .iter()
+                .map(|&h| Ipv6Addr::new(0xfd00, 0xb1, s.subnet.into(), 0, 0, 0, 0, h.into()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.record(|st| st.world_hosts.extend_from_slice(hosts))?;
+        self.create_netns(&ns, &link, &v4, &v6)?;
+        let world = self.cgroup_root.join("world");
+        self.mkdir_cgroup(&world)?;
+        let cgroup = world.join(format!("w{k}"));
+        self.mkdir_cgroup(&cgroup)?;
+        let log_dir = self
+            .state
+            .lock()
+            .map_err(|_| anyhow::anyhow!("state lock poisoned"))?
+            .log_dir
+            .clone();
+        let log = log_dir
+            .unwrap_or_else(std::env::temp_dir)
+            .join(format!("world-w{k}.log"));
+        let mut cmd = command_in(Some(&ns), &cgroup, &self.pod_binary)?;
+        cmd.arg("serve").args(serve_args(serve));
+        let what = format!("world server {ns}");
+        let child = self.spawn_server(cmd, &log, &what)?;
+        self.wait_ready(&[(what, log.clone(), child)])?;
+        let first = u32::from(v4[0]) & !0x3f;
+        Ok(WorldServer {
+            netns: ns,
+            net: Ipv4Addr::from(first),
+            ipv4: v4,
+            ipv6: v6,
+            cgroup,
+            log,
+        })
+    }
+
+    /// Starts a server detached (own session), output to `log`; returns its index in `children`.
+    fn spawn_server(&self, mut cmd: Command, log: &Path, what: &str) -> anyhow::Result<usize> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone().context("duplicating the log fd")?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: setsid(2) is async-signal-safe; a server must not die with our session.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting the server of {what}"))?;
+        let pid = child.id();
+        let idx = {
+            let mut children = self
+                .children
+                .lock()
+                .map_err(|_| anyhow::anyhow!("children lock poisoned"))?;
+            children.push(child);
+            children.len() - 1
+        };
+        self.record(|st| st.pids.push(pid))?;
+        Ok(idx)
+    }
+
+    /// Waits until every server (label, log, child index) printed READY.
+    fn wait_ready(&self, servers: &[(String, PathBuf, usize)]) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let mut pending: Vec<usize> = (0..self.pods.len()).collect();
-        while !pending.is_empty() {
+        let mut pending: Vec<&(String, PathBuf, usize)> = servers.iter().collect();
+        loop {
             let mut still = Vec::new();
-            for i in pending {
-                let pod = &self.pods[i];
-                let log = fs::read_to_string(&pod.log).unwrap_or_default();
+            for srv in pending {
+                let (what, log_path, child) = srv;
+                let log = fs::read_to_string(log_path).unwrap_or_default();
                 if log.lines().any(|l| l.starts_with("READY")) {
                     continue;
                 }
@@ -583,33 +701,31 @@ impl Testbed {
                         .lock()
                         .map_err(|_| anyhow::anyhow!("children lock poisoned"))?;
                     children
-                        .get_mut(i)
+                        .get_mut(*child)
                         .and_then(|c| c.try_wait().ok().flatten())
                 };
                 if let Some(status) = exited {
                     bail!(
-                        "the server of pod {} exited ({status}) before listening:\n{}",
-                        pod.key,
+                        "the server of {what} exited ({status}) before listening:\n{}",
                         log.trim()
                     );
                 }
-                still.push(i);
+                still.push(srv);
             }
             pending = still;
             if pending.is_empty() {
-                break;
+                return Ok(());
             }
             if Instant::now() > deadline {
-                let who: Vec<&str> = pending.iter().map(|&i| self.pods[i].key.as_str()).collect();
+                let who: Vec<&str> = pending.iter().map(|s| s.0.as_str()).collect();
                 bail!(
-                    "pod servers not listening after {READY_TIMEOUT:?}: {} (logs in {})",
+                    "servers not listening after {READY_TIMEOUT:?}: {} (log: {})",
                     who.join(", "),
-                    self.pods[pending[0]].log.display()
+                    pending[0].1.display()
                 );
             }
             thread::sleep(Duration::from_millis(10));
         }
-        Ok(())
     }
 
     // ---------- accessors ----------
@@ -711,35 +827,7 @@ impl Testbed {
         program: impl AsRef<std::ffi::OsStr>,
     ) -> anyhow::Result<Command> {
         let pod = self.pod(key)?;
-        let procs_path = pod.container_cgroup.join("cgroup.procs");
-        // Opened here (O_CLOEXEC, as std always does), used in the child: pre_exec may not allocate.
-        let procs = fs::OpenOptions::new()
-            .write(true)
-            .open(&procs_path)
-            .with_context(|| format!("opening {}", procs_path.display()))?;
-        let netns = match &pod.netns {
-            Some(ns) => Some(
-                File::open(Path::new("/run/netns").join(ns))
-                    .with_context(|| format!("opening netns {ns}"))?,
-            ),
-            None => None,
-        };
-        let mut cmd = Command::new(program);
-        // SAFETY: only async-signal-safe calls (write, setns) on fds opened before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if let Some(ns) = &netns
-                    && libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        Ok(cmd)
+        command_in(pod.netns.as_deref(), &pod.container_cgroup, program)
     }
 
     fn run_pod_binary(&self, from: Option<&str>, args: &[String]) -> anyhow::Result<String> {
@@ -1003,7 +1091,7 @@ impl Testbed {
 
     fn service_object(&self, j: usize, svc: &ServiceSpec) -> serde_json::Value {
         let s = &self.scenario;
-        let ports: Vec<crate::scenario::PortSpec> = match &svc.ports {
+        let ports: Vec<PortSpec> = match &svc.ports {
             Some(p) => p.clone(),
             None => {
                 // The ports of the selected pods, as a user would write them.
@@ -1072,6 +1160,57 @@ impl Drop for Testbed {
             eprintln!("testbed {}: cleanup failed: {e:#}", self.scenario.name);
         }
     }
+}
+
+/// `--tcp P --udp Q ...` for `bulkhead-pod serve`.
+fn serve_args(ports: &[PortSpec]) -> Vec<String> {
+    ports
+        .iter()
+        .flat_map(|p| {
+            let flag = match p.protocol {
+                Protocol::Tcp => "--tcp",
+                Protocol::Udp => "--udp",
+            };
+            [flag.to_owned(), p.port.to_string()]
+        })
+        .collect()
+}
+
+/// A command that runs in cgroup `cgroup` and, if given, network namespace `netns`.
+fn command_in(
+    netns: Option<&str>,
+    cgroup: &Path,
+    program: impl AsRef<std::ffi::OsStr>,
+) -> anyhow::Result<Command> {
+    let procs_path = cgroup.join("cgroup.procs");
+    // Opened here (O_CLOEXEC, as std always does), used in the child: pre_exec may not allocate.
+    let procs = fs::OpenOptions::new()
+        .write(true)
+        .open(&procs_path)
+        .with_context(|| format!("opening {}", procs_path.display()))?;
+    let netns = match netns {
+        Some(ns) => Some(
+            File::open(Path::new("/run/netns").join(ns))
+                .with_context(|| format!("opening netns {ns}"))?,
+        ),
+        None => None,
+    };
+    let mut cmd = Command::new(program);
+    // SAFETY: only async-signal-safe calls (write, setns) on fds opened before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(ns) = &netns
+                && libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
 }
 
 fn plan_pods(s: &Scenario, cgroup_root: &Path, log_dir: &Path) -> Vec<Pod> {

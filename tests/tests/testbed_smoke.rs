@@ -4,10 +4,11 @@
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
+    process::Command,
     time::Duration,
 };
 
-use bulkhead_tests::{Options, Outcome, Scenario, Target, Testbed};
+use bulkhead_tests::{Options, Outcome, Protocol, Scenario, Target, Testbed, scenario::PortSpec};
 
 const T: Duration = Duration::from_millis(1000);
 
@@ -131,7 +132,7 @@ fn cgroupfs_testbed_probes_and_cleans_up() {
         )
         .expect("probe");
     assert!(r.iter().all(|r| r.result == Outcome::Ok), "{r:#?}");
-    assert_eq!(r[1].protocol, bulkhead_tests::Protocol::Tcp);
+    assert_eq!(r[1].protocol, Protocol::Tcp);
     // The node reaches pods (kubelet probes).
     let r = tb
         .probe_from_host(&[Target::tcp(api4, 8443)], T)
@@ -221,14 +222,100 @@ fn cgroupfs_testbed_probes_and_cleans_up() {
     assert_eq!(m.columns.len(), 6);
     assert_eq!(m.summary().get(&Outcome::Ok), Some(&30), "{m}");
     assert_eq!(
-        m.get(
-            "db/postgres",
-            "kube-system/coredns",
-            bulkhead_tests::Protocol::Udp,
-            53
-        ),
+        m.get("db/postgres", "kube-system/coredns", Protocol::Udp, 53),
         Some(Outcome::Ok)
     );
+
+    // A host outside every namespace ("world").
+    let w = tb
+        .world_server(
+            &[200, 201],
+            &[PortSpec {
+                protocol: Protocol::Tcp,
+                port: 80,
+            }],
+        )
+        .expect("world server");
+    assert_eq!(w.net.to_string(), "198.18.250.192");
+    assert_ok(&tb, "frontend/web", Target::tcp(w.ipv4[1], 80));
+    assert_ok(&tb, "frontend/web", Target::tcp(w.ipv6[0], 80));
+
+    // What verdicts look like to a probe, simulated with netfilter inside the pods: EPERM at the
+    // sender is "denied", a silent drop is "timeout".
+    if Command::new("iptables")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let a = api4.to_string();
+        in_pod(
+            &tb,
+            "frontend/web",
+            "iptables",
+            &[
+                "-A", "OUTPUT", "-d", &a, "-p", "tcp", "--dport", "8443", "-j", "DROP",
+            ],
+        );
+        in_pod(
+            &tb,
+            "frontend/web",
+            "iptables",
+            &["-A", "OUTPUT", "-d", &a, "-p", "udp", "-j", "DROP"],
+        );
+        // netfilter drops a SYN silently (the kernel retransmits) but fails a UDP send with EPERM.
+        let r = tb
+            .probe(
+                "frontend/web",
+                &[Target::tcp(api4, 8443), Target::udp(api4, 9)],
+                Duration::from_millis(300),
+            )
+            .expect("probe");
+        assert_eq!(
+            (r[0].result, r[1].result),
+            (Outcome::Timeout, Outcome::Denied),
+            "{r:#?}"
+        );
+        assert_eq!(r[1].errno, Some(libc::EPERM), "{r:#?}");
+        assert!(r[0].ms >= 290.0 && r[0].ms < 1000.0, "{r:?}");
+        assert!(r[1].ms < 100.0, "{r:?}");
+        let web4 = web.ipv4.to_string();
+        in_pod(
+            &tb,
+            "payments/api",
+            "iptables",
+            &["-A", "INPUT", "-s", &web4, "-j", "DROP"],
+        );
+        let r = tb
+            .probe_one("frontend/web", Target::tcp(api6, 8443), T)
+            .expect("probe");
+        assert_eq!(r.result, "ok", "only v4 is dropped: {r:?}");
+        let r = tb.probe("kube-system/coredns", &[], T).expect("no targets");
+        assert!(r.is_empty());
+        in_pod(
+            &tb,
+            "payments/api",
+            "iptables",
+            &[
+                "-A",
+                "INPUT",
+                "-s",
+                &tb.pod_ipv4("payments/worker").expect("ip").to_string(),
+                "-j",
+                "DROP",
+            ],
+        );
+        let r = tb
+            .probe_one(
+                "payments/worker",
+                Target::tcp(api4, 8443),
+                Duration::from_millis(300),
+            )
+            .expect("probe");
+        assert_eq!(r.result, "timeout", "{r:?}");
+        assert!(r.ms >= 290.0 && r.ms < 1000.0, "{r:?}");
+    } else {
+        eprintln!("note: iptables missing, denied/timeout classification not checked");
+    }
 
     // The agent's source file.
     let src = std::env::temp_dir().join("bulkhead-smoke-tsaas.yaml");
