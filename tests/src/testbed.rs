@@ -217,6 +217,21 @@ fn run(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The name of another recorded testbed using `subnet`: two bridges with one address would make
+/// both testbeds misroute.
+fn subnet_user(subnet: u8, except: &str) -> Option<String> {
+    let dir = fs::read_dir(STATE_DIR).ok()?;
+    dir.flatten().find_map(|e| {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let name = file.strip_suffix(".json")?;
+        if name == except {
+            return None;
+        }
+        let st = State::load(name).ok()??;
+        (st.scenario?.subnet == subnet).then(|| name.to_owned())
+    })
+}
+
 fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
@@ -269,6 +284,14 @@ impl Testbed {
         if let Some(old) = State::load(name)? {
             eprintln!("testbed {name}: removing leftovers of an earlier run");
             cleanup(&old, &mut []).context("removing the leftover testbed of the same name")?;
+        }
+        if let Some(other) = subnet_user(scenario.subnet, name) {
+            bail!(
+                "subnet {} (198.18.{}.0/24) is used by testbed {other:?}, still running or left over; \
+                 pick another subnet or remove it (cargo xtask testbed down, or Testbed::down_by_name)",
+                scenario.subnet,
+                scenario.subnet
+            );
         }
         let mount = cgroup2_mount()?;
         let cgroup_root = mount.join(names::cgroup_root(name));

@@ -48,10 +48,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     match args.action {
         Action::Up {
-            scenario,
+            scenario: path,
             source_out,
         } => {
-            let scenario = Scenario::load(&scenario)?;
+            let scenario = Scenario::load(&path)?;
             let pod_binary = build_pod_binary()?;
             let tb = Testbed::up(&scenario, &Options { pod_binary })?;
             println!(
@@ -82,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             tb.keep_running();
             println!(
                 "remove it with: cargo xtask testbed down {}",
-                scenario_arg_hint()
+                path.display()
             );
             Ok(())
         }
@@ -115,10 +115,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn scenario_arg_hint() -> &'static str {
-    "SCENARIO.yaml"
 }
 
 fn serde_yaml_name(text: &str) -> Option<String> {
