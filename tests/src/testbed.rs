@@ -792,6 +792,24 @@ impl Testbed {
             .with_context(|| format!("testbed {} has no IPv6 (ipv6: false)", self.scenario.name))
     }
 
+    /// A target at pod `to`'s IPv4 address.
+    pub fn target(&self, to: &str, protocol: Protocol, port: u16) -> anyhow::Result<Target> {
+        Ok(Target {
+            ip: IpAddr::V4(self.pod_ipv4(to)?),
+            protocol,
+            port,
+        })
+    }
+
+    /// A target at pod `to`'s IPv6 address.
+    pub fn target6(&self, to: &str, protocol: Protocol, port: u16) -> anyhow::Result<Target> {
+        Ok(Target {
+            ip: IpAddr::V6(self.pod_ipv6(to)?),
+            protocol,
+            port,
+        })
+    }
+
     /// The pod's `metadata.uid`.
     pub fn pod_uid(&self, key: &str) -> anyhow::Result<&str> {
         Ok(&self.pod(key)?.uid)

@@ -419,12 +419,14 @@ fn systemd_layout_host_network_and_crash_recovery() {
     assert_ok(
         &tb,
         "monitoring/node-exporter",
-        Target::tcp(checkout.ipv4, 8080),
+        tb.target("shop/checkout", Protocol::Tcp, 8080)
+            .expect("target"),
     );
     assert_ok(
         &tb,
         "shop/checkout",
-        Target::udp(cart.ipv6.expect("v6"), 9000),
+        tb.target6("shop/cart", Protocol::Udp, 9000)
+            .expect("target6"),
     );
 
     let m = tb.matrix(T).expect("matrix");

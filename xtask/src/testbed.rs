@@ -59,7 +59,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 tb.name(),
                 tb.bridge(),
                 tb.node_ipv4(),
-                tb.node_ipv6()
+                if scenario.ipv6 {
+                    tb.node_ipv6().to_string()
+                } else {
+                    "-".to_owned()
+                }
             );
             println!(
                 "cgroup root (agent --cgroup-root): {}",
