@@ -8,6 +8,7 @@
 pub mod cgroup;
 pub mod probe;
 pub mod scenario;
+pub mod source;
 pub mod testbed;
 
 pub use probe::{HoldReport, Matrix, Outcome, ProbeResult, StormReport, Target};

@@ -18,12 +18,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::{
     cgroup::{cgroup2_mount, ensure_below, pod_cgroup_chain, populated},
     probe::{HoldReport, Matrix, MatrixColumn, ProbeResult, StormReport, Target},
-    scenario::{PortSpec, Protocol, Scenario, ServiceSpec},
+    scenario::{PortSpec, Protocol, Scenario},
 };
 
 /// Where state files live: `/run` is wiped at reboot, exactly when the kernel objects vanish too.
@@ -1063,116 +1062,12 @@ impl Testbed {
     // ---------- objects for the agent ----------
 
     /// The Kubernetes objects the agent should see: the Node, Namespaces, Pods, Services, then the
-    /// scenario's `objects`, then `extra`.
+    /// scenario's `objects`, then `extra` (see [`crate::source::scenario_objects`]).
     pub fn source_objects(
         &self,
         extra: &[serde_yaml::Value],
     ) -> anyhow::Result<Vec<serde_yaml::Value>> {
-        let s = &self.scenario;
-        let mut objs: Vec<serde_json::Value> = Vec::new();
-        let mut node_addrs =
-            vec![json!({"type": "InternalIP", "address": s.node_ipv4().to_string()})];
-        if s.ipv6 {
-            node_addrs.push(json!({"type": "InternalIP", "address": s.node_ipv6().to_string()}));
-        }
-        node_addrs.push(json!({"type": "Hostname", "address": s.node_name}));
-        objs.push(json!({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": s.node_name, "labels": {"kubernetes.io/hostname": s.node_name}},
-            "status": {"addresses": node_addrs},
-        }));
-        for ns in &s.namespaces {
-            let mut labels = ns.labels.clone();
-            labels.insert("kubernetes.io/metadata.name".into(), ns.name.clone());
-            objs.push(json!({
-                "apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": ns.name, "labels": labels},
-                "status": {"phase": "Active"},
-            }));
-        }
-        for (i, pod) in self.pods.iter().enumerate() {
-            let spec = &s.pods[i];
-            let mut ips = vec![json!({"ip": pod.ipv4.to_string()})];
-            ips.extend(pod.ipv6.map(|v6| json!({"ip": v6.to_string()})));
-            let ports: Vec<_> = spec
-                .serve
-                .iter()
-                .map(|p| json!({"containerPort": p.port, "protocol": p.protocol.as_str()}))
-                .collect();
-            objs.push(json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": spec.name, "namespace": spec.namespace, "uid": pod.uid, "labels": spec.labels},
-                "spec": {
-                    "nodeName": s.node_name,
-                    "hostNetwork": spec.host_network,
-                    "containers": [{"name": "main", "image": "bulkhead-pod", "ports": ports}],
-                },
-                "status": {
-                    "phase": "Running",
-                    "qosClass": spec.qos.kube_name(),
-                    "hostIP": s.node_ipv4().to_string(),
-                    "podIP": pod.ipv4.to_string(),
-                    "podIPs": ips,
-                    "containerStatuses": [{"name": "main", "ready": true, "containerID": format!("containerd://{}", pod.container_id)}],
-                },
-            }));
-        }
-        for (j, svc) in s.services.iter().enumerate() {
-            objs.push(self.service_object(j, svc));
-        }
-        let mut out: Vec<serde_yaml::Value> = objs
-            .into_iter()
-            .map(serde_yaml::to_value)
-            .collect::<Result<_, _>>()
-            .context("converting objects")?;
-        out.extend(s.objects.iter().cloned());
-        out.extend(extra.iter().cloned());
-        Ok(out)
-    }
-
-    fn service_object(&self, j: usize, svc: &ServiceSpec) -> serde_json::Value {
-        let s = &self.scenario;
-        let ports: Vec<PortSpec> = match &svc.ports {
-            Some(p) => p.clone(),
-            None => {
-                // The ports of the selected pods, as a user would write them.
-                let mut set = std::collections::BTreeSet::new();
-                for p in s.pods.iter().filter(|p| {
-                    p.namespace == svc.namespace
-                        && !svc.selector.is_empty()
-                        && svc.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
-                }) {
-                    set.extend(p.serve.iter().copied());
-                }
-                set.into_iter().collect()
-            }
-        };
-        let ports: Vec<_> = ports
-            .iter()
-            .map(|p| {
-                json!({"name": format!("{}-{}", p.protocol.as_str().to_lowercase(), p.port),
-                       "protocol": p.protocol.as_str(), "port": p.port, "targetPort": p.port})
-            })
-            .collect();
-        let mut ips = vec![s.service_ipv4(j).to_string()];
-        let mut families = vec!["IPv4"];
-        if let Some(v6) = s.service_ipv6(j) {
-            ips.push(v6.to_string());
-            families.push("IPv6");
-        }
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": svc.name, "namespace": svc.namespace, "uid": pod_uid(&s.name, &svc.namespace, &format!("svc/{}", svc.name))},
-            "spec": {
-                "type": "ClusterIP",
-                "selector": svc.selector,
-                "clusterIP": ips[0],
-                "clusterIPs": ips,
-                "ipFamilies": families,
-                "ipFamilyPolicy": if families.len() > 1 { "PreferDualStack" } else { "SingleStack" },
-                "ports": ports,
-            },
-        })
+        crate::source::scenario_objects(&self.scenario, extra)
     }
 
     /// Writes the agent's `file:` source (a YAML stream) atomically, so an agent polling the file
@@ -1254,7 +1149,7 @@ fn command_in(
     Ok(cmd)
 }
 
-fn plan_pods(s: &Scenario, cgroup_root: &Path, log_dir: &Path) -> Vec<Pod> {
+pub(crate) fn plan_pods(s: &Scenario, cgroup_root: &Path, log_dir: &Path) -> Vec<Pod> {
     s.pods
         .iter()
         .enumerate()
