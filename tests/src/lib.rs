@@ -13,4 +13,4 @@ pub mod testbed;
 
 pub use probe::{HoldReport, Matrix, Outcome, ProbeResult, StormReport, Target};
 pub use scenario::{CgroupDriver, Protocol, Qos, Scenario};
-pub use testbed::{Options, Pod, Testbed, WorldServer};
+pub use testbed::{HoldHandle, Options, Pod, Testbed, WorldServer};

@@ -138,6 +138,33 @@ pub struct WorldServer {
     pub log: PathBuf,
 }
 
+/// A [`Testbed::spawn_hold`] in progress.
+#[derive(Debug)]
+pub struct HoldHandle {
+    child: Child,
+    what: String,
+}
+
+impl HoldHandle {
+    /// Waits for the hold to finish and returns its report.
+    pub fn wait(self) -> anyhow::Result<HoldReport> {
+        let what = self.what;
+        let out = self
+            .child
+            .wait_with_output()
+            .with_context(|| format!("waiting for {what}"))?;
+        if !out.status.success() {
+            bail!(
+                "{what} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim()).with_context(|| format!("bad {what} output: {text}"))
+    }
+}
+
 /// A running simulated node. Dropping it removes everything (unless [`Testbed::keep_running`]).
 pub struct Testbed {
     scenario: Scenario,
@@ -998,7 +1025,7 @@ impl Testbed {
     }
 
     /// One long-lived TCP connection from pod `from` to `target`, one round trip every `interval`
-    /// for `duration` (blocks that long; run it on a thread to do something meanwhile).
+    /// for `duration` (blocks that long; see [`Testbed::spawn_hold`] to do something meanwhile).
     pub fn hold(
         &self,
         from: &str,
@@ -1006,28 +1033,59 @@ impl Testbed {
         interval: Duration,
         duration: Duration,
     ) -> anyhow::Result<HoldReport> {
-        let args = vec![
-            "hold".to_owned(),
-            "--tcp".to_owned(),
-            target.addr().to_string(),
-            "--interval-ms".to_owned(),
-            interval.as_millis().to_string(),
-            "--duration-ms".to_owned(),
-            duration.as_millis().to_string(),
-        ];
-        let out = self.run_pod_binary(Some(from), &args)?;
-        serde_json::from_str(out.trim()).with_context(|| format!("bad hold output: {out}"))
+        self.spawn_hold(from, target, interval, duration)?.wait()
+    }
+
+    /// Starts [`Testbed::hold`] in the background, so a test can restart the agent or change the
+    /// policy while the connection lives; [`HoldHandle::wait`] returns the report.
+    pub fn spawn_hold(
+        &self,
+        from: &str,
+        target: Target,
+        interval: Duration,
+        duration: Duration,
+    ) -> anyhow::Result<HoldHandle> {
+        let mut cmd = self.pod_command(from, &self.pod_binary)?;
+        cmd.arg("hold")
+            .args(["--tcp", &target.addr().to_string()])
+            .args(["--interval-ms", &interval.as_millis().to_string()])
+            .args(["--duration-ms", &duration.as_millis().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting hold in {from}"))?;
+        Ok(HoldHandle {
+            child,
+            what: format!("hold {from} -> {target}"),
+        })
     }
 
     /// Every pod × every pod × every served port (IPv4), one source pod per thread.
     pub fn matrix(&self, timeout: Duration) -> anyhow::Result<Matrix> {
+        self.matrix_family(false, timeout)
+    }
+
+    /// Like [`Testbed::matrix`] over IPv6 (hostNetwork pods: the node's v6 address).
+    pub fn matrix6(&self, timeout: Duration) -> anyhow::Result<Matrix> {
+        if !self.scenario.ipv6 {
+            bail!("testbed {} has no IPv6 (ipv6: false)", self.scenario.name);
+        }
+        self.matrix_family(true, timeout)
+    }
+
+    fn matrix_family(&self, v6: bool, timeout: Duration) -> anyhow::Result<Matrix> {
         let mut columns = Vec::new();
         for (i, pod) in self.pods.iter().enumerate() {
             for p in &self.scenario.pods[i].serve {
                 columns.push(MatrixColumn {
                     pod: pod.key.clone(),
                     target: Target {
-                        ip: IpAddr::V4(pod.ipv4),
+                        ip: match (v6, pod.ipv6) {
+                            (true, Some(a)) => IpAddr::V6(a),
+                            _ => IpAddr::V4(pod.ipv4),
+                        },
                         protocol: p.protocol,
                         port: p.port,
                     },

@@ -202,14 +202,16 @@ fn cgroupfs_testbed_probes_and_cleans_up() {
         )
         .expect("storm");
     assert_eq!(storm.count(Outcome::Refused), 50, "{storm:?}");
-    let hold = tb
-        .hold(
+    let holding = tb
+        .spawn_hold(
             "frontend/web",
             Target::tcp(api6, 8443),
             Duration::from_millis(20),
             Duration::from_millis(400),
         )
-        .expect("hold");
+        .expect("spawn hold");
+    assert_ok(&tb, "payments/worker", Target::tcp(api4, 8443));
+    let hold = holding.wait().expect("hold");
     assert!(
         !hold.broke && hold.ok >= 10 && hold.reconnects == 0,
         "{hold:?}"
@@ -432,6 +434,9 @@ fn systemd_layout_host_network_and_crash_recovery() {
     let m = tb.matrix(T).expect("matrix");
     eprintln!("{m}");
     assert_eq!(m.summary().get(&Outcome::Ok), Some(&12), "{m}");
+    let m6 = tb.matrix6(T).expect("matrix6");
+    assert_eq!(m6.summary().get(&Outcome::Ok), Some(&12), "{m6}");
+    assert!(m6.columns.iter().all(|c| c.target.ip.is_ipv6()));
 
     // Another process can attach and tear down.
     let attached = Testbed::attach("tsysd").expect("attach");

@@ -31,6 +31,9 @@ enum Action {
         /// Per-probe timeout.
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
+        /// Probe the pods' IPv6 addresses instead of IPv4.
+        #[arg(long)]
+        ipv6: bool,
     },
     /// Removes everything the testbed created.
     Down {
@@ -93,13 +96,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Action::Probe {
             scenario,
             timeout_ms,
+            ipv6,
         } => {
             let scenario = Scenario::load(&scenario)?;
             let tb = Testbed::attach(&scenario.name)?;
             if tb.scenario() != &scenario {
                 eprintln!("note: the scenario file changed since `up`; probing what is running");
             }
-            let m = tb.matrix(Duration::from_millis(timeout_ms))?;
+            let timeout = Duration::from_millis(timeout_ms);
+            let m = if ipv6 {
+                tb.matrix6(timeout)?
+            } else {
+                tb.matrix(timeout)?
+            };
             println!("{m}");
             Ok(())
         }
