@@ -2,6 +2,7 @@
 //! answer TCP and UDP, probes run inside the pod's netns *and* cgroup, the matrix prints, a crashed
 //! run is cleaned by the next `up`, and dropping the testbed leaves nothing behind. Needs root.
 use std::{
+    io::Write as _,
     net::IpAddr,
     path::{Path, PathBuf},
     process::Command,
@@ -17,7 +18,12 @@ fn root(test: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    eprintln!("\n!!!!! SKIPPED {test}: needs root (network namespaces, veths, cgroups) !!!!!\n");
+    // Written to the real stderr, not through eprintln!: the test harness would capture that and
+    // hide the skip of a passing test.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!!!! SKIPPED {test}: needs root (network namespaces, veths, cgroups) !!!!!\n"
+    );
     false
 }
 
