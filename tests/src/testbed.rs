@@ -58,6 +58,9 @@ struct State {
     /// Host numbers taken by world servers, in creation order.
     #[serde(default)]
     world_hosts: Vec<u8>,
+    /// World servers created so far (the next one's index).
+    #[serde(default)]
+    worlds: u32,
     /// Server pids (informational: processes are killed through `cgroup.kill`, never by pid).
     pids: Vec<u32>,
 }
@@ -640,8 +643,9 @@ impl Testbed {
         if hosts.is_empty() {
             bail!("world_server: no host numbers given");
         }
+        // Validate and reserve the host numbers and the index in one critical section.
         let k = {
-            let st = self
+            let mut st = self
                 .state
                 .lock()
                 .map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
@@ -657,7 +661,11 @@ impl Testbed {
                     );
                 }
             }
-            st.world_hosts.len()
+            let k = st.worlds;
+            st.worlds += 1;
+            st.world_hosts.extend_from_slice(hosts);
+            st.save()?;
+            k
         };
         let ns = format!("bh-{}-w{k}", s.name);
         let link = format!("bh{}w{k}", s.name);
@@ -673,7 +681,6 @@ impl Testbed {
         } else {
             Vec::new()
         };
-        self.record(|st| st.world_hosts.extend_from_slice(hosts))?;
         self.create_netns(&ns, &link, &v4, &v6)?;
         let world = self.cgroup_root.join("world");
         self.mkdir_cgroup(&world)?;

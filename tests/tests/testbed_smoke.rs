@@ -245,6 +245,20 @@ fn cgroupfs_testbed_probes_and_cleans_up() {
         )
         .expect("world server");
     assert_eq!(w.net.to_string(), "198.18.250.192");
+    assert_eq!(w.netns, "bh-tsaas-w0");
+    let taken = tb.world_server(&[201], &[]).expect_err("201 is taken");
+    assert!(format!("{taken:#}").contains("201"), "{taken:#}");
+    let w1 = tb
+        .world_server(
+            &[202],
+            &[PortSpec {
+                protocol: Protocol::Udp,
+                port: 53,
+            }],
+        )
+        .expect("second world server");
+    assert_eq!(w1.netns, "bh-tsaas-w1");
+    assert_ok(&tb, "db/postgres", Target::udp(w1.ipv4[0], 53));
     assert_ok(&tb, "frontend/web", Target::tcp(w.ipv4[1], 80));
     assert_ok(&tb, "frontend/web", Target::tcp(w.ipv6[0], 80));
 
