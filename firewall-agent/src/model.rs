@@ -1,1 +1,110 @@
-//! placeholder
+//! The cluster model: the part of the cluster state the policy compiler needs, whatever the
+//! source (Kubernetes API or a file). Plain data, so the compiler stays a pure function.
+use std::{collections::BTreeMap, net::IpAddr};
+
+use crate::crd::{ClusterFirewall, NamespaceFirewall};
+
+/// Everything the compiler reads.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterModel {
+    /// Namespaces by name.
+    pub namespaces: BTreeMap<String, Namespace>,
+    /// All pods of the cluster (remote pods are identified by IP).
+    pub pods: Vec<Pod>,
+    /// Services (their selectors narrow identities; their cluster IPs are endpoints).
+    pub services: Vec<Service>,
+    /// Nodes (their addresses are the `host` identity).
+    pub nodes: Vec<Node>,
+    /// NamespaceFirewall objects, not yet validated.
+    pub namespace_firewalls: Vec<NamespaceFirewall>,
+    /// ClusterFirewall objects, not yet validated.
+    pub cluster_firewalls: Vec<ClusterFirewall>,
+    /// Policy objects that failed to even deserialize (reported, never applied).
+    pub rejected: Vec<Rejection>,
+}
+
+/// A namespace: its labels feed `namespaceSelector` and the mode label.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Namespace {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A pod: an endpoint by IP everywhere, and by cgroup on its own node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pod {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `metadata.uid` (finds its cgroup).
+    pub uid: String,
+    /// `spec.nodeName`.
+    pub node_name: Option<String>,
+    /// `spec.hostNetwork`: the pod's addresses are the host's.
+    pub host_network: bool,
+    /// `status.podIPs`.
+    pub ips: Vec<IpAddr>,
+    /// Labels (Service selectors).
+    pub labels: BTreeMap<String, String>,
+    /// Phase `Succeeded` or `Failed`: no longer an endpoint (its IP may be reused).
+    pub terminal: bool,
+    /// cgroup v2 ids of the pod's containers, filled by the agent's cgroup discovery.
+    pub cgroup_ids: Vec<u64>,
+}
+
+/// A Service: referenced Services split their namespace's identity.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Service {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `spec.selector`; `None` or empty selects no pods.
+    pub selector: Option<BTreeMap<String, String>>,
+    /// `spec.clusterIPs` (none for headless Services).
+    pub cluster_ips: Vec<IpAddr>,
+}
+
+/// A node: its addresses are the `host` identity.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Node {
+    /// Name.
+    pub name: String,
+    /// InternalIP and ExternalIP addresses.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// A policy object that is not applied, and why (logged and reported in its status).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rejection {
+    /// `NamespaceFirewall` or `ClusterFirewall`.
+    pub kind: String,
+    /// Namespace (namespaced kinds).
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// CamelCase reason for `status.conditions` (`InvalidSpec`, `Invalid`, `DefaultsConflict`).
+    pub reason: String,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl Service {
+    /// Whether the Service selects a pod (same namespace, non-empty selector, all labels match).
+    pub fn selects(&self, pod: &Pod) -> bool {
+        self.namespace == pod.namespace
+            && self.selector.as_ref().is_some_and(|s| {
+                !s.is_empty() && s.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+            })
+    }
+}
+
+impl Pod {
+    /// Whether the pod is a policy endpoint with its own addresses (running, not hostNetwork).
+    pub fn is_endpoint(&self) -> bool {
+        !self.terminal && !self.host_network
+    }
+}

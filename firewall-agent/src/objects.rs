@@ -1,1 +1,245 @@
-//! placeholder
+//! Parses a file source (DESIGN §7): a YAML stream and/or `kind: List` documents of the objects
+//! the API would serve, into a [`ClusterModel`].
+//!
+//! A broken document or core object fails the whole parse (the caller keeps its last good
+//! policy); a policy object that does not deserialize is only a [`Rejection`], so one team's
+//! typo never disables everybody else's policy.
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1 as core;
+use serde::{Deserialize as _, de::DeserializeOwned};
+use serde_json::Value;
+use tracing::warn;
+
+use crate::{
+    crd::{ClusterFirewall, NamespaceFirewall},
+    model::{ClusterModel, Namespace, Node, Pod, Rejection, Service},
+};
+
+/// Why a source text could not be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectsError {
+    /// Not YAML.
+    #[error("document {document}: {source}")]
+    Yaml {
+        /// 1-based document index in the stream.
+        document: usize,
+        /// Parser error (with line and column).
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A core object (Namespace, Pod, Service, Node) that does not deserialize.
+    #[error("document {document}{}: {kind} {name:?}: {path}: {message}", item.map(|i| format!(" item {i}")).unwrap_or_default())]
+    Object {
+        /// 1-based document index in the stream.
+        document: usize,
+        /// 0-based index in a List's `items`.
+        item: Option<usize>,
+        /// Object kind.
+        kind: String,
+        /// `metadata.name` (empty when absent).
+        name: String,
+        /// Path of the offending field.
+        path: String,
+        /// Deserializer message.
+        message: String,
+    },
+}
+
+/// Where an object sits in the source, for error messages.
+#[derive(Clone, Copy)]
+struct Position {
+    document: usize,
+    item: Option<usize>,
+}
+
+/// Parses a YAML stream of Kubernetes objects (and `List`s of them) into a model.
+pub fn parse_objects(text: &str) -> Result<ClusterModel, ObjectsError> {
+    let mut model = ClusterModel::default();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let document = i + 1;
+        let value =
+            Value::deserialize(doc).map_err(|source| ObjectsError::Yaml { document, source })?;
+        match &value {
+            Value::Null => {}
+            Value::Object(map) if is_list(map) => {
+                let items = map
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                for (j, item) in items.iter().enumerate() {
+                    add_object(
+                        &mut model,
+                        item.clone(),
+                        Position {
+                            document,
+                            item: Some(j),
+                        },
+                    )?;
+                }
+            }
+            _ => add_object(
+                &mut model,
+                value,
+                Position {
+                    document,
+                    item: None,
+                },
+            )?,
+        }
+    }
+    Ok(model)
+}
+
+fn is_list(map: &serde_json::Map<String, Value>) -> bool {
+    map.get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k.ends_with("List"))
+        && map.get("items").is_some_and(Value::is_array)
+}
+
+fn meta_str<'a>(value: &'a Value, field: &str) -> Option<&'a str> {
+    value
+        .get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+}
+
+fn typed<T: DeserializeOwned>(value: Value, kind: &str, pos: Position) -> Result<T, ObjectsError> {
+    let name = meta_str(&value, "name").unwrap_or_default().to_owned();
+    serde_path_to_error::deserialize(value).map_err(|e| ObjectsError::Object {
+        document: pos.document,
+        item: pos.item,
+        kind: kind.to_owned(),
+        name,
+        path: e.path().to_string(),
+        message: e.into_inner().to_string(),
+    })
+}
+
+fn add_object(model: &mut ClusterModel, value: Value, pos: Position) -> Result<(), ObjectsError> {
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    match kind.as_str() {
+        "Namespace" => {
+            let ns: core::Namespace = typed(value, &kind, pos)?;
+            let name = ns.metadata.name.unwrap_or_default();
+            let labels = ns.metadata.labels.unwrap_or_default();
+            model
+                .namespaces
+                .insert(name.clone(), Namespace { name, labels });
+        }
+        "Pod" => model.pods.push(pod(typed(value, &kind, pos)?)),
+        "Service" => model.services.push(service(typed(value, &kind, pos)?)),
+        "Node" => model.nodes.push(node(typed(value, &kind, pos)?)),
+        "NamespaceFirewall" => {
+            match serde_path_to_error::deserialize::<_, NamespaceFirewall>(value.clone()) {
+                Ok(o) => model.namespace_firewalls.push(o),
+                Err(e) => model.rejected.push(rejection(&kind, &value, &e)),
+            }
+        }
+        "ClusterFirewall" => {
+            match serde_path_to_error::deserialize::<_, ClusterFirewall>(value.clone()) {
+                Ok(o) => model.cluster_firewalls.push(o),
+                Err(e) => model.rejected.push(rejection(&kind, &value, &e)),
+            }
+        }
+        other => {
+            warn!(document = pos.document, item = ?pos.item, kind = other, "skipping object of unknown kind")
+        }
+    }
+    Ok(())
+}
+
+fn rejection(
+    kind: &str,
+    value: &Value,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+) -> Rejection {
+    Rejection {
+        kind: kind.to_owned(),
+        namespace: meta_str(value, "namespace").map(str::to_owned),
+        name: meta_str(value, "name").unwrap_or_default().to_owned(),
+        reason: "InvalidSpec".to_owned(),
+        message: format!("{}: {}", e.path(), e.inner()),
+    }
+}
+
+fn parse_ips<'a>(what: &str, owner: &str, ips: impl Iterator<Item = &'a str>) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for s in ips.filter(|s| !s.is_empty() && *s != "None") {
+        match s.parse() {
+            Ok(ip) if !out.contains(&ip) => out.push(ip),
+            Ok(_) => {}
+            Err(_) => warn!(object = owner, address = s, "ignoring unparseable {what}"),
+        }
+    }
+    out
+}
+
+fn pod(p: core::Pod) -> Pod {
+    let namespace = p.metadata.namespace.unwrap_or_else(|| "default".to_owned());
+    let name = p.metadata.name.unwrap_or_default();
+    let spec = p.spec.unwrap_or_default();
+    let status = p.status.unwrap_or_default();
+    let owner = format!("Pod/{namespace}/{name}");
+    let listed: Vec<&str> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|i| i.ip.as_str())
+        .collect();
+    let ips = if listed.is_empty() {
+        parse_ips("pod IP", &owner, status.pod_ip.as_deref().into_iter())
+    } else {
+        parse_ips("pod IP", &owner, listed.into_iter())
+    };
+    Pod {
+        terminal: matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")),
+        uid: p.metadata.uid.unwrap_or_default(),
+        node_name: spec.node_name,
+        host_network: spec.host_network.unwrap_or(false),
+        labels: p.metadata.labels.unwrap_or_default(),
+        ips,
+        namespace,
+        name,
+        cgroup_ids: Vec::new(),
+    }
+}
+
+fn service(s: core::Service) -> Service {
+    let namespace = s.metadata.namespace.unwrap_or_else(|| "default".to_owned());
+    let name = s.metadata.name.unwrap_or_default();
+    let spec = s.spec.unwrap_or_default();
+    let owner = format!("Service/{namespace}/{name}");
+    let cluster_ips = match &spec.cluster_ips {
+        Some(list) if !list.is_empty() => {
+            parse_ips("cluster IP", &owner, list.iter().map(String::as_str))
+        }
+        _ => parse_ips("cluster IP", &owner, spec.cluster_ip.as_deref().into_iter()),
+    };
+    Service {
+        selector: spec.selector,
+        cluster_ips,
+        namespace,
+        name,
+    }
+}
+
+fn node(n: core::Node) -> Node {
+    let name = n.metadata.name.unwrap_or_default();
+    let owner = format!("Node/{name}");
+    let addresses = n.status.and_then(|s| s.addresses).unwrap_or_default();
+    let ips = addresses
+        .iter()
+        .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+        .map(|a| a.address.as_str());
+    Node {
+        addresses: parse_ips("node address", &owner, ips),
+        name,
+    }
+}

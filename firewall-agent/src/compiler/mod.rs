@@ -1,1 +1,110 @@
-//! placeholder
+//! The policy compiler: a pure function from the cluster model to the kernel maps' contents
+//! (docs/compiler.md), plus the evaluation API that explains single connections.
+mod encode;
+mod evaluate;
+mod explain;
+mod identities;
+mod ids;
+mod modes;
+mod policy_set;
+mod prefix;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
+
+use firewall_common::{Identity, MODE_MONITOR, PolicyValue};
+
+pub use evaluate::Step;
+pub use explain::{Destination, Evaluator, Explanation, SideDecision, Verdict, explain};
+pub use identities::{Endpoints, PodRef};
+pub use ids::{CIDR_FIRST, IdAllocator, NARROWED_FIRST};
+pub use modes::{MODE_LABEL, mode_name, parse_mode};
+pub use prefix::{PolicyPrefix, port_prefixes};
+
+use crate::model::{ClusterModel, Rejection};
+
+/// Compiler settings that come from the agent's command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// This node: only its pods get cgroup entries and policy rows of their own.
+    pub node_name: String,
+    /// `firewall_common::MODE_*` from `--mode`, for namespaces nothing else sets a mode for.
+    pub default_mode: u32,
+    /// The cluster DNS Service (namespace, name), always reachable on port 53.
+    pub dns_service: (String, String),
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        Self {
+            node_name: String::new(),
+            default_mode: MODE_MONITOR,
+            dns_service: ("kube-system".to_owned(), "kube-dns".to_owned()),
+        }
+    }
+}
+
+/// Everything the map writer and the violation log need from one compile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Compiled {
+    /// This node's pods (not hostNetwork, not terminal): cgroup id -> identity.
+    pub cgroups: BTreeMap<u64, Identity>,
+    /// IPv4 prefixes -> identity (pods, cluster IPs and host addresses /32, named CIDRs).
+    pub ipv4: BTreeMap<(Ipv4Addr, u8), Identity>,
+    /// IPv6 prefixes -> identity.
+    pub ipv6: BTreeMap<(Ipv6Addr, u8), Identity>,
+    /// The policy trie.
+    pub policy: BTreeMap<PolicyPrefix, PolicyValue>,
+    /// Namespace id -> `MODE_*`.
+    pub modes: BTreeMap<u32, u32>,
+    /// Mode of namespaces without an entry.
+    pub default_mode: u32,
+    /// `PolicyValue::rule` -> the log's `policy` string; `[0]` is `"default"`.
+    pub rules: Vec<String>,
+    /// Namespace id -> name (real namespaces only).
+    pub namespaces: BTreeMap<u32, String>,
+    /// Pods by address and cgroup, for the violation log.
+    pub endpoints: Endpoints,
+    /// Objects not applied: undeserializable, invalid, or conflicting defaults.
+    pub rejected: Vec<Rejection>,
+}
+
+/// Compiles the model for `opts.node_name`. Pure: the same model, options and allocator state
+/// give the same maps; `ids` keeps identities stable across compiles.
+pub fn compile(model: &ClusterModel, opts: &CompileOptions, ids: &mut IdAllocator) -> Compiled {
+    let set = policy_set::PolicySet::build(model);
+    let idents = identities::Identities::build(model, &set, opts, ids);
+    let labels: BTreeMap<String, BTreeMap<String, String>> = model
+        .namespaces
+        .iter()
+        .map(|(k, v)| (k.clone(), v.labels.clone()))
+        .collect();
+    let policy = encode::encode(&set, &idents, &labels);
+    let names = identities::namespace_names(model);
+    let mode_by_name = modes::namespace_modes(model, &set, opts, &names);
+    let modes = idents
+        .ns_ids
+        .iter()
+        .filter_map(|(name, id)| mode_by_name.get(name).map(|m| (*id, *m)))
+        .collect();
+    Compiled {
+        cgroups: idents.cgroups,
+        ipv4: idents.ipv4,
+        ipv6: idents.ipv6,
+        policy,
+        modes,
+        default_mode: modes::default_mode(&set, opts),
+        rules: set.rules,
+        namespaces: idents
+            .ns_ids
+            .iter()
+            .map(|(n, id)| (*id, n.clone()))
+            .collect(),
+        endpoints: idents.endpoints,
+        rejected: set.rejected,
+    }
+}

@@ -1,0 +1,188 @@
+//! Validated policy objects: what the compiler consumes. Every string of the CRDs has been
+//! parsed here (CIDRs, protocols, ports, selectors), so compiling cannot fail.
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+
+use super::cluster_firewall::{Action, DefaultAction, DefaultMode};
+
+/// IP protocol numbers used in the policy trie.
+pub const PROTO_TCP: u8 = 6;
+/// UDP.
+pub const PROTO_UDP: u8 = 17;
+/// SCTP.
+pub const PROTO_SCTP: u8 = 132;
+/// The protocols that have ports; every other protocol only has port-less rules.
+pub const PORT_PROTOCOLS: [u8; 3] = [PROTO_TCP, PROTO_UDP, PROTO_SCTP];
+
+/// One protocol and an inclusive port interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    /// IP protocol number.
+    pub proto: u8,
+    /// First port.
+    pub lo: u16,
+    /// Last port.
+    pub hi: u16,
+}
+
+/// A rule's `ports`: `None` matches every protocol and port (ICMP included).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ports(pub Option<Vec<PortRange>>);
+
+impl Ports {
+    /// Whether (proto, port) is matched.
+    pub fn contains(&self, proto: u8, port: u16) -> bool {
+        match &self.0 {
+            None => true,
+            Some(v) => v
+                .iter()
+                .any(|r| r.proto == proto && r.lo <= port && port <= r.hi),
+        }
+    }
+}
+
+/// One set-based selector requirement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    /// The label is present with one of the values.
+    In(String, BTreeSet<String>),
+    /// The label is absent or has none of the values.
+    NotIn(String, BTreeSet<String>),
+    /// The label is present.
+    Exists(String),
+    /// The label is absent.
+    DoesNotExist(String),
+}
+
+/// A validated label selector; the empty selector selects everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector {
+    /// `matchLabels`.
+    pub labels: BTreeMap<String, String>,
+    /// `matchExpressions`.
+    pub requirements: Vec<Requirement>,
+}
+
+impl Selector {
+    /// Whether a label set is selected.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && self.requirements.iter().all(|r| match r {
+                Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
+                Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+                Requirement::Exists(k) => labels.contains_key(k),
+                Requirement::DoesNotExist(k) => !labels.contains_key(k),
+            })
+    }
+}
+
+/// A set of namespaces: by name, by selector (union), or all of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceSet {
+    /// Every namespace (a peer without any selecting field).
+    pub all: bool,
+    /// Named namespaces.
+    pub names: BTreeSet<String>,
+    /// Namespaces selected by labels.
+    pub selector: Option<Selector>,
+}
+
+impl NamespaceSet {
+    /// Whether the namespace `name` with `labels` belongs to the set.
+    pub fn matches(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.all
+            || self.names.contains(name)
+            || self.selector.as_ref().is_some_and(|s| s.matches(labels))
+    }
+}
+
+/// A rule's destinations: namespace endpoints (optionally narrowed to Services) and addresses
+/// outside every namespace (`cidrs` minus `except`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Destinations {
+    /// Namespaces whose endpoints match.
+    pub namespaces: NamespaceSet,
+    /// When non-empty, only endpoints of these Services (namespace, name) match.
+    pub services: Vec<(String, String)>,
+    /// Address prefixes (world and host addresses only).
+    pub cidrs: Vec<IpNet>,
+    /// Prefixes removed from `cidrs`.
+    pub except: Vec<IpNet>,
+}
+
+impl Destinations {
+    /// Whether an address outside every namespace matches, given a containment test (an
+    /// address, or the innermost named prefix of an identity).
+    pub fn matches_address(&self, inside: impl Fn(&IpNet) -> bool) -> bool {
+        self.cidrs.iter().any(&inside) && !self.except.iter().any(&inside)
+    }
+}
+
+/// A validated NamespaceFirewall ingress rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidIngressRule {
+    /// Source namespaces.
+    pub from: NamespaceSet,
+    /// When non-empty, only endpoints of these Services of the object's namespace.
+    pub services: Vec<String>,
+    /// Protocols and ports.
+    pub ports: Ports,
+}
+
+/// A validated NamespaceFirewall egress rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidEgressRule {
+    /// Destinations.
+    pub to: Destinations,
+    /// Protocols and ports.
+    pub ports: Ports,
+}
+
+/// A NamespaceFirewall that passed validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidNsfw {
+    /// Namespace of the object (its rules apply there).
+    pub namespace: String,
+    /// Object name.
+    pub name: String,
+    /// `None`: this object does not restrict ingress.
+    pub ingress: Option<Vec<ValidIngressRule>>,
+    /// `None`: this object does not restrict egress.
+    pub egress: Option<Vec<ValidEgressRule>>,
+}
+
+/// A validated ClusterFirewall rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidClusterRule {
+    /// What a match does.
+    pub action: Action,
+    /// Source namespaces.
+    pub from: NamespaceSet,
+    /// Destinations.
+    pub to: Destinations,
+    /// Protocols and ports.
+    pub ports: Ports,
+}
+
+/// Validated cluster defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ValidDefaults {
+    /// Verdict for undecided cross-namespace pairs.
+    pub cross_namespace: Option<DefaultAction>,
+    /// Mode of namespaces without a label.
+    pub mode: Option<DefaultMode>,
+}
+
+/// A ClusterFirewall that passed validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidCfw {
+    /// Object name.
+    pub name: String,
+    /// Lower runs first.
+    pub priority: i32,
+    /// Ordered rules.
+    pub rules: Vec<ValidClusterRule>,
+    /// Defaults, if this object sets any.
+    pub defaults: Option<ValidDefaults>,
+}

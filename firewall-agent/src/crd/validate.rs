@@ -1,0 +1,467 @@
+//! Validation of policy objects: an object is accepted whole or rejected whole, with every
+//! problem named by its JSON path (DESIGN §3: invalid objects never half-apply).
+use std::{collections::BTreeSet, fmt, net::IpAddr};
+
+use ipnet::IpNet;
+use kube::ResourceExt as _;
+
+use super::{
+    ClusterFirewall, NamespaceFirewall,
+    common::{DestPeer, EgressPeer, LabelSelector, Peer, PortSpec},
+    syntax,
+    valid::{
+        Destinations, NamespaceSet, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PortRange, Ports,
+        Requirement, Selector, ValidCfw, ValidClusterRule, ValidDefaults, ValidEgressRule,
+        ValidIngressRule, ValidNsfw,
+    },
+};
+
+/// One problem in a policy object, e.g.
+/// `NamespaceFirewall/payments/default: spec.egress[1].to.cidrs[0]: invalid CIDR "10.0.0.0/33"`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{object}: {path}: {message}")]
+pub struct FieldError {
+    /// `Kind/namespace/name` or `Kind/name`.
+    pub object: String,
+    /// JSON path inside the object.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Collects the errors of one object.
+struct Checker {
+    object: String,
+    errors: Vec<FieldError>,
+}
+
+impl Checker {
+    fn err(&mut self, path: &str, message: impl fmt::Display) {
+        self.errors.push(FieldError {
+            object: self.object.clone(),
+            path: path.to_owned(),
+            message: message.to_string(),
+        });
+    }
+
+    fn namespace_names(&mut self, path: &str, names: Option<&Vec<String>>) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for (i, n) in names.into_iter().flatten().enumerate() {
+            match syntax::dns1123_label_error(n) {
+                Some(why) => self.err(
+                    &format!("{path}[{i}]"),
+                    format_args!("invalid namespace name {n:?}: {why}"),
+                ),
+                None => {
+                    out.insert(n.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn selector(&mut self, path: &str, sel: &LabelSelector) -> Selector {
+        let mut out = Selector::default();
+        for (k, v) in sel.match_labels.iter().flatten() {
+            let p = format!("{path}.matchLabels[{k:?}]");
+            if let Some(why) = syntax::label_key_error(k) {
+                self.err(&p, format_args!("invalid label key {k:?}: {why}"));
+            }
+            if let Some(why) = syntax::label_value_error(v) {
+                self.err(&p, format_args!("invalid label value {v:?}: {why}"));
+            }
+            out.labels.insert(k.clone(), v.clone());
+        }
+        for (i, e) in sel.match_expressions.iter().flatten().enumerate() {
+            let p = format!("{path}.matchExpressions[{i}]");
+            if let Some(why) = syntax::label_key_error(&e.key) {
+                self.err(
+                    &format!("{p}.key"),
+                    format_args!("invalid label key {:?}: {why}", e.key),
+                );
+            }
+            let values: BTreeSet<String> = e.values.iter().flatten().cloned().collect();
+            for (j, v) in e.values.iter().flatten().enumerate() {
+                if let Some(why) = syntax::label_value_error(v) {
+                    self.err(
+                        &format!("{p}.values[{j}]"),
+                        format_args!("invalid label value {v:?}: {why}"),
+                    );
+                }
+            }
+            let key = e.key.clone();
+            let req = match e.operator.as_str() {
+                "In" | "NotIn" => {
+                    if values.is_empty() {
+                        self.err(
+                            &format!("{p}.values"),
+                            format_args!("operator {} requires at least one value", e.operator),
+                        );
+                    }
+                    if e.operator == "In" {
+                        Requirement::In(key, values)
+                    } else {
+                        Requirement::NotIn(key, values)
+                    }
+                }
+                "Exists" | "DoesNotExist" => {
+                    if !values.is_empty() {
+                        self.err(
+                            &format!("{p}.values"),
+                            format_args!("operator {} takes no values", e.operator),
+                        );
+                    }
+                    if e.operator == "Exists" {
+                        Requirement::Exists(key)
+                    } else {
+                        Requirement::DoesNotExist(key)
+                    }
+                }
+                other => {
+                    self.err(
+                        &format!("{p}.operator"),
+                        format_args!("unknown operator {other:?} (expected In, NotIn, Exists or DoesNotExist)"),
+                    );
+                    continue;
+                }
+            };
+            out.requirements.push(req);
+        }
+        out
+    }
+
+    fn namespace_set(
+        &mut self,
+        path: &str,
+        names: Option<&Vec<String>>,
+        selector: Option<&LabelSelector>,
+        others_select: bool,
+    ) -> NamespaceSet {
+        let names = self.namespace_names(&format!("{path}.namespaces"), names);
+        let selector = selector.map(|s| self.selector(&format!("{path}.namespaceSelector"), s));
+        NamespaceSet {
+            all: names.is_empty() && selector.is_none() && !others_select,
+            names,
+            selector,
+        }
+    }
+
+    fn peer(&mut self, path: &str, peer: &Peer) -> NamespaceSet {
+        self.namespace_set(
+            path,
+            peer.namespaces.as_ref(),
+            peer.namespace_selector.as_ref(),
+            false,
+        )
+    }
+
+    fn cidr(&mut self, path: &str, s: &str) -> Option<IpNet> {
+        match s.parse::<IpNet>() {
+            Ok(net) if net.trunc() != net => {
+                self.err(
+                    path,
+                    format_args!(
+                        "invalid CIDR {s:?}: host bits set (did you mean \"{}\"?)",
+                        net.trunc()
+                    ),
+                );
+                None
+            }
+            Ok(net) => Some(net),
+            Err(_) => {
+                match s.parse::<IpAddr>() {
+                    Ok(ip) => self.err(
+                        path,
+                        format_args!(
+                            "invalid CIDR {s:?}: missing prefix length (did you mean \"{}\"?)",
+                            IpNet::from(ip)
+                        ),
+                    ),
+                    Err(_) => self.err(path, format_args!("invalid CIDR {s:?}")),
+                }
+                None
+            }
+        }
+    }
+
+    fn addresses(
+        &mut self,
+        path: &str,
+        cidrs: Option<&Vec<String>>,
+        except: Option<&Vec<String>>,
+    ) -> (Vec<IpNet>, Vec<IpNet>) {
+        let cidrs: Vec<IpNet> = cidrs
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, s)| self.cidr(&format!("{path}.cidrs[{i}]"), s))
+            .collect();
+        let mut excepts = Vec::new();
+        for (i, s) in except.into_iter().flatten().enumerate() {
+            let p = format!("{path}.except[{i}]");
+            if let Some(net) = self.cidr(&p, s) {
+                if cidrs.iter().any(|c| c.contains(&net)) {
+                    excepts.push(net);
+                } else {
+                    self.err(&p, format_args!("{s:?} is not inside any of cidrs"));
+                }
+            }
+        }
+        (cidrs, excepts)
+    }
+
+    fn egress_peer(&mut self, path: &str, peer: &EgressPeer) -> Destinations {
+        let (cidrs, except) = self.addresses(path, peer.cidrs.as_ref(), peer.except.as_ref());
+        let namespaces = self.namespace_set(
+            path,
+            peer.namespaces.as_ref(),
+            peer.namespace_selector.as_ref(),
+            !cidrs.is_empty(),
+        );
+        Destinations {
+            namespaces,
+            services: Vec::new(),
+            cidrs,
+            except,
+        }
+    }
+
+    fn dest_peer(&mut self, path: &str, peer: &DestPeer) -> Destinations {
+        let (cidrs, except) = self.addresses(path, peer.cidrs.as_ref(), peer.except.as_ref());
+        let mut services = Vec::new();
+        for (i, s) in peer.services.iter().flatten().enumerate() {
+            let p = format!("{path}.services[{i}]");
+            match s.split_once('/') {
+                Some((ns, name)) => {
+                    let mut ok = true;
+                    if let Some(why) = syntax::dns1123_label_error(ns) {
+                        self.err(
+                            &p,
+                            format_args!(
+                                "invalid namespace name {ns:?} in Service reference {s:?}: {why}"
+                            ),
+                        );
+                        ok = false;
+                    }
+                    if let Some(why) = syntax::dns1035_label_error(name) {
+                        self.err(
+                            &p,
+                            format_args!(
+                                "invalid Service name {name:?} in Service reference {s:?}: {why}"
+                            ),
+                        );
+                        ok = false;
+                    }
+                    if ok {
+                        services.push((ns.to_owned(), name.to_owned()));
+                    }
+                }
+                None => self.err(
+                    &p,
+                    format_args!("invalid Service reference {s:?}: expected namespace/name"),
+                ),
+            }
+        }
+        // Services select namespace endpoints by themselves; cidrs alone select no namespace.
+        let others = !cidrs.is_empty() && services.is_empty();
+        let namespaces = self.namespace_set(
+            path,
+            peer.namespaces.as_ref(),
+            peer.namespace_selector.as_ref(),
+            others,
+        );
+        Destinations {
+            namespaces,
+            services,
+            cidrs,
+            except,
+        }
+    }
+
+    fn service_names(&mut self, path: &str, names: Option<&Vec<String>>) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, n) in names.into_iter().flatten().enumerate() {
+            match syntax::dns1035_label_error(n) {
+                Some(why) => self.err(
+                    &format!("{path}[{i}]"),
+                    format_args!("invalid Service name {n:?}: {why}"),
+                ),
+                None => out.push(n.clone()),
+            }
+        }
+        out
+    }
+
+    fn port_number(&mut self, path: &str, field: &str, v: i32) -> Option<u16> {
+        match u16::try_from(v) {
+            Ok(p) if p >= 1 => Some(p),
+            _ => {
+                self.err(path, format_args!("{field} {v} out of range 1..=65535"));
+                None
+            }
+        }
+    }
+
+    fn ports(&mut self, path: &str, ports: Option<&Vec<PortSpec>>) -> Ports {
+        // Absent or empty: every port and protocol (as NetworkPolicy's `ports`).
+        let Some(list) = ports.filter(|l| !l.is_empty()) else {
+            return Ports(None);
+        };
+        let mut out = Vec::new();
+        for (i, spec) in list.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            let proto = match spec.protocol.as_str() {
+                "TCP" => Some(PROTO_TCP),
+                "UDP" => Some(PROTO_UDP),
+                "SCTP" => Some(PROTO_SCTP),
+                other => {
+                    self.err(
+                        &format!("{p}.protocol"),
+                        format_args!("unknown protocol {other:?} (expected TCP, UDP or SCTP)"),
+                    );
+                    None
+                }
+            };
+            let lo = spec
+                .port
+                .map(|v| self.port_number(&format!("{p}.port"), "port", v));
+            let hi = spec
+                .end_port
+                .map(|v| self.port_number(&format!("{p}.endPort"), "endPort", v));
+            let range = match (lo, hi) {
+                (None, None) => Some((0, u16::MAX)),
+                (None, Some(_)) => {
+                    self.err(&format!("{p}.endPort"), "endPort requires port");
+                    None
+                }
+                (Some(Some(lo)), None) => Some((lo, lo)),
+                (Some(Some(lo)), Some(Some(hi))) if hi < lo => {
+                    self.err(
+                        &format!("{p}.endPort"),
+                        format_args!("endPort {hi} is less than port {lo}"),
+                    );
+                    None
+                }
+                (Some(Some(lo)), Some(Some(hi))) => Some((lo, hi)),
+                _ => None,
+            };
+            if let (Some(proto), Some((lo, hi))) = (proto, range) {
+                out.push(PortRange { proto, lo, hi });
+            }
+        }
+        Ports(Some(out))
+    }
+
+    fn finish<T>(self, v: T) -> Result<T, Vec<FieldError>> {
+        if self.errors.is_empty() {
+            Ok(v)
+        } else {
+            Err(self.errors)
+        }
+    }
+}
+
+/// Validates a NamespaceFirewall; on success the parsed form the compiler uses.
+pub fn validate_namespace_firewall(obj: &NamespaceFirewall) -> Result<ValidNsfw, Vec<FieldError>> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let mut c = Checker {
+        object: format!("NamespaceFirewall/{namespace}/{name}"),
+        errors: Vec::new(),
+    };
+    if let Some(why) = syntax::dns1123_label_error(&namespace) {
+        c.err(
+            "metadata.namespace",
+            format_args!("invalid namespace name {namespace:?}: {why}"),
+        );
+    }
+    let ingress = obj.spec.ingress.as_ref().map(|rules| {
+        rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let p = format!("spec.ingress[{i}]");
+                ValidIngressRule {
+                    from: c.peer(&format!("{p}.from"), &r.from),
+                    services: c.service_names(&format!("{p}.services"), r.services.as_ref()),
+                    ports: c.ports(&format!("{p}.ports"), r.ports.as_ref()),
+                }
+            })
+            .collect()
+    });
+    let egress = obj.spec.egress.as_ref().map(|rules| {
+        rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let p = format!("spec.egress[{i}]");
+                ValidEgressRule {
+                    to: c.egress_peer(&format!("{p}.to"), &r.to),
+                    ports: c.ports(&format!("{p}.ports"), r.ports.as_ref()),
+                }
+            })
+            .collect()
+    });
+    c.finish(ValidNsfw {
+        namespace,
+        name,
+        ingress,
+        egress,
+    })
+}
+
+/// Validates a ClusterFirewall; on success the parsed form the compiler uses.
+pub fn validate_cluster_firewall(obj: &ClusterFirewall) -> Result<ValidCfw, Vec<FieldError>> {
+    let name = obj.name_any();
+    let mut c = Checker {
+        object: format!("ClusterFirewall/{name}"),
+        errors: Vec::new(),
+    };
+    let rules = obj
+        .spec
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let p = format!("spec.rules[{i}]");
+            ValidClusterRule {
+                action: r.action,
+                from: r
+                    .from
+                    .as_ref()
+                    .map(|f| c.peer(&format!("{p}.from"), f))
+                    .unwrap_or(NamespaceSet {
+                        all: true,
+                        ..Default::default()
+                    }),
+                to: r
+                    .to
+                    .as_ref()
+                    .map(|t| c.dest_peer(&format!("{p}.to"), t))
+                    .unwrap_or_else(|| Destinations {
+                        namespaces: NamespaceSet {
+                            all: true,
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    }),
+                ports: c.ports(&format!("{p}.ports"), r.ports.as_ref()),
+            }
+        })
+        .collect();
+    let defaults = obj
+        .spec
+        .defaults
+        .as_ref()
+        .map(|d| ValidDefaults {
+            cross_namespace: d.cross_namespace,
+            mode: d.mode,
+        })
+        .filter(|d| d.cross_namespace.is_some() || d.mode.is_some());
+    c.finish(ValidCfw {
+        name,
+        priority: obj.spec.priority,
+        rules,
+        defaults,
+    })
+}
