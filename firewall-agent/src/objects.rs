@@ -243,3 +243,171 @@ fn node(n: core::Node) -> Node {
         name,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_of_objects() {
+        let m = parse_objects(
+            r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: web, labels: {tier: web}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: web, uid: u1, labels: {app: x}}
+spec: {nodeName: n1, containers: [{name: c, image: i}]}
+status: {phase: Running, podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}, {ip: "fd00::1"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: done, namespace: web}
+spec: {hostNetwork: true, containers: []}
+status: {phase: Succeeded, podIP: 10.0.0.2}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: web}
+spec: {selector: {app: x}, clusterIP: 10.96.0.1, clusterIPs: [10.96.0.1, "fd01::1"]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: headless, namespace: web}
+spec: {clusterIP: None}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {addresses: [{type: InternalIP, address: 192.168.0.1}, {type: Hostname, address: n1}, {type: ExternalIP, address: 1.2.3.4}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ignored}
+---
+"#,
+        )
+        .unwrap();
+        assert_eq!(m.namespaces["web"].labels["tier"], "web");
+        let p = &m.pods[0];
+        assert_eq!(
+            (
+                p.uid.as_str(),
+                p.node_name.as_deref(),
+                p.terminal,
+                p.host_network
+            ),
+            ("u1", Some("n1"), false, false)
+        );
+        assert_eq!(
+            p.ips,
+            vec![
+                "10.0.0.1".parse::<IpAddr>().unwrap(),
+                "fd00::1".parse().unwrap()
+            ]
+        );
+        assert!(m.pods[1].terminal && m.pods[1].host_network);
+        assert_eq!(m.pods[1].ips, vec!["10.0.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(m.services[0].cluster_ips.len(), 2);
+        assert!(m.services[0].selects(p));
+        assert!(m.services[1].cluster_ips.is_empty());
+        assert_eq!(
+            m.nodes[0].addresses,
+            vec![
+                "192.168.0.1".parse::<IpAddr>().unwrap(),
+                "1.2.3.4".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn list_documents() {
+        let m = parse_objects(
+            r#"
+apiVersion: v1
+kind: List
+items:
+  - {apiVersion: v1, kind: Namespace, metadata: {name: a}}
+  - apiVersion: bulkhead.dev/v1alpha1
+    kind: NamespaceFirewall
+    metadata: {name: f, namespace: a}
+    spec: {ingress: []}
+---
+apiVersion: v1
+kind: PodList
+items: [{apiVersion: v1, kind: Pod, metadata: {name: p, namespace: a}}]
+"#,
+        )
+        .unwrap();
+        assert_eq!(m.namespaces.len(), 1);
+        assert_eq!(m.namespace_firewalls.len(), 1);
+        assert_eq!(m.namespace_firewalls[0].spec.ingress, Some(vec![]));
+        assert_eq!(m.pods.len(), 1);
+    }
+
+    #[test]
+    fn bad_yaml_is_fatal() {
+        let e = parse_objects("kind: Namespace\n---\nkind: [unclosed\n").unwrap_err();
+        assert!(matches!(e, ObjectsError::Yaml { document: 2, .. }), "{e}");
+        assert!(e.to_string().starts_with("document 2: "), "{e}");
+    }
+
+    #[test]
+    fn bad_core_object_is_fatal_and_named() {
+        let e = parse_objects(
+            "apiVersion: v1\nkind: List\nitems:\n- {kind: Namespace, metadata: {name: ok}}\n- {kind: Pod, metadata: {name: web}, spec: {hostNetwork: maybe}}\n",
+        )
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.starts_with(
+                r#"document 1 item 1: Pod "web": spec.hostNetwork: invalid type: string "maybe""#
+            ),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn bad_policy_object_is_rejected_and_the_rest_kept() {
+        let m = parse_objects(
+            r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: bad, namespace: a}
+spec:
+  ingress: [{from: {}, ports: [{port: abc}]}]
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: ClusterFirewall
+metadata: {name: good}
+spec: {rules: [{action: Deny}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: a}
+"#,
+        )
+        .unwrap();
+        assert_eq!(m.cluster_firewalls.len(), 1);
+        assert_eq!(m.namespaces.len(), 1);
+        assert_eq!(m.rejected.len(), 1);
+        let r = &m.rejected[0];
+        assert_eq!(
+            (
+                r.kind.as_str(),
+                r.namespace.as_deref(),
+                r.name.as_str(),
+                r.reason.as_str()
+            ),
+            ("NamespaceFirewall", Some("a"), "bad", "InvalidSpec")
+        );
+        assert!(
+            r.message
+                .starts_with("spec.ingress[0].ports[0].port: invalid type: string \"abc\""),
+            "{}",
+            r.message
+        );
+    }
+}

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use firewall_common::{NS_FIRST, PolicyValue, SIDE_EGRESS, SIDE_INGRESS};
 
 use super::{
-    evaluate::{Dst, PairValue, Plan, Val},
+    evaluate::{Dst, Outside, PairValue, Plan, PlanSignature, Src, Val},
     identities::{Identities, IdentityKind},
     policy_set::PolicySet,
-    prefix::{PolicyPrefix, port_prefixes},
+    prefix::{PolicyPrefix, port_prefix_count, port_prefixes},
 };
 use crate::crd::valid::PORT_PROTOCOLS;
 
@@ -24,38 +24,46 @@ fn value((verdict, rule): Val) -> PolicyValue {
 /// Namespace labels by name (empty for namespaces without a Namespace object).
 pub type Labels<'a> = &'a BTreeMap<String, BTreeMap<String, String>>;
 
-fn labels_of<'a>(
-    labels: Labels<'a>,
-    ns: &str,
-    empty: &'a BTreeMap<String, String>,
-) -> &'a BTreeMap<String, String> {
-    labels.get(ns).unwrap_or(empty)
+/// Pair evaluation shared by every pair with the same candidate rules.
+struct Evaluations<'p> {
+    set: &'p PolicySet,
+    /// Namespace id -> what the rules look at (looked up once, not per pair; ids are dense).
+    namespaces: Vec<Option<Src<'p>>>,
+    index: HashMap<PlanSignature, usize>,
+    values: Vec<PairValue>,
 }
 
-/// Evaluates one pair for every protocol and port.
-fn pair(set: &PolicySet, labels: Labels<'_>, side: u8, src: &str, dst: &IdentityKind) -> PairValue {
-    let empty = BTreeMap::new();
-    let src_labels = labels_of(labels, src, &empty);
-    match dst {
-        IdentityKind::Namespace { name, services } => {
-            let d = Dst::Namespace {
-                name,
-                labels: labels_of(labels, name, &empty),
-                services,
-            };
-            Plan::new(set, side, src, src_labels, &d).pair_value()
-        }
-        IdentityKind::Outside { cidr, .. } => {
-            let inside = |n: &ipnet::IpNet| cidr.is_some_and(|c| n.contains(&c));
-            Plan::new(
-                set,
+impl<'p> Evaluations<'p> {
+    /// Index (in `values`) of the verdict function of `side` from namespace `src` to `dst`
+    /// (an identity of namespace `dst_ns`).
+    fn pair(&mut self, side: u8, src: u32, dst_ns: u32, dst: &'p IdentityKind) -> Option<usize> {
+        let src = (*self.namespaces.get(src as usize)?)?;
+        let plan = match dst {
+            IdentityKind::Namespace { services, .. } => {
+                let n = self.namespaces.get(dst_ns as usize)?.as_ref()?;
+                let d = Dst::Namespace {
+                    name: n.name,
+                    labels: n.labels,
+                    services,
+                    rules: n.rules,
+                };
+                Plan::new(self.set, side, src, &d)
+            }
+            IdentityKind::Outside { cidr, .. } => Plan::new(
+                self.set,
                 side,
                 src,
-                src_labels,
-                &Dst::Outside { inside: &inside },
-            )
-            .pair_value()
+                &Dst::Outside(Outside::Innermost(*cidr)),
+            ),
+        };
+        let sig = plan.signature();
+        if let Some(i) = self.index.get(&sig) {
+            return Some(*i);
         }
+        let i = self.values.len();
+        self.values.push(plan.pair_value());
+        self.index.insert(sig, i);
+        Some(i)
     }
 }
 
@@ -70,14 +78,15 @@ fn most_common<'a>(values: impl Iterator<Item = &'a Val>) -> Option<Val> {
         .map(|(v, _)| v)
 }
 
-/// Emits one side of one local identity.
+/// Emits one side of one local identity; `peers` index into `values`.
 fn emit_row(
     out: &mut BTreeMap<PolicyPrefix, PolicyValue>,
     side: u8,
     local: u32,
-    peers: &[(u32, &PairValue)],
+    peers: &[(u32, usize)],
+    values: &[PairValue],
 ) {
-    let Some(default) = most_common(peers.iter().map(|(_, p)| &p.other)) else {
+    let Some(default) = most_common(peers.iter().map(|(_, i)| &values[*i].other)) else {
         return;
     };
     let base = PolicyPrefix {
@@ -88,7 +97,8 @@ fn emit_row(
         port: None,
     };
     out.insert(base, value(default));
-    for (peer, pv) in peers {
+    for (peer, i) in peers {
+        let pv = &values[*i];
         let pair_key = PolicyPrefix {
             peer: Some(*peer),
             ..base
@@ -96,15 +106,17 @@ fn emit_row(
         if pv.other != default {
             out.insert(pair_key, value(pv.other));
         }
-        for (i, proto) in PORT_PROTOCOLS.iter().enumerate() {
-            let intervals = &pv.protos[i];
+        for (intervals, proto) in pv.protos.iter().zip(PORT_PROTOCOLS) {
+            if intervals.is_empty() {
+                continue;
+            }
             // The protocol's value: whichever needs the fewest entries.
             let cost = |v: Val| -> usize {
                 usize::from(v != pv.other)
                     + intervals
                         .iter()
                         .filter(|iv| iv.2 != v)
-                        .map(|iv| port_prefixes(iv.0, iv.1).len())
+                        .map(|iv| port_prefix_count(iv.0, iv.1))
                         .sum::<usize>()
             };
             let mut best = (cost(pv.other), pv.other);
@@ -116,7 +128,7 @@ fn emit_row(
             }
             let proto_value = best.1;
             let proto_key = PolicyPrefix {
-                proto: Some(*proto),
+                proto: Some(proto),
                 ..pair_key
             };
             if proto_value != pv.other {
@@ -145,11 +157,21 @@ pub fn encode(
     labels: Labels<'_>,
 ) -> BTreeMap<PolicyPrefix, PolicyValue> {
     let mut out = BTreeMap::new();
-    let ns_name = |ns: u32| -> Option<&str> {
-        match ids.kinds.get(&ns) {
-            Some((_, IdentityKind::Namespace { name, .. })) => Some(name.as_str()),
-            _ => None,
-        }
+    let empty = BTreeMap::new();
+    let mut namespaces = vec![None; ids.ns_ids.values().max().map_or(0, |m| *m as usize + 1)];
+    for (name, id) in &ids.ns_ids {
+        let labels = labels.get(name).unwrap_or(&empty);
+        namespaces[*id as usize] = Some(Src {
+            name: name.as_str(),
+            labels,
+            rules: set.namespaces.get(name),
+        });
+    }
+    let mut ev = Evaluations {
+        set,
+        namespaces,
+        index: HashMap::new(),
+        values: Vec::new(),
     };
     let ns_identities: Vec<(u32, u32)> = ids
         .kinds
@@ -166,45 +188,54 @@ pub fn encode(
         }
     }
     for (ns, locals) in &by_ns {
-        let Some(src) = ns_name(*ns) else { continue };
-        let values: Vec<(u32, PairValue)> = ids
+        let row: Vec<(u32, usize)> = ids
             .kinds
             .iter()
             .filter(|(_, (pns, _))| pns != ns)
-            .map(|(peer, (_, kind))| (*peer, pair(set, labels, SIDE_EGRESS, src, kind)))
+            .filter_map(|(peer, (pns, kind))| Some((*peer, ev.pair(SIDE_EGRESS, *ns, *pns, kind)?)))
             .collect();
-        let refs: Vec<(u32, &PairValue)> = values.iter().map(|(p, v)| (*p, v)).collect();
         for local in locals {
-            emit_row(&mut out, SIDE_EGRESS, *local, &refs);
+            emit_row(&mut out, SIDE_EGRESS, *local, &row, &ev.values);
         }
     }
 
-    // Ingress: the value depends on the source's namespace only.
+    // Ingress: the value depends on the source's namespace only (memo indexed by namespace id,
+    // reset after each row).
     let local_peers: Vec<(u32, u32)> = ns_identities
         .iter()
         .filter(|(id, _)| ids.local.contains(id))
         .copied()
         .collect();
+    let mut by_src: Vec<Option<usize>> = vec![None; ev.namespaces.len()];
+    let mut touched: Vec<usize> = Vec::new();
     for (local, (lns, kind)) in ids.kinds.iter().filter(|(_, (ns, _))| *ns >= NS_FIRST) {
         let peers = if ids.local.contains(local) {
             &ns_identities
         } else {
             &local_peers
         };
-        let mut cache: HashMap<u32, PairValue> = HashMap::new();
-        let mut values: Vec<(u32, u32)> = Vec::new();
+        let mut row: Vec<(u32, usize)> = Vec::with_capacity(peers.len());
         for (peer, pns) in peers.iter().filter(|(_, pns)| pns != lns) {
-            if !cache.contains_key(pns) {
-                let Some(src) = ns_name(*pns) else { continue };
-                cache.insert(*pns, pair(set, labels, SIDE_INGRESS, src, kind));
-            }
-            values.push((*peer, *pns));
+            let slot = *pns as usize;
+            let i = match by_src.get(slot).copied().flatten() {
+                Some(i) => i,
+                None => {
+                    let Some(i) = ev.pair(SIDE_INGRESS, *pns, *lns, kind) else {
+                        continue;
+                    };
+                    if let Some(s) = by_src.get_mut(slot) {
+                        *s = Some(i);
+                        touched.push(slot);
+                    }
+                    i
+                }
+            };
+            row.push((*peer, i));
         }
-        let refs: Vec<(u32, &PairValue)> = values
-            .iter()
-            .filter_map(|(p, ns)| cache.get(ns).map(|v| (*p, v)))
-            .collect();
-        emit_row(&mut out, SIDE_INGRESS, *local, &refs);
+        for slot in touched.drain(..) {
+            by_src[slot] = None;
+        }
+        emit_row(&mut out, SIDE_INGRESS, *local, &row, &ev.values);
     }
     out
 }

@@ -1,11 +1,14 @@
 //! DESIGN §3 evaluation of one side of a connection, as a list of candidate rules in precedence
 //! order ([`Plan`]), decided at one (protocol, port) or as a whole function of them.
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use firewall_common::{SIDE_EGRESS, VERDICT_ALLOW, VERDICT_DENY};
 use ipnet::IpNet;
 
-use super::policy_set::{PolicySet, RULE_DEFAULT};
+use super::policy_set::{NamespaceRules, PolicySet, RULE_DEFAULT};
 use crate::crd::{
     Action,
     valid::{Destinations, PORT_PROTOCOLS, Ports, ValidIngressRule},
@@ -36,12 +39,42 @@ pub enum Step {
 pub type Val = (u8, u32);
 
 /// One side's decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Decision {
     /// `VERDICT_ALLOW` or `VERDICT_DENY`, and the rule index.
     pub value: Val,
     /// The step that decided.
     pub step: Step,
+}
+
+/// A world or host address, as the rules see it.
+#[derive(Clone, Copy, Debug)]
+pub enum Outside {
+    /// A concrete address (explanations).
+    Address(IpAddr),
+    /// An identity: addresses whose innermost named prefix is this (or none).
+    Innermost(Option<IpNet>),
+}
+
+impl Outside {
+    /// Whether the address (every address of the identity) lies in `net`.
+    pub fn inside(&self, net: &IpNet) -> bool {
+        match self {
+            Outside::Address(a) => net.contains(a),
+            Outside::Innermost(p) => p.is_some_and(|p| net.contains(&p)),
+        }
+    }
+}
+
+/// The source namespace of a connection, with what the rules look at.
+#[derive(Clone, Copy)]
+pub struct Src<'a> {
+    /// Namespace name.
+    pub name: &'a str,
+    /// Namespace labels.
+    pub labels: &'a BTreeMap<String, String>,
+    /// The namespace's own NamespaceFirewall rules.
+    pub rules: Option<&'a NamespaceRules>,
 }
 
 /// The other end of a side, as the rules see it.
@@ -54,12 +87,11 @@ pub enum Dst<'a> {
         labels: &'a BTreeMap<String, String>,
         /// Names of the (referenced) Services selecting the endpoint.
         services: &'a BTreeSet<String>,
+        /// The namespace's own NamespaceFirewall rules.
+        rules: Option<&'a NamespaceRules>,
     },
-    /// A world or host address; `inside(net)` tells whether it lies in a named prefix.
-    Outside {
-        /// Containment test.
-        inside: &'a dyn Fn(&IpNet) -> bool,
-    },
+    /// A world or host address.
+    Outside(Outside),
 }
 
 fn dest_matches(to: &Destinations, dst: &Dst<'_>) -> bool {
@@ -68,6 +100,7 @@ fn dest_matches(to: &Destinations, dst: &Dst<'_>) -> bool {
             name,
             labels,
             services,
+            ..
         } => {
             to.namespaces.matches(name, labels)
                 && (to.services.is_empty()
@@ -76,11 +109,11 @@ fn dest_matches(to: &Destinations, dst: &Dst<'_>) -> bool {
                         .iter()
                         .any(|(n, s)| n == name && services.contains(s)))
         }
-        Dst::Outside { inside } => to.matches_address(inside),
+        Dst::Outside(o) => to.matches_address(|net| o.inside(net)),
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Act {
     Allow,
     Deny,
@@ -92,6 +125,13 @@ struct Candidate<'p> {
     act: Act,
     rule: u32,
     step: Step,
+}
+
+/// Identifies a [`Plan`]'s candidates (by rule, port set and outcome) and fallback.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PlanSignature {
+    cands: Vec<(u32, usize, Act, Step)>,
+    fallback: Decision,
 }
 
 /// The rules that can decide one side for one (source namespace, destination), in order.
@@ -106,19 +146,19 @@ pub struct Plan<'p> {
 pub struct PairValue {
     /// Value for protocols without ports (ICMP, ...).
     pub other: Val,
-    /// Per `PORT_PROTOCOLS` entry: (first port, last port, value).
+    /// Per `PORT_PROTOCOLS` entry: (first port, last port, value); empty when every port of the
+    /// protocol has the value `other` (the common case, without allocation).
     pub protos: [Vec<(u16, u16, Val)>; 3],
 }
 
 impl<'p> Plan<'p> {
-    /// Builds the plan of `side` for a connection from namespace `src` (with `src_labels`) to `dst`.
-    pub fn new(
-        set: &'p PolicySet,
-        side: u8,
-        src: &str,
-        src_labels: &BTreeMap<String, String>,
-        dst: &Dst<'_>,
-    ) -> Self {
+    /// Builds the plan of `side` for a connection from namespace `src` to `dst`.
+    pub fn new(set: &'p PolicySet, side: u8, src: Src<'p>, dst: &Dst<'p>) -> Self {
+        let Src {
+            name: src,
+            labels: src_labels,
+            rules: src_rules,
+        } = src;
         let mut cands = Vec::new();
         for (rule, r) in &set.cluster_rules {
             if r.from.matches(src, src_labels) && dest_matches(&r.to, dst) {
@@ -135,10 +175,9 @@ impl<'p> Plan<'p> {
                 });
             }
         }
-        let src_rules = set.namespaces.get(src);
         let dst_rules = match dst {
-            Dst::Namespace { name, .. } => set.namespaces.get(*name),
-            Dst::Outside { .. } => None,
+            Dst::Namespace { rules, .. } => *rules,
+            Dst::Outside(_) => None,
         };
         let egress_of_src = src_rules.and_then(|n| n.egress.as_ref());
         let ingress_of_dst = dst_rules.and_then(|n| n.ingress.as_ref());
@@ -218,6 +257,20 @@ impl<'p> Plan<'p> {
         Plan { cands, fallback }
     }
 
+    /// What the plan's outcome depends on: equal signatures give equal decisions everywhere,
+    /// so the (costly) whole-function evaluation can be shared between pairs.
+    pub fn signature(&self) -> PlanSignature {
+        let cands = self
+            .cands
+            .iter()
+            .map(|c| (c.rule, std::ptr::from_ref(c.ports) as usize, c.act, c.step))
+            .collect();
+        PlanSignature {
+            cands,
+            fallback: self.fallback,
+        }
+    }
+
     /// The decision for one protocol and destination port.
     pub fn decide(&self, proto: u8, port: u16) -> Decision {
         let mut delegated = false;
@@ -251,6 +304,12 @@ impl<'p> Plan<'p> {
     pub fn pair_value(&self) -> PairValue {
         // Any protocol without ports (ICMP = 1) stands for all of them.
         let other = self.decide(1, 0).value;
+        if self.cands.iter().all(|c| c.ports.0.is_none()) {
+            return PairValue {
+                other,
+                protos: Default::default(),
+            };
+        }
         let protos = PORT_PROTOCOLS.map(|proto| {
             let mut cuts: Vec<u32> = vec![0];
             for c in &self.cands {
@@ -270,6 +329,9 @@ impl<'p> Plan<'p> {
                     Some(last) if last.2 == v => last.1 = end as u16,
                     _ => out.push((start as u16, end as u16, v)),
                 }
+            }
+            if matches!(out.as_slice(), [(_, _, v)] if *v == other) {
+                out.clear();
             }
             out
         });

@@ -11,7 +11,7 @@ use firewall_common::{SIDE_EGRESS, SIDE_INGRESS};
 
 use super::{
     CompileOptions,
-    evaluate::{Decision, Dst, Plan, Step},
+    evaluate::{Decision, Dst, Outside, Plan, Src, Step},
     identities::{namespace_names, pod_services},
     modes,
     policy_set::PolicySet,
@@ -109,7 +109,7 @@ enum Resolved {
         what: String,
     },
     Outside {
-        addr: Option<IpAddr>,
+        addr: IpAddr,
         what: String,
     },
 }
@@ -206,10 +206,7 @@ impl<'m> Evaluator<'m> {
                 } else {
                     format!("world {ip}")
                 };
-                Resolved::Outside {
-                    addr: Some(*ip),
-                    what,
-                }
+                Resolved::Outside { addr: *ip, what }
             }
         }
     }
@@ -252,7 +249,11 @@ impl<'m> Evaluator<'m> {
         port: u16,
     ) -> Explanation {
         let empty = BTreeMap::new();
-        let src_labels = self.labels.get(src_namespace).unwrap_or(&empty);
+        let src = Src {
+            name: src_namespace,
+            labels: self.labels.get(src_namespace).unwrap_or(&empty),
+            rules: self.set.namespaces.get(src_namespace),
+        };
         let src_mode = self.mode(src_namespace);
         let resolved = self.resolve(dst);
         let is_dns_port = port == 53 && (proto == 6 || proto == 17);
@@ -279,20 +280,17 @@ impl<'m> Evaluator<'m> {
                         name,
                         labels: self.labels.get(name).unwrap_or(&empty),
                         services,
+                        rules: self.set.namespaces.get(name),
                     };
-                    let e = Plan::new(&self.set, SIDE_EGRESS, src_namespace, src_labels, &d)
-                        .decide(proto, port);
-                    let i = Plan::new(&self.set, SIDE_INGRESS, src_namespace, src_labels, &d)
-                        .decide(proto, port);
+                    let e = Plan::new(&self.set, SIDE_EGRESS, src, &d).decide(proto, port);
+                    let i = Plan::new(&self.set, SIDE_INGRESS, src, &d).decide(proto, port);
                     (self.side(e, src_mode), self.side(i, dst_mode))
                 };
                 (e, Some(i), what.clone(), Some(name.clone()))
             }
             Resolved::Outside { addr, what } => {
-                let inside = |n: &ipnet::IpNet| addr.is_some_and(|a| n.contains(&a));
-                let d = Dst::Outside { inside: &inside };
-                let e = Plan::new(&self.set, SIDE_EGRESS, src_namespace, src_labels, &d)
-                    .decide(proto, port);
+                let d = Dst::Outside(Outside::Address(*addr));
+                let e = Plan::new(&self.set, SIDE_EGRESS, src, &d).decide(proto, port);
                 (self.side(e, src_mode), None, what.clone(), None)
             }
         };

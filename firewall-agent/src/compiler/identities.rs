@@ -9,7 +9,7 @@ use firewall_common::{IDENTITY_F_DNS, Identity, NS_HOST, NS_WORLD};
 use ipnet::IpNet;
 
 use super::{CompileOptions, ids::IdAllocator, policy_set::PolicySet};
-use crate::model::{ClusterModel, Pod};
+use crate::model::{ClusterModel, Pod, Service};
 
 /// What an identity id stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,10 +192,26 @@ impl Identities {
             .services
             .iter()
             .find(|s| &s.namespace == dns_ns && &s.name == dns_name);
+        // Referenced Services by namespace: only they can narrow a pod's identity.
+        let mut referenced: HashMap<&str, Vec<&Service>> = HashMap::new();
+        for s in &model.services {
+            if set
+                .referenced_services
+                .contains(&(s.namespace.clone(), s.name.clone()))
+            {
+                referenced.entry(s.namespace.as_str()).or_default().push(s);
+            }
+        }
 
         // Pods first: a pod IP wins over anything else claiming the same address.
         for pod in model.pods.iter().filter(|p| p.is_endpoint()) {
-            let services = pod_services(model, set, pod);
+            let services: BTreeSet<String> = referenced
+                .get(pod.namespace.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|s| s.selects(pod))
+                .map(|s| s.name.clone())
+                .collect();
             let id = out.namespace_identity(ids, &pod.namespace, services);
             let ns = out.kinds.get(&id).map_or(id, |k| k.0);
             let flags = if dns.is_some_and(|d| d.selects(pod)) {

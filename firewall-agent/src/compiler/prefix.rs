@@ -40,6 +40,18 @@ impl PolicyPrefix {
 /// Splits the inclusive port interval [lo, hi] into aligned (value, prefix bits) blocks.
 pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
     let mut out = Vec::new();
+    for_each_prefix(lo, hi, |p| out.push(p));
+    out
+}
+
+/// How many aligned blocks [`port_prefixes`] splits [lo, hi] into (without allocating).
+pub fn port_prefix_count(lo: u16, hi: u16) -> usize {
+    let mut n = 0;
+    for_each_prefix(lo, hi, |_| n += 1);
+    n
+}
+
+fn for_each_prefix(lo: u16, hi: u16, mut f: impl FnMut((u16, u8))) {
     let (mut a, b) = (u32::from(lo), u32::from(hi));
     while a <= b {
         // Largest aligned block starting at `a` that fits in [a, b].
@@ -51,10 +63,9 @@ pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
         while a + size - 1 > b {
             size >>= 1;
         }
-        out.push((a as u16, (16 - size.trailing_zeros()) as u8));
+        f((a as u16, (16 - size.trailing_zeros()) as u8));
         a += size;
     }
-    out
 }
 
 #[cfg(test)]

@@ -66,8 +66,9 @@ fn default_protocol() -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortSpec {
-    /// `TCP` (default), `UDP` or `SCTP`. A string so that an unknown value is reported by
-    /// validation with its path instead of failing the whole document.
+    // A string (not an enum) so that an unknown value is reported by validation with its path
+    // instead of failing the whole document.
+    /// `TCP` (default), `UDP` or `SCTP`.
     #[serde(default = "default_protocol")]
     #[schemars(extend("enum" = ["TCP", "UDP", "SCTP"]))]
     pub protocol: String,

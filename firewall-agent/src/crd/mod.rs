@@ -30,3 +30,47 @@ pub fn crds_yaml() -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crd_yaml_is_a_stream_of_two_structural_crds() {
+        let yaml = crds_yaml();
+        assert!(!yaml.contains("additionalProperties: false"));
+        let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&yaml)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        assert_eq!(docs.len(), 2);
+        let names: Vec<&str> = docs
+            .iter()
+            .map(|d| d["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "namespacefirewalls.bulkhead.dev",
+                "clusterfirewalls.bulkhead.dev"
+            ]
+        );
+        assert_eq!(docs[0]["spec"]["scope"], "Namespaced");
+        assert_eq!(docs[1]["spec"]["scope"], "Cluster");
+        assert_eq!(docs[0]["spec"]["names"]["shortNames"][0], "nsfw");
+        assert_eq!(docs[1]["spec"]["names"]["shortNames"][0], "cfw");
+        let v = &docs[1]["spec"]["versions"][0];
+        assert_eq!(v["name"], "v1alpha1");
+        assert!(v["subresources"]["status"].is_object());
+        let spec = &v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        assert_eq!(spec["priority"]["default"], 1000);
+        let rule = &spec["rules"]["items"]["properties"];
+        assert_eq!(
+            rule["ports"]["items"]["properties"]["protocol"]["enum"],
+            serde_json::json!(["TCP", "UDP", "SCTP"])
+        );
+        assert_eq!(
+            rule["ports"]["items"]["properties"]["protocol"]["default"],
+            "TCP"
+        );
+    }
+}

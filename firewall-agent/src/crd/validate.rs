@@ -465,3 +465,250 @@ pub fn validate_cluster_firewall(obj: &ClusterFirewall) -> Result<ValidCfw, Vec<
         defaults,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ClusterFirewallSpec, NamespaceFirewallSpec};
+
+    fn nsfw(spec: &str) -> NamespaceFirewall {
+        let mut o = NamespaceFirewall::new(
+            "default",
+            serde_yaml::from_str::<NamespaceFirewallSpec>(spec).unwrap(),
+        );
+        o.metadata.namespace = Some("payments".into());
+        o
+    }
+
+    fn cfw(spec: &str) -> ClusterFirewall {
+        ClusterFirewall::new(
+            "baseline",
+            serde_yaml::from_str::<ClusterFirewallSpec>(spec).unwrap(),
+        )
+    }
+
+    fn nsfw_errors(spec: &str) -> Vec<String> {
+        validate_namespace_firewall(&nsfw(spec))
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn cfw_errors(spec: &str) -> Vec<String> {
+        validate_cluster_firewall(&cfw(spec))
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn valid_objects_parse_fully() {
+        let v = validate_namespace_firewall(&nsfw(
+            r#"
+ingress:
+  - from: {namespaces: [frontend], namespaceSelector: {matchLabels: {tier: web}}}
+    services: [payments-api]
+    ports: [{protocol: TCP, port: 8443}, {protocol: UDP, port: 53, endPort: 60}]
+egress:
+  - to: {namespaces: [db]}
+    ports: [{protocol: TCP, port: 5432}]
+  - to: {cidrs: ["10.0.0.0/8", "fd00::/8"], except: ["10.1.0.0/16"]}
+    ports: [{port: 443}, {protocol: SCTP}]
+"#,
+        ))
+        .unwrap();
+        let ingress = v.ingress.unwrap();
+        assert_eq!(ingress[0].services, vec!["payments-api".to_owned()]);
+        assert_eq!(
+            ingress[0].ports.0.as_deref().unwrap(),
+            &[
+                PortRange {
+                    proto: PROTO_TCP,
+                    lo: 8443,
+                    hi: 8443
+                },
+                PortRange {
+                    proto: PROTO_UDP,
+                    lo: 53,
+                    hi: 60
+                }
+            ]
+        );
+        let egress = v.egress.unwrap();
+        assert!(!egress[1].to.namespaces.all);
+        assert!(egress[0].to.namespaces.names.contains("db"));
+        assert_eq!(
+            egress[1].to.except,
+            vec!["10.1.0.0/16".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(
+            egress[1].ports.0.as_deref().unwrap()[1],
+            PortRange {
+                proto: PROTO_SCTP,
+                lo: 0,
+                hi: 65535
+            }
+        );
+        let c = validate_cluster_firewall(&cfw(
+            "rules: [{action: Deny}, {action: Delegate, to: {services: [db/pg]}}]",
+        ))
+        .unwrap();
+        assert_eq!(c.priority, 1000);
+        assert!(
+            c.rules[0].from.all && c.rules[0].to.namespaces.all && c.rules[0].ports.0.is_none()
+        );
+        assert_eq!(
+            c.rules[1].to.services,
+            vec![("db".to_owned(), "pg".to_owned())]
+        );
+    }
+
+    #[test]
+    fn cidr_syntax() {
+        assert_eq!(
+            nsfw_errors("egress: [{to: {namespaces: [a]}}, {to: {cidrs: [10.0.0.0/33]}}]"),
+            [
+                r#"NamespaceFirewall/payments/default: spec.egress[1].to.cidrs[0]: invalid CIDR "10.0.0.0/33""#
+            ]
+        );
+    }
+
+    #[test]
+    fn cidr_host_bits() {
+        assert_eq!(
+            nsfw_errors("egress: [{to: {cidrs: [10.1.2.3/8]}}]"),
+            [
+                r#"NamespaceFirewall/payments/default: spec.egress[0].to.cidrs[0]: invalid CIDR "10.1.2.3/8": host bits set (did you mean "10.0.0.0/8"?)"#
+            ]
+        );
+        assert_eq!(
+            nsfw_errors("egress: [{to: {cidrs: [10.1.2.3]}}]"),
+            [
+                r#"NamespaceFirewall/payments/default: spec.egress[0].to.cidrs[0]: invalid CIDR "10.1.2.3": missing prefix length (did you mean "10.1.2.3/32"?)"#
+            ]
+        );
+    }
+
+    #[test]
+    fn except_outside_cidrs() {
+        assert_eq!(
+            nsfw_errors(
+                "egress: [{to: {cidrs: [10.0.0.0/8], except: [10.1.0.0/16, 11.0.0.0/16]}}]"
+            ),
+            [
+                r#"NamespaceFirewall/payments/default: spec.egress[0].to.except[1]: "11.0.0.0/16" is not inside any of cidrs"#
+            ]
+        );
+    }
+
+    #[test]
+    fn protocol() {
+        assert_eq!(
+            nsfw_errors("ingress: [{from: {}, ports: [{protocol: ICMP}]}]"),
+            [
+                r#"NamespaceFirewall/payments/default: spec.ingress[0].ports[0].protocol: unknown protocol "ICMP" (expected TCP, UDP or SCTP)"#
+            ]
+        );
+    }
+
+    #[test]
+    fn port_range() {
+        assert_eq!(
+            nsfw_errors("ingress: [{from: {}, ports: [{port: 0}, {port: 65536}]}]"),
+            [
+                "NamespaceFirewall/payments/default: spec.ingress[0].ports[0].port: port 0 out of range 1..=65535",
+                "NamespaceFirewall/payments/default: spec.ingress[0].ports[1].port: port 65536 out of range 1..=65535",
+            ]
+        );
+    }
+
+    #[test]
+    fn end_port() {
+        assert_eq!(
+            nsfw_errors(
+                "ingress: [{from: {}, ports: [{port: 20, endPort: 10}, {endPort: 10}, {port: 1, endPort: 70000}]}]"
+            ),
+            [
+                "NamespaceFirewall/payments/default: spec.ingress[0].ports[0].endPort: endPort 10 is less than port 20",
+                "NamespaceFirewall/payments/default: spec.ingress[0].ports[1].endPort: endPort requires port",
+                "NamespaceFirewall/payments/default: spec.ingress[0].ports[2].endPort: endPort 70000 out of range 1..=65535",
+            ]
+        );
+    }
+
+    #[test]
+    fn selector_keys_and_values() {
+        assert_eq!(
+            nsfw_errors(
+                "ingress: [{from: {namespaceSelector: {matchLabels: {\"a b\": web, tier: \"-x\"}}}}]"
+            ),
+            [
+                r#"NamespaceFirewall/payments/default: spec.ingress[0].from.namespaceSelector.matchLabels["a b"]: invalid label key "a b": must be an optional DNS subdomain prefix and '/' followed by a name of at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"#,
+                r#"NamespaceFirewall/payments/default: spec.ingress[0].from.namespaceSelector.matchLabels["tier"]: invalid label value "-x": must be empty or at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn selector_operators() {
+        assert_eq!(
+            nsfw_errors(
+                r#"ingress: [{from: {namespaceSelector: {matchExpressions: [
+                    {key: tier, operator: In},
+                    {key: tier, operator: Exists, values: [a]},
+                    {key: tier, operator: Near, values: [a]}]}}}]"#
+            ),
+            [
+                "NamespaceFirewall/payments/default: spec.ingress[0].from.namespaceSelector.matchExpressions[0].values: operator In requires at least one value",
+                "NamespaceFirewall/payments/default: spec.ingress[0].from.namespaceSelector.matchExpressions[1].values: operator Exists takes no values",
+                r#"NamespaceFirewall/payments/default: spec.ingress[0].from.namespaceSelector.matchExpressions[2].operator: unknown operator "Near" (expected In, NotIn, Exists or DoesNotExist)"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn service_names() {
+        assert_eq!(
+            nsfw_errors("ingress: [{from: {}, services: [Payments-API]}]"),
+            [
+                r#"NamespaceFirewall/payments/default: spec.ingress[0].services[0]: invalid Service name "Payments-API": must be a DNS-1035 label (at most 63 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit)"#
+            ]
+        );
+        assert_eq!(
+            cfw_errors("rules: [{action: Allow, to: {services: [api, db/9pg]}}]"),
+            [
+                r#"ClusterFirewall/baseline: spec.rules[0].to.services[0]: invalid Service reference "api": expected namespace/name"#,
+                r#"ClusterFirewall/baseline: spec.rules[0].to.services[1]: invalid Service name "9pg" in Service reference "db/9pg": must be a DNS-1035 label (at most 63 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit)"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn namespace_names() {
+        assert_eq!(
+            cfw_errors("rules: [{action: Deny, from: {namespaces: [ok, Bad_NS]}}]"),
+            [
+                r#"ClusterFirewall/baseline: spec.rules[0].from.namespaces[1]: invalid namespace name "Bad_NS": must be a DNS-1123 label (at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)"#
+            ]
+        );
+    }
+
+    #[test]
+    fn cluster_action_and_unknown_fields_fail_deserialization() {
+        assert!(serde_yaml::from_str::<ClusterFirewallSpec>("rules: [{action: Reject}]").is_err());
+        assert!(
+            serde_yaml::from_str::<NamespaceFirewallSpec>("ingress: [{from: {namespace: [a]}}]")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_and_nothing_half_applies() {
+        let errs = cfw_errors(
+            "rules: [{action: Allow, to: {cidrs: [bad]}, ports: [{port: 0}]}, {action: Deny}]",
+        );
+        assert_eq!(errs.len(), 2);
+    }
+}
