@@ -138,7 +138,13 @@ fn add_object(model: &mut ClusterModel, value: Value, pos: Position) -> Result<(
         "Node" => model.nodes.push(node(typed(value, &kind, pos)?)),
         "NamespaceFirewall" => {
             match serde_path_to_error::deserialize::<_, NamespaceFirewall>(value.clone()) {
-                Ok(o) => model.namespace_firewalls.push(o),
+                Ok(mut o) => {
+                    // As kubectl does, an object without a namespace lands in `default`.
+                    o.metadata
+                        .namespace
+                        .get_or_insert_with(|| "default".to_owned());
+                    model.namespace_firewalls.push(o);
+                }
                 Err(e) => model.rejected.push(rejection(&kind, &value, &e)),
             }
         }
@@ -332,7 +338,7 @@ items:
   - {apiVersion: v1, kind: Namespace, metadata: {name: a}}
   - apiVersion: bulkhead.dev/v1alpha1
     kind: NamespaceFirewall
-    metadata: {name: f, namespace: a}
+    metadata: {name: f}
     spec: {ingress: []}
 ---
 apiVersion: v1
@@ -344,6 +350,10 @@ items: [{apiVersion: v1, kind: Pod, metadata: {name: p, namespace: a}}]
         assert_eq!(m.namespaces.len(), 1);
         assert_eq!(m.namespace_firewalls.len(), 1);
         assert_eq!(m.namespace_firewalls[0].spec.ingress, Some(vec![]));
+        assert_eq!(
+            m.namespace_firewalls[0].metadata.namespace.as_deref(),
+            Some("default")
+        );
         assert_eq!(m.pods.len(), 1);
     }
 

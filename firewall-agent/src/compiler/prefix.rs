@@ -95,6 +95,7 @@ mod tests {
                 expand(&p),
                 (u32::from(lo)..=u32::from(hi)).collect::<Vec<_>>()
             );
+            assert_eq!(port_prefix_count(lo, hi), p.len());
         }
         assert_eq!(port_prefixes(0, 65535), vec![(0, 0)]);
         assert_eq!(port_prefixes(1, 65534).len(), 30);

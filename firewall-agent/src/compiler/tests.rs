@@ -970,8 +970,18 @@ struct Kernel<'c> {
 }
 
 fn prefix_match(len: u32, a: &[u8; 13], b: &[u8; 13]) -> bool {
-    (0..len as usize)
-        .all(|bit| (a[bit / 8] >> (7 - bit % 8)) & 1 == (b[bit / 8] >> (7 - bit % 8)) & 1)
+    // Keys as left-aligned 128-bit numbers: the first `len` bits must be equal.
+    let wide = |k: &[u8; 13]| {
+        let mut w = [0u8; 16];
+        w[..13].copy_from_slice(k);
+        u128::from_be_bytes(w)
+    };
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    };
+    (wide(a) ^ wide(b)) & mask == 0
 }
 
 impl<'c> Kernel<'c> {
