@@ -86,7 +86,7 @@ pub struct Rejection {
     pub namespace: Option<String>,
     /// Name.
     pub name: String,
-    /// CamelCase reason for `status.conditions` (`InvalidSpec`, `Invalid`, `DefaultsConflict`).
+    /// CamelCase reason for `status.conditions` (`InvalidSpec`, `DefaultsConflict`).
     pub reason: String,
     /// Human-readable detail.
     pub message: String,

@@ -16,7 +16,7 @@ use super::{
     modes,
     policy_set::PolicySet,
 };
-use crate::model::ClusterModel;
+use crate::model::{ClusterModel, Rejection};
 
 /// The destination of a connection to explain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,7 +146,13 @@ impl<'m> Evaluator<'m> {
         }
     }
 
-    fn mode(&self, ns: &str) -> u32 {
+    /// Policy objects that are not applied (undeserializable, invalid, conflicting defaults).
+    pub fn rejected(&self) -> &[Rejection] {
+        &self.set.rejected
+    }
+
+    /// The mode of a namespace (`MODE_*`).
+    pub fn mode(&self, ns: &str) -> u32 {
         self.modes.get(ns).copied().unwrap_or(self.default_mode)
     }
 

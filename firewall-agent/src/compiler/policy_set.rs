@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kube::ResourceExt as _;
-use tracing::warn;
 
 use crate::{
     crd::{
@@ -199,9 +198,7 @@ impl PolicySet {
                 d.no_match = i;
             }
         }
-        for r in &set.rejected {
-            warn!(kind = %r.kind, namespace = ?r.namespace, name = %r.name, reason = %r.reason, message = %r.message, "policy object rejected");
-        }
+        // Not logged here: the agent reports each rejection once, when it first appears.
         set
     }
 
@@ -222,7 +219,7 @@ fn invalid(
         kind: kind.to_owned(),
         namespace,
         name,
-        reason: "Invalid".to_owned(),
+        reason: "InvalidSpec".to_owned(),
         message: errors
             .iter()
             .map(|e| format!("{}: {}", e.path, e.message))

@@ -610,7 +610,7 @@ spec:
     assert!(
         got.contains(&(
             "broken",
-            "Invalid",
+            "InvalidSpec",
             "spec.ingress[0].ports[0].port: port 70000 out of range 1..=65535"
         )),
         "{got:?}"
