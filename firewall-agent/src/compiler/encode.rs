@@ -1,7 +1,10 @@
 //! Encodes per-pair verdict functions into longest-prefix-match entries (docs/compiler.md
 //! "Policy trie"): local default, pair, protocol and port-prefix levels, each only where it differs
 //! from the level above.
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{BuildHasherDefault, Hasher},
+};
 
 use firewall_common::{NS_FIRST, PolicyValue, SIDE_EGRESS, SIDE_INGRESS};
 
@@ -24,12 +27,47 @@ fn value((verdict, rule): Val) -> PolicyValue {
 /// Namespace labels by name (empty for namespaces without a Namespace object).
 pub type Labels<'a> = &'a BTreeMap<String, BTreeMap<String, String>>;
 
+/// A fast non-cryptographic hasher (FxHash's multiply-rotate) for the signature memo: keys are
+/// built by the compiler, never chosen by a remote party, so flooding resistance is not needed.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+}
+
 /// Pair evaluation shared by every pair with the same candidate rules.
 struct Evaluations<'p> {
     set: &'p PolicySet,
     /// Namespace id -> what the rules look at (looked up once, not per pair; ids are dense).
     namespaces: Vec<Option<Src<'p>>>,
-    index: HashMap<PlanSignature, usize>,
+    index: HashMap<PlanSignature, usize, BuildHasherDefault<FastHasher>>,
     values: Vec<PairValue>,
 }
 
@@ -170,7 +208,7 @@ pub fn encode(
     let mut ev = Evaluations {
         set,
         namespaces,
-        index: HashMap::new(),
+        index: HashMap::default(),
         values: Vec::new(),
     };
     let ns_identities: Vec<(u32, u32)> = ids
