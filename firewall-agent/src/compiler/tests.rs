@@ -1213,3 +1213,26 @@ fn compile_is_deterministic_and_sparse() {
         c.policy
     );
 }
+
+#[test]
+fn explanation_reads_well() {
+    let m = model(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: b, labels: {tier: db, bulkhead.dev/mode: enforce}}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: default, namespace: b}
+spec:
+  ingress: [{from: {namespaces: [c]}}]
+"#,
+    );
+    let e = to_ip(&m, "a", "10.244.0.2", TCP, 5432);
+    assert!(e.dropped);
+    assert_eq!(
+        e.to_string(),
+        "from namespace a to pod b/b-api (10.244.0.2):\n  egress: Allow by default (Default; mode monitor)\n  ingress: Deny by NamespaceFirewall/b/default (NoMatch; mode enforce)\n  result: dropped\n"
+    );
+}
