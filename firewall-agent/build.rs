@@ -17,10 +17,18 @@ fn ebpf_toolchain(root: &std::path::Path) -> anyhow::Result<String> {
 
 fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let root = manifest.parent().ok_or_else(|| anyhow!("no workspace root"))?;
+    let root = manifest
+        .parent()
+        .ok_or_else(|| anyhow!("no workspace root"))?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    println!("cargo::rerun-if-changed={}", root.join("scripts/toolchains.toml").display());
-    println!("cargo::rerun-if-changed={}", root.join("firewall-common/src").display());
+    println!(
+        "cargo::rerun-if-changed={}",
+        root.join("scripts/toolchains.toml").display()
+    );
+    println!(
+        "cargo::rerun-if-changed={}",
+        root.join("firewall-common/src").display()
+    );
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         fs::write(out.join("firewall"), b"")?;
@@ -31,7 +39,11 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = root.join("firewall-ebpf");
     let ebpf_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "firewall-ebpf", root_dir: ebpf_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "firewall-ebpf",
+            root_dir: ebpf_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Custom(&toolchain),
     )
 }

@@ -1,1 +1,216 @@
-fn main(){}
+//! `firewall-agent`: Bulkhead's node agent (DESIGN §7).
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use firewall_agent::{
+    agent::{self, RunConfig},
+    cgroups,
+    compiler::CompileOptions,
+    datapath::LoadOptions,
+    source::SourceSpec,
+};
+use firewall_common::{MODE_ENFORCE, MODE_MONITOR, MODE_OFF};
+
+mod check;
+
+#[derive(Parser)]
+#[command(
+    name = "firewall-agent",
+    version,
+    about = "Bulkhead: namespace segmentation for Kubernetes with eBPF"
+)]
+struct Cli {
+    /// Diagnostics format on stderr (the violation log on stdout is always JSON).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Mode for namespaces that set none (label `bulkhead.dev/mode`, ClusterFirewall default).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Mode {
+    /// Log forbidden flows, let them through.
+    Monitor,
+    /// Log and drop forbidden flows.
+    Enforce,
+    /// Neither log nor drop.
+    Off,
+}
+
+impl Mode {
+    fn value(self) -> u32 {
+        match self {
+            Mode::Monitor => MODE_MONITOR,
+            Mode::Enforce => MODE_ENFORCE,
+            Mode::Off => MODE_OFF,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Attach {
+    /// cgroup_skb + cgroup/connect programs at the cgroup v2 root.
+    Cgroup,
+    /// TC classifier on pod interfaces (not implemented yet).
+    Tc,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent (the DaemonSet's command).
+    Run(RunArgs),
+    /// Print the CRD YAML (generated from the Rust types).
+    Crds,
+    /// Explain the verdict for a namespace pair and port, naming the deciding rule.
+    Check(check::CheckArgs),
+    /// Uninstall from this node: remove pinned programs, links and maps.
+    Cleanup {
+        /// Pin directory.
+        #[arg(long, default_value = "/sys/fs/bpf/bulkhead")]
+        bpffs: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// `kube` (in-cluster config or kubeconfig) or `file:PATH` (YAML stream or List).
+    #[arg(long, default_value = "kube")]
+    source: SourceSpec,
+    /// This node's name (pods with this spec.nodeName are local).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Mode for namespaces that set none.
+    #[arg(long, value_enum, default_value_t = Mode::Monitor)]
+    mode: Mode,
+    /// Where programs attach.
+    #[arg(long, value_enum, default_value_t = Attach::Cgroup)]
+    attach: Attach,
+    /// cgroup v2 directory to attach at (default: the cgroup2 mount from /proc/self/mountinfo).
+    #[arg(long)]
+    cgroup_root: Option<PathBuf>,
+    /// bpffs directory for pinned state (pinning is not implemented yet: state lives with the agent).
+    #[arg(long)]
+    bpffs: Option<PathBuf>,
+    /// Address for /metrics, /healthz, /readyz (not implemented yet).
+    #[arg(long)]
+    metrics_addr: Option<String>,
+    /// The cluster DNS Service, always reachable on port 53.
+    #[arg(long, default_value = "kube-system/kube-dns")]
+    dns_service: String,
+    /// Capacity of the connection-tracking map.
+    #[arg(long, default_value_t = firewall_common::capacity::CONNTRACK)]
+    conntrack_entries: u32,
+    /// Capacity of the policy map (both slots together).
+    #[arg(long, default_value_t = firewall_common::capacity::POLICY)]
+    policy_entries: u32,
+    /// How often a file source is checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    poll_ms: u64,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn parse_dns_service(s: &str) -> anyhow::Result<(String, String)> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.into(), name.into()))
+        }
+        _ => bail!("invalid --dns-service {s:?}: expected NAMESPACE/NAME"),
+    }
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if matches!(args.attach, Attach::Tc) {
+        bail!("--attach tc is not implemented yet; use --attach cgroup");
+    }
+    if let Some(p) = &args.bpffs {
+        tracing::warn!(bpffs = %p.display(), "pinning is not implemented yet: programs detach when the agent stops");
+    }
+    if let Some(a) = &args.metrics_addr {
+        tracing::warn!(addr = %a, "the metrics endpoint is not implemented yet");
+    }
+    let node_name = args
+        .node_name
+        .or_else(hostname)
+        .context("no node name: pass --node-name or set NODE_NAME")?;
+    let cgroup_root = match args.cgroup_root {
+        Some(p) => p,
+        None => cgroups::cgroup2_root()?,
+    };
+    let cfg = RunConfig {
+        source: args.source,
+        cgroup_root,
+        compile: CompileOptions {
+            node_name,
+            default_mode: args.mode.value(),
+            dns_service: parse_dns_service(&args.dns_service)?,
+        },
+        load: LoadOptions {
+            conntrack_entries: args.conntrack_entries,
+            policy_entries: args.policy_entries,
+        },
+        poll: Duration::from_millis(args.poll_ms.max(10)),
+    };
+    agent::run(cfg).await
+}
+
+fn cleanup(bpffs: PathBuf) -> anyhow::Result<()> {
+    if bpffs.exists() {
+        std::fs::remove_dir_all(&bpffs).with_context(|| format!("removing {}", bpffs.display()))?;
+        println!("removed {}", bpffs.display());
+    } else {
+        println!("nothing pinned at {}; nothing to clean up", bpffs.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.command {
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+            .and_then(|rt| rt.block_on(run(args))),
+        Command::Crds => {
+            print!("{}", firewall_agent::crd::crds_yaml());
+            Ok(())
+        }
+        Command::Check(args) => check::run(args),
+        Command::Cleanup { bpffs } => cleanup(bpffs),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("firewall-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

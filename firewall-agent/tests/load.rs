@@ -1,5 +1,8 @@
 //! The real eBPF object passes the kernel's verifier and attaches at a cgroup (root only).
-use firewall_agent::datapath::{Datapath, LoadOptions, writer::{MapContents, MapWriter}};
+use firewall_agent::datapath::{
+    Datapath, LoadOptions,
+    writer::{MapContents, MapWriter},
+};
 
 #[test]
 fn loads_attaches_and_flips_slots() {
@@ -14,7 +17,8 @@ fn loads_attaches_and_flips_slots() {
         .find(|l| l.contains(" - cgroup2 "))
         .map(|l| l.split_whitespace().nth(4).unwrap().to_owned())
         .unwrap();
-    let dir = std::path::Path::new(&root).join(format!("bulkhead-load-test-{}", std::process::id()));
+    let dir =
+        std::path::Path::new(&root).join(format!("bulkhead-load-test-{}", std::process::id()));
     std::fs::create_dir(&dir).unwrap();
     dp.attach(&dir).expect("attach");
     let mut w = MapWriter::new(state).unwrap();

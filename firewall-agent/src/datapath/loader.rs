@@ -4,7 +4,10 @@
 //! same cgroup (the kernel refuses attach flags on them, hence `CgroupAttachMode::Single`, which
 //! passes none), so systemd's or a CNI's programs keep running. Dropping [`Datapath`] closes the links, which
 //! detaches everything: that is the clean shutdown when no state is pinned.
-use std::{fs::File, path::{Path, PathBuf}};
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -23,7 +26,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fi
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The agent was built without its eBPF object.
-    #[error("this firewall-agent was built with AYA_BUILD_SKIP=1 and has no eBPF object; rebuild without it")]
+    #[error(
+        "this firewall-agent was built with AYA_BUILD_SKIP=1 and has no eBPF object; rebuild without it"
+    )]
     NoObject,
     /// The kernel refused the object or a program (the verifier log is in the source).
     #[error("loading the eBPF object: {0}")]
@@ -106,7 +111,10 @@ pub struct Datapath {
 macro_rules! take {
     ($ebpf:expr, $name:expr) => {{
         let m = $ebpf.take_map($name).ok_or(LoadError::MissingMap($name))?;
-        m.try_into().map_err(|source| LoadError::Map { name: $name, source })?
+        m.try_into().map_err(|source| LoadError::Map {
+            name: $name,
+            source,
+        })?
     }};
 }
 
@@ -126,11 +134,13 @@ impl Datapath {
         let mut ebpf = loader.load(OBJECT)?;
         for name in [programs::EGRESS, programs::INGRESS] {
             let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
-            prog.load().map_err(|source| LoadError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| LoadError::Program { name, source })?;
         }
         for name in [programs::CONNECT4, programs::CONNECT6] {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-            prog.load().map_err(|source| LoadError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| LoadError::Program { name, source })?;
         }
         let state = StateMaps {
             settings: take!(ebpf, maps::SETTINGS),
@@ -146,13 +156,22 @@ impl Datapath {
             counters: take!(ebpf, maps::COUNTERS),
             conntrack: take!(ebpf, maps::CONNTRACK),
         };
-        Ok((Self { ebpf, cgroup_root: PathBuf::new() }, state, events))
+        Ok((
+            Self {
+                ebpf,
+                cgroup_root: PathBuf::new(),
+            },
+            state,
+            events,
+        ))
     }
 
     /// Attaches every program at `cgroup_root`, which covers every cgroup below it.
     pub fn attach(&mut self, cgroup_root: &Path) -> Result<(), LoadError> {
-        let dir = File::open(cgroup_root)
-            .map_err(|source| LoadError::Cgroup { path: cgroup_root.to_owned(), source })?;
+        let dir = File::open(cgroup_root).map_err(|source| LoadError::Cgroup {
+            path: cgroup_root.to_owned(),
+            source,
+        })?;
         for (name, ty) in [
             (programs::EGRESS, CgroupSkbAttachType::Egress),
             (programs::INGRESS, CgroupSkbAttachType::Ingress),
@@ -192,5 +211,6 @@ where
         name,
         source: aya::programs::ProgramError::UnexpectedProgramType,
     })?;
-    prog.try_into().map_err(|source| LoadError::Program { name, source })
+    prog.try_into()
+        .map_err(|source| LoadError::Program { name, source })
 }

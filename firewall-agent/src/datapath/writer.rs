@@ -74,7 +74,11 @@ fn sync<K: Ord + Clone, V: PartialEq + Clone>(
     stats: &mut ApplyStats,
     mut write: impl FnMut(&K, Option<&V>) -> Result<(), WriteError>,
 ) -> Result<(), WriteError> {
-    let stale: Vec<K> = have.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
+    let stale: Vec<K> = have
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .cloned()
+        .collect();
     for k in stale {
         write(&k, None)?;
         have.remove(&k);
@@ -111,8 +115,14 @@ fn policy_key(slot: u8, (len, data): &(u32, PolicyKey)) -> Key<PolicyKey> {
 impl MapWriter {
     /// Takes ownership of freshly loaded (empty) maps; slot 0 becomes active.
     pub fn new(mut maps: StateMaps) -> Result<Self, WriteError> {
-        maps.settings.set(SETTING_ACTIVE_SLOT, &0, 0).map_err(err(maps::SETTINGS))?;
-        Ok(Self { maps, active: 0, slots: Default::default() })
+        maps.settings
+            .set(SETTING_ACTIVE_SLOT, &0, 0)
+            .map_err(err(maps::SETTINGS))?;
+        Ok(Self {
+            maps,
+            active: 0,
+            slots: Default::default(),
+        })
     }
 
     /// The slot packets currently use.
@@ -128,68 +138,70 @@ impl MapWriter {
     /// Writes `want` into the inactive slot, then makes it active.
     pub fn apply(&mut self, want: &MapContents) -> Result<ApplyStats, WriteError> {
         let slot = 1 - self.active;
-        let mut stats = ApplyStats { slot, ..Default::default() };
+        let mut stats = ApplyStats {
+            slot,
+            ..Default::default()
+        };
         let m = &mut self.maps;
         let have = &mut self.slots[usize::from(slot)];
         let s32 = u32::from(slot);
 
-        sync(
-            &mut have.cgroups,
-            &want.cgroups,
-            &mut stats,
-            |id, v| match v {
-                Some(v) => m.cgroups.insert(&CgroupKey { cgroup_id: *id, slot: s32, pad: 0 }, v, 0),
-                None => m.cgroups.remove(&CgroupKey { cgroup_id: *id, slot: s32, pad: 0 }),
+        sync(&mut have.cgroups, &want.cgroups, &mut stats, |id, v| {
+            match v {
+                Some(v) => m.cgroups.insert(
+                    &CgroupKey {
+                        cgroup_id: *id,
+                        slot: s32,
+                        pad: 0,
+                    },
+                    v,
+                    0,
+                ),
+                None => m.cgroups.remove(&CgroupKey {
+                    cgroup_id: *id,
+                    slot: s32,
+                    pad: 0,
+                }),
             }
-            .map_err(err(maps::CGROUPS)),
-        )?;
-        sync(
-            &mut have.ipv4,
-            &want.ipv4,
-            &mut stats,
-            |k, v| match v {
+            .map_err(err(maps::CGROUPS))
+        })?;
+        sync(&mut have.ipv4, &want.ipv4, &mut stats, |k, v| {
+            match v {
                 Some(v) => m.ipv4.insert(&v4_key(slot, k), v, 0),
                 None => m.ipv4.remove(&v4_key(slot, k)),
             }
-            .map_err(err(maps::IPV4)),
-        )?;
-        sync(
-            &mut have.ipv6,
-            &want.ipv6,
-            &mut stats,
-            |k, v| match v {
+            .map_err(err(maps::IPV4))
+        })?;
+        sync(&mut have.ipv6, &want.ipv6, &mut stats, |k, v| {
+            match v {
                 Some(v) => m.ipv6.insert(&v6_key(slot, k), v, 0),
                 None => m.ipv6.remove(&v6_key(slot, k)),
             }
-            .map_err(err(maps::IPV6)),
-        )?;
-        sync(
-            &mut have.policy,
-            &want.policy,
-            &mut stats,
-            |k, v| match v {
+            .map_err(err(maps::IPV6))
+        })?;
+        sync(&mut have.policy, &want.policy, &mut stats, |k, v| {
+            match v {
                 Some(v) => m.policy.insert(&policy_key(slot, k), v, 0),
                 None => m.policy.remove(&policy_key(slot, k)),
             }
-            .map_err(err(maps::POLICY)),
-        )?;
-        sync(
-            &mut have.modes,
-            &want.modes,
-            &mut stats,
-            |ns, v| match v {
+            .map_err(err(maps::POLICY))
+        })?;
+        sync(&mut have.modes, &want.modes, &mut stats, |ns, v| {
+            match v {
                 Some(v) => m.modes.insert(&ModeKey { ns: *ns, slot: s32 }, v, 0),
                 None => m.modes.remove(&ModeKey { ns: *ns, slot: s32 }),
             }
-            .map_err(err(maps::MODES)),
-        )?;
+            .map_err(err(maps::MODES))
+        })?;
         m.settings
             .set(SETTING_DEFAULT_MODE_SLOT0 + s32, &want.default_mode, 0)
             .map_err(err(maps::SETTINGS))?;
         have.default_mode = want.default_mode;
 
         // The flip: one u32 store; from here on new packets use the new slot.
-        m.settings.set(SETTING_ACTIVE_SLOT, &s32, 0).map_err(err(maps::SETTINGS))?;
+        m.settings
+            .set(SETTING_ACTIVE_SLOT, &s32, 0)
+            .map_err(err(maps::SETTINGS))?;
         self.active = slot;
         Ok(stats)
     }

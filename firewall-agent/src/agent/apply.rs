@@ -1,0 +1,171 @@
+//! Model -> compiled maps -> kernel, keeping the last good policy when anything fails.
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Instant};
+
+use tracing::{error, info, warn};
+
+use crate::{
+    cgroups,
+    compiler::{self, CompileOptions, Compiled, IdAllocator},
+    datapath::writer::{MapContents, MapWriter},
+    events::{NameTables, Names, names::PodName},
+    model::ClusterModel,
+};
+
+/// The agent's policy state: the last good model and what was applied from it.
+pub struct PolicyState {
+    /// Compiler settings.
+    pub opts: CompileOptions,
+    cgroup_root: PathBuf,
+    ids: IdAllocator,
+    model: Option<ClusterModel>,
+    cgroup_ids: BTreeMap<String, Vec<u64>>,
+    rejections: Vec<String>,
+    /// Whether a policy has been applied at least once.
+    pub ready: bool,
+}
+
+/// Kernel map contents of a compiled policy.
+pub fn map_contents(c: &Compiled) -> MapContents {
+    MapContents {
+        cgroups: c.cgroups.clone(),
+        ipv4: c.ipv4.clone(),
+        ipv6: c.ipv6.clone(),
+        policy: c.policy.iter().map(|(p, v)| (p.to_lpm(0), *v)).collect(),
+        modes: c.modes.clone(),
+        default_mode: c.default_mode,
+    }
+}
+
+/// The log's name tables for a model and its compiled policy.
+pub fn name_tables(model: &ClusterModel, c: &Compiled) -> NameTables {
+    let mut t = NameTables {
+        rules: c.rules.clone(),
+        namespaces: c
+            .namespaces
+            .iter()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect(),
+        ..Default::default()
+    };
+    for pod in model.pods.iter().filter(|p| !p.terminal) {
+        let name = Arc::new(PodName {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            ips: pod.ips.clone(),
+        });
+        if !pod.host_network {
+            for ip in &pod.ips {
+                t.by_ip.insert(*ip, name.clone());
+            }
+        }
+        for cg in &pod.cgroup_ids {
+            t.by_cgroup.insert(*cg, name.clone());
+        }
+    }
+    t
+}
+
+impl PolicyState {
+    /// Empty state: nothing applied yet.
+    pub fn new(opts: CompileOptions, cgroup_root: PathBuf) -> Self {
+        Self {
+            opts,
+            cgroup_root,
+            ids: IdAllocator::default(),
+            model: None,
+            cgroup_ids: BTreeMap::new(),
+            rejections: Vec::new(),
+            ready: false,
+        }
+    }
+
+    /// A new model from the source; applied at once.
+    pub fn set_model(&mut self, model: ClusterModel, writer: &mut MapWriter, names: &mut Names) {
+        self.model = Some(model);
+        self.rediscover();
+        self.apply(writer, names);
+    }
+
+    /// Looks for this node's pods' cgroups again; true when something changed (containers start
+    /// and restart after their Pod object appears).
+    pub fn rediscover(&mut self) -> bool {
+        let Some(model) = &self.model else {
+            return false;
+        };
+        let mut found = BTreeMap::new();
+        for pod in &model.pods {
+            let local = pod.node_name.as_deref() == Some(self.opts.node_name.as_str());
+            if local && !pod.host_network && !pod.terminal {
+                found.insert(
+                    pod.uid.clone(),
+                    cgroups::pod_cgroup_ids(&self.cgroup_root, &pod.uid),
+                );
+            }
+        }
+        let changed = found != self.cgroup_ids;
+        self.cgroup_ids = found;
+        changed
+    }
+
+    /// Compiles the current model and writes the difference into the kernel.
+    pub fn apply(&mut self, writer: &mut MapWriter, names: &mut Names) {
+        let Some(model) = &self.model else { return };
+        let started = Instant::now();
+        let mut model = model.clone();
+        for pod in &mut model.pods {
+            if let Some(ids) = self.cgroup_ids.get(&pod.uid) {
+                pod.cgroup_ids.clone_from(ids);
+            }
+        }
+        let compiled = compiler::compile(&model, &self.opts, &mut self.ids);
+        self.report_rejections(&compiled);
+        let contents = map_contents(&compiled);
+        let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+        if self.ready && contents == *writer.active_contents() {
+            names.set(writer.active_slot(), name_tables(&model, &compiled));
+            return;
+        }
+        match writer.apply(&contents) {
+            Ok(stats) => {
+                names.set(stats.slot, name_tables(&model, &compiled));
+                info!(
+                    written = stats.written,
+                    deleted = stats.deleted,
+                    slot = stats.slot,
+                    pods = contents.cgroups.len(),
+                    addresses = contents.ipv4.len() + contents.ipv6.len(),
+                    policy_entries = contents.policy.len(),
+                    compile_ms = format!("{compile_ms:.2}"),
+                    total_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1e3),
+                    "policy applied"
+                );
+                if !self.ready {
+                    self.ready = true;
+                    info!("ready");
+                }
+            }
+            Err(e) => error!(error = %e, "policy not applied"),
+        }
+    }
+
+    fn report_rejections(&mut self, c: &Compiled) {
+        let now: Vec<String> = c
+            .rejected
+            .iter()
+            .map(|r| {
+                let ns = r
+                    .namespace
+                    .as_deref()
+                    .map(|n| format!("{n}/"))
+                    .unwrap_or_default();
+                format!("{}/{ns}{}: {}: {}", r.kind, r.name, r.reason, r.message)
+            })
+            .collect();
+        if now != self.rejections {
+            for r in now.iter().filter(|r| !self.rejections.contains(r)) {
+                warn!(object = %r, "policy object rejected; the rest of the policy applies");
+            }
+            self.rejections = now;
+        }
+    }
+}

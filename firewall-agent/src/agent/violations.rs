@@ -1,0 +1,155 @@
+//! Turns ring-buffer events and fold-map sweeps into violation log lines on stdout.
+use std::{
+    io::Write as _,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use firewall_common::{Counter, FoldKey, FoldValue, ViolationEvent};
+use serde::Serialize;
+use tracing::{debug, warn};
+
+use crate::events::{Accounting, Names, format};
+
+/// Monotonic clock (what `bpf_ktime_get_ns` returns), in ns.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+fn wall_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// A line reporting events the kernel could not send (ring buffer full).
+#[derive(Serialize)]
+struct LostLine<'a> {
+    ts: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    node: &'a str,
+    count: u64,
+}
+
+/// Writes the violation log.
+pub struct ViolationLog {
+    node: String,
+    accounting: Accounting,
+    lost_reported: u64,
+    /// Lines printed (for the shutdown summary).
+    pub lines: u64,
+}
+
+impl ViolationLog {
+    /// A log for `node`.
+    pub fn new(node: &str) -> Self {
+        Self {
+            node: node.to_owned(),
+            accounting: Accounting::default(),
+            lost_reported: 0,
+            lines: 0,
+        }
+    }
+
+    fn print<T: Serialize>(&mut self, line: &T) {
+        match serde_json::to_string(line) {
+            Ok(s) => {
+                let mut out = std::io::stdout().lock();
+                // A closed stdout must not kill the firewall: report and go on.
+                if writeln!(out, "{s}").and_then(|()| out.flush()).is_err() {
+                    warn!("stdout is closed; violation lines are being dropped");
+                }
+                self.lines += 1;
+            }
+            Err(e) => warn!(error = %e, "could not serialize a log line"),
+        }
+    }
+
+    fn event_ts(ev: &ViolationEvent) -> String {
+        let age = monotonic_ns().saturating_sub(ev.ts_ns) as i128;
+        format::format_ts(wall_ns() - age)
+    }
+
+    /// Prints what the ring buffer holds.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, names: &Names) {
+        while let Some(item) = ring.next() {
+            if item.len() < size_of::<ViolationEvent>() {
+                warn!(len = item.len(), "short event in the ring buffer");
+                continue;
+            }
+            // SAFETY: the kernel wrote a whole ViolationEvent; read_unaligned copes with alignment.
+            let ev: ViolationEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            drop(item);
+            if let Some(count) = self.accounting.on_event(&ev) {
+                let line = format::from_event(
+                    &ev,
+                    names.slot(ev.slot),
+                    &self.node,
+                    Self::event_ts(&ev),
+                    count,
+                );
+                self.print(&line);
+            } else {
+                debug!("event already accounted by a sweep");
+            }
+        }
+    }
+
+    /// Prints the remainders the kernel's fold map holds (closed windows, or all when `flush`),
+    /// and a line for events lost to a full ring buffer.
+    pub fn sweep(
+        &mut self,
+        fold: &HashMap<MapData, FoldKey, FoldValue>,
+        counters: &PerCpuArray<MapData, u64>,
+        names: &Names,
+        flush: bool,
+    ) {
+        let entries: Vec<(FoldKey, FoldValue)> = fold.iter().filter_map(Result::ok).collect();
+        let owed = self.accounting.sweep(entries, monotonic_ns(), flush);
+        let ts = format::format_ts(wall_ns());
+        for (key, last, count) in owed {
+            let line = match last {
+                Some(ev) => {
+                    format::from_event(&ev, names.slot(ev.slot), &self.node, ts.clone(), count)
+                }
+                None => format::from_fold_key(&key, names.slot(0), &self.node, ts.clone(), count),
+            };
+            self.print(&line);
+        }
+        let lost = counter(counters, Counter::EventsLost);
+        if lost > self.lost_reported {
+            let count = lost - self.lost_reported;
+            self.lost_reported = lost;
+            warn!(
+                count,
+                "violation events lost: the ring buffer was full (their counts are still reported)"
+            );
+            let node = self.node.clone();
+            let line = LostLine {
+                ts,
+                kind: "events_lost",
+                node: &node,
+                count,
+            };
+            self.print(&line);
+        }
+    }
+}
+
+/// The sum over CPUs of one kernel counter.
+pub fn counter(counters: &PerCpuArray<MapData, u64>, c: Counter) -> u64 {
+    counters
+        .get(&(c as u32), 0)
+        .map(|v| v.iter().sum())
+        .unwrap_or(0)
+}

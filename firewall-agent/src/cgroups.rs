@@ -1,0 +1,155 @@
+//! Finding pods' cgroups (DESIGN §2): the cgroup v2 root from `/proc/self/mountinfo`, and a pod's
+//! cgroup from its UID under either kubelet cgroup driver. Every cgroup below the pod cgroup (its
+//! containers) belongs to the pod; a cgroup's id is its directory's inode number.
+use std::{
+    fs, io,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+/// Errors finding the cgroup v2 root.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// mountinfo unreadable.
+    #[error("reading /proc/self/mountinfo: {0}")]
+    MountInfo(#[source] io::Error),
+    /// No cgroup2 mount: the agent needs the unified hierarchy.
+    #[error("no cgroup2 filesystem is mounted (cgroup v2 is required); pass --cgroup-root")]
+    NoCgroup2,
+}
+
+/// The mount point of the cgroup2 filesystem, from mountinfo text.
+pub fn cgroup2_mount_in(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        (fstype == "cgroup2")
+            .then(|| left.split_whitespace().nth(4).map(unescape))
+            .flatten()
+    })
+}
+
+/// mountinfo escapes spaces and such as `\040`.
+fn unescape(s: &str) -> PathBuf {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let oct: String = chars.by_ref().take(3).collect();
+            match u8::from_str_radix(&oct, 8) {
+                Ok(b) => out.push(char::from(b)),
+                Err(_) => {
+                    out.push('\\');
+                    out.push_str(&oct);
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    PathBuf::from(out)
+}
+
+/// The cgroup v2 root of this machine.
+pub fn cgroup2_root() -> Result<PathBuf, CgroupError> {
+    let text = fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::MountInfo)?;
+    cgroup2_mount_in(&text).ok_or(CgroupError::NoCgroup2)
+}
+
+/// The places a pod's cgroup can be, for both drivers and every QoS class.
+pub fn pod_cgroup_candidates(root: &Path, uid: &str) -> Vec<PathBuf> {
+    let mut out = Vec::with_capacity(6);
+    let fs_dir = root.join("kubepods");
+    out.push(fs_dir.join(format!("pod{uid}")));
+    for qos in ["burstable", "besteffort"] {
+        out.push(fs_dir.join(qos).join(format!("pod{uid}")));
+    }
+    let su = uid.replace('-', "_");
+    let sd = root.join("kubepods.slice");
+    out.push(sd.join(format!("kubepods-pod{su}.slice")));
+    for qos in ["burstable", "besteffort"] {
+        out.push(
+            sd.join(format!("kubepods-{qos}.slice"))
+                .join(format!("kubepods-{qos}-pod{su}.slice")),
+        );
+    }
+    out
+}
+
+/// The cgroup ids of a pod: its pod cgroup and every cgroup below it (bounded depth). Empty when
+/// the cgroup does not exist (yet).
+pub fn pod_cgroup_ids(root: &Path, uid: &str) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for dir in pod_cgroup_candidates(root, uid) {
+        collect(&dir, 0, &mut ids);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+const MAX_DEPTH: usize = 4;
+
+fn collect(dir: &Path, depth: usize, ids: &mut Vec<u64>) {
+    let Ok(meta) = fs::metadata(dir) else { return };
+    if !meta.is_dir() {
+        return;
+    }
+    ids.push(meta.ino());
+    if depth >= MAX_DEPTH {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            collect(&e.path(), depth + 1, ids);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_in_hybrid_and_unified_layouts() {
+        let hybrid = "30 23 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                      31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid,relatime shared:10 - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount_in(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified =
+            "35 24 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            cgroup2_mount_in(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            cgroup2_mount_in("1 2 0:3 / /proc rw - proc proc rw\n"),
+            None
+        );
+        let spaced = "31 30 0:27 / /mnt/cg\\040two rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_mount_in(spaced), Some(PathBuf::from("/mnt/cg two")));
+    }
+
+    #[test]
+    fn finds_pod_and_container_cgroups_for_both_drivers() {
+        let tmp = std::env::temp_dir().join(format!("bulkhead-cg-test-{}", std::process::id()));
+        let uid = "0b1c2d3e-aaaa-bbbb-cccc-111122223333";
+        let fs_pod = tmp.join("kubepods/burstable").join(format!("pod{uid}"));
+        fs::create_dir_all(fs_pod.join("c1")).unwrap();
+        fs::create_dir_all(fs_pod.join("c2")).unwrap();
+        assert_eq!(pod_cgroup_ids(&tmp, uid).len(), 3);
+        let su = uid.replace('-', "_");
+        let sd_pod = tmp.join(format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{su}.slice"
+        ));
+        fs::create_dir_all(sd_pod.join("cri-containerd-abc.scope")).unwrap();
+        assert_eq!(pod_cgroup_ids(&tmp, uid).len(), 5);
+        assert!(pod_cgroup_ids(&tmp, "ffffffff-0000-0000-0000-000000000000").is_empty());
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+}

@@ -1,0 +1,83 @@
+//! `firewall-agent check`: explains the verdict for a connection from a source file, naming the
+//! deciding rule on each side (the first question when a flow is denied).
+use std::{net::IpAddr, path::PathBuf};
+
+use anyhow::{Context as _, bail};
+use firewall_agent::{
+    compiler::{CompileOptions, Destination, explain},
+    objects::parse_objects,
+};
+
+/// Arguments of `check`.
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// `file:PATH` with the cluster objects.
+    #[arg(long)]
+    source: String,
+    /// Source namespace.
+    #[arg(long)]
+    from: String,
+    /// Destination: a namespace, or an IP address.
+    #[arg(long)]
+    to: String,
+    /// Only the pods behind these Services of the destination namespace (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    services: Vec<String>,
+    /// Destination port.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// TCP, UDP, SCTP, ICMP or ICMPv6.
+    #[arg(long, default_value = "TCP")]
+    protocol: String,
+    /// The cluster DNS Service.
+    #[arg(long, default_value = "kube-system/kube-dns")]
+    dns_service: String,
+}
+
+fn proto_number(p: &str) -> anyhow::Result<u8> {
+    Ok(match p.to_ascii_uppercase().as_str() {
+        "TCP" => 6,
+        "UDP" => 17,
+        "SCTP" => 132,
+        "ICMP" => 1,
+        "ICMPV6" => 58,
+        other => bail!("unknown --protocol {other:?}: expected TCP, UDP, SCTP, ICMP or ICMPv6"),
+    })
+}
+
+/// Runs `check`.
+pub fn run(args: CheckArgs) -> anyhow::Result<()> {
+    let Some(path) = args.source.strip_prefix("file:").map(PathBuf::from) else {
+        bail!("check needs --source file:PATH");
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let model = parse_objects(&text).with_context(|| format!("{}", path.display()))?;
+    let Some((ns, name)) = args.dns_service.split_once('/') else {
+        bail!(
+            "invalid --dns-service {:?}: expected NAMESPACE/NAME",
+            args.dns_service
+        );
+    };
+    let opts = CompileOptions {
+        dns_service: (ns.into(), name.into()),
+        ..CompileOptions::default()
+    };
+    let dst = match args.to.parse::<IpAddr>() {
+        Ok(ip) => Destination::Address(ip),
+        Err(_) => Destination::Namespace {
+            name: args.to.clone(),
+            services: args.services.clone(),
+        },
+    };
+    let e = explain(
+        &model,
+        &opts,
+        &args.from,
+        &dst,
+        proto_number(&args.protocol)?,
+        args.port,
+    );
+    println!("{e}");
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! The violation log line (DESIGN §6): one JSON object per line on stdout.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use firewall_common::{EVENT_DENIED, FoldKey, SIDE_EGRESS, ViolationEvent};
+use serde::Serialize;
+use time::{OffsetDateTime, format_description::BorrowedFormatItem, macros::format_description};
+
+use super::names::NameTables;
+
+const TS_FORMAT: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+/// One end of a flow. Unknown fields are `null`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Peer {
+    /// Namespace, when the address belongs to one.
+    pub namespace: Option<String>,
+    /// Pod name, when the address is a pod's.
+    pub pod: Option<String>,
+    /// Address.
+    pub ip: Option<IpAddr>,
+    /// Port (none for ICMP, or a source port not yet chosen at connect()).
+    pub port: Option<u16>,
+}
+
+/// A violation log line, fields in the documented order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    /// RFC 3339 UTC with microseconds.
+    pub ts: String,
+    /// Always "violation".
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// "DENIED" (enforce, dropped) or "AUDIT" (monitor, would be dropped).
+    pub verdict: &'static str,
+    /// The side that decided: "egress" or "ingress".
+    pub direction: &'static str,
+    /// Node name.
+    pub node: String,
+    /// "TCP", "UDP", "SCTP", "ICMP", "ICMPv6" or the protocol number.
+    pub protocol: String,
+    /// Connection source.
+    pub src: Peer,
+    /// Connection destination.
+    pub dst: Peer,
+    /// Deciding object and rule, or "default".
+    pub policy: Option<String>,
+    /// Events folded into this line.
+    pub count: u64,
+}
+
+/// Formats a wall-clock time in nanoseconds since the epoch.
+pub fn format_ts(unix_ns: i128) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(unix_ns)
+        .ok()
+        .and_then(|t| t.format(TS_FORMAT).ok())
+        .unwrap_or_default()
+}
+
+/// Protocol name for the log.
+pub fn protocol_name(proto: u8) -> String {
+    match proto {
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        132 => "SCTP".into(),
+        1 => "ICMP".into(),
+        58 => "ICMPv6".into(),
+        n => n.to_string(),
+    }
+}
+
+/// The address stored in an event's `[u32; 4]` (network order), if set.
+pub fn addr(family: u8, words: &[u32; 4]) -> Option<IpAddr> {
+    if family == 4 {
+        let a = Ipv4Addr::from(words[0].to_ne_bytes());
+        (!a.is_unspecified()).then_some(IpAddr::V4(a))
+    } else {
+        let mut b = [0u8; 16];
+        for (i, w) in words.iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        let a = Ipv6Addr::from(b);
+        (!a.is_unspecified()).then_some(IpAddr::V6(a))
+    }
+}
+
+fn peer(
+    names: &NameTables,
+    ns: u32,
+    family: u8,
+    ip: Option<IpAddr>,
+    port: u16,
+    local_cgroup: Option<u64>,
+) -> Peer {
+    let pod = local_cgroup
+        .and_then(|cg| names.by_cgroup.get(&cg))
+        .or_else(|| ip.and_then(|ip| names.by_ip.get(&ip)));
+    let ip = ip.or_else(|| {
+        // The source address is unknown at connect(): use the pod's address of the same family.
+        pod.and_then(|p| p.ips.iter().copied().find(|a| a.is_ipv4() == (family == 4)))
+    });
+    Peer {
+        namespace: names
+            .namespaces
+            .get(&ns)
+            .cloned()
+            .or_else(|| pod.map(|p| p.namespace.clone())),
+        pod: pod.map(|p| p.name.clone()),
+        ip,
+        port: (port != 0).then_some(port),
+    }
+}
+
+/// Builds a line from a kernel event.
+pub fn from_event(
+    ev: &ViolationEvent,
+    names: &NameTables,
+    node: &str,
+    ts: String,
+    count: u64,
+) -> LogLine {
+    let (src_cg, dst_cg) = if ev.local_is_src == 1 {
+        (Some(ev.cgroup_id), None)
+    } else {
+        (None, Some(ev.cgroup_id))
+    };
+    LogLine {
+        ts,
+        kind: "violation",
+        verdict: if ev.verdict == EVENT_DENIED {
+            "DENIED"
+        } else {
+            "AUDIT"
+        },
+        direction: if ev.side == SIDE_EGRESS {
+            "egress"
+        } else {
+            "ingress"
+        },
+        node: node.to_owned(),
+        protocol: protocol_name(ev.proto),
+        src: peer(
+            names,
+            ev.src_ns,
+            ev.family,
+            addr(ev.family, &ev.saddr),
+            ev.sport,
+            src_cg,
+        ),
+        dst: peer(
+            names,
+            ev.dst_ns,
+            ev.family,
+            addr(ev.family, &ev.daddr),
+            ev.dport,
+            dst_cg,
+        ),
+        policy: names.rules.get(ev.rule as usize).cloned(),
+        count,
+    }
+}
+
+/// Builds a line for a flow whose first event never reached user space (ring buffer full).
+pub fn from_fold_key(
+    key: &FoldKey,
+    names: &NameTables,
+    node: &str,
+    ts: String,
+    count: u64,
+) -> LogLine {
+    let ev = ViolationEvent {
+        saddr: key.saddr,
+        daddr: key.daddr,
+        dport: key.dport,
+        proto: key.proto,
+        family: key.family,
+        side: key.side,
+        verdict: key.verdict,
+        rule: u32::MAX,
+        ..Default::default()
+    };
+    let src_ip = addr(key.family, &key.saddr);
+    let dst_ip = addr(key.family, &key.daddr);
+    let mut line = from_event(&ev, names, node, ts, count);
+    line.src = peer(names, u32::MAX, key.family, src_ip, 0, None);
+    line.dst = peer(names, u32::MAX, key.family, dst_ip, key.dport, None);
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, sync::Arc};
+
+    use super::*;
+    use crate::events::names::PodName;
+
+    #[test]
+    fn line_matches_the_documented_shape() {
+        let web = Arc::new(PodName {
+            namespace: "web".into(),
+            name: "web-5d9c".into(),
+            ips: vec!["10.244.1.5".parse().unwrap()],
+        });
+        let pg = Arc::new(PodName {
+            namespace: "db".into(),
+            name: "postgres-0".into(),
+            ips: vec!["10.244.2.9".parse().unwrap()],
+        });
+        let names = NameTables {
+            rules: vec!["default".into(), "NamespaceFirewall/db/default".into()],
+            namespaces: HashMap::from([(2, "web".into()), (3, "db".into())]),
+            by_ip: HashMap::from([
+                ("10.244.2.9".parse().unwrap(), pg),
+                ("10.244.1.5".parse().unwrap(), web.clone()),
+            ]),
+            by_cgroup: HashMap::from([(77, web)]),
+        };
+        let ev = ViolationEvent {
+            cgroup_id: 77,
+            saddr: [u32::from_ne_bytes([10, 244, 1, 5]), 0, 0, 0],
+            daddr: [u32::from_ne_bytes([10, 244, 2, 9]), 0, 0, 0],
+            src_ns: 2,
+            dst_ns: 3,
+            rule: 1,
+            sport: 43122,
+            dport: 5432,
+            proto: 6,
+            family: 4,
+            side: 1,
+            verdict: 1,
+            local_is_src: 1,
+            ..Default::default()
+        };
+        let line = from_event(
+            &ev,
+            &names,
+            "node-1",
+            format_ts(1_795_406_400_123_456_000),
+            1,
+        );
+        assert_eq!(
+            serde_json::to_string(&line).unwrap(),
+            r#"{"ts":"2026-11-23T04:00:00.123456Z","type":"violation","verdict":"AUDIT","direction":"egress","node":"node-1","protocol":"TCP","src":{"namespace":"web","pod":"web-5d9c","ip":"10.244.1.5","port":43122},"dst":{"namespace":"db","pod":"postgres-0","ip":"10.244.2.9","port":5432},"policy":"NamespaceFirewall/db/default","count":1}"#
+        );
+    }
+}

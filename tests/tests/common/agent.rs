@@ -1,0 +1,200 @@
+//! Runs the real `firewall-agent` binary for end-to-end tests and collects its output.
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The agent binary: `$BULKHEAD_AGENT_BIN`, else next to this test's target directory.
+pub fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BULKHEAD_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/firewall-agent
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("firewall-agent");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build -p firewall-agent`; `cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running agent. Killed (SIGTERM, then SIGKILL) on drop.
+pub struct Agent {
+    child: Option<Child>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+fn pump(r: impl std::io::Read + Send + 'static, sink: Arc<Mutex<Vec<String>>>, echo: bool) {
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("[agent] {line}");
+            }
+            sink.lock().expect("lock").push(line);
+        }
+    });
+}
+
+impl Agent {
+    /// Starts `firewall-agent run --source file:SOURCE --cgroup-root ROOT --node-name NODE` plus
+    /// `extra` arguments, and waits until it has applied a policy.
+    pub fn start(source: &Path, cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
+        let mut cmd = Command::new(agent_bin());
+        cmd.args([
+            "--log-format",
+            "json",
+            "run",
+            "--poll-ms",
+            "50",
+            "--node-name",
+            node,
+        ])
+        .arg("--source")
+        .arg(format!("file:{}", source.display()))
+        .arg("--cgroup-root")
+        .arg(cgroup_root)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn firewall-agent");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        pump(child.stdout.take().expect("stdout"), stdout.clone(), false);
+        pump(child.stderr.take().expect("stderr"), stderr.clone(), true);
+        let agent = Agent {
+            child: Some(child),
+            stdout,
+            stderr,
+        };
+        agent.wait_for_log("ready", Duration::from_secs(20));
+        agent
+    }
+
+    /// Diagnostics lines (JSON) whose message is `message`, so far.
+    pub fn logs_with(&self, message: &str) -> Vec<Value> {
+        self.stderr
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == message)
+            .collect()
+    }
+
+    /// Waits until a diagnostics line with `message` has appeared `n` times in total.
+    pub fn wait_for_log_count(&self, message: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.logs_with(message).len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "agent did not log {message:?} ×{n} within {timeout:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the first diagnostics line with `message`.
+    pub fn wait_for_log(&self, message: &str, timeout: Duration) {
+        self.wait_for_log_count(message, 1, timeout);
+    }
+
+    /// Violation log lines (stdout) so far.
+    pub fn violations(&self) -> Vec<Value> {
+        self.stdout
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    /// Waits until `pred` holds for the violation lines.
+    pub fn wait_violations(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.violations();
+            if pred(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "violation lines never matched; got:\n{}",
+                pretty(&v)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits for exit; returns all violation lines (the agent flushes its
+    /// folded counts on the way out).
+    pub fn stop(mut self) -> Vec<Value> {
+        self.terminate();
+        // Readers finish when the pipes close.
+        thread::sleep(Duration::from_millis(100));
+        self.violations()
+    }
+
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        assert!(status.success(), "agent exited with {status}");
+                        break;
+                    }
+                    _ if Instant::now() > deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        panic!("agent did not stop within 10 s of SIGTERM");
+                    }
+                    _ => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            thread::sleep(Duration::from_millis(300));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Lines as pretty text for assertion messages.
+pub fn pretty(lines: &[Value]) -> String {
+    lines
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,169 @@
+//! A simulated node for one test: a testbed (pods as netns + kubelet cgroups), the agent's source
+//! file, and shorthands for probing from one pod to another.
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use bulkhead_tests::{
+    Options, ProbeResult, Protocol, Scenario, Target, Testbed, WorldServer, scenario::PortSpec,
+};
+
+use super::agent::Agent;
+
+/// The probe result type.
+pub type R = ProbeResult;
+
+const TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// A testbed plus the source file the agent reads.
+pub struct Node {
+    tb: Testbed,
+    source: PathBuf,
+    dir: PathBuf,
+}
+
+fn docs(policies: &[&str]) -> Vec<serde_yaml::Value> {
+    policies
+        .iter()
+        .map(|p| serde_yaml::from_str(p).expect("policy YAML"))
+        .collect()
+}
+
+impl Node {
+    /// Brings up scenario `name` on subnet `subnet` with `pods` (YAML: namespaces, pods,
+    /// services) and writes the source file with `policies`.
+    pub fn up(name: &str, subnet: u8, pods: &str, policies: &[&str]) -> Node {
+        Self::up_with(name, subnet, "cgroupfs", pods, policies)
+    }
+
+    /// Like [`Node::up`] with the given kubelet cgroup driver.
+    pub fn up_with(name: &str, subnet: u8, driver: &str, pods: &str, policies: &[&str]) -> Node {
+        let yaml = format!(
+            "name: {name}\nsubnet: {subnet}\nnodeName: node-1\ncgroupDriver: {driver}\nipv6: true\n{pods}"
+        );
+        let scenario = Scenario::parse(&yaml).expect("scenario");
+        let opts = Options {
+            pod_binary: PathBuf::from(env!("CARGO_BIN_EXE_bulkhead-pod")),
+        };
+        let tb = Testbed::up(&scenario, &opts).expect("testbed up");
+        let dir = std::env::temp_dir().join(format!("bulkhead-e2e-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let source = dir.join("cluster.yaml");
+        let node = Node { tb, source, dir };
+        node.set_policies(policies);
+        node
+    }
+
+    /// Starts the agent on this node.
+    pub fn agent(&self, extra: &[&str]) -> Agent {
+        Agent::start(&self.source, self.tb.cgroup_root(), "node-1", extra)
+    }
+
+    /// Rewrites the source file with the scenario's objects plus `policies` (atomically).
+    pub fn set_policies(&self, policies: &[&str]) {
+        self.tb
+            .write_source(&self.source, &docs(policies))
+            .expect("write source");
+    }
+
+    /// Replaces the source file with arbitrary text.
+    pub fn write_raw_source(&self, text: &str) {
+        let tmp = self.dir.join("cluster.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, &self.source).expect("rename");
+    }
+
+    /// IPv4 address of a pod ("ns/name").
+    pub fn ip(&self, pod: &str) -> IpAddr {
+        IpAddr::V4(self.tb.pod_ipv4(pod).expect("pod ipv4"))
+    }
+
+    /// IPv6 address of a pod.
+    pub fn ip6(&self, pod: &str) -> IpAddr {
+        IpAddr::V6(self.tb.pod_ipv6(pod).expect("pod ipv6"))
+    }
+
+    fn probe(&self, from: &str, ip: IpAddr, protocol: Protocol, port: u16) -> R {
+        self.tb
+            .probe_one(from, Target { ip, protocol, port }, TIMEOUT)
+            .expect("probe")
+    }
+
+    /// TCP connect + echo from a pod to a pod's IPv4 address.
+    pub fn tcp(&self, from: &str, to: &str, port: u16) -> R {
+        self.probe(from, self.ip(to), Protocol::Tcp, port)
+    }
+
+    /// TCP to an address.
+    pub fn tcp_ip(&self, from: &str, ip: impl Into<IpAddr>, port: u16) -> R {
+        self.probe(from, ip.into(), Protocol::Tcp, port)
+    }
+
+    /// UDP datagram + echo.
+    pub fn udp(&self, from: &str, to: &str, port: u16) -> R {
+        self.probe(from, self.ip(to), Protocol::Udp, port)
+    }
+
+    /// TCP from the node itself (like a kubelet probe).
+    pub fn tcp_from_host(&self, to: &str, port: u16) -> R {
+        let t = Target {
+            ip: self.ip(to),
+            protocol: Protocol::Tcp,
+            port,
+        };
+        self.tb
+            .probe_from_host(&[t], TIMEOUT)
+            .expect("probe")
+            .remove(0)
+    }
+
+    /// `count` TCP connection attempts as fast as possible; counts by outcome.
+    pub fn storm(&self, from: &str, to: &str, port: u16, count: u64) -> BTreeMap<String, u64> {
+        let t = Target {
+            ip: self.ip(to),
+            protocol: Protocol::Tcp,
+            port,
+        };
+        self.tb
+            .storm(from, t, count, Duration::from_millis(200))
+            .expect("storm")
+            .results
+    }
+
+    /// A TCP server outside every namespace (a "world" address) on hosts `.N` of the subnet.
+    pub fn world_server(&self, hosts: &[u8], port: u16) -> World {
+        let ws = self
+            .tb
+            .world_server(
+                hosts,
+                &[PortSpec {
+                    protocol: Protocol::Tcp,
+                    port,
+                }],
+            )
+            .expect("world server");
+        World {
+            net: ws.net,
+            ips: ws.ipv4.clone(),
+            _ws: ws,
+        }
+    }
+}
+
+/// A world server's addresses.
+pub struct World {
+    /// The /26 containing it.
+    pub net: Ipv4Addr,
+    /// Its addresses.
+    pub ips: Vec<Ipv4Addr>,
+    _ws: WorldServer,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,509 @@
+//! End-to-end tests of the single-node firewall: the real agent binary, real eBPF programs, real
+//! packets between simulated pods (network namespaces + kubelet-style cgroups). Each test asserts
+//! both what the connections did and the exact violation log lines. Needs root; skips loudly
+//! otherwise (CI runs as root and `cargo xtask test` refuses to skip there).
+mod common;
+
+use std::time::Duration;
+
+use common::{Node, find, pretty, require_root};
+use serde_json::{Value, json};
+
+/// The pods every test starts from: web (frontend), api + worker (payments), postgres (db), coredns.
+fn pods() -> &'static str {
+    r#"
+namespaces:
+  - {name: frontend}
+  - {name: payments}
+  - {name: db}
+  - {name: kube-system}
+pods:
+  - {name: web, namespace: frontend, labels: {app: web}, serve: [{protocol: TCP, port: 80}]}
+  - {name: api, namespace: payments, labels: {app: api}, serve: [{protocol: TCP, port: 8443}]}
+  - {name: worker, namespace: payments, labels: {app: worker}, serve: [{protocol: TCP, port: 8443}]}
+  - {name: postgres, namespace: db, labels: {app: postgres}, serve: [{protocol: TCP, port: 5432}, {protocol: UDP, port: 5353}]}
+  - {name: coredns, namespace: kube-system, labels: {k8s-app: kube-dns}, serve: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]}
+services:
+  - {name: payments-api, namespace: payments, selector: {app: api}}
+  - {name: kube-dns, namespace: kube-system, selector: {k8s-app: kube-dns}}
+"#
+}
+
+fn baseline(cross: &str, mode: &str) -> String {
+    format!(
+        r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: ClusterFirewall
+metadata: {{name: baseline}}
+spec:
+  priority: 100
+  rules: []
+  defaults: {{crossNamespace: {cross}, mode: {mode}}}
+"#
+    )
+}
+
+const DB_FROM_PAYMENTS: &str = r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: default, namespace: db}
+spec:
+  ingress:
+    - from: {namespaces: [payments]}
+      ports: [{protocol: TCP, port: 5432}, {protocol: UDP, port: 5353}]
+"#;
+
+const PAYMENTS_API_FROM_FRONTEND: &str = r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: web-to-api, namespace: payments}
+spec:
+  ingress:
+    - from: {namespaces: [frontend]}
+      services: [payments-api]
+      ports: [{protocol: TCP, port: 8443}]
+"#;
+
+fn line<'a>(lines: &'a [Value], direction: &str, dst_pod: &str, dst_port: u16) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|l| {
+            l["direction"] == direction
+                && l["dst"]["pod"] == dst_pod
+                && l["dst"]["port"] == dst_port
+        })
+        .collect()
+}
+
+#[test]
+fn monitor_mode_logs_audit_and_lets_traffic_through() {
+    if !require_root("monitor_mode_logs_audit_and_lets_traffic_through") {
+        return;
+    }
+    let node = Node::up(
+        "mon",
+        11,
+        pods(),
+        &[&baseline("Deny", "Monitor"), DB_FROM_PAYMENTS],
+    );
+    let agent = node.agent(&[]);
+    // Forbidden but monitored: the connection works and both denying sides log AUDIT.
+    let r = node.tcp("frontend/web", "db/postgres", 5432);
+    assert_eq!(r.result, "ok", "{r:?}");
+    // Allowed: no line.
+    assert_eq!(node.tcp("payments/api", "db/postgres", 5432).result, "ok");
+    let lines = agent.wait_violations(Duration::from_secs(5), |l| l.len() >= 2);
+    let web = node.ip("frontend/web");
+    let pg = node.ip("db/postgres");
+    let egress = line(&lines, "egress", "postgres", 5432);
+    assert_eq!(egress.len(), 1, "{}", pretty(&lines));
+    let e = egress[0];
+    assert_eq!(e["type"], "violation");
+    assert_eq!(e["verdict"], "AUDIT");
+    assert_eq!(e["node"], "node-1");
+    assert_eq!(e["protocol"], "TCP");
+    assert_eq!(e["src"]["namespace"], "frontend");
+    assert_eq!(e["src"]["pod"], "web");
+    assert_eq!(e["src"]["ip"], web.to_string());
+    assert!(e["src"]["port"].as_u64().is_some_and(|p| p >= 1024), "{e}");
+    assert_eq!(
+        e["dst"],
+        json!({"namespace": "db", "pod": "postgres", "ip": pg.to_string(), "port": 5432})
+    );
+    assert_eq!(e["policy"], "default");
+    assert_eq!(e["count"], 1);
+    let ingress = line(&lines, "ingress", "postgres", 5432);
+    assert_eq!(ingress.len(), 1, "{}", pretty(&lines));
+    assert_eq!(ingress[0]["verdict"], "AUDIT");
+    assert_eq!(ingress[0]["policy"], "NamespaceFirewall/db/default");
+    assert_eq!(ingress[0]["src"]["pod"], "web");
+    assert_eq!(
+        lines.len(),
+        2,
+        "only the forbidden flow logs: {}",
+        pretty(&lines)
+    );
+    assert!(
+        e["ts"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 27),
+        "{e}"
+    );
+}
+
+#[test]
+fn enforce_mode_drops_fast_and_keeps_allowed_pairs_working() {
+    if !require_root("enforce_mode_drops_fast_and_keeps_allowed_pairs_working") {
+        return;
+    }
+    let node = Node::up(
+        "enf",
+        12,
+        pods(),
+        &[
+            &baseline("Deny", "Enforce"),
+            DB_FROM_PAYMENTS,
+            PAYMENTS_API_FROM_FRONTEND,
+        ],
+    );
+    let agent = node.agent(&[]);
+    let denied = node.tcp("frontend/web", "db/postgres", 5432);
+    assert_eq!(denied.result, "denied", "{denied:?}");
+    assert!(
+        denied.ms < 1000.0,
+        "a denied TCP connect must fail within 1 s: {denied:?}"
+    );
+    assert_eq!(node.tcp("frontend/web", "payments/api", 8443).result, "ok");
+    assert_eq!(node.tcp("payments/api", "db/postgres", 5432).result, "ok");
+    // Same namespace is always allowed.
+    assert_eq!(
+        node.tcp("payments/worker", "payments/api", 8443).result,
+        "ok"
+    );
+    let lines = agent.wait_violations(Duration::from_secs(5), |l| l.len() >= 2);
+    let e = line(&lines, "egress", "postgres", 5432);
+    let i = line(&lines, "ingress", "postgres", 5432);
+    assert_eq!(
+        (e.len(), i.len(), lines.len()),
+        (1, 1, 2),
+        "{}",
+        pretty(&lines)
+    );
+    assert_eq!(e[0]["verdict"], "DENIED");
+    assert_eq!(e[0]["policy"], "default");
+    assert_eq!(i[0]["verdict"], "DENIED");
+    assert_eq!(i[0]["policy"], "NamespaceFirewall/db/default");
+    // Refused at connect(): the source port was never chosen.
+    assert_eq!(
+        e[0]["src"],
+        json!({"namespace": "frontend", "pod": "web", "ip": node.ip("frontend/web").to_string(), "port": null})
+    );
+}
+
+#[test]
+fn services_restrict_a_rule_to_the_backing_pods() {
+    if !require_root("services_restrict_a_rule_to_the_backing_pods") {
+        return;
+    }
+    let node = Node::up(
+        "svc",
+        13,
+        pods(),
+        &[&baseline("Allow", "Enforce"), PAYMENTS_API_FROM_FRONTEND],
+    );
+    let agent = node.agent(&[]);
+    assert_eq!(node.tcp("frontend/web", "payments/api", 8443).result, "ok");
+    assert_eq!(
+        node.tcp("frontend/web", "payments/worker", 8443).result,
+        "denied"
+    );
+    let lines = agent.wait_violations(Duration::from_secs(5), |l| !l.is_empty());
+    let i = line(&lines, "ingress", "worker", 8443);
+    assert_eq!((i.len(), lines.len()), (1, 1), "{}", pretty(&lines));
+    assert_eq!(i[0]["verdict"], "DENIED");
+    assert_eq!(i[0]["policy"], "NamespaceFirewall/payments/web-to-api");
+    assert_eq!(i[0]["dst"]["namespace"], "payments");
+}
+
+#[test]
+fn egress_cidr_rule_with_except() {
+    if !require_root("egress_cidr_rule_with_except") {
+        return;
+    }
+    let node = Node::up("cidr", 14, pods(), &[&baseline("Allow", "Enforce")]);
+    let outside = node.world_server(&[200, 201], 80);
+    let rule = format!(
+        r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {{name: internet, namespace: frontend}}
+spec:
+  egress:
+    - to: {{cidrs: ["{net}/26"], except: ["{blocked}/32"]}}
+      ports: [{{protocol: TCP, port: 80}}]
+"#,
+        net = outside.net,
+        blocked = outside.ips[0],
+    );
+    node.set_policies(&[&baseline("Allow", "Enforce"), &rule]);
+    let agent = node.agent(&[]);
+    assert_eq!(node.tcp_ip("frontend/web", outside.ips[1], 80).result, "ok");
+    assert_eq!(
+        node.tcp_ip("frontend/web", outside.ips[0], 80).result,
+        "denied"
+    );
+    // Egress rules exist for frontend now: other namespaces are not among them.
+    assert_eq!(
+        node.tcp("frontend/web", "db/postgres", 5432).result,
+        "denied"
+    );
+    let lines = agent.wait_violations(Duration::from_secs(5), |l| l.len() >= 2);
+    let w = find(&lines, |l| l["dst"]["ip"] == outside.ips[0].to_string());
+    assert_eq!(w.len(), 1, "{}", pretty(&lines));
+    assert_eq!(w[0]["direction"], "egress");
+    assert_eq!(w[0]["dst"]["namespace"], Value::Null);
+    assert_eq!(w[0]["policy"], "NamespaceFirewall/frontend/internet");
+}
+
+#[test]
+fn namespace_mode_label_overrides_the_default() {
+    if !require_root("namespace_mode_label_overrides_the_default") {
+        return;
+    }
+    let pods = pods().replace(
+        "{name: db}",
+        "{name: db, labels: {bulkhead.dev/mode: enforce}}",
+    );
+    let node = Node::up(
+        "lbl",
+        15,
+        &pods,
+        &[&baseline("Deny", "Monitor"), DB_FROM_PAYMENTS],
+    );
+    let agent = node.agent(&[]);
+    // db enforces: its ingress side drops (at the source, so the client fails fast).
+    assert_eq!(
+        node.tcp("frontend/web", "db/postgres", 5432).result,
+        "denied"
+    );
+    // payments monitors: the flow passes and is only audited.
+    assert_eq!(node.tcp("frontend/web", "payments/api", 8443).result, "ok");
+    let lines = agent.wait_violations(Duration::from_secs(5), |l| l.len() >= 4);
+    let pg_e = line(&lines, "egress", "postgres", 5432);
+    let pg_i = line(&lines, "ingress", "postgres", 5432);
+    assert_eq!(
+        pg_e[0]["verdict"],
+        "AUDIT",
+        "frontend is in monitor mode: {}",
+        pretty(&lines)
+    );
+    assert_eq!(
+        pg_i[0]["verdict"],
+        "DENIED",
+        "db is labelled enforce: {}",
+        pretty(&lines)
+    );
+    let api_e = line(&lines, "egress", "api", 8443);
+    let api_i = line(&lines, "ingress", "api", 8443);
+    assert_eq!(
+        (api_e[0]["verdict"].clone(), api_i[0]["verdict"].clone()),
+        (json!("AUDIT"), json!("AUDIT"))
+    );
+}
+
+#[test]
+fn ipv6_flows_are_classified_too() {
+    if !require_root("ipv6_flows_are_classified_too") {
+        return;
+    }
+    let node = Node::up(
+        "six",
+        16,
+        pods(),
+        &[&baseline("Deny", "Enforce"), DB_FROM_PAYMENTS],
+    );
+    let agent = node.agent(&[]);
+    let pg6 = node.ip6("db/postgres");
+    assert_eq!(node.tcp_ip("frontend/web", pg6, 5432).result, "denied");
+    assert_eq!(node.tcp_ip("payments/api", pg6, 5432).result, "ok");
+    let lines = agent.wait_violations(Duration::from_secs(5), |l| l.len() >= 2);
+    let e = line(&lines, "egress", "postgres", 5432);
+    assert_eq!(e.len(), 1, "{}", pretty(&lines));
+    assert_eq!(e[0]["dst"]["ip"], pg6.to_string());
+    assert_eq!(e[0]["src"]["ip"], node.ip6("frontend/web").to_string());
+    assert_eq!(e[0]["verdict"], "DENIED");
+}
+
+#[test]
+fn udp_request_and_reply() {
+    if !require_root("udp_request_and_reply") {
+        return;
+    }
+    let node = Node::up(
+        "udp",
+        17,
+        pods(),
+        &[&baseline("Deny", "Enforce"), DB_FROM_PAYMENTS],
+    );
+    let agent = node.agent(&[]);
+    // The reply comes back through conntrack although db -> payments is not allowed by policy.
+    assert_eq!(node.udp("payments/api", "db/postgres", 5353).result, "ok");
+    let r = node.udp("frontend/web", "db/postgres", 5353);
+    assert_eq!(r.result, "denied", "{r:?}");
+    let lines = agent.wait_violations(Duration::from_secs(5), |l| l.len() >= 2);
+    let e = line(&lines, "egress", "postgres", 5353);
+    assert_eq!(e.len(), 1, "{}", pretty(&lines));
+    assert_eq!(e[0]["protocol"], "UDP");
+    assert_eq!(e[0]["verdict"], "DENIED");
+}
+
+#[test]
+fn dns_to_the_cluster_dns_service_is_always_allowed() {
+    if !require_root("dns_to_the_cluster_dns_service_is_always_allowed") {
+        return;
+    }
+    let no_egress = r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: lockdown, namespace: frontend}
+spec:
+  egress: []
+"#;
+    let node = Node::up(
+        "dns",
+        18,
+        pods(),
+        &[&baseline("Deny", "Enforce"), no_egress],
+    );
+    let agent = node.agent(&[]);
+    assert_eq!(
+        node.udp("frontend/web", "kube-system/coredns", 53).result,
+        "ok"
+    );
+    assert_eq!(
+        node.tcp("frontend/web", "kube-system/coredns", 53).result,
+        "ok"
+    );
+    assert_eq!(
+        node.tcp("frontend/web", "db/postgres", 5432).result,
+        "denied"
+    );
+    let lines = agent.wait_violations(Duration::from_secs(5), |l| !l.is_empty());
+    assert!(
+        find(&lines, |l| l["dst"]["pod"] == "coredns").is_empty(),
+        "{}",
+        pretty(&lines)
+    );
+    assert_eq!(
+        line(&lines, "egress", "postgres", 5432)[0]["policy"],
+        "NamespaceFirewall/frontend/lockdown"
+    );
+}
+
+#[test]
+fn host_to_pod_probes_pass_and_replies_are_not_judged() {
+    if !require_root("host_to_pod_probes_pass_and_replies_are_not_judged") {
+        return;
+    }
+    let no_egress = r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: lockdown, namespace: db}
+spec:
+  egress: []
+  ingress: []
+"#;
+    let node = Node::up(
+        "host",
+        19,
+        pods(),
+        &[&baseline("Deny", "Enforce"), no_egress],
+    );
+    let agent = node.agent(&[]);
+    // A kubelet-style probe from the node: allowed, and the pod's reply is not a new connection.
+    assert_eq!(node.tcp_from_host("db/postgres", 5432).result, "ok");
+    assert_eq!(
+        node.tcp("frontend/web", "db/postgres", 5432).result,
+        "denied"
+    );
+    let lines = agent.wait_violations(Duration::from_secs(5), |l| !l.is_empty());
+    assert!(
+        find(&lines, |l| l["src"]["pod"] == "postgres").is_empty(),
+        "{}",
+        pretty(&lines)
+    );
+}
+
+#[test]
+fn editing_the_source_flips_the_verdict_without_a_restart() {
+    if !require_root("editing_the_source_flips_the_verdict_without_a_restart") {
+        return;
+    }
+    let node = Node::up("edit", 20, pods(), &[&baseline("Allow", "Enforce")]);
+    let agent = node.agent(&[]);
+    assert_eq!(node.tcp("frontend/web", "db/postgres", 5432).result, "ok");
+    let applied = agent.logs_with("policy applied").len();
+    node.set_policies(&[&baseline("Allow", "Enforce"), DB_FROM_PAYMENTS]);
+    agent.wait_for_log_count("policy applied", applied + 1, Duration::from_secs(5));
+    assert_eq!(
+        node.tcp("frontend/web", "db/postgres", 5432).result,
+        "denied"
+    );
+    assert_eq!(node.tcp("payments/api", "db/postgres", 5432).result, "ok");
+    // A broken file is reported and the last good policy stays in force.
+    node.write_raw_source("this: is: not: yaml: [");
+    agent.wait_for_log(
+        "source unusable; the last good policy stays in force",
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        node.tcp("frontend/web", "db/postgres", 5432).result,
+        "denied"
+    );
+    // An invalid object is rejected whole; the valid ones keep working.
+    let bad = r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: broken, namespace: frontend}
+spec:
+  egress:
+    - to: {cidrs: ["10.0.0.0/33"]}
+"#;
+    node.set_policies(&[&baseline("Allow", "Enforce"), bad]);
+    agent.wait_for_log(
+        "policy object rejected; the rest of the policy applies",
+        Duration::from_secs(5),
+    );
+    let rejected = agent.logs_with("policy object rejected; the rest of the policy applies");
+    let what = rejected[0]["object"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        what.contains("NamespaceFirewall/frontend/broken")
+            && what.contains("spec.egress[0].to.cidrs[0]"),
+        "{what}"
+    );
+    assert_eq!(node.tcp("frontend/web", "db/postgres", 5432).result, "ok");
+}
+
+#[test]
+fn a_storm_of_denied_connections_folds_into_few_lines_whose_counts_add_up() {
+    if !require_root("a_storm_of_denied_connections_folds_into_few_lines_whose_counts_add_up") {
+        return;
+    }
+    let node = Node::up(
+        "storm",
+        21,
+        pods(),
+        &[&baseline("Deny", "Enforce"), DB_FROM_PAYMENTS],
+    );
+    let agent = node.agent(&[]);
+    let storm = node.storm("frontend/web", "db/postgres", 5432, 10_000);
+    assert_eq!(
+        storm.get("denied").copied().unwrap_or(0),
+        10_000,
+        "{storm:?}"
+    );
+    let lines = agent.stop();
+    let e = line(&lines, "egress", "postgres", 5432);
+    let i = line(&lines, "ingress", "postgres", 5432);
+    let sum = |v: &[&Value]| {
+        v.iter()
+            .map(|l| l["count"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(sum(&e), 10_000, "{}", pretty(&lines));
+    assert_eq!(sum(&i), 10_000, "{}", pretty(&lines));
+    assert!(
+        e.len() <= 20 && i.len() <= 20,
+        "folded into a handful of lines: {} + {}",
+        e.len(),
+        i.len()
+    );
+    assert!(
+        lines.iter().all(|l| l["type"] == "violation"),
+        "no events were lost: {}",
+        pretty(&lines)
+    );
+}
