@@ -206,11 +206,20 @@ pub type PolicyKey = [u8; 13];
 
 /// Build a policy key's data. `const` so both sides compute it identically.
 #[inline(always)]
-pub const fn policy_key(slot: u8, side: u8, local: u32, peer: u32, proto: u8, port: u16) -> PolicyKey {
+pub const fn policy_key(
+    slot: u8,
+    side: u8,
+    local: u32,
+    peer: u32,
+    proto: u8,
+    port: u16,
+) -> PolicyKey {
     let l = local.to_be_bytes();
     let p = peer.to_be_bytes();
     let o = port.to_be_bytes();
-    [slot, side, l[0], l[1], l[2], l[3], p[0], p[1], p[2], p[3], proto, o[0], o[1]]
+    [
+        slot, side, l[0], l[1], l[2], l[3], p[0], p[1], p[2], p[3], proto, o[0], o[1],
+    ]
 }
 
 /// Value of the policy trie.
@@ -276,6 +285,9 @@ pub const FOLD_WINDOW_NS: u64 = 1_000_000_000;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FoldKey {
+    /// cgroup id of the local end: events raised at connect() have no source address yet, so
+    /// this is what keeps two pods' flows to one destination apart.
+    pub cgroup_id: u64,
     /// Source address.
     pub saddr: [u32; 4],
     /// Destination address.

@@ -27,7 +27,11 @@ fn key(side: u8, t: &Tuple) -> CtKey {
 /// The other side.
 #[inline(always)]
 pub fn other(side: u8) -> u8 {
-    if side == SIDE_EGRESS { SIDE_INGRESS } else { SIDE_EGRESS }
+    if side == SIDE_EGRESS {
+        SIDE_INGRESS
+    } else {
+        SIDE_EGRESS
+    }
 }
 
 /// Is there a live entry for `t` on `side`? Refreshes it.
@@ -67,6 +71,9 @@ pub fn related(inner: &Tuple, now: u64) -> bool {
 /// Records that `side` let the connection `t` through. Returns false when the map refused it.
 #[inline(always)]
 pub fn insert(side: u8, t: &Tuple, now: u64) -> bool {
-    let v = CtValue { created_ns: now, seen_ns: now };
+    let v = CtValue {
+        created_ns: now,
+        seen_ns: now,
+    };
     CONNTRACK.insert(&key(side, t), &v, 0).is_ok()
 }

@@ -1,6 +1,5 @@
 //! The programs and their shared decision logic.
 
-
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{__sk_buff, bpf_sock_addr},
@@ -57,7 +56,15 @@ struct Outcome {
 /// enforce mode the connection is dropped here, at the source, and that side logs too. Otherwise
 /// the destination's own ingress program decides for itself.
 #[inline(always)]
-fn decide(slot: u8, side: u8, local: &Identity, peer: &Identity, t: &Tuple, cgroup_id: u64, hook: u8) -> Outcome {
+fn decide(
+    slot: u8,
+    side: u8,
+    local: &Identity,
+    peer: &Identity,
+    t: &Tuple,
+    cgroup_id: u64,
+    hook: u8,
+) -> Outcome {
     let v = policy::lookup(slot, side, local.id, peer.id, t.proto, t.dport);
     let local_mode = identity::mode(slot, local.ns);
     let local_denies = v.verdict == VERDICT_DENY && local_mode != MODE_OFF;
@@ -93,7 +100,11 @@ fn decide(slot: u8, side: u8, local: &Identity, peer: &Identity, t: &Tuple, cgro
         dst_ns: dst.ns,
         rule: v.rule,
         side,
-        verdict: if local_mode == MODE_ENFORCE { EVENT_DENIED } else { EVENT_AUDIT },
+        verdict: if local_mode == MODE_ENFORCE {
+            EVENT_DENIED
+        } else {
+            EVENT_AUDIT
+        },
         slot,
         hook,
         local_is_src: egress as u8,
@@ -105,7 +116,11 @@ fn decide(slot: u8, side: u8, local: &Identity, peer: &Identity, t: &Tuple, cgro
     if drop && peer_denies {
         viol.side = SIDE_INGRESS;
         viol.rule = peer_rule;
-        viol.verdict = if peer_mode == MODE_ENFORCE { EVENT_DENIED } else { EVENT_AUDIT };
+        viol.verdict = if peer_mode == MODE_ENFORCE {
+            EVENT_DENIED
+        } else {
+            EVENT_AUDIT
+        };
         report(&viol);
     }
     if drop {
@@ -132,7 +147,11 @@ fn exempt(side: u8, local: &Identity, peer: &Identity, t: &Tuple) -> bool {
     }
     // DNS to the cluster DNS Service: its identity carries the flag (egress: the peer; ingress: us).
     if t.dport == 53 && (t.proto == IPPROTO_UDP || t.proto == IPPROTO_TCP) {
-        let dns = if side == SIDE_EGRESS { peer.flags } else { local.flags };
+        let dns = if side == SIDE_EGRESS {
+            peer.flags
+        } else {
+            local.flags
+        };
         if dns & IDENTITY_F_DNS != 0 {
             count(Counter::Dns);
             return true;
@@ -158,7 +177,11 @@ fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
         Err(ParseError::NotIp) => return PASS,
         Err(ParseError::Malformed) => {
             count(Counter::Malformed);
-            return if identity::mode(slot, local.ns) == MODE_ENFORCE { DROP } else { PASS };
+            return if identity::mode(slot, local.ns) == MODE_ENFORCE {
+                DROP
+            } else {
+                PASS
+            };
         }
     };
     let t = &pkt.tuple;
@@ -203,7 +226,11 @@ fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
         }
         return PASS;
     }
-    let hook = if egress { HOOK_SKB_EGRESS } else { HOOK_SKB_INGRESS };
+    let hook = if egress {
+        HOOK_SKB_EGRESS
+    } else {
+        HOOK_SKB_INGRESS
+    };
     if decide(slot, side, &local, &peer, t, cgroup_id, hook).drop {
         return DROP;
     }
@@ -217,8 +244,14 @@ fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
 fn on_connect(ctx: &SockAddrContext, family: u8) -> i32 {
     let sa = ctx.as_ptr() as *mut bpf_sock_addr;
     // SAFETY: reading context fields of a sock_addr program.
-    let (proto, port_be, ip4, ip6) =
-        unsafe { ((*sa).protocol, (*sa).user_port, (*sa).user_ip4, (*sa).user_ip6) };
+    let (proto, port_be, ip4, ip6) = unsafe {
+        (
+            (*sa).protocol,
+            (*sa).user_port,
+            (*sa).user_ip4,
+            (*sa).user_ip6,
+        )
+    };
     if proto != IPPROTO_TCP as u32 {
         return PASS;
     }
@@ -255,7 +288,15 @@ fn on_connect(ctx: &SockAddrContext, family: u8) -> i32 {
     if !(local_drop || peer_drop) {
         return PASS;
     }
-    decide(slot, SIDE_EGRESS, &local, &peer, &t, cgroup_id, HOOK_CONNECT);
+    decide(
+        slot,
+        SIDE_EGRESS,
+        &local,
+        &peer,
+        &t,
+        cgroup_id,
+        HOOK_CONNECT,
+    );
     count(Counter::ConnectDenied);
     DROP
 }

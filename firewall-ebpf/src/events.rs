@@ -45,6 +45,7 @@ pub struct Violation {
 pub fn report(v: &Violation) {
     let t = &v.tuple;
     let key = FoldKey {
+        cgroup_id: v.cgroup_id,
         saddr: t.saddr,
         daddr: t.daddr,
         dport: t.dport,
@@ -69,7 +70,11 @@ pub fn report(v: &Violation) {
             (f.created_ns, f.total)
         }
         None => {
-            let f = FoldValue { created_ns: now, window_ns: now, total: 1 };
+            let f = FoldValue {
+                created_ns: now,
+                window_ns: now,
+                total: 1,
+            };
             // A failed insert (map full and nothing evictable) still sends the event below.
             let _ = FOLD.insert(&key, &f, 0);
             (now, 1)

@@ -19,7 +19,11 @@ pub fn active_slot() -> u8 {
 /// The identity of a local pod, by its cgroup id; None for host processes.
 #[inline(always)]
 pub fn local(slot: u8, cgroup_id: u64) -> Option<Identity> {
-    let key = CgroupKey { cgroup_id, slot: slot as u32, pad: 0 };
+    let key = CgroupKey {
+        cgroup_id,
+        slot: slot as u32,
+        pad: 0,
+    };
     // SAFETY: plain-data value copied out at once.
     unsafe { CGROUPS.get(&key).copied() }
 }
@@ -27,7 +31,11 @@ pub fn local(slot: u8, cgroup_id: u64) -> Option<Identity> {
 /// The identity of an address; world when no prefix matches.
 #[inline(always)]
 pub fn remote(slot: u8, family: u8, addr: &[u32; 4]) -> Identity {
-    let world = Identity { id: NS_WORLD, ns: NS_WORLD, flags: 0 };
+    let world = Identity {
+        id: NS_WORLD,
+        ns: NS_WORLD,
+        flags: 0,
+    };
     if family == 4 {
         let a = addr[0].to_ne_bytes();
         let key = Key::new(40, [slot, a[0], a[1], a[2], a[3]]);
@@ -52,7 +60,12 @@ pub fn remote(slot: u8, family: u8, addr: &[u32; 4]) -> Identity {
 #[inline(always)]
 pub fn mode(slot: u8, ns: u32) -> u32 {
     // SAFETY: plain-data value copied out at once.
-    if let Some(m) = unsafe { MODES.get(&ModeKey { ns, slot: slot as u32 }) } {
+    if let Some(m) = unsafe {
+        MODES.get(&ModeKey {
+            ns,
+            slot: slot as u32,
+        })
+    } {
         return *m;
     }
     match SETTINGS.get(SETTING_DEFAULT_MODE_SLOT0 + slot as u32) {

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use firewall_common::{
-    CgroupKey, CtKey, CtValue, FoldKey, FoldValue, Identity, IpV4Key, IpV6Key, ModeKey, PolicyKey,
-    PolicyValue, capacity, COUNTERS_LEN, SETTINGS_LEN,
+    COUNTERS_LEN, CgroupKey, CtKey, CtValue, FoldKey, FoldValue, Identity, IpV4Key, IpV6Key,
+    ModeKey, PolicyKey, PolicyValue, SETTINGS_LEN, capacity,
 };
 
 /// Active slot and per-slot default modes.

@@ -97,8 +97,19 @@ fn load<T>(ctx: &SkBuffContext, off: usize) -> Result<T, ParseError> {
 /// Parses the packet of `ctx` (family from `__sk_buff.protocol`).
 #[inline(always)]
 pub fn parse(ctx: &SkBuffContext, protocol_be: u32) -> Result<Packet, ParseError> {
-    let empty = Tuple { saddr: [0; 4], daddr: [0; 4], sport: 0, dport: 0, proto: 0, family: 0 };
-    let mut pkt = Packet { tuple: empty, kind: Kind::Normal, inner: empty };
+    let empty = Tuple {
+        saddr: [0; 4],
+        daddr: [0; 4],
+        sport: 0,
+        dport: 0,
+        proto: 0,
+        family: 0,
+    };
+    let mut pkt = Packet {
+        tuple: empty,
+        kind: Kind::Normal,
+        inner: empty,
+    };
     let l4 = if protocol_be == ETH_P_IP_BE {
         parse_ipv4(ctx, 0, &mut pkt.tuple, &mut pkt.kind)?
     } else if protocol_be == ETH_P_IPV6_BE {
@@ -115,7 +126,12 @@ pub fn parse(ctx: &SkBuffContext, protocol_be: u32) -> Result<Packet, ParseError
 
 /// Parses an IPv4 header at `off`; returns the transport header's offset.
 #[inline(always)]
-fn parse_ipv4(ctx: &SkBuffContext, off: usize, t: &mut Tuple, kind: &mut Kind) -> Result<usize, ParseError> {
+fn parse_ipv4(
+    ctx: &SkBuffContext,
+    off: usize,
+    t: &mut Tuple,
+    kind: &mut Kind,
+) -> Result<usize, ParseError> {
     let vihl: u8 = load(ctx, off)?;
     if vihl >> 4 != 4 {
         return Err(ParseError::Malformed);
@@ -137,7 +153,12 @@ fn parse_ipv4(ctx: &SkBuffContext, off: usize, t: &mut Tuple, kind: &mut Kind) -
 
 /// Parses an IPv6 header and its extension headers at `off`; returns the transport offset.
 #[inline(always)]
-fn parse_ipv6(ctx: &SkBuffContext, off: usize, t: &mut Tuple, kind: &mut Kind) -> Result<usize, ParseError> {
+fn parse_ipv6(
+    ctx: &SkBuffContext,
+    off: usize,
+    t: &mut Tuple,
+    kind: &mut Kind,
+) -> Result<usize, ParseError> {
     let v: u8 = load(ctx, off)?;
     if v >> 4 != 6 {
         return Err(ParseError::Malformed);
@@ -211,7 +232,11 @@ fn parse_l4(ctx: &SkBuffContext, off: usize, pkt: &mut Packet) -> Result<(), Par
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let ty: u8 = load(ctx, off)?;
-            let (req, rep) = if t.proto == IPPROTO_ICMP { (8u8, 0u8) } else { (128u8, 129u8) };
+            let (req, rep) = if t.proto == IPPROTO_ICMP {
+                (8u8, 0u8)
+            } else {
+                (128u8, 129u8)
+            };
             if ty == req || ty == rep {
                 let id = u16::from_be(load(ctx, off + 4)?);
                 if ty == req {
@@ -231,7 +256,12 @@ fn parse_l4(ctx: &SkBuffContext, off: usize, pkt: &mut Packet) -> Result<(), Par
 
 /// Parses the packet quoted by an ICMP error (IP header + first 8 bytes of its transport header).
 #[inline(always)]
-fn parse_inner(ctx: &SkBuffContext, off: usize, family: u8, inner: &mut Tuple) -> Result<(), ParseError> {
+fn parse_inner(
+    ctx: &SkBuffContext,
+    off: usize,
+    family: u8,
+    inner: &mut Tuple,
+) -> Result<(), ParseError> {
     let mut kind = Kind::Normal;
     let l4 = if family == 4 {
         parse_ipv4(ctx, off, inner, &mut kind)?

@@ -7,10 +7,17 @@ use crate::maps::POLICY;
 /// The verdict of `side` at `local` for a connection with `peer`.
 #[inline(always)]
 pub fn lookup(slot: u8, side: u8, local: u32, peer: u32, proto: u8, port: u16) -> PolicyValue {
-    let key = Key::new(POLICY_PREFIX_FULL, policy_key(slot, side, local, peer, proto, port));
+    let key = Key::new(
+        POLICY_PREFIX_FULL,
+        policy_key(slot, side, local, peer, proto, port),
+    );
     match POLICY.get(&key) {
         Some(v) => *v,
         // Nothing compiled for this identity (not yet known): allow, as the cluster default does.
-        None => PolicyValue { verdict: VERDICT_ALLOW, pad: [0; 3], rule: 0 },
+        None => PolicyValue {
+            verdict: VERDICT_ALLOW,
+            pad: [0; 3],
+            rule: 0,
+        },
     }
 }

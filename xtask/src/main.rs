@@ -1,5 +1,6 @@
 //! `cargo xtask ...`: the project's developer commands, one module per subcommand, so each
 //! command stays small and new ones are one enum variant plus one file.
+mod demo;
 mod test;
 mod testbed;
 mod util;
@@ -20,11 +21,14 @@ enum Cmd {
     Testbed(testbed::Args),
     /// The whole test suite, as CI runs it.
     Test,
+    /// Three namespaces on a simulated node: monitor mode, then enforce mode.
+    Demo,
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Testbed(args) => testbed::run(args),
         Cmd::Test => test::run(),
+        Cmd::Demo => demo::run(),
     }
 }

@@ -26,6 +26,7 @@ pub struct Accounting {
 /// The fold key of an event (must match the kernel's `events::report`).
 pub fn fold_key(ev: &ViolationEvent) -> FoldKey {
     FoldKey {
+        cgroup_id: ev.cgroup_id,
         saddr: ev.saddr,
         daddr: ev.daddr,
         dport: ev.dport,

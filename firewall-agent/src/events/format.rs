@@ -169,6 +169,7 @@ pub fn from_fold_key(
     count: u64,
 ) -> LogLine {
     let ev = ViolationEvent {
+        cgroup_id: key.cgroup_id,
         saddr: key.saddr,
         daddr: key.daddr,
         dport: key.dport,
