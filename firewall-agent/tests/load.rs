@@ -20,6 +20,14 @@ fn loads_attaches_and_flips_slots() {
     let dir =
         std::path::Path::new(&root).join(format!("bulkhead-load-test-{}", std::process::id()));
     std::fs::create_dir(&dir).unwrap();
+    // Removes the cgroup even when an assertion below fails (links close first: `dp` drops earlier).
+    struct Rmdir(std::path::PathBuf);
+    impl Drop for Rmdir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _guard = Rmdir(dir.clone());
     dp.attach(&dir).expect("attach");
     let mut w = MapWriter::new(state).unwrap();
     let mut c = MapContents::default();
@@ -31,5 +39,4 @@ fn loads_attaches_and_flips_slots() {
     let s = w.apply(&MapContents::default()).unwrap();
     assert_eq!((s.slot, s.deleted), (1, 1));
     drop(dp);
-    std::fs::remove_dir(&dir).unwrap();
 }
