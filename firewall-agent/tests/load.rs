@@ -20,7 +20,7 @@ fn loads_attaches_and_flips_slots() {
     let dir =
         std::path::Path::new(&root).join(format!("bulkhead-load-test-{}", std::process::id()));
     std::fs::create_dir(&dir).unwrap();
-    // Removes the cgroup even when an assertion below fails (links close first: `dp` drops earlier).
+    // Removes the cgroup even when an assertion below fails (the kernel detaches any links left on it).
     struct Rmdir(std::path::PathBuf);
     impl Drop for Rmdir {
         fn drop(&mut self) {
