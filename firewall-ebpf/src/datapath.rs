@@ -45,18 +45,73 @@ pub fn bulkhead_connect6(ctx: SockAddrContext) -> i32 {
     on_connect(&ctx, 6)
 }
 
-/// The outcome of checking a new connection on both sides where it can be decided here.
-struct Outcome {
+/// The verdicts of both sides for a new connection, before anything is logged or counted.
+struct Judgement {
+    /// Deciding rule of this side.
+    rule: u32,
+    /// This side's mode.
+    local_mode: u32,
+    /// This side's policy denies (whatever its mode).
+    denied: bool,
+    /// This side denies and is not `off` (it logs).
+    local_denies: bool,
+    /// The destination's ingress side (looked up at the source) denies and is not `off`.
+    peer_denies: bool,
+    /// Mode of the destination's namespace (meaningful when `peer_denies`).
+    peer_mode: u32,
+    /// Deciding rule of the destination's ingress side.
+    peer_rule: u32,
+    /// Some denying side is in enforce mode.
     drop: bool,
 }
 
-/// Decides a new connection between `local` (the end whose cgroup runs this program) and `peer`.
+/// Judges a new connection between `local` (the end whose cgroup runs this program) and `peer`.
 ///
 /// On the egress side the destination pod's ingress side is also looked up: when it denies in
-/// enforce mode the connection is dropped here, at the source, and that side logs too. Otherwise
-/// the destination's own ingress program decides for itself.
+/// enforce mode the connection is dropped here, at the source, and that side logs too (see
+/// [`settle`]). Otherwise the destination's own ingress program decides for itself.
 #[inline(always)]
-fn decide(
+fn judge(slot: u8, side: u8, local: &Identity, peer: &Identity, t: &Tuple) -> Judgement {
+    let v = policy::lookup(slot, side, local.id, peer.id, t.proto, t.dport);
+    let local_mode = identity::mode(slot, local.ns);
+    let mut j = Judgement {
+        rule: v.rule,
+        local_mode,
+        denied: v.verdict == VERDICT_DENY,
+        local_denies: v.verdict == VERDICT_DENY && local_mode != MODE_OFF,
+        peer_denies: false,
+        peer_mode: MODE_MONITOR,
+        peer_rule: 0,
+        drop: v.verdict == VERDICT_DENY && local_mode == MODE_ENFORCE,
+    };
+    // The destination's ingress side, looked up at the source (egress only, pod destinations).
+    if side == SIDE_EGRESS && peer.ns >= NS_FIRST {
+        let v2 = policy::lookup(slot, SIDE_INGRESS, peer.id, local.id, t.proto, t.dport);
+        if v2.verdict == VERDICT_DENY {
+            j.peer_mode = identity::mode(slot, peer.ns);
+            j.peer_denies = j.peer_mode != MODE_OFF;
+            j.peer_rule = v2.rule;
+            j.drop |= j.peer_mode == MODE_ENFORCE;
+        }
+    }
+    j
+}
+
+#[inline(always)]
+fn event_verdict(mode: u32) -> u8 {
+    if mode == MODE_ENFORCE {
+        EVENT_DENIED
+    } else {
+        EVENT_AUDIT
+    }
+}
+
+/// Logs and counts a judgement: every denying side that is not `off` logs its own line; the
+/// destination side logs here only when the packet never reaches it.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    j: &Judgement,
     slot: u8,
     side: u8,
     local: &Identity,
@@ -64,31 +119,7 @@ fn decide(
     t: &Tuple,
     cgroup_id: u64,
     hook: u8,
-) -> Outcome {
-    let v = policy::lookup(slot, side, local.id, peer.id, t.proto, t.dport);
-    let local_mode = identity::mode(slot, local.ns);
-    let local_denies = v.verdict == VERDICT_DENY && local_mode != MODE_OFF;
-    let mut drop = v.verdict == VERDICT_DENY && local_mode == MODE_ENFORCE;
-    if v.verdict == VERDICT_DENY && local_mode == MODE_OFF {
-        count(Counter::PolicyOff);
-    }
-
-    // The destination's ingress side, looked up at the source (egress only, pod destinations).
-    let mut peer_denies = false;
-    let mut peer_mode = MODE_MONITOR;
-    let mut peer_rule = 0;
-    if side == SIDE_EGRESS && peer.ns >= NS_FIRST {
-        let v2 = policy::lookup(slot, SIDE_INGRESS, peer.id, local.id, t.proto, t.dport);
-        if v2.verdict == VERDICT_DENY {
-            peer_mode = identity::mode(slot, peer.ns);
-            peer_denies = peer_mode != MODE_OFF;
-            peer_rule = v2.rule;
-            if peer_mode == MODE_ENFORCE {
-                drop = true;
-            }
-        }
-    }
-
+) {
     let egress = side == SIDE_EGRESS;
     let (src, dst) = if egress { (local, peer) } else { (peer, local) };
     let mut viol = Violation {
@@ -98,39 +129,32 @@ fn decide(
         dst_id: dst.id,
         src_ns: src.ns,
         dst_ns: dst.ns,
-        rule: v.rule,
+        rule: j.rule,
         side,
-        verdict: if local_mode == MODE_ENFORCE {
-            EVENT_DENIED
-        } else {
-            EVENT_AUDIT
-        },
+        verdict: event_verdict(j.local_mode),
         slot,
         hook,
         local_is_src: egress as u8,
     };
-    if local_denies {
+    if j.local_denies {
         report(&viol);
     }
-    // The destination side logs here only when the packet never reaches it.
-    if drop && peer_denies {
+    if j.drop && j.peer_denies {
         viol.side = SIDE_INGRESS;
-        viol.rule = peer_rule;
-        viol.verdict = if peer_mode == MODE_ENFORCE {
-            EVENT_DENIED
-        } else {
-            EVENT_AUDIT
-        };
+        viol.rule = j.peer_rule;
+        viol.verdict = event_verdict(j.peer_mode);
         report(&viol);
     }
-    if drop {
+    if j.denied && j.local_mode == MODE_OFF {
+        count(Counter::PolicyOff);
+    }
+    if j.drop {
         count(Counter::PolicyDrop);
-    } else if local_denies {
+    } else if j.local_denies {
         count(Counter::PolicyAudit);
     } else {
         count(Counter::PolicyAllow);
     }
-    Outcome { drop }
 }
 
 /// Exemptions that hold whatever the policy says (DESIGN §3 "always allowed").
@@ -231,7 +255,9 @@ fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
     } else {
         HOOK_SKB_INGRESS
     };
-    if decide(slot, side, &local, &peer, t, cgroup_id, hook).drop {
+    let j = judge(slot, side, &local, &peer, t);
+    settle(&j, slot, side, &local, &peer, t, cgroup_id, hook);
+    if j.drop {
         return DROP;
     }
     if !conntrack::insert(side, t, now) {
@@ -279,16 +305,12 @@ fn on_connect(ctx: &SockAddrContext, family: u8) -> i32 {
     }
     // Only a drop is decided here; an allowed or audited connect is judged again on its SYN,
     // which logs monitor-mode violations with the real source port.
-    let v = policy::lookup(slot, SIDE_EGRESS, local.id, peer.id, t.proto, t.dport);
-    let local_drop = v.verdict == VERDICT_DENY && identity::mode(slot, local.ns) == MODE_ENFORCE;
-    let peer_drop = peer.ns >= NS_FIRST && {
-        let v2 = policy::lookup(slot, SIDE_INGRESS, peer.id, local.id, t.proto, t.dport);
-        v2.verdict == VERDICT_DENY && identity::mode(slot, peer.ns) == MODE_ENFORCE
-    };
-    if !(local_drop || peer_drop) {
+    let j = judge(slot, SIDE_EGRESS, &local, &peer, &t);
+    if !j.drop {
         return PASS;
     }
-    decide(
+    settle(
+        &j,
         slot,
         SIDE_EGRESS,
         &local,
