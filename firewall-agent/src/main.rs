@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use firewall_agent::{
-    agent::{self, RunConfig},
+    agent::{self, KubeConfig, RunConfig},
     cgroups,
     compiler::CompileOptions,
     datapath::LoadOptions,
@@ -99,9 +99,18 @@ struct RunArgs {
     /// bpffs directory for pinned state (pinning is not implemented yet: state lives with the agent).
     #[arg(long)]
     bpffs: Option<PathBuf>,
-    /// Address for /metrics, /healthz, /readyz (not implemented yet).
+    /// Address for /healthz and /readyz (e.g. 0.0.0.0:9090).
     #[arg(long)]
-    metrics_addr: Option<String>,
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// kubeconfig for `--source kube` (default: in-cluster config).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the Lease that elects the one agent writing policy status.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "bulkhead-system")]
+    lease_namespace: String,
+    /// Name of that Lease.
+    #[arg(long, default_value = "bulkhead-status")]
+    lease_name: String,
     /// The cluster DNS Service, always reachable on port 53.
     #[arg(long, default_value = "kube-system/kube-dns")]
     dns_service: String,
@@ -150,9 +159,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(p) = &args.bpffs {
         tracing::warn!(bpffs = %p.display(), "pinning is not implemented yet: programs detach when the agent stops");
     }
-    if let Some(a) = &args.metrics_addr {
-        tracing::warn!(addr = %a, "the metrics endpoint is not implemented yet");
-    }
     let node_name = args
         .node_name
         .or_else(hostname)
@@ -174,6 +180,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             policy_entries: args.policy_entries,
         },
         poll: Duration::from_millis(args.poll_ms.max(10)),
+        kube: KubeConfig {
+            kubeconfig: args.kubeconfig,
+            lease_namespace: args.lease_namespace,
+            lease_name: args.lease_name,
+        },
+        metrics_addr: args.metrics_addr,
     };
     agent::run(cfg).await
 }

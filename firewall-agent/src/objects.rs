@@ -6,7 +6,7 @@
 //! typo never disables everybody else's policy.
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::{api::core::v1 as core, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use serde::{Deserialize as _, de::DeserializeOwned};
 use serde_json::Value;
 use tracing::warn;
@@ -126,39 +126,58 @@ fn add_object(model: &mut ClusterModel, value: Value, pos: Position) -> Result<(
         .to_owned();
     match kind.as_str() {
         "Namespace" => {
-            let ns: core::Namespace = typed(value, &kind, pos)?;
-            let name = ns.metadata.name.unwrap_or_default();
-            let labels = ns.metadata.labels.unwrap_or_default();
-            model
-                .namespaces
-                .insert(name.clone(), Namespace { name, labels });
+            let ns = namespace(typed(value, &kind, pos)?);
+            model.namespaces.insert(ns.name.clone(), ns);
         }
         "Pod" => model.pods.push(pod(typed(value, &kind, pos)?)),
         "Service" => model.services.push(service(typed(value, &kind, pos)?)),
         "Node" => model.nodes.push(node(typed(value, &kind, pos)?)),
-        "NamespaceFirewall" => {
-            match serde_path_to_error::deserialize::<_, NamespaceFirewall>(value.clone()) {
-                Ok(mut o) => {
-                    // As kubectl does, an object without a namespace lands in `default`.
-                    o.metadata
-                        .namespace
-                        .get_or_insert_with(|| "default".to_owned());
-                    model.namespace_firewalls.push(o);
-                }
-                Err(e) => model.rejected.push(rejection(&kind, &value, &e)),
-            }
-        }
-        "ClusterFirewall" => {
-            match serde_path_to_error::deserialize::<_, ClusterFirewall>(value.clone()) {
-                Ok(o) => model.cluster_firewalls.push(o),
-                Err(e) => model.rejected.push(rejection(&kind, &value, &e)),
-            }
-        }
+        "NamespaceFirewall" | "ClusterFirewall" => add_policy_object(model, &kind, value),
         other => {
             warn!(document = pos.document, item = ?pos.item, kind = other, "skipping object of unknown kind")
         }
     }
     Ok(())
+}
+
+/// Adds one policy object (`NamespaceFirewall` or `ClusterFirewall`) to the model, or a
+/// [`Rejection`] when it does not deserialize. Its `status` and server-set metadata are dropped:
+/// they never change the policy, and the model compares equal across status-only updates.
+pub(crate) fn add_policy_object(model: &mut ClusterModel, kind: &str, value: Value) {
+    if kind == "NamespaceFirewall" {
+        match serde_path_to_error::deserialize::<_, NamespaceFirewall>(&value) {
+            Ok(mut o) => {
+                // As kubectl does, an object without a namespace lands in `default`.
+                o.metadata
+                    .namespace
+                    .get_or_insert_with(|| "default".to_owned());
+                o.metadata = policy_meta(o.metadata);
+                o.status = None;
+                model.namespace_firewalls.push(o);
+            }
+            Err(e) => model.rejected.push(rejection(kind, &value, &e)),
+        }
+    } else {
+        match serde_path_to_error::deserialize::<_, ClusterFirewall>(&value) {
+            Ok(mut o) => {
+                o.metadata = policy_meta(o.metadata);
+                o.status = None;
+                model.cluster_firewalls.push(o);
+            }
+            Err(e) => model.rejected.push(rejection(kind, &value, &e)),
+        }
+    }
+}
+
+/// The identifying part of a policy object's metadata.
+fn policy_meta(m: ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        labels: m.labels,
+        ..ObjectMeta::default()
+    }
 }
 
 fn rejection(
@@ -187,7 +206,16 @@ fn parse_ips<'a>(what: &str, owner: &str, ips: impl Iterator<Item = &'a str>) ->
     out
 }
 
-fn pod(p: core::Pod) -> Pod {
+/// The model's view of a Namespace.
+pub(crate) fn namespace(ns: core::Namespace) -> Namespace {
+    Namespace {
+        name: ns.metadata.name.unwrap_or_default(),
+        labels: ns.metadata.labels.unwrap_or_default(),
+    }
+}
+
+/// The model's view of a Pod.
+pub(crate) fn pod(p: core::Pod) -> Pod {
     let namespace = p.metadata.namespace.unwrap_or_else(|| "default".to_owned());
     let name = p.metadata.name.unwrap_or_default();
     let spec = p.spec.unwrap_or_default();
@@ -217,7 +245,8 @@ fn pod(p: core::Pod) -> Pod {
     }
 }
 
-fn service(s: core::Service) -> Service {
+/// The model's view of a Service.
+pub(crate) fn service(s: core::Service) -> Service {
     let namespace = s.metadata.namespace.unwrap_or_else(|| "default".to_owned());
     let name = s.metadata.name.unwrap_or_default();
     let spec = s.spec.unwrap_or_default();
@@ -236,7 +265,8 @@ fn service(s: core::Service) -> Service {
     }
 }
 
-fn node(n: core::Node) -> Node {
+/// The model's view of a Node.
+pub(crate) fn node(n: core::Node) -> Node {
     let name = n.metadata.name.unwrap_or_default();
     let owner = format!("Node/{name}");
     let addresses = n.status.and_then(|s| s.addresses).unwrap_or_default();

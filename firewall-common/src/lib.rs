@@ -150,10 +150,13 @@ pub enum Counter {
     ConntrackFull = 15,
     /// TCP connect() calls refused at the syscall (enforce).
     ConnectDenied = 16,
+    /// Packets of a pod cgroup the agent has not discovered yet (a container that just started or
+    /// restarted), identified by the pod's own address instead.
+    ByAddress = 17,
 }
 
 /// Number of entries in the counters map.
-pub const COUNTERS_LEN: u32 = 17;
+pub const COUNTERS_LEN: u32 = 18;
 
 /// An endpoint's identity: the value of the cgroup map and the IP tries.
 ///

@@ -190,16 +190,17 @@ fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
     // SAFETY: `skb` is the program's context pointer.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
     let slot = identity::active_slot();
-    let Some(local) = identity::local(slot, cgroup_id) else {
-        count(Counter::NotPod);
-        return PASS;
-    };
+    let by_cgroup = identity::local(slot, cgroup_id);
     // SAFETY: reading a context field.
     let protocol = unsafe { (*skb).protocol };
     let pkt = match packet::parse(ctx, protocol) {
         Ok(p) => p,
         Err(ParseError::NotIp) => return PASS,
         Err(ParseError::Malformed) => {
+            let Some(local) = by_cgroup else {
+                count(Counter::NotPod);
+                return PASS;
+            };
             count(Counter::Malformed);
             return if identity::mode(slot, local.ns) == MODE_ENFORCE {
                 DROP
@@ -210,6 +211,22 @@ fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
     };
     let t = &pkt.tuple;
     let egress = side == SIDE_EGRESS;
+    let local = match by_cgroup {
+        Some(l) => l,
+        None => {
+            // A container whose cgroup the agent has not discovered yet (it just started or
+            // restarted): its pod's own address still names it, so it is never unclassified
+            // while its Pod has an IP. Host processes resolve to `host` (or world) and pass.
+            let own = if egress { &t.saddr } else { &t.daddr };
+            let id = identity::remote(slot, t.family, own);
+            if id.ns < NS_FIRST {
+                count(Counter::NotPod);
+                return PASS;
+            }
+            count(Counter::ByAddress);
+            id
+        }
+    };
     let peer_addr = if egress { &t.daddr } else { &t.saddr };
     if identity::is_loopback(t.family, peer_addr) {
         count(Counter::Unrestricted);

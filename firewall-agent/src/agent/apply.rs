@@ -8,7 +8,7 @@ use crate::{
     compiler::{self, CompileOptions, Compiled, IdAllocator},
     datapath::writer::{MapContents, MapWriter},
     events::{NameTables, Names, names::PodName},
-    model::ClusterModel,
+    model::{ClusterModel, Rejection},
 };
 
 /// The agent's policy state: the last good model and what was applied from it.
@@ -20,6 +20,7 @@ pub struct PolicyState {
     model: Option<ClusterModel>,
     cgroup_ids: BTreeMap<String, Vec<u64>>,
     rejections: Vec<String>,
+    rejected: Vec<Rejection>,
     /// Whether a policy has been applied at least once.
     pub ready: bool,
 }
@@ -75,15 +76,31 @@ impl PolicyState {
             model: None,
             cgroup_ids: BTreeMap::new(),
             rejections: Vec::new(),
+            rejected: Vec::new(),
             ready: false,
         }
     }
 
-    /// A new model from the source; applied at once.
-    pub fn set_model(&mut self, model: ClusterModel, writer: &mut MapWriter, names: &mut Names) {
+    /// A new model from the source; applied at once. Returns false (and does nothing) when it
+    /// equals the current one, e.g. after events that only touched status or bookkeeping.
+    pub fn set_model(
+        &mut self,
+        model: ClusterModel,
+        writer: &mut MapWriter,
+        names: &mut Names,
+    ) -> bool {
+        if self.model.as_ref() == Some(&model) {
+            return false;
+        }
         self.model = Some(model);
         self.rediscover();
         self.apply(writer, names);
+        true
+    }
+
+    /// The policy objects rejected by the last compile.
+    pub fn rejected(&self) -> &[Rejection] {
+        &self.rejected
     }
 
     /// Looks for this node's pods' cgroups again; true when something changed (containers start
@@ -119,6 +136,7 @@ impl PolicyState {
         }
         let compiled = compiler::compile(&model, &self.opts, &mut self.ids);
         self.report_rejections(&compiled);
+        self.rejected.clone_from(&compiled.rejected);
         let contents = map_contents(&compiled);
         let compile_ms = started.elapsed().as_secs_f64() * 1e3;
         if self.ready && contents == *writer.active_contents() {

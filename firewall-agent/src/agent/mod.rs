@@ -1,16 +1,18 @@
 //! `firewall-agent run`: load and attach the datapath, keep its maps in step with the source,
 //! and write the violation log until SIGTERM/SIGINT.
 pub mod apply;
+pub mod health;
 pub mod violations;
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use firewall_common::Counter;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
-    time::{MissedTickBehavior, interval},
+    sync::watch,
+    time::{Instant, MissedTickBehavior, interval, sleep_until},
 };
 use tracing::{error, info, warn};
 
@@ -18,9 +20,14 @@ use crate::{
     compiler::CompileOptions,
     datapath::{Datapath, LoadOptions, writer::MapWriter},
     events::Names,
-    source::{SourceSpec, file::FileSource},
+    source::{
+        SourceSpec,
+        file::FileSource,
+        kube::{self as kube_source, KubeSource, Verdicts, lease::Elector},
+    },
 };
 use apply::PolicyState;
+use health::Health;
 use violations::{ViolationLog, counter};
 
 /// Everything `run` needs, already validated by the CLI.
@@ -36,20 +43,55 @@ pub struct RunConfig {
     pub load: LoadOptions,
     /// How often the source file is checked for changes.
     pub poll: Duration,
+    /// Kubernetes settings (`--source kube`).
+    pub kube: KubeConfig,
+    /// Where `/healthz` and `/readyz` are served.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Settings of the `kube` source.
+#[derive(Clone, Debug, Default)]
+pub struct KubeConfig {
+    /// Explicit kubeconfig; `None`: `KUBECONFIG`, then in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the status-writer Lease (the agent's own namespace).
+    pub lease_namespace: String,
+    /// Name of the status-writer Lease.
+    pub lease_name: String,
+}
+
+/// How long the kube source lets a burst of events gather before recompiling: one compile per
+/// burst (a Deployment scaling, a relist), well inside the 1 s a policy change may take.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The agent's source, opened.
+enum Source {
+    File(FileSource),
+    Kube(KubeSource),
 }
 
 /// Runs the agent until a termination signal.
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
-    let SourceSpec::File(path) = &cfg.source else {
-        bail!("--source kube is not available in this build yet; use --source file:PATH");
+    let mut source = match &cfg.source {
+        SourceSpec::File(path) => Source::File(FileSource::new(path)),
+        SourceSpec::Kube => {
+            let client = kube_source::client(cfg.kube.kubeconfig.as_deref()).await?;
+            Source::Kube(KubeSource::start(client))
+        }
     };
-    let mut source = FileSource::new(path);
+    let health = Arc::new(Health::default());
+    health.beat();
+    if let Some(addr) = cfg.metrics_addr {
+        health::serve(addr, health.clone())
+            .await
+            .with_context(|| format!("serving probes on {addr}"))?;
+    }
     let (mut datapath, state_maps, event_maps) =
         Datapath::load(&cfg.load).context("loading the eBPF datapath")?;
     datapath
         .attach(&cfg.cgroup_root)
         .with_context(|| format!("attaching at cgroup {}", cfg.cgroup_root.display()))?;
-    info!(cgroup_root = %cfg.cgroup_root.display(), node = %cfg.compile.node_name, source = %path.display(), "datapath attached");
+    info!(cgroup_root = %cfg.cgroup_root.display(), node = %cfg.compile.node_name, source = ?cfg.source, "datapath attached");
     let mut writer = MapWriter::new(state_maps).context("initialising the maps")?;
     let mut names = Names::default();
     let mut state = PolicyState::new(cfg.compile.clone(), cfg.cgroup_root.clone());
@@ -60,6 +102,30 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     }
     .map_err(|e| anyhow::anyhow!("registering the ring buffer: {e}"))?;
 
+    // The kube source: a change counter to wait on, and the status writer fed after each apply.
+    let (verdicts_tx, verdicts_rx) = watch::channel(None::<Arc<Verdicts>>);
+    let mut changes = match &source {
+        Source::Kube(k) => {
+            let elector = Elector::new(
+                k.client().clone(),
+                &cfg.kube.lease_namespace,
+                &cfg.kube.lease_name,
+                &cfg.compile.node_name,
+            );
+            tokio::spawn(kube_source::status::run_writer(
+                k.client().clone(),
+                elector,
+                k.policies().clone(),
+                verdicts_rx,
+                k.subscribe(),
+            ));
+            Some(k.subscribe())
+        }
+        Source::File(_) => None,
+    };
+    let mut dirty: Option<Instant> = None;
+    let mut waiting_logged = false;
+
     let mut poll = interval(cfg.poll);
     let mut second = interval(Duration::from_secs(1));
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -68,17 +134,50 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
 
     loop {
+        if state.ready {
+            health.set_ready();
+        }
         tokio::select! {
-            _ = poll.tick() => match source.poll() {
-                Some(Ok(model)) => {
-                    info!(file = %source.path().display(), "source changed");
-                    state.set_model(model, &mut writer, &mut names);
+            _ = poll.tick(), if matches!(source, Source::File(_)) => {
+                let Source::File(file) = &mut source else { continue };
+                match file.poll() {
+                    Some(Ok(model)) => {
+                        info!(file = %file.path().display(), "source changed");
+                        state.set_model(model, &mut writer, &mut names);
+                    }
+                    Some(Err(e)) if state.ready => error!(error = %e, "source unusable; the last good policy stays in force"),
+                    Some(Err(e)) => error!(error = %e, "source unusable; no policy applied yet"),
+                    None => {}
                 }
-                Some(Err(e)) if state.ready => error!(error = %e, "source unusable; the last good policy stays in force"),
-                Some(Err(e)) => error!(error = %e, "source unusable; no policy applied yet"),
-                None => {}
-            },
+            }
+            r = async { changes.as_mut()?.changed().await.ok() }, if changes.is_some() => {
+                if r.is_some() {
+                    dirty.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                } else {
+                    error!("the API watchers stopped; the last applied policy stays in force");
+                    changes = None;
+                }
+            }
+            _ = async { if let Some(d) = dirty { sleep_until(d).await } }, if dirty.is_some() => {
+                dirty = None;
+                let Source::Kube(kube) = &source else { continue };
+                if !kube.state().is_synced() {
+                    if !waiting_logged {
+                        info!("waiting for every kind to be listed before applying a policy");
+                        waiting_logged = true;
+                    }
+                    continue;
+                }
+                let objects = kube.policies().objects();
+                if state.set_model(kube.model(), &mut writer, &mut names) || verdicts_tx.borrow().is_none() {
+                    verdicts_tx.send_replace(Some(Arc::new(Verdicts {
+                        objects,
+                        rejected: state.rejected().to_vec(),
+                    })));
+                }
+            }
             _ = second.tick() => {
+                health.beat();
                 if state.rediscover() {
                     info!("pod cgroups changed");
                     state.apply(&mut writer, &mut names);

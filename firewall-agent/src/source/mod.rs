@@ -1,5 +1,6 @@
 //! State sources (DESIGN §7): where the cluster model comes from.
 pub mod file;
+pub mod kube;
 
 use std::path::PathBuf;
 

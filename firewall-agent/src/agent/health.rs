@@ -1,0 +1,84 @@
+//! `/healthz` and `/readyz` on `--metrics-addr`, for the DaemonSet's probes.
+//!
+//! Ready means a policy has been applied from a complete view of the source (for `kube`, after
+//! every kind was listed once): a rolling update waits for that before moving to the next node.
+//! Healthy means the agent's loop is turning; a wedged loop gets the pod restarted.
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{Router, extract::State, http::StatusCode, routing::get};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tracing::{error, info};
+
+/// How long the loop may go without a heartbeat before `/healthz` fails.
+const STALL: Duration = Duration::from_secs(10);
+
+/// What the probes report, updated by the agent's loop.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+    heartbeat_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Health {
+    /// The loop is alive.
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The first complete policy is applied.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    fn healthy(&self) -> bool {
+        now_ms().saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed))
+            < STALL.as_millis() as u64
+    }
+}
+
+async fn healthz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
+    if h.healthy() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "agent loop stalled\n")
+    }
+}
+
+async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
+    if h.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no policy applied yet (waiting for the first complete sync)\n",
+        )
+    }
+}
+
+/// Binds `addr` and serves the probes until the agent exits.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    info!(addr = %listener.local_addr()?, "serving /healthz and /readyz");
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(health);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            error!(error = %e, "probe server stopped");
+        }
+    }))
+}
