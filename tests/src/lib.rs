@@ -15,4 +15,4 @@ pub mod testbed;
 pub use apiserver::{ApiServer, RequestRecord};
 pub use probe::{HoldReport, Matrix, Outcome, ProbeResult, StormReport, Target};
 pub use scenario::{CgroupDriver, Protocol, Qos, Scenario};
-pub use testbed::{HoldHandle, Options, Pod, Testbed, WorldServer};
+pub use testbed::{ApiServerInfo, HoldHandle, Options, Pod, Testbed, WorldServer};

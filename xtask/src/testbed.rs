@@ -23,6 +23,13 @@ enum Action {
         /// Also write the agent's `file:` source here.
         #[arg(long)]
         source_out: Option<PathBuf>,
+        /// `kube`: also start the API server emulator (`bulkhead-apiserver`) serving the
+        /// scenario's objects, for `firewall-agent run --source kube`. Stopped by `down`.
+        #[arg(long, value_enum)]
+        source: Option<SourceKind>,
+        /// Port of the API server emulator on 127.0.0.1 (0 = any free port).
+        #[arg(long, default_value_t = 0)]
+        apiserver_port: u16,
     },
     /// Prints the connectivity matrix of the running testbed.
     Probe {
@@ -42,6 +49,13 @@ enum Action {
     },
 }
 
+/// Extra sources `up` can provide for the agent.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SourceKind {
+    /// The Kubernetes API (served by the emulator).
+    Kube,
+}
+
 /// Runs one `testbed` action.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if !is_root() {
@@ -53,9 +67,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Action::Up {
             scenario: path,
             source_out,
+            source,
+            apiserver_port,
         } => {
             let scenario = Scenario::load(&path)?;
-            let pod_binary = build_pod_binary()?;
+            let pod_binary = build_binary("bulkhead-pod")?;
+            let apiserver_binary = match source {
+                Some(SourceKind::Kube) => Some(build_binary("bulkhead-apiserver")?),
+                None => None,
+            };
             let tb = Testbed::up(&scenario, &Options { pod_binary })?;
             println!(
                 "testbed {} is up (bridge {}, node {} / {})",
@@ -82,6 +102,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 println!(
                     "agent source: firewall-agent run --source file:{} --node-name {} --cgroup-root {}",
                     path.display(),
+                    scenario.node_name,
+                    tb.cgroup_root().display()
+                );
+            }
+            if let Some(bin) = apiserver_binary {
+                let api = tb.start_apiserver(&bin, apiserver_port, &[])?;
+                println!(
+                    "API server emulator: {} (pid {}, objects {})",
+                    api.url,
+                    api.pid,
+                    api.objects.display()
+                );
+                println!("kubeconfig: {}", api.kubeconfig.display());
+                println!(
+                    "agent: firewall-agent run --source kube --kubeconfig {} --node-name {} --cgroup-root {}",
+                    api.kubeconfig.display(),
                     scenario.node_name,
                     tb.cgroup_root().display()
                 );
@@ -136,17 +172,17 @@ fn serde_yaml_name(text: &str) -> Option<String> {
         .map(|v| v.split('#').next().unwrap_or("").trim().to_owned())
 }
 
-/// Builds `bulkhead-pod` and returns its path in the target directory.
-fn build_pod_binary() -> anyhow::Result<PathBuf> {
+/// Builds a `bulkhead-tests` binary and returns its path in the target directory.
+fn build_binary(name: &str) -> anyhow::Result<PathBuf> {
     let status = cargo()
-        .args(["build", "-p", "bulkhead-tests", "--bin", "bulkhead-pod"])
+        .args(["build", "-p", "bulkhead-tests", "--bin", name])
         .current_dir(workspace_root())
         .status()
         .context("running cargo build")?;
     if !status.success() {
-        bail!("building bulkhead-pod failed ({status})");
+        bail!("building {name} failed ({status})");
     }
-    let bin = target_dir()?.join("debug").join("bulkhead-pod");
+    let bin = target_dir()?.join("debug").join(name);
     if !bin.is_file() {
         bail!("{} missing after the build", bin.display());
     }

@@ -46,6 +46,7 @@ impl ResourceDef {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one table row, positional on purpose
 const fn def(
     group: &'static str,
     version: &'static str,
