@@ -981,31 +981,68 @@ impl Testbed {
     }
 
     fn run_pod_binary(&self, from: Option<&str>, args: &[String]) -> anyhow::Result<String> {
-        let mut cmd = match from {
+        let cmd = match from {
             Some(key) => self.pod_command(key, &self.pod_binary)?,
             None => Command::new(&self.pod_binary),
         };
+        self.run_command(cmd, from.unwrap_or("the host"), args)
+    }
+
+    fn run_command(
+        &self,
+        mut cmd: Command,
+        place: &str,
+        args: &[String],
+    ) -> anyhow::Result<String> {
         let out = cmd
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .with_context(|| {
-                format!(
-                    "running {} in {}",
-                    self.pod_binary.display(),
-                    from.unwrap_or("the host")
-                )
-            })?;
+            .with_context(|| format!("running {} in {place}", self.pod_binary.display()))?;
         if !out.status.success() {
             bail!(
-                "`bulkhead-pod {}` in {} failed ({}): {}",
+                "`bulkhead-pod {}` in {place} failed ({}): {}",
                 args.join(" "),
-                from.unwrap_or("the host"),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
         String::from_utf8(out.stdout).context("bulkhead-pod output is not UTF-8")
+    }
+
+    /// A container (re)start: a new, empty container cgroup below pod `key`'s cgroup, as the
+    /// runtime creates for every container start (recorded for cleanup). Probe from it with
+    /// [`Testbed::probe_in`].
+    pub fn new_container_cgroup(&self, key: &str, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.pod(key)?.pod_cgroup.join(name);
+        self.mkdir_cgroup(&dir)?;
+        Ok(dir)
+    }
+
+    /// One probe from pod `key`'s network namespace but from cgroup `cgroup` (see
+    /// [`Testbed::new_container_cgroup`]).
+    pub fn probe_in(
+        &self,
+        key: &str,
+        cgroup: &Path,
+        target: Target,
+        timeout: Duration,
+    ) -> anyhow::Result<ProbeResult> {
+        let pod = self.pod(key)?;
+        let cmd = command_in(pod.netns.as_deref(), cgroup, &self.pod_binary)?;
+        let args = vec![
+            "connect".to_owned(),
+            "--timeout-ms".to_owned(),
+            timeout.as_millis().to_string(),
+            target.flag().to_owned(),
+            target.addr().to_string(),
+        ];
+        let out = self.run_command(cmd, &cgroup.display().to_string(), &args)?;
+        let line = out
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default();
+        serde_json::from_str(line).with_context(|| format!("bad probe output: {out}"))
     }
 
     fn probe_impl(

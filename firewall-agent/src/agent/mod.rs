@@ -123,7 +123,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         }
         Source::File(_) => None,
     };
-    let mut dirty: Option<Instant> = None;
+    // Whatever the watchers listed before we subscribed is applied on the first turn.
+    let mut dirty: Option<Instant> = changes.is_some().then(Instant::now);
     let mut waiting_logged = false;
 
     let mut poll = interval(cfg.poll);

@@ -375,7 +375,11 @@ impl Store {
                 }
             }
             None => {
-                if meta_str(&Value::Object(meta.clone()), "uid").is_none() {
+                if meta
+                    .get("uid")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
                     meta.insert("uid".into(), Value::String(new_uid()));
                 }
                 if !meta.contains_key("creationTimestamp")
@@ -482,6 +486,18 @@ impl Store {
 mod tests {
     use super::*;
     use crate::apiserver::resources::by_kind;
+
+    #[test]
+    fn a_created_object_keeps_the_uid_it_brings() {
+        // Pods are seeded with the UID their kubelet-style cgroup is named after.
+        let s = Store::default();
+        let pod = by_kind("v1", "Pod").expect("pod");
+        let uid = "2e54e4fa-d38a-4397-a6f3-c115f5c17818";
+        let (a, _) = s
+            .modify(pod, "ns", "p", |_| Ok(json!({"metadata": {"uid": uid}})))
+            .expect("create");
+        assert_eq!(a.value["metadata"]["uid"], uid);
+    }
 
     #[test]
     fn versions_generation_history() {

@@ -52,6 +52,23 @@ impl Agent {
     /// Starts `firewall-agent run --source file:SOURCE --cgroup-root ROOT --node-name NODE` plus
     /// `extra` arguments, and waits until it has applied a policy.
     pub fn start(source: &Path, cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
+        let source = format!("file:{}", source.display());
+        Self::launch(&["--source", &source], cgroup_root, node, extra)
+    }
+
+    /// Starts `firewall-agent run --source kube --kubeconfig KUBECONFIG ...` (the API server
+    /// emulator's kubeconfig) and waits until it has applied a policy from a complete sync.
+    pub fn start_kube(kubeconfig: &Path, cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
+        let kc = kubeconfig.display().to_string();
+        Self::launch(
+            &["--source", "kube", "--kubeconfig", &kc],
+            cgroup_root,
+            node,
+            extra,
+        )
+    }
+
+    fn launch(source: &[&str], cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
         let mut cmd = Command::new(agent_bin());
         cmd.args([
             "--log-format",
@@ -62,8 +79,7 @@ impl Agent {
             "--node-name",
             node,
         ])
-        .arg("--source")
-        .arg(format!("file:{}", source.display()))
+        .args(source)
         .arg("--cgroup-root")
         .arg(cgroup_root)
         .args(extra)

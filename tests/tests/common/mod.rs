@@ -3,10 +3,10 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod kube_node;
 pub mod node;
 
 pub use agent::pretty;
-pub use node::Node;
 
 use serde_json::Value;
 

@@ -25,7 +25,8 @@ pub struct Node {
     dir: PathBuf,
 }
 
-fn docs(policies: &[&str]) -> Vec<serde_yaml::Value> {
+/// YAML documents as values.
+pub fn docs(policies: &[&str]) -> Vec<serde_yaml::Value> {
     policies
         .iter()
         .map(|p| serde_yaml::from_str(p).expect("policy YAML"))
@@ -67,6 +68,16 @@ impl Node {
         self.tb
             .write_source(&self.source, &docs(policies))
             .expect("write source");
+    }
+
+    /// The testbed.
+    pub fn testbed(&self) -> &Testbed {
+        &self.tb
+    }
+
+    /// This test's scratch directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// Replaces the source file with arbitrary text.

@@ -1,0 +1,468 @@
+//! End-to-end tests of `--source kube`: the real agent talks to the API server emulator through
+//! the unmodified kube client, and real packets between simulated pods show what it enforces.
+//! Needs root; skips loudly otherwise (CI runs as root).
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    thread,
+    time::Duration,
+};
+
+use bulkhead_tests::Protocol;
+use common::{
+    find,
+    kube_node::{AGENT_NAMESPACE, KubeNode, object, wait_for},
+    pretty, require_root,
+};
+use serde_json::{Value, json};
+
+/// Three namespaces, one pod each, all serving TCP 80.
+const PODS: &str = r#"
+namespaces:
+  - {name: a}
+  - {name: b}
+  - {name: c}
+pods:
+  - {name: client, namespace: a, labels: {app: client}, serve: [{protocol: TCP, port: 80}]}
+  - {name: server, namespace: b, labels: {app: server}, serve: [{protocol: TCP, port: 80}]}
+  - {name: server, namespace: c, labels: {app: server}, serve: [{protocol: TCP, port: 80}]}
+"#;
+
+fn baseline(mode: &str) -> String {
+    format!(
+        r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: ClusterFirewall
+metadata: {{name: baseline}}
+spec:
+  priority: 100
+  rules: []
+  defaults: {{crossNamespace: Deny, mode: {mode}}}
+"#
+    )
+}
+
+/// b admits a on port 80.
+const B_FROM_A: &str = r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: from-a, namespace: b}
+spec:
+  ingress:
+    - from: {namespaces: [a]}
+      ports: [{protocol: TCP, port: 80}]
+"#;
+
+/// c admits a on port 80.
+const C_FROM_A: &str = r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: from-a, namespace: c}
+spec:
+  ingress:
+    - from: {namespaces: [a]}
+      ports: [{protocol: TCP, port: 80}]
+"#;
+
+/// A free local TCP port for the agent's probe endpoints.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `GET path` on the agent's probe server: the status code.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The outcome of a TCP probe a -> b or a -> c.
+fn to(node: &KubeNode, ns: &str) -> String {
+    node.tcp("a/client", &format!("{ns}/server"), 80)
+        .result
+        .as_str()
+        .to_owned()
+}
+
+#[test]
+fn a_policy_created_through_the_api_is_enforced_within_a_second() {
+    if !require_root("a_policy_created_through_the_api_is_enforced_within_a_second") {
+        return;
+    }
+    let node = KubeNode::up("kapi", 30, PODS, &[&baseline("Enforce")], &[]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = node.agent(&["--metrics-addr", &addr]);
+    assert_eq!(http_status(port, "/readyz"), Some(200));
+    assert_eq!(http_status(port, "/healthz"), Some(200));
+    assert_eq!(to(&node, "b"), "denied");
+
+    node.apply(B_FROM_A);
+    let (_, took) = wait_for(Duration::from_secs(5), "a -> b allowed", || {
+        (to(&node, "b") == "ok").then_some(())
+    });
+    eprintln!("policy created -> enforced on new connections: {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the new policy took {took:?} to apply"
+    );
+    assert_eq!(to(&node, "c"), "denied", "only b opened");
+
+    // Status: one agent (the Lease holder) reports the object as accepted.
+    let (cond, _) = wait_for(Duration::from_secs(10), "Accepted condition", || {
+        node.accepted("NamespaceFirewall", Some("b"), "from-a")
+    });
+    assert_eq!(cond["status"], "True", "{cond}");
+    assert_eq!(cond["observedGeneration"], 1, "{cond}");
+    let lease = node
+        .api
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some(AGENT_NAMESPACE),
+            "bulkhead-status",
+        )
+        .expect("status lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "node-1");
+
+    // The agent watched only live pods, with a field selector.
+    let pod_watches: Vec<_> = node
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/pods")
+        .collect();
+    assert!(!pod_watches.is_empty());
+    assert!(
+        pod_watches
+            .iter()
+            .all(|r| r.query.contains("fieldSelector=status.phase")),
+        "{:?}",
+        pod_watches.iter().map(|r| &r.query).collect::<Vec<_>>()
+    );
+    drop(agent);
+}
+
+#[test]
+fn a_namespace_label_flips_monitor_and_enforce() {
+    if !require_root("a_namespace_label_flips_monitor_and_enforce") {
+        return;
+    }
+    let node = KubeNode::up("klbl", 31, PODS, &[&baseline("Monitor")], &[]);
+    let agent = node.agent(&[]);
+    assert_eq!(to(&node, "b"), "ok", "monitor lets it through");
+    let namespace = |mode: &str| {
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "a", "labels": {"kubernetes.io/metadata.name": "a", "bulkhead.dev/mode": mode}}})
+    };
+    node.api.apply(namespace("enforce")).expect("label a");
+    let (_, took) = wait_for(Duration::from_secs(5), "a enforces", || {
+        (to(&node, "b") == "denied").then_some(())
+    });
+    assert!(took < Duration::from_secs(1), "label took {took:?}");
+    node.api.apply(namespace("monitor")).expect("relabel a");
+    wait_for(Duration::from_secs(5), "a monitors again", || {
+        (to(&node, "b") == "ok").then_some(())
+    });
+    let lines = agent.stop();
+    let egress = |verdict: &str| {
+        find(&lines, |l| {
+            l["direction"] == "egress" && l["verdict"] == verdict && l["dst"]["namespace"] == "b"
+        })
+        .len()
+    };
+    assert!(egress("AUDIT") >= 1, "{}", pretty(&lines));
+    assert!(egress("DENIED") >= 1, "{}", pretty(&lines));
+}
+
+#[test]
+fn a_new_pod_is_classified_and_a_deleted_pod_is_forgotten() {
+    if !require_root("a_new_pod_is_classified_and_a_deleted_pod_is_forgotten") {
+        return;
+    }
+    // a/client runs, but the API does not know it yet: its traffic is nobody's (world), and
+    // ingress from the world is not restricted.
+    let node = KubeNode::up("kpod", 32, PODS, &[&baseline("Enforce")], &["a/client"]);
+    let agent = node.agent(&[]);
+    assert_eq!(to(&node, "b"), "ok");
+
+    let pod = node.pod_object("a/client");
+    node.api.apply(pod).expect("create pod");
+    let (_, took) = wait_for(Duration::from_secs(5), "new pod classified", || {
+        (to(&node, "b") == "denied").then_some(())
+    });
+    eprintln!("pod created -> classified: {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "classification took {took:?}"
+    );
+    let lines = agent.wait_violations(Duration::from_secs(3), |l| {
+        l.iter()
+            .any(|l| l["verdict"] == "DENIED" && l["src"]["pod"] == "client")
+    });
+    let line = find(&lines, |l| l["src"]["pod"] == "client")[0].clone();
+    assert_eq!(
+        (&line["src"]["namespace"], &line["dst"]["namespace"]),
+        (&json!("a"), &json!("b")),
+        "{line}"
+    );
+
+    // A container restart: a new cgroup the agent has not discovered yet. Its packets are still
+    // identified by the pod's address (so never let through), and within the rediscovery
+    // period (1 s) by the cgroup itself (refused at connect()).
+    let cgroup = node
+        .testbed()
+        .new_container_cgroup("a/client", "restarted")
+        .expect("new container cgroup");
+    let target = node
+        .testbed()
+        .target("b/server", Protocol::Tcp, 80)
+        .expect("target");
+    let from_new = || {
+        node.testbed()
+            .probe_in("a/client", &cgroup, target, Duration::from_millis(300))
+            .expect("probe")
+            .result
+    };
+    let started = std::time::Instant::now();
+    let first = from_new();
+    assert_ne!(
+        first.as_str(),
+        "ok",
+        "a restarted container slipped through"
+    );
+    let (_, _) = wait_for(
+        Duration::from_secs(5),
+        "restarted container's cgroup classified",
+        || (from_new().as_str() == "denied").then_some(()),
+    );
+    let took = started.elapsed();
+    eprintln!("container restarted -> cgroup classified: {took:?} (first probe: {first:?})");
+    assert!(
+        took < Duration::from_secs(2),
+        "cgroup discovery took {took:?}"
+    );
+
+    node.api
+        .delete("v1", "Pod", Some("a"), "client")
+        .expect("delete pod");
+    let (_, took) = wait_for(Duration::from_secs(5), "deleted pod forgotten", || {
+        (to(&node, "b") == "ok").then_some(())
+    });
+    assert!(took < Duration::from_secs(1), "forgetting took {took:?}");
+}
+
+#[test]
+fn an_api_outage_keeps_enforcement_and_changes_made_during_it_apply_after() {
+    if !require_root("an_api_outage_keeps_enforcement_and_changes_made_during_it_apply_after") {
+        return;
+    }
+    let node = KubeNode::up("kout", 33, PODS, &[&baseline("Enforce"), B_FROM_A], &[]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = node.agent(&["--metrics-addr", &addr]);
+    assert_eq!(
+        (to(&node, "b"), to(&node, "c")),
+        ("ok".into(), "denied".into())
+    );
+
+    node.api.stop();
+    // The agent notices (its watches fail) but keeps the last known policy.
+    agent.wait_for_log(
+        "watch failed; retrying with backoff, the last known state stays in force",
+        Duration::from_secs(10),
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            (to(&node, "b"), to(&node, "c")),
+            ("ok".into(), "denied".into())
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        http_status(port, "/readyz"),
+        Some(200),
+        "still serving its last policy"
+    );
+    // Changes while the API is down (they reach the agent when it comes back).
+    node.api.apply(object(C_FROM_A)).expect("open c");
+    node.api
+        .delete(
+            "bulkhead.dev/v1alpha1",
+            "NamespaceFirewall",
+            Some("b"),
+            "from-a",
+        )
+        .expect("close b");
+    assert_eq!(
+        (to(&node, "b"), to(&node, "c")),
+        ("ok".into(), "denied".into())
+    );
+
+    node.api.restart().expect("API back");
+    let (_, took) = wait_for(
+        Duration::from_secs(40),
+        "changes applied after the outage",
+        || (to(&node, "b") == "denied" && to(&node, "c") == "ok").then_some(()),
+    );
+    eprintln!("API back -> changes applied: {took:?}");
+}
+
+#[test]
+fn a_forced_relist_keeps_every_verdict() {
+    if !require_root("a_forced_relist_keeps_every_verdict") {
+        return;
+    }
+    let node = KubeNode::up("kgone", 34, PODS, &[&baseline("Enforce"), B_FROM_A], &[]);
+    let agent = node.agent(&[]);
+    let relisted_before = agent.logs_with("relisted").len();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let wrong = thread::scope(|s| {
+        let prober = s.spawn(|| {
+            let mut wrong = Vec::new();
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || rounds < 10 {
+                let got = (to(&node, "b"), to(&node, "c"));
+                if got != ("ok".to_owned(), "denied".to_owned()) {
+                    wrong.push(got);
+                }
+                rounds += 1;
+            }
+            wrong
+        });
+        // Every open watch ends with 410 Gone and resuming from the old resourceVersion is refused:
+        // the agent must list everything again.
+        node.api.compact();
+        agent.wait_for_log_count("relisted", relisted_before + 6, Duration::from_secs(40));
+        thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        prober.join().expect("prober")
+    });
+    assert!(
+        wrong.is_empty(),
+        "wrong verdicts during the relist: {wrong:?}"
+    );
+    // And the watches work again afterwards.
+    node.apply(C_FROM_A);
+    wait_for(Duration::from_secs(5), "change after relist", || {
+        (to(&node, "c") == "ok").then_some(())
+    });
+}
+
+#[test]
+fn an_invalid_object_is_refused_in_its_status_while_valid_ones_keep_working() {
+    if !require_root("an_invalid_object_is_refused_in_its_status_while_valid_ones_keep_working") {
+        return;
+    }
+    // Another agent holds the status Lease: this one must not write status.
+    let now = time_now();
+    let other = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "bulkhead-status", "namespace": AGENT_NAMESPACE},
+        "spec": {"holderIdentity": "node-2", "leaseDurationSeconds": 3600, "acquireTime": now, "renewTime": now},
+    });
+    let broken = r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: typo, namespace: c}
+spec:
+  ingress:
+    - from: {namespaces: [a]}
+      ports: [{protocol: TCP, port: 70000}]
+"#;
+    let node = KubeNode::up(
+        "kbad",
+        35,
+        PODS,
+        &[&baseline("Enforce"), B_FROM_A, broken],
+        &[],
+    );
+    node.api.apply(other).expect("lease of another agent");
+    let agent = node.agent(&[]);
+    assert_eq!(
+        (to(&node, "b"), to(&node, "c")),
+        ("ok".into(), "denied".into())
+    );
+    let rejected = agent.logs_with("policy object rejected; the rest of the policy applies");
+    assert!(
+        rejected.iter().any(|l| l["object"]
+            .as_str()
+            .is_some_and(|o| o.contains("NamespaceFirewall/c/typo")
+                && o.contains("spec.ingress[0].ports[0].port"))),
+        "{}",
+        pretty(&rejected)
+    );
+    thread::sleep(Duration::from_secs(2));
+    assert!(
+        node.accepted("NamespaceFirewall", Some("b"), "from-a")
+            .is_none(),
+        "status written without holding the Lease"
+    );
+
+    // The other agent goes away: this one takes the Lease over and reports.
+    node.api
+        .delete(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some(AGENT_NAMESPACE),
+            "bulkhead-status",
+        )
+        .expect("release lease");
+    let (bad, _) = wait_for(
+        Duration::from_secs(15),
+        "status of the broken object",
+        || node.accepted("NamespaceFirewall", Some("c"), "typo"),
+    );
+    assert_eq!(
+        (&bad["status"], &bad["reason"]),
+        (&json!("False"), &json!("InvalidSpec")),
+        "{bad}"
+    );
+    assert!(
+        bad["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spec.ingress[0].ports[0].port")),
+        "{bad}"
+    );
+    let (good, _) = wait_for(Duration::from_secs(5), "status of the valid object", || {
+        node.accepted("NamespaceFirewall", Some("b"), "from-a")
+    });
+    assert_eq!(good["status"], "True", "{good}");
+    let (cfw, _) = wait_for(
+        Duration::from_secs(5),
+        "status of the ClusterFirewall",
+        || node.accepted("ClusterFirewall", None, "baseline"),
+    );
+    assert_eq!(cfw["status"], "True", "{cfw}");
+
+    // Fixing the object flips its condition and opens the flow.
+    node.apply(&broken.replace("70000", "80"));
+    wait_for(Duration::from_secs(5), "fixed object applied", || {
+        (to(&node, "c") == "ok").then_some(())
+    });
+    wait_for(Duration::from_secs(10), "fixed object accepted", || {
+        node.accepted("NamespaceFirewall", Some("c"), "typo")
+            .filter(|c| c["status"] == "True" && c["observedGeneration"] == 2)
+    });
+    drop(agent);
+}
+
+/// Now as an RFC 3339 timestamp.
+fn time_now() -> Value {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format time");
+    json!(now)
+}
