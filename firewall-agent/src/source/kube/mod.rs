@@ -461,15 +461,45 @@ async fn pump<K>(
                 }
                 state.bump();
             }
+            Err(e) if status_code(&e) == Some(410) => {
+                // Normal after a long disconnection or etcd compaction: the watcher relists.
+                info!(kind, "watch expired (410 Gone); relisting");
+            }
             Err(e) => {
                 state.errors.fetch_add(1, Ordering::Relaxed);
                 if !failing {
-                    warn!(kind, error = %e, "watch failed; retrying with backoff, the last known state stays in force");
+                    warn!(kind, error = %e, hint = hint(&e), "watch failed; retrying with backoff, the last known state stays in force");
                     failing = true;
                 } else {
                     debug!(kind, error = %e, "watch still failing");
                 }
             }
         }
+    }
+}
+
+/// The HTTP status of an API error behind a watcher error.
+fn status_code(e: &watcher::Error) -> Option<u16> {
+    match e {
+        watcher::Error::WatchError(s) => Some(s.code),
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// What an operator should check for the usual causes of a failing watch.
+fn hint(e: &watcher::Error) -> &'static str {
+    match status_code(e) {
+        Some(404) => {
+            "the API server does not serve this kind: are the Bulkhead CRDs installed (kubectl apply -k deploy/)?"
+        }
+        Some(401) => "the API server refused the agent's credentials",
+        Some(403) => {
+            "forbidden: the agent's ServiceAccount needs list and watch on this kind (deploy/ ClusterRole)"
+        }
+        Some(_) => "the API server answered with an error",
+        None => "the API server is unreachable or the connection broke",
     }
 }
