@@ -158,6 +158,54 @@ pub enum Counter {
 /// Number of entries in the counters map.
 pub const COUNTERS_LEN: u32 = 18;
 
+impl Counter {
+    /// Every counter, in map order.
+    pub const ALL: [Counter; COUNTERS_LEN as usize] = [
+        Counter::NotPod,
+        Counter::ConntrackHit,
+        Counter::SameNamespace,
+        Counter::Dns,
+        Counter::Unrestricted,
+        Counter::PolicyAllow,
+        Counter::PolicyAudit,
+        Counter::PolicyDrop,
+        Counter::PolicyOff,
+        Counter::FragmentDrop,
+        Counter::FragmentPass,
+        Counter::Malformed,
+        Counter::EventsLost,
+        Counter::EventsFolded,
+        Counter::EventsSent,
+        Counter::ConntrackFull,
+        Counter::ConnectDenied,
+        Counter::ByAddress,
+    ];
+
+    /// Stable snake_case name (metric label values).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::NotPod => "not_pod",
+            Counter::ConntrackHit => "conntrack_hit",
+            Counter::SameNamespace => "same_namespace",
+            Counter::Dns => "dns",
+            Counter::Unrestricted => "unrestricted",
+            Counter::PolicyAllow => "policy_allow",
+            Counter::PolicyAudit => "policy_audit",
+            Counter::PolicyDrop => "policy_drop",
+            Counter::PolicyOff => "policy_off",
+            Counter::FragmentDrop => "fragment_drop",
+            Counter::FragmentPass => "fragment_pass",
+            Counter::Malformed => "malformed",
+            Counter::EventsLost => "events_lost",
+            Counter::EventsFolded => "events_folded",
+            Counter::EventsSent => "events_sent",
+            Counter::ConntrackFull => "conntrack_full",
+            Counter::ConnectDenied => "connect_denied",
+            Counter::ByAddress => "by_address",
+        }
+    }
+}
+
 /// An endpoint's identity: the value of the cgroup map and the IP tries.
 ///
 /// `id` is what the policy is keyed by (a namespace, or a namespace narrowed to the set of

@@ -74,8 +74,8 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// `GET path` on the agent's probe server: the status code.
-fn http_status(port: u16, path: &str) -> Option<u16> {
+/// `GET path` on the agent's metrics server: status code and body.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(
@@ -85,7 +85,22 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
-    out.split_whitespace().nth(1)?.parse().ok()
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((code, body))
+}
+
+/// The status code of `GET path`.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_get(port, path).map(|(code, _)| code)
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed) in a scrape; 0 when absent.
+fn sample(port: u16, series: &str) -> f64 {
+    let (_, body) = http_get(port, "/metrics").expect("scrape /metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The outcome of a TCP probe a -> b or a -> c.
@@ -107,7 +122,30 @@ fn a_policy_created_through_the_api_is_enforced_within_a_second() {
     let agent = node.agent(&["--metrics-addr", &addr]);
     assert_eq!(http_status(port, "/readyz"), Some(200));
     assert_eq!(http_status(port, "/healthz"), Some(200));
+    let denied_ab = r#"bulkhead_violations_total{verdict="DENIED",direction="egress",src_namespace="a",dst_namespace="b"}"#;
+    let connect_denied = r#"bulkhead_datapath_packets_total{reason="connect_denied"}"#;
+    let (v0, c0) = (sample(port, denied_ab), sample(port, connect_denied));
     assert_eq!(to(&node, "b"), "denied");
+    assert_eq!(to(&node, "b"), "denied");
+    // Metrics move with the traffic (the kernel counters are read every second).
+    wait_for(
+        Duration::from_secs(5),
+        "metrics counted the denials",
+        || {
+            (sample(port, denied_ab) >= v0 + 2.0 && sample(port, connect_denied) >= c0 + 2.0)
+                .then_some(())
+        },
+    );
+    let (_, body) = http_get(port, "/metrics").expect("scrape");
+    for family in [
+        "bulkhead_map_fill_ratio{map=\"POLICY\"}",
+        "bulkhead_policy_objects{state=\"accepted\"} 1",
+        "bulkhead_source_synced 1",
+        "bulkhead_policy_last_applied_timestamp_seconds",
+        "bulkhead_events_lost_total",
+    ] {
+        assert!(body.contains(family), "no {family} in:\n{body}");
+    }
 
     node.apply(B_FROM_A);
     let (_, took) = wait_for(Duration::from_secs(5), "a -> b allowed", || {

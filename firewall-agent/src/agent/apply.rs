@@ -3,6 +3,8 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Instant};
 
 use tracing::{error, info, warn};
 
+use super::metrics::Metrics;
+
 use crate::{
     cgroups,
     compiler::{self, CompileOptions, Compiled, IdAllocator},
@@ -21,6 +23,7 @@ pub struct PolicyState {
     cgroup_ids: BTreeMap<String, Vec<u64>>,
     rejections: Vec<String>,
     rejected: Vec<Rejection>,
+    metrics: Arc<Metrics>,
     /// Whether a policy has been applied at least once.
     pub ready: bool,
 }
@@ -68,7 +71,7 @@ pub fn name_tables(model: &ClusterModel, c: &Compiled) -> NameTables {
 
 impl PolicyState {
     /// Empty state: nothing applied yet.
-    pub fn new(opts: CompileOptions, cgroup_root: PathBuf) -> Self {
+    pub fn new(opts: CompileOptions, cgroup_root: PathBuf, metrics: Arc<Metrics>) -> Self {
         Self {
             opts,
             cgroup_root,
@@ -77,6 +80,7 @@ impl PolicyState {
             cgroup_ids: BTreeMap::new(),
             rejections: Vec::new(),
             rejected: Vec::new(),
+            metrics,
             ready: false,
         }
     }
@@ -146,6 +150,16 @@ impl PolicyState {
         match writer.apply(&contents) {
             Ok(stats) => {
                 names.set(stats.slot, name_tables(&model, &compiled));
+                let objects = model.namespace_firewalls.len()
+                    + model.cluster_firewalls.len()
+                    + model.rejected.len();
+                let rejected = compiled.rejected.len();
+                self.metrics.applied(
+                    started.elapsed(),
+                    objects.saturating_sub(rejected),
+                    rejected,
+                );
+                self.metrics.observe_maps(&writer.entries());
                 info!(
                     written = stats.written,
                     deleted = stats.deleted,

@@ -1,4 +1,4 @@
-//! `/healthz` and `/readyz` on `--metrics-addr`, for the DaemonSet's probes.
+//! `/metrics`, `/healthz` and `/readyz` on `--metrics-addr`: Prometheus and the DaemonSet's probes.
 //!
 //! Ready means a policy has been applied from a complete view of the source (for `kube`, after
 //! every kind was listed once): a rolling update waits for that before moving to the next node.
@@ -12,7 +12,14 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    routing::get,
+};
+
+use super::metrics::Metrics;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{error, info};
 
@@ -49,16 +56,36 @@ impl Health {
     }
 }
 
-async fn healthz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
-    if h.healthy() {
+/// What the endpoints read.
+pub struct Served {
+    /// Probe state.
+    pub health: Arc<Health>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+async fn healthz(State(s): State<Arc<Served>>) -> (StatusCode, &'static str) {
+    if s.health.healthy() {
         (StatusCode::OK, "ok\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "agent loop stalled\n")
     }
 }
 
-async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
-    if h.ready.load(Ordering::Acquire) {
+async fn metrics(
+    State(s): State<Arc<Served>>,
+) -> ([(header::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}
+
+async fn readyz(State(s): State<Arc<Served>>) -> (StatusCode, &'static str) {
+    if s.health.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ok\n")
     } else {
         (
@@ -68,14 +95,15 @@ async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Binds `addr` and serves the probes until the agent exits.
-pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<JoinHandle<()>> {
+/// Binds `addr` and serves metrics and probes until the agent exits.
+pub async fn serve(addr: SocketAddr, served: Served) -> std::io::Result<JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
-    info!(addr = %listener.local_addr()?, "serving /healthz and /readyz");
+    info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
     let app = Router::new()
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(health);
+        .with_state(Arc::new(served));
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             error!(error = %e, "probe server stopped");

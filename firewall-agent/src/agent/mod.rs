@@ -2,6 +2,7 @@
 //! and write the violation log until SIGTERM/SIGINT.
 pub mod apply;
 pub mod health;
+pub mod metrics;
 pub mod violations;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -28,6 +29,7 @@ use crate::{
 };
 use apply::PolicyState;
 use health::Health;
+use metrics::Metrics;
 use violations::{ViolationLog, counter};
 
 /// Everything `run` needs, already validated by the CLI.
@@ -81,10 +83,15 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     };
     let health = Arc::new(Health::default());
     health.beat();
+    let metrics = Arc::new(Metrics::new(&cfg.load));
     if let Some(addr) = cfg.metrics_addr {
-        health::serve(addr, health.clone())
+        let served = health::Served {
+            health: health.clone(),
+            metrics: metrics.clone(),
+        };
+        health::serve(addr, served)
             .await
-            .with_context(|| format!("serving probes on {addr}"))?;
+            .with_context(|| format!("serving metrics and probes on {addr}"))?;
     }
     let (mut datapath, state_maps, event_maps) =
         Datapath::load(&cfg.load).context("loading the eBPF datapath")?;
@@ -94,8 +101,12 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     info!(cgroup_root = %cfg.cgroup_root.display(), node = %cfg.compile.node_name, source = ?cfg.source, "datapath attached");
     let mut writer = MapWriter::new(state_maps).context("initialising the maps")?;
     let mut names = Names::default();
-    let mut state = PolicyState::new(cfg.compile.clone(), cfg.cgroup_root.clone());
-    let mut log = ViolationLog::new(&cfg.compile.node_name);
+    let mut state = PolicyState::new(
+        cfg.compile.clone(),
+        cfg.cgroup_root.clone(),
+        metrics.clone(),
+    );
+    let mut log = ViolationLog::new(&cfg.compile.node_name, metrics.clone());
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until the agent exits.
     let mut ring = unsafe {
         AsyncFd::register_with_interest(event_maps.events, tokio::io::Interest::READABLE)
@@ -179,6 +190,18 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             }
             _ = second.tick() => {
                 health.beat();
+                metrics.observe_kernel(|c| counter(&event_maps.counters, c));
+                match &source {
+                    Source::Kube(k) => {
+                        let st = k.state();
+                        metrics.observe_source(
+                            st.is_synced(),
+                            st.errors.load(std::sync::atomic::Ordering::Relaxed),
+                            st.last_event_ms.load(std::sync::atomic::Ordering::Relaxed),
+                        );
+                    }
+                    Source::File(_) => metrics.observe_source(state.ready, 0, 0),
+                }
                 if state.rediscover() {
                     info!("pod cgroups changed");
                     state.apply(&mut writer, &mut names);

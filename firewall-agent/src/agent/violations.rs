@@ -9,6 +9,9 @@ use firewall_common::{Counter, FoldKey, FoldValue, ViolationEvent};
 use serde::Serialize;
 use tracing::{debug, warn};
 
+use std::sync::Arc;
+
+use super::metrics::Metrics;
 use crate::events::{Accounting, Names, format};
 
 /// Monotonic clock (what `bpf_ktime_get_ns` returns), in ns.
@@ -46,19 +49,26 @@ pub struct ViolationLog {
     node: String,
     accounting: Accounting,
     lost_reported: u64,
+    metrics: Arc<Metrics>,
     /// Lines printed (for the shutdown summary).
     pub lines: u64,
 }
 
 impl ViolationLog {
-    /// A log for `node`.
-    pub fn new(node: &str) -> Self {
+    /// A log for `node`; every line is also counted in `metrics`.
+    pub fn new(node: &str, metrics: Arc<Metrics>) -> Self {
         Self {
             node: node.to_owned(),
             accounting: Accounting::default(),
             lost_reported: 0,
+            metrics,
             lines: 0,
         }
+    }
+
+    fn print_violation(&mut self, line: &format::LogLine) {
+        self.metrics.violation(line);
+        self.print(line);
     }
 
     fn print<T: Serialize>(&mut self, line: &T) {
@@ -98,7 +108,7 @@ impl ViolationLog {
                     Self::event_ts(&ev),
                     count,
                 );
-                self.print(&line);
+                self.print_violation(&line);
             } else {
                 debug!("event already accounted by a sweep");
             }
@@ -124,7 +134,7 @@ impl ViolationLog {
                 }
                 None => format::from_fold_key(&key, names.slot(0), &self.node, ts.clone(), count),
             };
-            self.print(&line);
+            self.print_violation(&line);
         }
         let lost = counter(counters, Counter::EventsLost);
         if lost > self.lost_reported {

@@ -135,6 +135,18 @@ impl MapWriter {
         &self.slots[usize::from(self.active)]
     }
 
+    /// Entries held in the kernel per state map, both slots together (what counts against each
+    /// map's capacity): `(map name, entries)`.
+    pub fn entries(&self) -> [(&'static str, usize); 4] {
+        let sum = |f: fn(&MapContents) -> usize| self.slots.iter().map(f).sum();
+        [
+            (maps::CGROUPS, sum(|c| c.cgroups.len())),
+            (maps::IPV4, sum(|c| c.ipv4.len())),
+            (maps::IPV6, sum(|c| c.ipv6.len())),
+            (maps::POLICY, sum(|c| c.policy.len())),
+        ]
+    }
+
     /// Writes `want` into the inactive slot, then makes it active.
     pub fn apply(&mut self, want: &MapContents) -> Result<ApplyStats, WriteError> {
         let slot = 1 - self.active;

@@ -1,0 +1,335 @@
+//! Prometheus metrics (`/metrics` on `--metrics-addr`), with the `prometheus-client` crate.
+//!
+//! Cardinality is bounded by construction: datapath counters are labelled by reason (a fixed
+//! enum); violations by verdict, direction and namespace pair, where at most [`MAX_PAIRS`]
+//! distinct pairs get their own series and the rest are counted under `_other`; maps by name.
+use std::{
+    collections::HashSet,
+    sync::{Mutex, atomic::AtomicU64},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use firewall_common::{COUNTERS_LEN, Counter as KernelCounter, capacity};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::{datapath::LoadOptions, events::format::LogLine};
+
+/// Namespace pairs with their own violation series; further pairs share `_other`.
+pub const MAX_PAIRS: usize = 1000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViolationLabels {
+    verdict: &'static str,
+    direction: &'static str,
+    src_namespace: String,
+    dst_namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapLabels {
+    map: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric the agent exports, updated by its loop and encoded on scrape.
+pub struct Metrics {
+    registry: Registry,
+    datapath: Family<ReasonLabels, Counter>,
+    kernel_seen: Mutex<[u64; COUNTERS_LEN as usize]>,
+    violations: Family<ViolationLabels, Counter>,
+    pairs: Mutex<HashSet<(String, String)>>,
+    events_lost: Counter,
+    map_entries: Family<MapLabels, Gauge>,
+    map_capacity: Family<MapLabels, Gauge>,
+    map_fill: Family<MapLabels, FloatGauge>,
+    policy_objects: Family<StateLabels, Gauge>,
+    apply_seconds: Histogram,
+    last_apply: FloatGauge,
+    source_synced: Gauge,
+    source_errors: Counter,
+    source_last_change: FloatGauge,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Metrics {
+    /// All metrics registered, capacities set from the load options.
+    pub fn new(load: &LoadOptions) -> Self {
+        let mut registry = Registry::with_prefix("bulkhead");
+        let m = Self {
+            registry: Registry::default(),
+            datapath: Family::default(),
+            kernel_seen: Mutex::new([0; COUNTERS_LEN as usize]),
+            violations: Family::default(),
+            pairs: Mutex::default(),
+            events_lost: Counter::default(),
+            map_entries: Family::default(),
+            map_capacity: Family::default(),
+            map_fill: Family::default(),
+            policy_objects: Family::default(),
+            apply_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            last_apply: FloatGauge::default(),
+            source_synced: Gauge::default(),
+            source_errors: Counter::default(),
+            source_last_change: FloatGauge::default(),
+        };
+        registry.register(
+            "datapath_packets",
+            "Packets and connections seen by the eBPF programs, by verdict or reason (kernel per-CPU counters)",
+            m.datapath.clone(),
+        );
+        registry.register(
+            "violations",
+            "Denied (DENIED) or audited (AUDIT) connections by deciding side and namespace pair; pairs beyond the first 1000 are counted as _other",
+            m.violations.clone(),
+        );
+        registry.register(
+            "events_lost",
+            "Violation events the ring buffer had no room for (still counted in the log from the fold map)",
+            m.events_lost.clone(),
+        );
+        registry.register(
+            "map_entries",
+            "Entries in each state map (both slots)",
+            m.map_entries.clone(),
+        );
+        registry.register(
+            "map_capacity",
+            "Capacity of each state map",
+            m.map_capacity.clone(),
+        );
+        registry.register(
+            "map_fill_ratio",
+            "map_entries / map_capacity",
+            m.map_fill.clone(),
+        );
+        registry.register(
+            "policy_objects",
+            "Policy objects accepted into the applied policy or rejected whole",
+            m.policy_objects.clone(),
+        );
+        registry.register(
+            "policy_apply_seconds",
+            "Time to compile the cluster model and write the difference into the maps",
+            m.apply_seconds.clone(),
+        );
+        registry.register(
+            "policy_last_applied_timestamp_seconds",
+            "Unix time of the last successful policy apply (sync freshness)",
+            m.last_apply.clone(),
+        );
+        registry.register(
+            "source_synced",
+            "1 once every watched kind has been listed completely (kube source) or the file parsed",
+            m.source_synced.clone(),
+        );
+        registry.register(
+            "source_watch_errors",
+            "Failed lists or watches against the API server (each retried with backoff)",
+            m.source_errors.clone(),
+        );
+        registry.register(
+            "source_last_change_timestamp_seconds",
+            "Unix time of the last change seen from the source",
+            m.source_last_change.clone(),
+        );
+        let capacities = [
+            (firewall_common::maps::CGROUPS, capacity::CGROUPS),
+            (firewall_common::maps::IPV4, capacity::IPV4),
+            (firewall_common::maps::IPV6, capacity::IPV6),
+            (firewall_common::maps::POLICY, load.policy_entries),
+        ];
+        for (map, cap) in capacities {
+            m.map_capacity
+                .get_or_create(&MapLabels { map })
+                .set(i64::from(cap));
+        }
+        Self { registry, ..m }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Catches the datapath counters up with the kernel's (which only grow).
+    pub fn observe_kernel(&self, read: impl Fn(KernelCounter) -> u64) {
+        let Ok(mut seen) = self.kernel_seen.lock() else {
+            return;
+        };
+        for c in KernelCounter::ALL {
+            let now = read(c);
+            let before = &mut seen[c as usize];
+            let delta = now.saturating_sub(*before);
+            *before = now.max(*before);
+            if delta == 0 {
+                continue;
+            }
+            if c == KernelCounter::EventsLost {
+                self.events_lost.inc_by(delta);
+            }
+            self.datapath
+                .get_or_create(&ReasonLabels { reason: c.name() })
+                .inc_by(delta);
+        }
+    }
+
+    /// One violation log line.
+    pub fn violation(&self, line: &LogLine) {
+        let src = line
+            .src
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "_unknown".into());
+        let dst = line
+            .dst
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "_unknown".into());
+        let (src, dst) = match self.pairs.lock() {
+            Ok(mut pairs) => {
+                let key = (src, dst);
+                if pairs.contains(&key) || pairs.len() < MAX_PAIRS {
+                    pairs.insert(key.clone());
+                    key
+                } else {
+                    ("_other".into(), "_other".into())
+                }
+            }
+            Err(_) => ("_other".into(), "_other".into()),
+        };
+        self.violations
+            .get_or_create(&ViolationLabels {
+                verdict: line.verdict,
+                direction: line.direction,
+                src_namespace: src,
+                dst_namespace: dst,
+            })
+            .inc_by(line.count);
+    }
+
+    /// Entries per state map (both slots). Conntrack (an LRU) is not counted: its pressure shows
+    /// as the `conntrack_full` datapath reason.
+    pub fn observe_maps(&self, entries: &[(&'static str, usize)]) {
+        for (map, n) in entries {
+            let n = *n as i64;
+            self.map_entries.get_or_create(&MapLabels { map }).set(n);
+            let cap = self.map_capacity.get_or_create(&MapLabels { map }).get();
+            if cap > 0 {
+                self.map_fill
+                    .get_or_create(&MapLabels { map })
+                    .set(n as f64 / cap as f64);
+            }
+        }
+    }
+
+    /// A policy was applied in `took`, with `accepted` objects and `rejected` ones.
+    pub fn applied(&self, took: Duration, accepted: usize, rejected: usize) {
+        self.apply_seconds.observe(took.as_secs_f64());
+        self.last_apply.set(unix_now());
+        self.policy_objects
+            .get_or_create(&StateLabels { state: "accepted" })
+            .set(accepted as i64);
+        self.policy_objects
+            .get_or_create(&StateLabels { state: "rejected" })
+            .set(rejected as i64);
+    }
+
+    /// Source state: synced or not, total watch errors so far, last change (unix ms).
+    pub fn observe_source(&self, synced: bool, errors: u64, last_change_ms: u64) {
+        self.source_synced.set(i64::from(synced));
+        let before = self.source_errors.get();
+        if errors > before {
+            self.source_errors.inc_by(errors - before);
+        }
+        if last_change_ms > 0 {
+            self.source_last_change.set(last_change_ms as f64 / 1e3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::format::Peer;
+
+    fn line(src: &str, dst: &str) -> LogLine {
+        LogLine {
+            ts: String::new(),
+            kind: "violation",
+            verdict: "DENIED",
+            direction: "egress",
+            node: "n".into(),
+            protocol: "TCP".into(),
+            src: Peer {
+                namespace: Some(src.into()),
+                ..Default::default()
+            },
+            dst: Peer {
+                namespace: Some(dst.into()),
+                ..Default::default()
+            },
+            policy: None,
+            count: 3,
+        }
+    }
+
+    #[test]
+    fn counters_follow_the_kernel_and_pairs_are_capped() {
+        let m = Metrics::new(&LoadOptions {
+            conntrack_entries: 100,
+            policy_entries: 200,
+        });
+        m.observe_kernel(|c| if c == KernelCounter::PolicyDrop { 5 } else { 0 });
+        m.observe_kernel(|c| if c == KernelCounter::PolicyDrop { 7 } else { 0 });
+        for i in 0..MAX_PAIRS + 5 {
+            m.violation(&line(&format!("a{i}"), "db"));
+        }
+        m.observe_maps(&[(firewall_common::maps::POLICY, 50)]);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"bulkhead_datapath_packets_total{reason="policy_drop"} 7"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"bulkhead_violations_total{verdict="DENIED",direction="egress",src_namespace="a0",dst_namespace="db"} 3"#), "{text}");
+        assert!(
+            text.contains(r#"src_namespace="_other",dst_namespace="_other"} 15"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bulkhead_map_fill_ratio{map="POLICY"} 0.25"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bulkhead_map_capacity{map="CONNTRACK"} 100"#),
+            "{text}"
+        );
+    }
+}
