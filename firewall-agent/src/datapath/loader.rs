@@ -189,6 +189,11 @@ impl Datapath {
         Ok(())
     }
 
+    /// The loaded object.
+    pub(crate) fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
     /// The cgroup the programs are attached at.
     pub fn cgroup_root(&self) -> &Path {
         &self.cgroup_root

@@ -1,0 +1,539 @@
+//! Packet robustness on the real, verifier-accepted programs (root only): crafted packets go
+//! through `BPF_PROG_TEST_RUN` while this test process sits in a pod's cgroup, and none that policy
+//! denies may come out allowed — truncated headers, bogus lengths, IPv4 options, IPv6 extension
+//! header chains, non-first fragments dressed up as an allowed port, ICMP errors quoting flows
+//! that were never tracked. Control cases (the allowed port, through the same options and
+//! extension headers) must pass, so a parser that dropped everything would fail too.
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU16, Ordering},
+};
+
+use firewall_agent::{
+    agent::apply::map_contents,
+    compiler::{CompileOptions, IdAllocator, compile},
+    datapath::{Datapath, LoadOptions, test_run::TestRunError, writer::MapWriter},
+    objects::parse_objects,
+};
+use firewall_common::{MODE_ENFORCE, programs};
+
+const PASS: u32 = 1;
+const DROP: u32 = 0;
+/// The kernel refuses to build an skb from the frame (`BPF_PROG_TEST_RUN` fails with EINVAL):
+/// an IP header shorter than its fixed part never reaches a `cgroup_skb` program at all.
+const KERNEL_REFUSES: u32 = u32::MAX;
+
+const POD: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const POD6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+const PEER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+/// Allowed a -> b; every other port is denied (enforce).
+const ALLOWED: u16 = 80;
+const DENIED: u16 = 81;
+
+const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: a}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: b}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: a, uid: test-pod}
+spec: {nodeName: node-1, containers: []}
+status: {phase: Running, podIPs: [{ip: 10.0.0.1}, {ip: "fd00::1"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: b, uid: remote-pod}
+spec: {nodeName: node-2, containers: []}
+status: {phase: Running, podIPs: [{ip: 10.0.0.2}, {ip: "fd00::2"}]}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: ClusterFirewall
+metadata: {name: baseline}
+spec: {rules: [], defaults: {crossNamespace: Deny, mode: Enforce}}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: from-a, namespace: b}
+spec:
+  ingress:
+    - from: {namespaces: [a]}
+      ports: [{protocol: TCP, port: 80}, {protocol: UDP, port: 80}]
+"#;
+
+// ---------- packet building (checksums are irrelevant to the programs) ----------
+
+static SPORT: AtomicU16 = AtomicU16::new(40_000);
+
+/// A fresh source port, so no case rides on an earlier case's conntrack entry.
+fn sport() -> u16 {
+    SPORT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn eth(ethertype: u16, l3: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f[0] = 0x02;
+    f[6] = 0x02;
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(l3);
+    f
+}
+
+fn tcp_syn(sport: u16, dport: u16) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = 0x02; // SYN
+    t
+}
+
+fn udp(sport: u16, dport: u16, payload: usize) -> Vec<u8> {
+    let mut u = vec![0u8; 8 + payload];
+    u[0..2].copy_from_slice(&sport.to_be_bytes());
+    u[2..4].copy_from_slice(&dport.to_be_bytes());
+    u[4..6].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+    u
+}
+
+/// IPv4 header fields a case may bend.
+#[derive(Clone)]
+struct V4 {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    options: Vec<u8>,
+    /// Overrides the IHL nibble (header length in 32-bit words).
+    ihl: Option<u8>,
+    /// Overrides total length.
+    total_len: Option<u16>,
+    /// More-fragments flag and fragment offset (8-byte units).
+    mf: bool,
+    frag_offset: u16,
+}
+
+impl V4 {
+    fn new(src: Ipv4Addr, dst: Ipv4Addr, proto: u8) -> Self {
+        Self {
+            src,
+            dst,
+            proto,
+            options: Vec::new(),
+            ihl: None,
+            total_len: None,
+            mf: false,
+            frag_offset: 0,
+        }
+    }
+
+    fn packet(&self, payload: &[u8]) -> Vec<u8> {
+        let hlen = 20 + self.options.len();
+        let mut h = vec![0u8; 20];
+        h[0] = 0x40 | self.ihl.unwrap_or((hlen / 4) as u8);
+        let total = self.total_len.unwrap_or((hlen + payload.len()) as u16);
+        h[2..4].copy_from_slice(&total.to_be_bytes());
+        let frag = (u16::from(self.mf) << 13) | self.frag_offset;
+        h[6..8].copy_from_slice(&frag.to_be_bytes());
+        h[8] = 64;
+        h[9] = self.proto;
+        h[12..16].copy_from_slice(&self.src.octets());
+        h[16..20].copy_from_slice(&self.dst.octets());
+        h.extend_from_slice(&self.options);
+        h.extend_from_slice(payload);
+        eth(0x0800, &h)
+    }
+}
+
+/// An IPv6 packet: `exts` are (next-header value of the extension, its bytes), chained in order.
+fn v6(src: Ipv6Addr, dst: Ipv6Addr, exts: &[(u8, Vec<u8>)], proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (i, (_, bytes)) in exts.iter().enumerate() {
+        let mut b = bytes.clone();
+        b[0] = exts.get(i + 1).map_or(proto, |(nh, _)| *nh);
+        body.extend_from_slice(&b);
+    }
+    body.extend_from_slice(payload);
+    let mut h = vec![0u8; 40];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&(body.len() as u16).to_be_bytes());
+    h[6] = exts.first().map_or(proto, |(nh, _)| *nh);
+    h[7] = 64;
+    h[8..24].copy_from_slice(&src.octets());
+    h[24..40].copy_from_slice(&dst.octets());
+    h.extend_from_slice(&body);
+    eth(0x86DD, &h)
+}
+
+/// An 8-byte options-style extension header (hop-by-hop 0, destination options 60).
+fn opts_ext() -> Vec<u8> {
+    vec![0, 0, 1, 4, 0, 0, 0, 0] // next header (filled in), length 0, PadN
+}
+
+/// A routing header (43), type 0 segments left 0, 8 bytes.
+fn routing_ext() -> Vec<u8> {
+    vec![0, 0, 0, 0, 0, 0, 0, 0]
+}
+
+/// A fragment header (44) with `offset` (8-byte units) and the M flag.
+fn frag_ext(offset: u16, more: bool) -> Vec<u8> {
+    let v = (offset << 3) | u16::from(more);
+    let b = v.to_be_bytes();
+    vec![0, 0, b[0], b[1], 0, 0, 0, 1]
+}
+
+// ---------- the harness ----------
+
+/// Moves this process into `dir` and back to where it was when dropped, then removes `dir`.
+struct InCgroup {
+    dir: PathBuf,
+    home: PathBuf,
+}
+
+fn cgroup2_root() -> PathBuf {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4).map(PathBuf::from))
+        .expect("a cgroup2 mount")
+}
+
+impl InCgroup {
+    fn enter(root: &Path, name: &str) -> Self {
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+        let rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("cgroup v2 membership")
+            .trim_start_matches('/')
+            .to_owned();
+        let dir = root.join(name);
+        std::fs::create_dir(&dir).expect("create test cgroup");
+        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
+            .expect("join test cgroup");
+        InCgroup {
+            dir,
+            home: root.join(rel),
+        }
+    }
+
+    fn id(&self) -> u64 {
+        std::fs::metadata(&self.dir).expect("cgroup inode").ino()
+    }
+}
+
+impl Drop for InCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(
+            self.home.join("cgroup.procs"),
+            std::process::id().to_string(),
+        );
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+struct Case {
+    what: &'static str,
+    program: &'static str,
+    frame: Vec<u8>,
+    want: u32,
+}
+
+fn egress(what: &'static str, frame: Vec<u8>, want: u32) -> Case {
+    Case {
+        what,
+        program: programs::EGRESS,
+        frame,
+        want,
+    }
+}
+
+fn ingress(what: &'static str, frame: Vec<u8>, want: u32) -> Case {
+    Case {
+        what,
+        program: programs::INGRESS,
+        frame,
+        want,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let tcp = |dport| tcp_syn(sport(), dport);
+    let base = V4::new(POD, PEER, 6);
+    let mut out = vec![
+        // Controls: the policy itself.
+        egress(
+            "IPv4 TCP SYN to the allowed port",
+            base.packet(&tcp(ALLOWED)),
+            PASS,
+        ),
+        egress(
+            "IPv4 TCP SYN to a denied port",
+            base.packet(&tcp(DENIED)),
+            DROP,
+        ),
+        egress(
+            "IPv4 UDP to the allowed port",
+            V4::new(POD, PEER, 17).packet(&udp(sport(), ALLOWED, 4)),
+            PASS,
+        ),
+        egress(
+            "IPv4 UDP to a denied port",
+            V4::new(POD, PEER, 17).packet(&udp(sport(), DENIED, 4)),
+            DROP,
+        ),
+    ];
+    // IPv4 options: the transport header moves; the allowed port must still be found.
+    let mut with_opts = base.clone();
+    with_opts.options = vec![1; 40]; // 40 NOPs: the longest IPv4 header (IHL 15)
+    out.push(egress(
+        "IPv4 with 40 bytes of options, allowed port",
+        with_opts.packet(&tcp(ALLOWED)),
+        PASS,
+    ));
+    out.push(egress(
+        "IPv4 with 40 bytes of options, denied port",
+        with_opts.packet(&tcp(DENIED)),
+        DROP,
+    ));
+    // Truncated and bogus headers.
+    let full = base.packet(&tcp(DENIED));
+    out.push(egress(
+        "IPv4 header cut at 12 bytes",
+        full[..14 + 12].to_vec(),
+        KERNEL_REFUSES,
+    ));
+    out.push(egress(
+        "IPv4 header only, no transport header",
+        full[..14 + 20].to_vec(),
+        DROP,
+    ));
+    out.push(egress(
+        "TCP header cut at 3 bytes (half a port)",
+        full[..14 + 20 + 3].to_vec(),
+        DROP,
+    ));
+    let mut short_ihl = base.clone();
+    short_ihl.ihl = Some(4);
+    out.push(egress(
+        "IHL 4 (shorter than an IPv4 header)",
+        short_ihl.packet(&tcp(DENIED)),
+        DROP,
+    ));
+    let mut long_ihl = base.clone();
+    long_ihl.ihl = Some(15);
+    out.push(egress(
+        "IHL 15 but no options: the 'transport header' is the real one shifted",
+        long_ihl.packet(&tcp(DENIED)),
+        DROP,
+    ));
+    let mut big_total = base.clone();
+    big_total.total_len = Some(1500);
+    out.push(egress(
+        "total length beyond the packet",
+        big_total.packet(&tcp(DENIED)),
+        DROP,
+    ));
+    let mut small_total = base.clone();
+    small_total.total_len = Some(20);
+    out.push(egress(
+        "total length covering only the IP header",
+        small_total.packet(&tcp(DENIED)),
+        DROP,
+    ));
+    // Fragments: a non-first fragment has no transport header; bytes that look like one with
+    // the allowed port must not open the flow.
+    let mut later = base.clone();
+    later.frag_offset = 3;
+    out.push(egress(
+        "IPv4 non-first fragment whose payload looks like a SYN to the allowed port",
+        later.packet(&tcp(ALLOWED)),
+        DROP,
+    ));
+    let mut first = base.clone();
+    first.mf = true;
+    out.push(egress(
+        "IPv4 first fragment to a denied port",
+        first.packet(&tcp(DENIED)),
+        DROP,
+    ));
+    // ICMP: an echo across namespaces is denied; an error quoting a flow never tracked is too.
+    let icmp_echo = {
+        let mut p = vec![0u8; 8];
+        p[0] = 8;
+        p
+    };
+    out.push(egress(
+        "ICMP echo request across namespaces",
+        V4::new(POD, PEER, 1).packet(&icmp_echo),
+        DROP,
+    ));
+    let quoted = V4::new(PEER, POD, 6).packet(&tcp_syn(ALLOWED, sport()))[14..].to_vec();
+    let mut unreachable = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+    unreachable.extend_from_slice(&quoted);
+    out.push(egress(
+        "ICMP port unreachable quoting a flow that was never tracked",
+        V4::new(POD, PEER, 1).packet(&unreachable),
+        DROP,
+    ));
+    let mut truncated_quote = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+    truncated_quote.extend_from_slice(&quoted[..10]);
+    out.push(egress(
+        "ICMP error whose quoted header is cut short",
+        V4::new(POD, PEER, 1).packet(&truncated_quote),
+        DROP,
+    ));
+
+    // IPv6.
+    out.push(egress(
+        "IPv6 TCP SYN to the allowed port",
+        v6(POD6, PEER6, &[], 6, &tcp(ALLOWED)),
+        PASS,
+    ));
+    out.push(egress(
+        "IPv6 TCP SYN to a denied port",
+        v6(POD6, PEER6, &[], 6, &tcp(DENIED)),
+        DROP,
+    ));
+    let chain = vec![(0u8, opts_ext()), (43, routing_ext()), (60, opts_ext())];
+    out.push(egress(
+        "IPv6 hop-by-hop + routing + destination options, allowed port",
+        v6(POD6, PEER6, &chain, 6, &tcp(ALLOWED)),
+        PASS,
+    ));
+    out.push(egress(
+        "IPv6 hop-by-hop + routing + destination options, denied port",
+        v6(POD6, PEER6, &chain, 6, &tcp(DENIED)),
+        DROP,
+    ));
+    let long_chain: Vec<(u8, Vec<u8>)> = (0..12).map(|_| (60u8, opts_ext())).collect();
+    out.push(egress(
+        "IPv6 with 12 destination-options headers (beyond the parser's walk) to the allowed port",
+        v6(POD6, PEER6, &long_chain, 6, &tcp(ALLOWED)),
+        DROP,
+    ));
+    out.push(egress(
+        "IPv6 non-first fragment whose payload looks like a SYN to the allowed port",
+        v6(POD6, PEER6, &[(44, frag_ext(3, false))], 6, &tcp(ALLOWED)),
+        DROP,
+    ));
+    out.push(egress(
+        "IPv6 first fragment to a denied port",
+        v6(POD6, PEER6, &[(44, frag_ext(0, true))], 6, &tcp(DENIED)),
+        DROP,
+    ));
+    let cut_ext = v6(POD6, PEER6, &chain, 6, &tcp(DENIED));
+    out.push(egress(
+        "IPv6 extension header cut short",
+        cut_ext[..14 + 40 + 12].to_vec(),
+        DROP,
+    ));
+    out.push(egress(
+        "IPv6 header cut at 30 bytes",
+        cut_ext[..14 + 30].to_vec(),
+        KERNEL_REFUSES,
+    ));
+    let mut bogus_ext_len = v6(POD6, PEER6, &[(60, opts_ext())], 6, &tcp(DENIED));
+    bogus_ext_len[14 + 40 + 1] = 255; // claims 2 KiB of options
+    out.push(egress(
+        "IPv6 extension header length beyond the packet",
+        bogus_ext_len,
+        DROP,
+    ));
+
+    // Ingress into the pod: another namespace is denied (a has no rule admitting b), the world
+    // is not restricted.
+    out.push(ingress(
+        "ingress from another namespace's pod",
+        V4::new(PEER, POD, 6).packet(&tcp_syn(sport(), DENIED)),
+        DROP,
+    ));
+    let mut ingress_frag = V4::new(PEER, POD, 6);
+    ingress_frag.frag_offset = 5;
+    out.push(ingress(
+        "ingress non-first fragment from another namespace",
+        ingress_frag.packet(&tcp_syn(sport(), DENIED)),
+        DROP,
+    ));
+    out.push(ingress(
+        "ingress truncated IPv4 header from another namespace",
+        V4::new(PEER, POD, 6).packet(&tcp_syn(sport(), DENIED))[..14 + 16].to_vec(),
+        KERNEL_REFUSES,
+    ));
+    out.push(ingress(
+        "ingress from the world (not restricted)",
+        V4::new(Ipv4Addr::new(192, 0, 2, 7), POD, 6).packet(&tcp_syn(sport(), DENIED)),
+        PASS,
+    ));
+    out
+}
+
+#[test]
+fn crafted_packets_are_never_allowed_where_policy_denies() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "SKIPPED crafted_packets_are_never_allowed_where_policy_denies: needs root to load eBPF programs"
+        );
+        return;
+    }
+    let (dp, state, _events) = Datapath::load(&LoadOptions::default()).expect("load");
+    let cg = InCgroup::enter(
+        &cgroup2_root(),
+        &format!("bulkhead-packets-test-{}", std::process::id()),
+    );
+    let mut model = parse_objects(CLUSTER).expect("cluster");
+    for p in &mut model.pods {
+        if p.uid == "test-pod" {
+            p.cgroup_ids = vec![cg.id()];
+        }
+    }
+    let opts = CompileOptions {
+        node_name: "node-1".into(),
+        ..Default::default()
+    };
+    let compiled = compile(&model, &opts, &mut IdAllocator::default());
+    assert!(compiled.rejected.is_empty(), "{:?}", compiled.rejected);
+    assert!(
+        compiled.modes.values().all(|m| *m == MODE_ENFORCE)
+            || compiled.default_mode == MODE_ENFORCE
+    );
+    let mut writer = MapWriter::new(state).expect("maps");
+    writer.apply(&map_contents(&compiled)).expect("apply");
+    assert!(
+        compiled
+            .ipv4
+            .keys()
+            .any(|(a, _)| IpAddr::V4(*a) == IpAddr::V4(PEER))
+    );
+
+    let mut wrong = Vec::new();
+    let all = cases();
+    for case in &all {
+        match dp.test_run(case.program, &case.frame) {
+            Ok(got) if got == case.want => {}
+            Err(TestRunError::Run { source, .. })
+                if case.want == KERNEL_REFUSES && source.raw_os_error() == Some(libc::EINVAL) => {}
+            Ok(got) => wrong.push(format!(
+                "{}: {} returned {got}, expected {}",
+                case.what, case.program, case.want
+            )),
+            Err(e) => wrong.push(format!("{}: {e}", case.what)),
+        }
+    }
+    drop(cg);
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        wrong.len(),
+        all.len(),
+        wrong.join("\n")
+    );
+    eprintln!("{} crafted packets judged as expected", all.len());
+}
