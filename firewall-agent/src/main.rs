@@ -120,6 +120,13 @@ struct RunArgs {
     /// Capacity of the policy map (both slots together).
     #[arg(long, default_value_t = firewall_common::capacity::POLICY)]
     policy_entries: u32,
+    /// Capacity of the cgroup map (both slots): containers of this node's pods.
+    #[arg(long, default_value_t = firewall_common::capacity::CGROUPS)]
+    cgroup_entries: u32,
+    /// Capacity of each address map, IPv4 and IPv6 (both slots): pod, Service and node
+    /// addresses and named CIDRs of the whole cluster.
+    #[arg(long, default_value_t = firewall_common::capacity::IPV4)]
+    address_entries: u32,
     /// How often a file source is checked for changes, in milliseconds.
     #[arg(long, default_value_t = 200)]
     poll_ms: u64,
@@ -178,6 +185,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         load: LoadOptions {
             conntrack_entries: args.conntrack_entries,
             policy_entries: args.policy_entries,
+            cgroup_entries: args.cgroup_entries,
+            address_entries: args.address_entries,
         },
         poll: Duration::from_millis(args.poll_ms.max(10)),
         kube: KubeConfig {

@@ -527,3 +527,59 @@ fn a_storm_of_denied_connections_folds_into_few_lines_whose_counts_add_up() {
         pretty(&lines)
     );
 }
+
+#[test]
+fn a_policy_that_overflows_a_map_is_refused_and_the_previous_one_stays() {
+    if !require_root("a_policy_that_overflows_a_map_is_refused_and_the_previous_one_stays") {
+        return;
+    }
+    let node = Node::up(
+        "full",
+        22,
+        pods(),
+        &[&baseline("Deny", "Enforce"), DB_FROM_PAYMENTS],
+    );
+    // How many policy entries this policy takes...
+    let entries = {
+        let probe = node.agent(&[]);
+        let applied = probe.logs_with("policy applied");
+        let n = applied[0]["policy_entries"]
+            .as_u64()
+            .expect("policy_entries");
+        drop(probe.stop());
+        n
+    };
+    // ...and a policy map with room for exactly that: any change needs both slots and overflows.
+    let cap = entries.to_string();
+    let agent = node.agent(&["--policy-entries", &cap]);
+    assert_eq!(node.tcp("payments/api", "db/postgres", 5432).result, "ok");
+    assert_eq!(
+        node.tcp("frontend/web", "db/postgres", 5432).result,
+        "denied"
+    );
+    node.set_policies(&[
+        &baseline("Deny", "Enforce"),
+        DB_FROM_PAYMENTS,
+        PAYMENTS_API_FROM_FRONTEND,
+    ]);
+    agent.wait_for_log("policy not applied", Duration::from_secs(5));
+    let err = agent.logs_with("policy not applied")[0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        err.contains("map POLICY") && err.contains("--policy-entries") && err.contains(&cap),
+        "{err}"
+    );
+    // The previous policy is still the one enforced: nothing half-written leaked through.
+    assert_eq!(node.tcp("payments/api", "db/postgres", 5432).result, "ok");
+    assert_eq!(
+        node.tcp("frontend/web", "db/postgres", 5432).result,
+        "denied"
+    );
+    assert_eq!(
+        node.tcp("frontend/web", "payments/api", 8443).result,
+        "denied",
+        "the refused policy's new rule must not be in force"
+    );
+}

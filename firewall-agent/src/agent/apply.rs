@@ -8,7 +8,7 @@ use super::metrics::Metrics;
 use crate::{
     cgroups,
     compiler::{self, CompileOptions, Compiled, IdAllocator},
-    datapath::writer::{MapContents, MapWriter},
+    datapath::writer::{ApplyError, MapContents, MapWriter},
     events::{NameTables, Names, names::PodName},
     model::{ClusterModel, Rejection},
 };
@@ -176,7 +176,14 @@ impl PolicyState {
                     info!("ready");
                 }
             }
-            Err(e) => error!(error = %e, "policy not applied"),
+            Err(e) => {
+                let map = match &e {
+                    ApplyError::Capacity { map, .. } => map,
+                    ApplyError::Write(w) => w.map,
+                };
+                self.metrics.apply_failed(map);
+                error!(error = %e, "policy not applied");
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use firewall_common::{COUNTERS_LEN, Counter as KernelCounter, capacity};
+use firewall_common::{COUNTERS_LEN, Counter as KernelCounter};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -68,6 +68,7 @@ pub struct Metrics {
     source_synced: Gauge,
     source_errors: Counter,
     source_last_change: FloatGauge,
+    apply_failures: Family<MapLabels, Counter>,
 }
 
 fn unix_now() -> f64 {
@@ -96,6 +97,7 @@ impl Metrics {
             source_synced: Gauge::default(),
             source_errors: Counter::default(),
             source_last_change: FloatGauge::default(),
+            apply_failures: Family::default(),
         };
         registry.register(
             "datapath_packets",
@@ -157,11 +159,18 @@ impl Metrics {
             "Unix time of the last change seen from the source",
             m.source_last_change.clone(),
         );
+        registry.register(
+            "policy_apply_failures",
+            "Policies not applied (the previous one stayed in force), by the map that would overflow or whose write the kernel refused",
+            m.apply_failures.clone(),
+        );
+        let caps = load.capacities();
         let capacities = [
-            (firewall_common::maps::CGROUPS, capacity::CGROUPS),
-            (firewall_common::maps::IPV4, capacity::IPV4),
-            (firewall_common::maps::IPV6, capacity::IPV6),
-            (firewall_common::maps::POLICY, load.policy_entries),
+            (firewall_common::maps::CGROUPS, caps.cgroups),
+            (firewall_common::maps::IPV4, caps.ipv4),
+            (firewall_common::maps::IPV6, caps.ipv6),
+            (firewall_common::maps::POLICY, caps.policy),
+            (firewall_common::maps::MODES, caps.modes),
         ];
         for (map, cap) in capacities {
             m.map_capacity
@@ -262,6 +271,11 @@ impl Metrics {
             .set(rejected as i64);
     }
 
+    /// A policy was not applied because map `map` would overflow (or `write`: the kernel refused).
+    pub fn apply_failed(&self, map: &'static str) {
+        self.apply_failures.get_or_create(&MapLabels { map }).inc();
+    }
+
     /// Source state: synced or not, total watch errors so far, last change (unix ms).
     pub fn observe_source(&self, synced: bool, errors: u64, last_change_ms: u64) {
         self.source_synced.set(i64::from(synced));
@@ -306,6 +320,7 @@ mod tests {
         let m = Metrics::new(&LoadOptions {
             conntrack_entries: 100,
             policy_entries: 200,
+            ..Default::default()
         });
         m.observe_kernel(|c| if c == KernelCounter::PolicyDrop { 5 } else { 0 });
         m.observe_kernel(|c| if c == KernelCounter::PolicyDrop { 7 } else { 0 });

@@ -16,7 +16,7 @@ use aya::{
 };
 use firewall_common::{
     CgroupKey, CtKey, CtValue, FoldKey, FoldValue, Identity, IpV4Key, IpV6Key, ModeKey, PolicyKey,
-    PolicyValue, maps, programs,
+    PolicyValue, capacity, maps, programs,
 };
 
 /// The eBPF object built by build.rs (empty when built with `AYA_BUILD_SKIP=1`).
@@ -72,12 +72,48 @@ pub struct LoadOptions {
     pub conntrack_entries: u32,
     /// Capacity of the policy trie (both slots).
     pub policy_entries: u32,
+    /// Capacity of the cgroup map (both slots): local pods' containers.
+    pub cgroup_entries: u32,
+    /// Capacity of each address trie, IPv4 and IPv6 (both slots): pod, Service and node
+    /// addresses plus named CIDRs.
+    pub address_entries: u32,
+}
+
+impl LoadOptions {
+    /// The capacities the maps are created with (zero: the object's default).
+    pub fn capacities(&self) -> Capacities {
+        let or = |v: u32, d: u32| if v > 0 { v } else { d };
+        Capacities {
+            cgroups: or(self.cgroup_entries, capacity::CGROUPS),
+            ipv4: or(self.address_entries, capacity::IPV4),
+            ipv6: or(self.address_entries, capacity::IPV6),
+            policy: or(self.policy_entries, capacity::POLICY),
+            modes: capacity::MODES,
+        }
+    }
+}
+
+/// Entries each state map can hold (both slots together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    /// CGROUPS.
+    pub cgroups: u32,
+    /// IPV4.
+    pub ipv4: u32,
+    /// IPV6.
+    pub ipv6: u32,
+    /// POLICY.
+    pub policy: u32,
+    /// MODES.
+    pub modes: u32,
 }
 
 /// The compiled-state maps, written by the [`crate::datapath::writer::MapWriter`].
 pub struct StateMaps {
     /// Active slot and default modes.
     pub settings: Array<MapData, u32>,
+    /// What the maps below were created to hold.
+    pub capacities: Capacities,
     /// Local pods by cgroup.
     pub cgroups: HashMap<MapData, CgroupKey, Identity>,
     /// IPv4 identities.
@@ -128,9 +164,11 @@ impl Datapath {
         if opts.conntrack_entries > 0 {
             loader.map_max_entries(maps::CONNTRACK, opts.conntrack_entries);
         }
-        if opts.policy_entries > 0 {
-            loader.map_max_entries(maps::POLICY, opts.policy_entries);
-        }
+        let caps = opts.capacities();
+        loader.map_max_entries(maps::POLICY, caps.policy);
+        loader.map_max_entries(maps::CGROUPS, caps.cgroups);
+        loader.map_max_entries(maps::IPV4, caps.ipv4);
+        loader.map_max_entries(maps::IPV6, caps.ipv6);
         let mut ebpf = loader.load(OBJECT)?;
         for name in [programs::EGRESS, programs::INGRESS] {
             let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
@@ -144,6 +182,7 @@ impl Datapath {
         }
         let state = StateMaps {
             settings: take!(ebpf, maps::SETTINGS),
+            capacities: caps,
             cgroups: take!(ebpf, maps::CGROUPS),
             ipv4: take!(ebpf, maps::IPV4),
             ipv6: take!(ebpf, maps::IPV6),

@@ -45,6 +45,32 @@ pub struct WriteError {
     pub source: MapError,
 }
 
+/// Why a policy was not applied; the previous one stays in force either way.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The policy does not fit: nothing was written.
+    #[error(
+        "map {map} would need {needed} entries (the active policy's {active} plus the new one's {new}) but holds {capacity}; raise {flag} (the previous policy stays in force)"
+    )]
+    Capacity {
+        /// Map name.
+        map: &'static str,
+        /// Entries both slots would hold.
+        needed: usize,
+        /// The active slot's entries.
+        active: usize,
+        /// The new policy's entries.
+        new: usize,
+        /// The map's capacity.
+        capacity: u32,
+        /// The agent flag that sizes it.
+        flag: &'static str,
+    },
+    /// The kernel refused a write.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
 /// What one apply changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ApplyStats {
@@ -147,8 +173,73 @@ impl MapWriter {
         ]
     }
 
+    /// Whether `want` fits beside the active slot in every map; the first map that would
+    /// overflow otherwise. Checked before anything is written, so an oversized policy never
+    /// leaves a map half-filled.
+    pub fn check_capacity(&self, want: &MapContents) -> Result<(), ApplyError> {
+        let active = self.active_contents();
+        let c = self.maps.capacities;
+        let checks = [
+            (
+                maps::CGROUPS,
+                active.cgroups.len(),
+                want.cgroups.len(),
+                c.cgroups,
+                "--cgroup-entries",
+            ),
+            (
+                maps::IPV4,
+                active.ipv4.len(),
+                want.ipv4.len(),
+                c.ipv4,
+                "--address-entries",
+            ),
+            (
+                maps::IPV6,
+                active.ipv6.len(),
+                want.ipv6.len(),
+                c.ipv6,
+                "--address-entries",
+            ),
+            (
+                maps::POLICY,
+                active.policy.len(),
+                want.policy.len(),
+                c.policy,
+                "--policy-entries",
+            ),
+            (
+                maps::MODES,
+                active.modes.len(),
+                want.modes.len(),
+                c.modes,
+                "(fixed: namespaces with a mode)",
+            ),
+        ];
+        for (map, active, new, capacity, flag) in checks {
+            let needed = active + new;
+            if needed > capacity as usize {
+                return Err(ApplyError::Capacity {
+                    map,
+                    needed,
+                    active,
+                    new,
+                    capacity,
+                    flag,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The maps' capacities.
+    pub fn capacities(&self) -> super::loader::Capacities {
+        self.maps.capacities
+    }
+
     /// Writes `want` into the inactive slot, then makes it active.
-    pub fn apply(&mut self, want: &MapContents) -> Result<ApplyStats, WriteError> {
+    pub fn apply(&mut self, want: &MapContents) -> Result<ApplyStats, ApplyError> {
+        self.check_capacity(want)?;
         let slot = 1 - self.active;
         let mut stats = ApplyStats {
             slot,
