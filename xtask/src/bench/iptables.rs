@@ -163,7 +163,7 @@ pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
                         env,
                         &src,
                         "enforce",
-                        &[],
+                        super::progcost::SCALE_AGENT_ARGS,
                         Duration::from_secs(120),
                     )?),
                     _ => None,

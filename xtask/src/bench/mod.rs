@@ -131,7 +131,7 @@ impl Plan {
                 pingpongs: 10_000,
                 rule_counts: &[10, 100, 1_000, 10_000],
                 changes: 20,
-                storm_attempts: 50_000,
+                storm_attempts: 200_000,
                 quick,
             }
         };

@@ -101,7 +101,7 @@ fn synthetic(spec: &Spec, out: &mut String) -> anyhow::Result<()> {
         for j in 0..per_ns {
             let n = i * per_ns + j;
             let ip = Ipv4Addr::new(net[0], net[1], net[2], 10 + j as u8).to_string();
-            let node = if n % LOCAL_EVERY == 0 {
+            let node = if n.is_multiple_of(LOCAL_EVERY) {
                 "node-1"
             } else {
                 "node-2"
