@@ -108,84 +108,98 @@ pub fn applied_fields(agent: &Agent) -> anyhow::Result<Value> {
 /// Runs stage 3.
 pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
     let _stats = Sysctl::set("kernel.bpf_stats_enabled", "1")?;
+    // First a small baseline (the testbed's 3 pods, the base policy), then each rule count with
+    // the 10,000-pod cluster: separates the cost of map sizes from the program's fixed cost.
+    let baseline = measure(env, plan, None)?;
     let mut by_rules = serde_json::Map::new();
     for &n in plan.rule_counts {
-        interrupt::check()?;
-        let src = env.dir.join(format!("rules-{n}.yaml"));
-        source::write(
-            env,
-            &src,
-            &Spec {
-                synthetic: true,
-                pair_rules: n,
-                ..Spec::default()
-            },
-        )?;
-        let agent = Agent::start(
-            env,
-            &src,
-            "enforce",
-            SCALE_AGENT_ARGS,
-            Duration::from_secs(120),
-        )?;
-        let applied = applied_fields(&agent)?;
-        let addresses = applied["addresses"].as_f64().unwrap_or(0.0);
-        if addresses < SYN_PODS as f64 {
-            bail!("only {addresses} addresses in the identity maps, expected >= {SYN_PODS}");
+        by_rules.insert(n.to_string(), measure(env, plan, Some(n))?);
+    }
+    Ok(json!({"pods": SYN_PODS, "baseline_3_pods": baseline, "by_rules": by_rules}))
+}
+
+/// Program costs with `rules` pair rules and the synthetic cluster, or (None) the base source.
+fn measure(env: &Env, plan: &Plan, rules: Option<usize>) -> anyhow::Result<Value> {
+    interrupt::check()?;
+    let label = match rules {
+        Some(n) => format!("{n} rules"),
+        None => "baseline (3 pods, base policy)".to_owned(),
+    };
+    let src = env
+        .dir
+        .join(format!("rules-{}.yaml", rules.map_or(-1, |n| n as i64)));
+    source::write(
+        env,
+        &src,
+        &Spec {
+            synthetic: rules.is_some(),
+            pair_rules: rules.unwrap_or(0),
+            ..Spec::default()
+        },
+    )?;
+    let agent = Agent::start(
+        env,
+        &src,
+        "enforce",
+        SCALE_AGENT_ARGS,
+        Duration::from_secs(120),
+    )?;
+    let applied = applied_fields(&agent)?;
+    let addresses = applied["addresses"].as_f64().unwrap_or(0.0);
+    if rules.is_some() && addresses < SYN_PODS as f64 {
+        bail!("only {addresses} addresses in the identity maps, expected >= {SYN_PODS}");
+    }
+    progress(&format!(
+        "  {label}: agent loaded {} addresses, {} policy entries, {} local cgroups",
+        applied["addresses"], applied["policy_entries"], applied["pods"]
+    ));
+    let progs = programs(env)?;
+    let mut samples: BTreeMap<(String, &str), Vec<f64>> = BTreeMap::new();
+    let mut runs_seen: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    for r in 0..plan.repeats {
+        let s0 = snapshot()?;
+        env.rr("connect-each", plan.connects)?;
+        let s1 = snapshot()?;
+        env.iperf(plan.iperf_secs)?;
+        let s2 = snapshot()?;
+        let mut text = Vec::new();
+        for (workload, d) in [
+            ("connect", delta(&progs, &s0, &s1)),
+            ("bulk", delta(&progs, &s1, &s2)),
+        ] {
+            for (t, (ns, runs)) in d {
+                if runs == 0 {
+                    continue;
+                }
+                text.push(format!("{workload}/{}: {ns:.0} ns", short(&t)));
+                samples.entry((t.clone(), workload)).or_default().push(ns);
+                *runs_seen.entry((t, workload)).or_default() += runs;
+            }
         }
         progress(&format!(
-            "  {n} rules: agent loaded {} addresses, {} policy entries, {} local pods",
-            applied["addresses"], applied["policy_entries"], applied["pods"]
+            "  {label} repeat {}/{}: {}",
+            r + 1,
+            plan.repeats,
+            text.join(", ")
         ));
-        let progs = programs(env)?;
-        let mut samples: BTreeMap<(String, &str), Vec<f64>> = BTreeMap::new();
-        let mut runs_seen: BTreeMap<(String, &str), u64> = BTreeMap::new();
-        for r in 0..plan.repeats {
-            let s0 = snapshot()?;
-            env.rr("connect-each", plan.connects)?;
-            let s1 = snapshot()?;
-            env.iperf(plan.iperf_secs)?;
-            let s2 = snapshot()?;
-            let mut text = Vec::new();
-            for (workload, d) in [
-                ("connect", delta(&progs, &s0, &s1)),
-                ("bulk", delta(&progs, &s1, &s2)),
-            ] {
-                for (t, (ns, runs)) in d {
-                    if runs == 0 {
-                        continue;
-                    }
-                    text.push(format!("{workload}/{}: {ns:.0} ns", short(&t)));
-                    samples.entry((t.clone(), workload)).or_default().push(ns);
-                    *runs_seen.entry((t, workload)).or_default() += runs;
-                }
-            }
-            progress(&format!(
-                "  {n} rules repeat {}/{}: {}",
-                r + 1,
-                plan.repeats,
-                text.join(", ")
-            ));
-        }
-        agent.stop()?;
-        let mut table = serde_json::Map::new();
-        for ((t, workload), v) in &samples {
-            let e = table
-                .entry(t.clone())
-                .or_insert_with(|| json!({}))
-                .as_object_mut()
-                .context("json")?;
-            e.insert(
-                (*workload).to_owned(),
-                json!({
-                    "ns_per_run_median": median(v), "ns_per_run": v,
-                    "runs": runs_seen.get(&(t.clone(), *workload)),
-                }),
-            );
-        }
-        by_rules.insert(n.to_string(), json!({"maps": applied, "programs": table}));
     }
-    Ok(json!({"pods": SYN_PODS, "by_rules": by_rules}))
+    agent.stop()?;
+    let mut table = serde_json::Map::new();
+    for ((t, workload), v) in &samples {
+        let e = table
+            .entry(t.clone())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .context("json")?;
+        e.insert(
+            (*workload).to_owned(),
+            json!({
+                "ns_per_run_median": median(v), "ns_per_run": v,
+                "runs": runs_seen.get(&(t.clone(), *workload)),
+            }),
+        );
+    }
+    Ok(json!({"maps": applied, "programs": table}))
 }
 
 /// `cgroup_inet_egress` -> `egress`.
