@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::{
     Plan,
     setup::Env,
-    stats::{median, ratio},
+    stats::{median, paired_ratio, ratio},
     throughput::per_setup,
 };
 
@@ -46,10 +46,22 @@ pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
             "pingpong_p50": ratio(f(&p, "p50_us"), f(&base_p, "p50_us")),
             "pingpong_p99": ratio(f(&p, "p99_us"), f(&base_p, "p99_us")),
         });
+        let col = |runs: &[(Value, Value)], which: usize, k: &str| -> Vec<f64> {
+            runs.iter()
+                .map(|r| f(if which == 0 { &r.0 } else { &r.1 }, k))
+                .collect()
+        };
+        let paired = json!({
+            "connect_each_p50": paired_ratio(&col(v, 0, "p50_us"), &col(&none, 0, "p50_us")),
+            "connect_each_p99": paired_ratio(&col(v, 0, "p99_us"), &col(&none, 0, "p99_us")),
+            "pingpong_p50": paired_ratio(&col(v, 1, "p50_us"), &col(&none, 1, "p50_us")),
+            "pingpong_p99": paired_ratio(&col(v, 1, "p99_us"), &col(&none, 1, "p99_us")),
+        });
         setups.insert(
             (*setup).to_owned(),
             json!({
                 "connect_each": c, "pingpong": p, "ratio_to_none": ratios,
+                "paired_ratio_to_none": paired,
                 "runs": v.iter().map(|(c, p)| json!({"connect_each": c, "pingpong": p})).collect::<Vec<_>>(),
             }),
         );

@@ -28,7 +28,7 @@ mod throughput;
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use crate::util::is_root;
@@ -87,6 +87,9 @@ pub struct Args {
     /// Override the number of repeats per measurement.
     #[arg(long)]
     repeats: Option<usize>,
+    /// Measure nothing: print the summary table of an earlier `--out` file.
+    #[arg(long, value_name = "RESULTS_JSON")]
+    table_from: Option<PathBuf>,
 }
 
 /// How long and how often to measure.
@@ -144,6 +147,14 @@ impl Plan {
 
 /// Runs the benchmark.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.table_from {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let all: Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        println!("{}", report::table(&all));
+        return Ok(());
+    }
     if !is_root() {
         bail!(
             "the benchmark loads eBPF programs, creates network namespaces and iptables rules: run it as root"

@@ -29,6 +29,14 @@ fn x(v: &Value) -> String {
     }
 }
 
+/// `a / b` as a JSON number (for ratios the JSON does not hold).
+fn inv(a: &Value, b: &Value) -> Value {
+    match (n(a), n(b)) {
+        (Some(a), Some(b)) if b > 0.0 => Value::from(a / b),
+        _ => Value::Null,
+    }
+}
+
 /// The summary table of everything measured in `all` (the `--out` JSON).
 pub fn table(all: &Value) -> String {
     let m = &all["machine"];
@@ -89,7 +97,11 @@ pub fn table(all: &Value) -> String {
                         x(&s[mode]["ratio_to_none"][&format!("{kind}_p99")])
                     ),
                     "<= 1.05x",
-                    "",
+                    &format!(
+                        "paired per repeat: p50 {}, p99 {}",
+                        x(&s[mode]["paired_ratio_to_none"][&format!("{kind}_p50")]),
+                        x(&s[mode]["paired_ratio_to_none"][&format!("{kind}_p99")])
+                    ),
                 );
             }
         }
@@ -129,21 +141,31 @@ pub fn table(all: &Value) -> String {
             row(
                 &format!("4 {rules} rules: Bulkhead / iptables"),
                 format!(
-                    "throughput {} ({} vs {} Gbit/s), conn rate {} ({} vs {} /s)",
+                    "throughput {} ({} vs {} Gbit/s), conn rate {} ({} vs {} /s), new-connection p50 {} vs {} us ({})",
                     x(&v["bulkhead_over_iptables"]["throughput"]),
                     fmt(&s["bulkhead"]["gbit_s_median"], 2),
                     fmt(&s["iptables"]["gbit_s_median"], 2),
                     x(&v["bulkhead_over_iptables"]["conn_rate"]),
                     fmt(&s["bulkhead"]["conn_per_s_median"], 0),
                     fmt(&s["iptables"]["conn_per_s_median"], 0),
+                    fmt(&s["bulkhead"]["connect_p50_us_median"], 0),
+                    fmt(&s["iptables"]["connect_p50_us_median"], 0),
+                    x(&inv(
+                        &s["iptables"]["connect_p50_us_median"],
+                        &s["bulkhead"]["connect_p50_us_median"]
+                    )),
                 ),
                 ">= 10x at 10,000",
                 &format!(
-                    "stateless chain: {} / {}; no firewall {} Gbit/s {} /s",
+                    "stateless chain: {} Gbit/s, {} /s, p50 {} us (Bulkhead {} / {}); no firewall {} Gbit/s, {} /s, p50 {} us",
+                    fmt(&s["iptables-stateless"]["gbit_s_median"], 2),
+                    fmt(&s["iptables-stateless"]["conn_per_s_median"], 0),
+                    fmt(&s["iptables-stateless"]["connect_p50_us_median"], 0),
                     x(&v["bulkhead_over_iptables_stateless"]["throughput"]),
                     x(&v["bulkhead_over_iptables_stateless"]["conn_rate"]),
                     fmt(&s["none"]["gbit_s_median"], 2),
                     fmt(&s["none"]["conn_per_s_median"], 0),
+                    fmt(&s["none"]["connect_p50_us_median"], 0),
                 ),
             );
         }

@@ -31,6 +31,18 @@ pub fn ratio(a: f64, b: f64) -> f64 {
     if b == 0.0 { 0.0 } else { a / b }
 }
 
+/// Median over repeats of `a[r] / b[r]`: each setup against the baseline of the same repeat, so a
+/// drift of the machine between repeats cancels out.
+pub fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
+    let v: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter(|(_, b)| **b != 0.0)
+        .map(|(a, b)| a / b)
+        .collect();
+    median(&v)
+}
+
 /// Rotates `items` by `r`: repeat `r` runs the setups in a different order, so a slow drift of
 /// the machine does not always penalise the same setup.
 pub fn rotated<T: Clone>(items: &[T], r: usize) -> Vec<T> {

@@ -12,7 +12,7 @@ use super::{
     report::progress,
     setup::{ECHO_PORT, Env, INTRUDER, SERVER},
     source::{self, Spec},
-    stats::{median, ratio, rotated},
+    stats::{median, paired_ratio, ratio, rotated},
 };
 
 /// The three setups of stages 1 and 2.
@@ -78,13 +78,15 @@ pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
         let g = env.iperf(plan.iperf_secs)?;
         Ok((g, format!("{g:.2} Gbit/s")))
     })?;
-    let base = median(runs.get("none").map(Vec::as_slice).unwrap_or(&[]));
+    let none = runs.get("none").cloned().unwrap_or_default();
+    let base = median(&none);
     let mut setups = serde_json::Map::new();
     for (setup, v) in &runs {
         let m = median(v);
         setups.insert(
             (*setup).to_owned(),
-            json!({"gbit_s_runs": v, "gbit_s_median": m, "ratio_to_none": ratio(m, base)}),
+            json!({"gbit_s_runs": v, "gbit_s_median": m, "ratio_to_none": ratio(m, base),
+                   "paired_ratio_to_none": paired_ratio(v, &none)}),
         );
     }
     Ok(json!({"iperf_secs": plan.iperf_secs, "setups": setups}))
