@@ -64,7 +64,7 @@ pub fn table(all: &Value) -> String {
                     x(&s[mode]["ratio_to_none"])
                 ),
                 ">= 0.98x",
-                "",
+                &format!("paired per repeat: {}", x(&s[mode]["paired_ratio_to_none"])),
             );
         }
     }
