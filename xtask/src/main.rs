@@ -1,5 +1,6 @@
 //! `cargo xtask ...`: the project's developer commands, one module per subcommand, so each
 //! command stays small and new ones are one enum variant plus one file.
+mod bench;
 mod demo;
 mod test;
 mod testbed;
@@ -23,6 +24,9 @@ enum Cmd {
     Test,
     /// Three namespaces on a simulated node: monitor mode, then enforce mode.
     Demo,
+    /// Performance figures on a simulated node (root): throughput, latency, program cost,
+    /// iptables comparison, compile time and memory, violation storms.
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +34,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Testbed(args) => testbed::run(args),
         Cmd::Test => test::run(),
         Cmd::Demo => demo::run(),
+        Cmd::Bench(args) => bench::run(args),
     }
 }

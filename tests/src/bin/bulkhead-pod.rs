@@ -81,6 +81,53 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
+    /// Request/response latency to a TCP echo server (benchmarks): either a new connection per
+    /// request (`--connect-each N`: connect, send, read the echo, close with RST so that no
+    /// TIME_WAIT piles up) or one connection doing `--pingpong N` round trips. Prints one JSON
+    /// object with percentiles in microseconds and the request rate.
+    Rr {
+        /// The echo server.
+        #[arg(long)]
+        tcp: SocketAddr,
+        /// Requests, each on a new connection.
+        #[arg(
+            long,
+            conflicts_with = "pingpong",
+            required_unless_present = "pingpong"
+        )]
+        connect_each: Option<u64>,
+        /// Round trips on one connection.
+        #[arg(long)]
+        pingpong: Option<u64>,
+        /// Request size in bytes (at most 1024: the echo server's buffer).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Unmeasured requests first (connection setup, caches).
+        #[arg(long, default_value_t = 50)]
+        warmup: u64,
+        /// Budget for one request.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// Sequential TCP connect attempts cycling over `--ports` consecutive destination ports (each
+    /// port is a separate flow for the firewall's per-flow folding); prints counts by outcome.
+    Flood {
+        /// Destination address.
+        #[arg(long)]
+        ip: IpAddr,
+        /// First destination port.
+        #[arg(long)]
+        port_from: u16,
+        /// How many consecutive ports to cycle over.
+        #[arg(long, default_value_t = 1)]
+        ports: u16,
+        /// Number of attempts.
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        /// Per-attempt timeout.
+        #[arg(long, default_value_t = 200)]
+        timeout_ms: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -112,6 +159,40 @@ fn main() -> anyhow::Result<()> {
                 tcp,
                 Duration::from_millis(interval_ms),
                 Duration::from_millis(duration_ms),
+                Duration::from_millis(timeout_ms.max(1)),
+            ));
+            Ok(())
+        }
+        Cmd::Rr {
+            tcp,
+            connect_each,
+            pingpong,
+            size,
+            warmup,
+            timeout_ms,
+        } => {
+            let timeout = Duration::from_millis(timeout_ms.max(1));
+            let size = size.clamp(1, 1024);
+            let report = match (connect_each, pingpong) {
+                (Some(n), _) => rr_connect_each(tcp, n, size, warmup, timeout),
+                (None, Some(n)) => rr_pingpong(tcp, n, size, warmup, timeout)?,
+                (None, None) => anyhow::bail!("give --connect-each N or --pingpong N"),
+            };
+            print_json(&report);
+            Ok(())
+        }
+        Cmd::Flood {
+            ip,
+            port_from,
+            ports,
+            count,
+            timeout_ms,
+        } => {
+            print_json(&flood(
+                ip,
+                port_from,
+                ports.max(1),
+                count,
                 Duration::from_millis(timeout_ms.max(1)),
             ));
             Ok(())
@@ -533,4 +614,165 @@ fn hold(addr: SocketAddr, interval: Duration, duration: Duration, timeout: Durat
     }
     report.ms = ms(start);
     report
+}
+
+// ---------- benchmarks ----------
+
+/// The value at quantile `q` (0..=1) of sorted `v` (nearest rank).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+fn rr_report(
+    mode: &str,
+    mut lat_us: Vec<f64>,
+    errors: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+) -> serde_json::Value {
+    lat_us.sort_by(f64::total_cmp);
+    let n = lat_us.len();
+    let mean = if n == 0 {
+        0.0
+    } else {
+        lat_us.iter().sum::<f64>() / n as f64
+    };
+    let secs = elapsed.as_secs_f64();
+    serde_json::json!({
+        "mode": mode,
+        "requests": n,
+        "errors": errors,
+        "first_error": first_error,
+        "elapsed_ms": secs * 1e3,
+        "rate_per_s": if secs > 0.0 { n as f64 / secs } else { 0.0 },
+        "p50_us": quantile(&lat_us, 0.50),
+        "p90_us": quantile(&lat_us, 0.90),
+        "p99_us": quantile(&lat_us, 0.99),
+        "mean_us": mean,
+        "max_us": lat_us.last().copied().unwrap_or(0.0),
+    })
+}
+
+/// One request on a fresh connection: connect, send, read the echo, close with RST.
+fn one_connection_request(
+    addr: SocketAddr,
+    msg: &[u8],
+    buf: &mut [u8],
+    timeout: Duration,
+) -> io::Result<()> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(msg)?;
+    s.read_exact(buf)?;
+    linger_zero(&s);
+    if buf != msg {
+        return Err(io::Error::other("echo mismatch"));
+    }
+    Ok(())
+}
+
+fn rr_connect_each(
+    addr: SocketAddr,
+    n: u64,
+    size: usize,
+    warmup: u64,
+    timeout: Duration,
+) -> serde_json::Value {
+    let msg = vec![b'x'; size];
+    let mut buf = vec![0u8; size];
+    for _ in 0..warmup {
+        let _ = one_connection_request(addr, &msg, &mut buf, timeout);
+    }
+    let mut lat = Vec::with_capacity(n as usize);
+    let mut errors = 0;
+    let mut first_error = None;
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        match one_connection_request(addr, &msg, &mut buf, timeout) {
+            Ok(()) => lat.push(t.elapsed().as_secs_f64() * 1e6),
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    rr_report("connect-each", lat, errors, first_error, start.elapsed())
+}
+
+fn rr_pingpong(
+    addr: SocketAddr,
+    n: u64,
+    size: usize,
+    warmup: u64,
+    timeout: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(timeout))?;
+    let msg = vec![b'y'; size];
+    let mut buf = vec![0u8; size];
+    let mut round_trip = |s: &mut TcpStream| -> io::Result<()> {
+        s.write_all(&msg)?;
+        s.read_exact(&mut buf)
+    };
+    for _ in 0..warmup {
+        round_trip(&mut s).context("warm-up round trip")?;
+    }
+    let mut lat = Vec::with_capacity(n as usize);
+    let mut errors = 0;
+    let mut first_error = None;
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        match round_trip(&mut s) {
+            Ok(()) => lat.push(t.elapsed().as_secs_f64() * 1e6),
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+                break;
+            }
+        }
+    }
+    Ok(rr_report(
+        "pingpong",
+        lat,
+        errors,
+        first_error,
+        start.elapsed(),
+    ))
+}
+
+fn flood(
+    ip: IpAddr,
+    port_from: u16,
+    ports: u16,
+    count: u64,
+    timeout: Duration,
+) -> serde_json::Value {
+    let start = Instant::now();
+    let mut results: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..count {
+        let port = port_from.wrapping_add((i % u64::from(ports)) as u16);
+        let outcome = match TcpStream::connect_timeout(&SocketAddr::new(ip, port), timeout) {
+            Ok(s) => {
+                linger_zero(&s);
+                Outcome::Ok
+            }
+            Err(e) => classify(&e).0,
+        };
+        *results.entry(outcome.as_str().to_owned()).or_default() += 1;
+    }
+    serde_json::json!({
+        "attempts": count,
+        "ports": ports,
+        "ms": ms(start),
+        "results": results,
+    })
 }
