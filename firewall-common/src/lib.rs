@@ -153,10 +153,13 @@ pub enum Counter {
     /// Packets of a pod cgroup the agent has not discovered yet (a container that just started or
     /// restarted), identified by the pod's own address instead.
     ByAddress = 17,
+    /// Violation events whose flow found no room in the fold map: sent one by one, unfolded
+    /// (so still counted exactly, or counted as lost when the ring buffer is full too).
+    FoldFull = 18,
 }
 
 /// Number of entries in the counters map.
-pub const COUNTERS_LEN: u32 = 18;
+pub const COUNTERS_LEN: u32 = 19;
 
 impl Counter {
     /// Every counter, in map order.
@@ -179,6 +182,7 @@ impl Counter {
         Counter::ConntrackFull,
         Counter::ConnectDenied,
         Counter::ByAddress,
+        Counter::FoldFull,
     ];
 
     /// Stable snake_case name (metric label values).
@@ -202,6 +206,7 @@ impl Counter {
             Counter::ConntrackFull => "conntrack_full",
             Counter::ConnectDenied => "connect_denied",
             Counter::ByAddress => "by_address",
+            Counter::FoldFull => "fold_full",
         }
     }
 }

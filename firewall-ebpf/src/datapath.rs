@@ -234,11 +234,11 @@ fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
     }
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let peer = identity::remote(slot, t.family, peer_addr);
 
     if pkt.kind == Kind::Fragment {
         // No transport header: cannot be matched to a flow. Never classified as allowed across
         // namespaces: dropped in enforce mode, passed (and counted) otherwise.
+        let peer = identity::remote(slot, t.family, peer_addr);
         if peer.ns == local.ns {
             return PASS;
         }
@@ -258,6 +258,9 @@ fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
         count(Counter::ConntrackHit);
         return PASS;
     }
+    // The peer's identity (an LPM walk, the costliest lookup) only for packets conntrack did not
+    // already vouch for: established traffic never pays it.
+    let peer = identity::remote(slot, t.family, peer_addr);
     if exempt(side, &local, &peer, t) {
         // Replies of an exempt connection (a kubelet probe, a DNS answer, a reply to the world)
         // must not be judged as new connections from the other end: track it. Same-namespace

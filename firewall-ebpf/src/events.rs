@@ -75,8 +75,10 @@ pub fn report(v: &Violation) {
                 window_ns: now,
                 total: 1,
             };
-            // A failed insert (map full and nothing evictable) still sends the event below.
-            let _ = FOLD.insert(&key, &f, 0);
+            // A full map: the event still goes out below, unfolded, so it is counted either way.
+            if FOLD.insert(&key, &f, 0).is_err() {
+                count(Counter::FoldFull);
+            }
             (now, 1)
         }
     };

@@ -38,9 +38,11 @@ pub static MODES: HashMap<ModeKey, u32> = HashMap::with_max_entries(capacity::MO
 pub static CONNTRACK: LruHashMap<CtKey, CtValue> =
     LruHashMap::with_max_entries(capacity::CONNTRACK, 0);
 
-/// Per-flow event folding state.
+/// Per-flow event folding state. A plain hash, not an LRU: an LRU would evict a flow's unreported
+/// count silently; here a full map refuses the insert and the event goes out unfolded (counted).
+/// User space deletes entries once they are idle and fully reported.
 #[map(name = "FOLD")]
-pub static FOLD: LruHashMap<FoldKey, FoldValue> = LruHashMap::with_max_entries(capacity::FOLD, 0);
+pub static FOLD: HashMap<FoldKey, FoldValue> = HashMap::with_max_entries(capacity::FOLD, 0);
 
 /// Violation events to user space.
 #[map(name = "EVENTS")]

@@ -343,7 +343,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"bulkhead_map_capacity{map="CONNTRACK"} 100"#),
+            text.contains(r#"bulkhead_map_capacity{map="POLICY"} 200"#),
             "{text}"
         );
     }

@@ -93,7 +93,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("serving metrics and probes on {addr}"))?;
     }
-    let (mut datapath, state_maps, event_maps) =
+    let (mut datapath, state_maps, mut event_maps) =
         Datapath::load(&cfg.load).context("loading the eBPF datapath")?;
     datapath
         .attach(&cfg.cgroup_root)
@@ -206,7 +206,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                     info!("pod cgroups changed");
                     state.apply(&mut writer, &mut names);
                 }
-                log.sweep(&event_maps.fold, &event_maps.counters, &names, false);
+                log.sweep(&mut event_maps.fold, &event_maps.counters, &names, false);
             },
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
@@ -220,7 +220,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
 
     // Shutdown: print everything still owed, then detach (dropping the datapath closes the links).
     log.drain(ring.get_mut(), &names);
-    log.sweep(&event_maps.fold, &event_maps.counters, &names, true);
+    log.sweep(&mut event_maps.fold, &event_maps.counters, &names, true);
     let c = |k| counter(&event_maps.counters, k);
     info!(
         lines = log.lines,

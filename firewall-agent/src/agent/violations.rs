@@ -119,15 +119,22 @@ impl ViolationLog {
     /// and a line for events lost to a full ring buffer.
     pub fn sweep(
         &mut self,
-        fold: &HashMap<MapData, FoldKey, FoldValue>,
+        fold: &mut HashMap<MapData, FoldKey, FoldValue>,
         counters: &PerCpuArray<MapData, u64>,
         names: &Names,
         flush: bool,
     ) {
         let entries: Vec<(FoldKey, FoldValue)> = fold.iter().filter_map(Result::ok).collect();
-        let owed = self.accounting.sweep(entries, monotonic_ns(), flush);
+        let swept = self.accounting.sweep(entries, monotonic_ns(), flush);
+        for key in &swept.idle {
+            // A flow that wakes up between the read above and this delete loses the events of
+            // that instant: it has been quiet for 5 s, so that is microseconds in 5 s.
+            if let Err(e) = fold.remove(key) {
+                debug!(error = %e, "releasing an idle fold entry");
+            }
+        }
         let ts = format::format_ts(wall_ns());
-        for (key, last, count) in owed {
+        for (key, last, count) in swept.owed {
             let line = match last {
                 Some(ev) => {
                     format::from_event(&ev, names.slot(ev.slot), &self.node, ts.clone(), count)

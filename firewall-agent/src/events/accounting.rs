@@ -10,6 +10,18 @@ use std::collections::HashMap;
 use firewall_common::{FOLD_WINDOW_NS, FoldKey, FoldValue, ViolationEvent};
 
 /// What was printed for one flow, and the details of its last event.
+/// How long a flow must be quiet before its fold entry is deleted.
+pub const IDLE_NS: u64 = 5 * FOLD_WINDOW_NS;
+
+/// What a sweep found.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    /// Lines owed: (flow, its last event if any, count).
+    pub owed: Vec<(FoldKey, Option<ViolationEvent>, u64)>,
+    /// Flows idle for [`IDLE_NS`] and fully reported: delete their kernel entries.
+    pub idle: Vec<FoldKey>,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Tracked {
     created_ns: u64,
@@ -73,8 +85,9 @@ impl Accounting {
         kernel: impl IntoIterator<Item = (FoldKey, FoldValue)>,
         now_ns: u64,
         flush: bool,
-    ) -> Vec<(FoldKey, Option<ViolationEvent>, u64)> {
+    ) -> Sweep {
         let mut owed = Vec::new();
+        let mut idle = Vec::new();
         let mut seen = HashMap::with_capacity(self.flows.len());
         for (key, v) in kernel {
             let t = self
@@ -92,10 +105,15 @@ impl Accounting {
                 owed.push((key, t.last, v.total - t.printed));
                 t.printed = v.total;
             }
+            if now_ns.saturating_sub(v.window_ns) >= IDLE_NS && t.printed == v.total {
+                // Quiet and fully reported: its kernel entry can go (the map is not an LRU).
+                idle.push(key);
+                continue;
+            }
             seen.insert(key, t);
         }
         self.flows = seen;
-        owed
+        Sweep { owed, idle }
     }
 }
 
@@ -129,9 +147,10 @@ mod tests {
         };
         assert!(
             a.sweep([(key, v)], 100 + FOLD_WINDOW_NS - 1, false)
+                .owed
                 .is_empty()
         );
-        let owed = a.sweep([(key, v)], 100 + FOLD_WINDOW_NS, false);
+        let owed = a.sweep([(key, v)], 100 + FOLD_WINDOW_NS, false).owed;
         assert_eq!(owed.len(), 1);
         assert_eq!(owed[0].2, 9);
         // A late ring-buffer event already covered by the sweep prints nothing.
@@ -144,7 +163,28 @@ mod tests {
             window_ns: 0,
             total: 15,
         };
-        assert_eq!(a.sweep([(key, v)], 1, true)[0].2, 3);
+        assert_eq!(a.sweep([(key, v)], 1, true).owed[0].2, 3);
+    }
+
+    #[test]
+    fn idle_fully_reported_flows_are_released_and_others_kept() {
+        let mut a = Accounting::default();
+        assert_eq!(a.on_event(&ev(1, 5)), Some(1));
+        let key = fold_key(&ev(1, 5));
+        let quiet = FoldValue {
+            created_ns: 5,
+            window_ns: 5,
+            total: 3,
+        };
+        // Idle long enough, but 2 still unprinted: printed now, released in the same sweep.
+        let s = a.sweep([(key, quiet)], 5 + IDLE_NS, false);
+        assert_eq!((s.owed.len(), s.owed[0].2), (1, 2));
+        assert_eq!(s.idle, vec![key]);
+        // Not idle yet: kept.
+        let mut b = Accounting::default();
+        assert_eq!(b.on_event(&ev(3, 5)), Some(3));
+        let s = b.sweep([(key, quiet)], 5 + IDLE_NS - 1, false);
+        assert!(s.idle.is_empty() && s.owed.is_empty());
     }
 
     #[test]
@@ -158,18 +198,20 @@ mod tests {
     fn lost_first_event_is_still_printed_by_the_sweep() {
         let mut a = Accounting::default();
         let key = fold_key(&ev(1, 1));
-        let owed = a.sweep(
-            [(
-                key,
-                FoldValue {
-                    created_ns: 1,
-                    window_ns: 0,
-                    total: 4,
-                },
-            )],
-            FOLD_WINDOW_NS,
-            false,
-        );
+        let owed = a
+            .sweep(
+                [(
+                    key,
+                    FoldValue {
+                        created_ns: 1,
+                        window_ns: 0,
+                        total: 4,
+                    },
+                )],
+                FOLD_WINDOW_NS,
+                false,
+            )
+            .owed;
         assert_eq!(owed, vec![(key, None, 4)]);
     }
 }
