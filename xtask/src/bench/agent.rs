@@ -56,11 +56,22 @@ impl Agent {
         extra: &[&str],
         ready_timeout: Duration,
     ) -> anyhow::Result<Agent> {
+        let source = format!("file:{}", source.display());
+        Self::start_with(env, &["--source", &source], mode, extra, ready_timeout)
+    }
+
+    /// Like [`Agent::start`] with explicit source arguments (e.g. `--source kube --kubeconfig K`).
+    pub fn start_with(
+        env: &Env,
+        source: &[&str],
+        mode: &str,
+        extra: &[&str],
+        ready_timeout: Duration,
+    ) -> anyhow::Result<Agent> {
         interrupt::check()?;
         let mut child = Command::new(&env.agent_bin)
             .args(["--log-format", "json", "run", "--node-name", "node-1"])
-            .arg("--source")
-            .arg(format!("file:{}", source.display()))
+            .args(source)
             .arg("--cgroup-root")
             .arg(env.tb.cgroup_root())
             .args(["--mode", mode])

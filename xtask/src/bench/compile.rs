@@ -21,7 +21,8 @@ use super::{
 /// `--poll-ms` for this stage (the wall times include up to this much polling delay).
 const POLL_MS: u64 = 20;
 
-fn spec(extra_port: Option<u16>) -> Spec {
+/// The stage-5 cluster (10,000 pods, 1,000 policy objects) with the measured rule's extra port.
+pub fn spec(extra_port: Option<u16>) -> Spec {
     Spec {
         synthetic: true,
         pair_rules: 0,

@@ -10,6 +10,8 @@
 //! 4. `iptables`: the same rules as an iptables chain on the bridge path, vs Bulkhead.
 //! 5. `compile`: start-to-ready, one policy change (compile + apply), RSS at 10k pods.
 //! 6. `storm`: denied-connection storms: events delivered, lines printed, events lost.
+//! 7. `kube`: `--source kube` at 10k pods against the API server emulator: start to ready,
+//!    API change to applied (p50/p99), RSS.
 //!
 //! Everything it creates (testbed, iptables chain, sysctls) is removed or restored on the way
 //! out, including on error and on Ctrl-C.
@@ -17,6 +19,7 @@ mod agent;
 mod compile;
 mod interrupt;
 mod iptables;
+mod kube;
 mod latency;
 mod progcost;
 mod report;
@@ -48,16 +51,19 @@ pub enum Stage {
     Compile,
     /// 6. A storm of denied connections: events delivered, lines printed, events lost.
     Storm,
+    /// 7. The Kubernetes source at 10,000 pods through the API server emulator.
+    Kube,
 }
 
 impl Stage {
-    const ALL: [Stage; 6] = [
+    const ALL: [Stage; 7] = [
         Stage::Throughput,
         Stage::Latency,
         Stage::Progcost,
         Stage::Iptables,
         Stage::Compile,
         Stage::Storm,
+        Stage::Kube,
     ];
 
     fn name(self) -> &'static str {
@@ -68,6 +74,7 @@ impl Stage {
             Stage::Iptables => "iptables",
             Stage::Compile => "compile",
             Stage::Storm => "storm",
+            Stage::Kube => "kube",
         }
     }
 }
@@ -194,6 +201,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Stage::Iptables => iptables::run(&env, &plan),
             Stage::Compile => compile::run(&env, &plan),
             Stage::Storm => storm::run(&env, &plan),
+            Stage::Kube => kube::run(&env, &plan),
         };
         match r {
             Ok(v) => {

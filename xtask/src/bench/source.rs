@@ -47,7 +47,8 @@ fn syn_ns_name(i: usize) -> String {
     format!("syn-{i:04}")
 }
 
-fn policy(spec: &Spec) -> Vec<Value> {
+/// The bench policy: a cross-namespace deny baseline and `bench-b`'s NamespaceFirewall.
+pub fn policy(spec: &Spec) -> Vec<Value> {
     let mut ingress: Vec<Value> = (0..spec.pair_rules)
         .map(|k| {
             let (ns, port) = pair(k);
@@ -77,26 +78,21 @@ fn policy(spec: &Spec) -> Vec<Value> {
     ]
 }
 
-fn synthetic(spec: &Spec, out: &mut String) -> anyhow::Result<()> {
+fn synthetic(spec: &Spec, out: &mut Vec<Value>) {
     let per_ns = SYN_PODS / SYN_NAMESPACES;
-    let mut doc = |v: Value| -> anyhow::Result<()> {
-        out.push_str("---\n");
-        out.push_str(&serde_json::to_string(&v).context("serializing")?);
-        out.push('\n');
-        Ok(())
-    };
+    let mut doc = |v: Value| out.push(v);
     doc(json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": "node-2"},
         "status": {"addresses": [{"type": "InternalIP", "address": "10.63.0.2"}]},
-    }))?;
+    }));
     for i in 0..SYN_NAMESPACES {
         let name = syn_ns_name(i);
         doc(json!({
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name, "team": format!("t{}", i % 10)}},
             "status": {"phase": "Active"},
-        }))?;
+        }));
         let net = ns_net(i).octets();
         for j in 0..per_ns {
             let n = i * per_ns + j;
@@ -111,7 +107,7 @@ fn synthetic(spec: &Spec, out: &mut String) -> anyhow::Result<()> {
                 "metadata": {"name": format!("p{j}"), "namespace": name, "uid": format!("00000000-0000-4000-8000-{n:012x}"), "labels": {"app": format!("a{}", j % 3)}},
                 "spec": {"nodeName": node, "containers": [{"name": "main", "image": "x"}]},
                 "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
-            }))?;
+            }));
         }
         if spec.policy_objects {
             let peer = |d: usize| syn_ns_name((i + d) % SYN_NAMESPACES);
@@ -127,26 +123,35 @@ fn synthetic(spec: &Spec, out: &mut String) -> anyhow::Result<()> {
                         {"to": {"namespaces": [peer(3)]}, "ports": [{"protocol": "TCP", "port": 5432}]},
                     ],
                 },
-            }))?;
+            }));
         }
     }
-    Ok(())
+}
+
+/// Every object of the source for `spec`: the testbed's, the bench policy, and the synthetic
+/// cluster when asked (the `file:` and `kube` stages serve exactly the same objects).
+pub fn objects(env: &Env, spec: &Spec) -> anyhow::Result<Vec<Value>> {
+    let mut out: Vec<Value> = env
+        .tb
+        .source_objects(&[])?
+        .into_iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()
+        .context("converting the testbed's objects")?;
+    out.extend(policy(spec));
+    if spec.synthetic {
+        synthetic(spec, &mut out);
+    }
+    Ok(out)
 }
 
 /// Writes the source for `spec` to `path` atomically (the agent never reads half a file).
 pub fn write(env: &Env, path: &Path, spec: &Spec) -> anyhow::Result<()> {
     let mut text = String::new();
-    for o in env.tb.source_objects(&[])? {
+    for o in objects(env, spec)? {
         text.push_str("---\n");
-        text.push_str(&serde_yaml::to_string(&o).context("serializing an object")?);
-    }
-    for o in policy(spec) {
-        text.push_str("---\n");
-        text.push_str(&serde_json::to_string(&o)?);
+        text.push_str(&serde_json::to_string(&o).context("serializing an object")?);
         text.push('\n');
-    }
-    if spec.synthetic {
-        synthetic(spec, &mut text)?;
     }
     let tmp = path.with_extension("tmp-bench");
     let mut f =
