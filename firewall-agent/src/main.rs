@@ -13,6 +13,7 @@ use firewall_agent::{
 use firewall_common::{MODE_ENFORCE, MODE_MONITOR, MODE_OFF};
 
 mod check;
+mod validate_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +72,8 @@ enum Command {
     Crds,
     /// Explain the verdict for a namespace pair and port, naming the deciding rule.
     Check(check::CheckArgs),
+    /// Check policy objects in YAML files with the agent's own validation (before applying them).
+    Validate(validate_cmd::ValidateArgs),
     /// Uninstall from this node: remove pinned programs, links and maps.
     Cleanup {
         /// Pin directory.
@@ -215,6 +218,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Check(args) => check::run(args),
+        Command::Validate(args) => validate_cmd::run(args),
         Command::Cleanup { bpffs } => cleanup(bpffs),
     };
     match result {
