@@ -1,6 +1,7 @@
 //! `cargo xtask ...`: the project's developer commands, one module per subcommand, so each
 //! command stays small and new ones are one enum variant plus one file.
 mod demo;
+mod manifests;
 mod test;
 mod testbed;
 mod util;
@@ -21,6 +22,8 @@ enum Cmd {
     Testbed(testbed::Args),
     /// The whole test suite, as CI runs it.
     Test,
+    /// Offline checks of deploy/: render, Kubernetes schemas, example policies, DaemonSet.
+    Manifests,
     /// Three namespaces on a simulated node: monitor mode, then enforce mode.
     Demo,
 }
@@ -29,6 +32,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Testbed(args) => testbed::run(args),
         Cmd::Test => test::run(),
+        Cmd::Manifests => manifests::run(),
         Cmd::Demo => demo::run(),
     }
 }
