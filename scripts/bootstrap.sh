@@ -13,7 +13,8 @@ PREFIX="${BULKHEAD_TOOLS:-$HOME/.cache/bulkhead/llvm-$EBPF_TOOLCHAIN}"
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
 # Debian packages: iproute2 (netns, veth, bridge), ping, iperf3, bpftool, iptables for tests/benches.
-PKGS=(iproute2 iputils-ping iperf3 bpftool iptables procps util-linux libcap2-bin)
+# python3-venv for the manifest checks' virtualenv.
+PKGS=(iproute2 iputils-ping iperf3 bpftool iptables procps util-linux libcap2-bin python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -47,4 +48,14 @@ if ! command -v bpf-linker >/dev/null 2>&1 || ! bpf-linker --version 2>/dev/null
   LLVM_PREFIX="$PREFIX" cargo +"$USER_TOOLCHAIN" install bpf-linker --version "$BPF_LINKER_VERSION" --locked \
     --no-default-features --features "llvm-$LLVM_MAJOR" >&2
 fi
+# kubernetes-validate (and jsonschema) for `cargo xtask manifests`, pinned, in a venv; offline afterwards.
+VENV="${BULKHEAD_VENV:-$HOME/.cache/bulkhead/venv}"
+REQS=scripts/requirements-manifests.txt
+if ! cmp -s "$REQS" "$VENV/.requirements" 2>/dev/null; then
+  log "installing the manifest checkers into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQS"
+  cp "$REQS" "$VENV/.requirements"
+fi
+
 log "ready: $(rustc +"$USER_TOOLCHAIN" --version), $(rustc +"$EBPF_TOOLCHAIN" --version), $(bpf-linker --version)"

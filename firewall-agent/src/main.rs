@@ -13,6 +13,7 @@ use firewall_agent::{
 use firewall_common::{MODE_ENFORCE, MODE_MONITOR, MODE_OFF};
 
 mod check;
+mod validate_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -22,7 +23,7 @@ mod check;
 )]
 struct Cli {
     /// Diagnostics format on stderr (the violation log on stdout is always JSON).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, env = "BULKHEAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -71,6 +72,8 @@ enum Command {
     Crds,
     /// Explain the verdict for a namespace pair and port, naming the deciding rule.
     Check(check::CheckArgs),
+    /// Check policy objects in YAML files with the agent's own validation (before applying them).
+    Validate(validate_cmd::ValidateArgs),
     /// Uninstall from this node: remove pinned programs, links and maps.
     Cleanup {
         /// Pin directory.
@@ -88,7 +91,7 @@ struct RunArgs {
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
     /// Mode for namespaces that set none.
-    #[arg(long, value_enum, default_value_t = Mode::Monitor)]
+    #[arg(long, env = "BULKHEAD_MODE", value_enum, default_value_t = Mode::Monitor)]
     mode: Mode,
     /// Where programs attach.
     #[arg(long, value_enum, default_value_t = Attach::Cgroup)]
@@ -112,13 +115,17 @@ struct RunArgs {
     #[arg(long, default_value = "bulkhead-status")]
     lease_name: String,
     /// The cluster DNS Service, always reachable on port 53.
-    #[arg(long, default_value = "kube-system/kube-dns")]
+    #[arg(
+        long,
+        env = "BULKHEAD_DNS_SERVICE",
+        default_value = "kube-system/kube-dns"
+    )]
     dns_service: String,
     /// Capacity of the connection-tracking map.
-    #[arg(long, default_value_t = firewall_common::capacity::CONNTRACK)]
+    #[arg(long, env = "BULKHEAD_CONNTRACK_ENTRIES", default_value_t = firewall_common::capacity::CONNTRACK)]
     conntrack_entries: u32,
     /// Capacity of the policy map (both slots together).
-    #[arg(long, default_value_t = firewall_common::capacity::POLICY)]
+    #[arg(long, env = "BULKHEAD_POLICY_ENTRIES", default_value_t = firewall_common::capacity::POLICY)]
     policy_entries: u32,
     /// Capacity of the cgroup map (both slots): containers of this node's pods.
     #[arg(long, default_value_t = firewall_common::capacity::CGROUPS)]
@@ -224,6 +231,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Check(args) => check::run(args),
+        Command::Validate(args) => validate_cmd::run(args),
         Command::Cleanup { bpffs } => cleanup(bpffs),
     };
     match result {

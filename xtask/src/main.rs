@@ -2,6 +2,7 @@
 //! command stays small and new ones are one enum variant plus one file.
 mod bench;
 mod demo;
+mod manifests;
 mod test;
 mod testbed;
 mod util;
@@ -22,6 +23,8 @@ enum Cmd {
     Testbed(testbed::Args),
     /// The whole test suite, as CI runs it.
     Test,
+    /// Offline checks of deploy/: render, Kubernetes schemas, example policies, DaemonSet.
+    Manifests,
     /// Three namespaces on a simulated node: monitor mode, then enforce mode.
     Demo,
     /// Performance figures on a simulated node (root): throughput, latency, program cost,
@@ -33,6 +36,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Testbed(args) => testbed::run(args),
         Cmd::Test => test::run(),
+        Cmd::Manifests => manifests::run(),
         Cmd::Demo => demo::run(),
         Cmd::Bench(args) => bench::run(args),
     }

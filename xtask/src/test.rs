@@ -1,7 +1,7 @@
 //! `cargo xtask test`: the whole test suite, as CI runs it.
 //!
-//! Formatting and lints first (cheap), then unit tests, then the kernel-level end-to-end tests,
-//! which need root. In CI (`CI=true`) a missing root is an error, never a silent skip.
+//! Formatting and lints first (cheap), then unit tests, the offline manifest checks
+//! (`cargo xtask manifests`), then the kernel-level end-to-end tests, which need root. In CI (`CI=true`) a missing root is an error, never a silent skip.
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
@@ -48,6 +48,8 @@ pub fn run() -> anyhow::Result<()> {
             .args(["test", "--workspace", "--exclude", "bulkhead-tests"])
             .env("BULKHEAD_AGENT_BIN", &agent),
     )?;
+    eprintln!("==> manifests (deploy/, offline)");
+    crate::manifests::run()?;
     // One test at a time: each builds a simulated node and measures real connection outcomes.
     step(
         "end-to-end tests",

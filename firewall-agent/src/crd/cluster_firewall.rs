@@ -32,6 +32,7 @@ pub struct ClusterFirewallSpec {
     pub priority: i32,
     /// Ordered rules; the first matching one decides (or delegates).
     #[serde(default)]
+    #[schemars(extend("maxItems" = 128))]
     pub rules: Vec<ClusterRule>,
     /// Cluster defaults; only one object may set them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +74,7 @@ pub struct ClusterRule {
     pub to: Option<DestPeer>,
     /// Absent: every port and protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 32))]
     pub ports: Option<Vec<PortSpec>>,
 }
 

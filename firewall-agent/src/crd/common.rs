@@ -1,8 +1,16 @@
 //! Types shared by both CRDs: peers, ports, label selectors and the status block.
 use std::collections::BTreeMap;
 
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+// Schema bounds. The API server refuses a CRD whose CEL rules could cost too much in the worst
+// case, and it estimates that worst case from `maxItems`/`maxLength` (unbounded lists count as
+// "as many as fit in a request"). So every list on the way to a CEL rule is bounded; split a
+// larger policy into more rules or objects (rules of one namespace are a union).
+// NamespaceFirewall ingress/egress: 64 rules; ClusterFirewall rules: 128 (in their files);
+// ports 32, cidrs 32, except 32, matchExpressions 16 per entry (here).
 
 /// A set of source namespaces (`from`): named ones plus those a selector picks; `{}` is every
 /// namespace. Unknown fields are refused so that a typo never widens a rule to `{}`.
@@ -11,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub struct Peer {
     /// Namespaces by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 256, "items" = {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}))]
     pub namespaces: Option<Vec<String>>,
     /// Namespaces by label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -19,42 +28,75 @@ pub struct Peer {
 
 /// A NamespaceFirewall egress destination: namespaces (by name or label) and addresses outside
 /// every namespace (`cidrs` minus `except`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(
+    "!has(self.except) || (has(self.cidrs) && self.except.all(e, !isCIDR(e) || self.cidrs.exists(c, isCIDR(c) && cidr(c).containsCIDR(e))))"
+)
+.message("each except entry must lie inside one of cidrs")
+.field_path(".except"))]
 pub struct EgressPeer {
     /// Namespaces by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 256, "items" = {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}))]
     pub namespaces: Option<Vec<String>>,
     /// Namespaces by label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     /// World and host addresses (never pods or cluster IPs), e.g. `10.0.0.0/8`, `fd00::/8`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 32, "items" = {"type": "string", "maxLength": 64}))]
+    #[x_kube(
+        validation = Rule::new("self.all(c, isCIDR(c))").message("each entry must be a CIDR such as 10.0.0.0/8 or fd00::/8"),
+        validation = Rule::new("self.all(c, !isCIDR(c) || cidr(c) == cidr(c).masked())").message("host bits set: write the network address, e.g. 10.0.0.0/8")
+    )]
     pub cidrs: Option<Vec<String>>,
     /// Prefixes carved out of `cidrs`; each must lie inside one of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 32, "items" = {"type": "string", "maxLength": 64}))]
+    #[x_kube(
+        validation = Rule::new("self.all(c, isCIDR(c))").message("each entry must be a CIDR such as 10.1.0.0/16"),
+        validation = Rule::new("self.all(c, !isCIDR(c) || cidr(c) == cidr(c).masked())").message("host bits set: write the network address, e.g. 10.1.0.0/16")
+    )]
     pub except: Option<Vec<String>>,
 }
 
 /// A ClusterFirewall destination: like [`EgressPeer`], plus `services` (`namespace/name`) that
 /// narrow the rule to the pods behind those Services and their cluster IPs.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(
+    "!has(self.except) || (has(self.cidrs) && self.except.all(e, !isCIDR(e) || self.cidrs.exists(c, isCIDR(c) && cidr(c).containsCIDR(e))))"
+)
+.message("each except entry must lie inside one of cidrs")
+.field_path(".except"))]
 pub struct DestPeer {
     /// Namespaces by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 256, "items" = {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}))]
     pub namespaces: Option<Vec<String>>,
     /// Namespaces by label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     /// Services as `namespace/name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 256, "items" = {"type": "string", "maxLength": 127, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z]([-a-z0-9]*[a-z0-9])?$"}))]
     pub services: Option<Vec<String>>,
     /// World and host addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 32, "items" = {"type": "string", "maxLength": 64}))]
+    #[x_kube(
+        validation = Rule::new("self.all(c, isCIDR(c))").message("each entry must be a CIDR such as 10.0.0.0/8 or fd00::/8"),
+        validation = Rule::new("self.all(c, !isCIDR(c) || cidr(c) == cidr(c).masked())").message("host bits set: write the network address, e.g. 10.0.0.0/8")
+    )]
     pub cidrs: Option<Vec<String>>,
-    /// Prefixes carved out of `cidrs`.
+    /// Prefixes carved out of `cidrs`; each must lie inside one of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 32, "items" = {"type": "string", "maxLength": 64}))]
+    #[x_kube(
+        validation = Rule::new("self.all(c, isCIDR(c))").message("each entry must be a CIDR such as 10.1.0.0/16"),
+        validation = Rule::new("self.all(c, !isCIDR(c) || cidr(c) == cidr(c).masked())").message("host bits set: write the network address, e.g. 10.1.0.0/16")
+    )]
     pub except: Option<Vec<String>>,
 }
 
@@ -63,8 +105,12 @@ fn default_protocol() -> String {
 }
 
 /// A protocol and an optional port range; absent `port` means every port of the protocol.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("!has(self.endPort) || has(self.port)").message("endPort requires port").field_path(".endPort"),
+    validation = Rule::new("!has(self.endPort) || !has(self.port) || self.endPort >= self.port").message("endPort must not be less than port").field_path(".endPort")
+)]
 pub struct PortSpec {
     // A string (not an enum) so that an unknown value is reported by validation with its path
     // instead of failing the whole document.
@@ -74,9 +120,11 @@ pub struct PortSpec {
     pub protocol: String,
     /// First port (1..=65535).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 1, "maximum" = 65535))]
     pub port: Option<i32>,
     /// Last port of a range (requires `port`, >= `port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 1, "maximum" = 65535))]
     pub end_port: Option<i32>,
 }
 
@@ -90,12 +138,18 @@ pub struct LabelSelector {
     pub match_labels: Option<BTreeMap<String, String>>,
     /// Set-based requirements.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 16))]
     pub match_expressions: Option<Vec<LabelSelectorRequirement>>,
 }
 
 /// One set-based requirement of a [`LabelSelector`].
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(
+    "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : (!has(self.values) || size(self.values) == 0)"
+)
+.message("In and NotIn need at least one value; Exists and DoesNotExist take none")
+.field_path(".values"))]
 pub struct LabelSelectorRequirement {
     /// Label key.
     pub key: String,

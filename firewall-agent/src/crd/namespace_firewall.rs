@@ -25,9 +25,11 @@ use super::common::{EgressPeer, FirewallStatus, Peer, PortSpec};
 pub struct NamespaceFirewallSpec {
     /// Allowed incoming connections (union of rules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 64))]
     pub ingress: Option<Vec<IngressRule>>,
     /// Allowed outgoing connections (union of rules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 64))]
     pub egress: Option<Vec<EgressRule>>,
 }
 
@@ -39,9 +41,11 @@ pub struct IngressRule {
     pub from: Peer,
     /// Names of Services of this namespace: only their pods and cluster IPs are opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 256, "items" = {"type": "string", "maxLength": 63, "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$"}))]
     pub services: Option<Vec<String>>,
     /// Absent: every port and protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 32))]
     pub ports: Option<Vec<PortSpec>>,
 }
 
@@ -53,5 +57,6 @@ pub struct EgressRule {
     pub to: EgressPeer,
     /// Absent: every port and protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxItems" = 32))]
     pub ports: Option<Vec<PortSpec>>,
 }
