@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{find, node::Node, pretty, require_root};
+use common::{agent::pretty, find, node::Node, require_root};
 use serde_json::{Value, json};
 
 /// The pods every test starts from: web (frontend), api + worker (payments), postgres (db), coredns.

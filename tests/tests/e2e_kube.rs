@@ -12,9 +12,10 @@ use std::{
 
 use bulkhead_tests::Protocol;
 use common::{
+    agent::pretty,
     find,
     kube_node::{AGENT_NAMESPACE, KubeNode, object, wait_for},
-    pretty, require_root,
+    require_root,
 };
 use serde_json::{Value, json};
 

@@ -6,8 +6,6 @@ pub mod agent;
 pub mod kube_node;
 pub mod node;
 
-pub use agent::pretty;
-
 use serde_json::Value;
 
 /// True when running as root; otherwise prints a loud SKIPPED line.

@@ -37,7 +37,14 @@ pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
     let kc = kubeconfig.display().to_string();
     let mut agent = Agent::start_with(
         env,
-        &["--source", "kube", "--kubeconfig", &kc, "--lease-namespace", "bench-b"],
+        &[
+            "--source",
+            "kube",
+            "--kubeconfig",
+            &kc,
+            "--lease-namespace",
+            "bench-b",
+        ],
         "enforce",
         &[],
         Duration::from_secs(120),
