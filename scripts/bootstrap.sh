@@ -48,6 +48,12 @@ if ! command -v bpf-linker >/dev/null 2>&1 || ! bpf-linker --version 2>/dev/null
   LLVM_PREFIX="$PREFIX" cargo +"$USER_TOOLCHAIN" install bpf-linker --version "$BPF_LINKER_VERSION" --locked \
     --no-default-features --features "llvm-$LLVM_MAJOR" >&2
 fi
+# cargo-fuzz for `cargo xtask fuzz` (the fuzz targets run bounded in CI).
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  log "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo +"$USER_TOOLCHAIN" install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked >&2
+fi
 # kubernetes-validate (and jsonschema) for `cargo xtask manifests`, pinned, in a venv; offline afterwards.
 VENV="${BULKHEAD_VENV:-$HOME/.cache/bulkhead/venv}"
 REQS=scripts/requirements-manifests.txt

@@ -156,10 +156,13 @@ pub enum Counter {
     /// Violation events whose flow found no room in the fold map: sent one by one, unfolded
     /// (so still counted exactly, or counted as lost when the ring buffer is full too).
     FoldFull = 18,
+    /// Unfolded violation events (see `FoldFull`) the ring buffer had no room for: the only
+    /// violations whose count appears in no line; reported in `events_lost` lines instead.
+    EventsLostUnfolded = 19,
 }
 
 /// Number of entries in the counters map.
-pub const COUNTERS_LEN: u32 = 19;
+pub const COUNTERS_LEN: u32 = 20;
 
 impl Counter {
     /// Every counter, in map order.
@@ -183,6 +186,7 @@ impl Counter {
         Counter::ConnectDenied,
         Counter::ByAddress,
         Counter::FoldFull,
+        Counter::EventsLostUnfolded,
     ];
 
     /// Stable snake_case name (metric label values).
@@ -207,6 +211,7 @@ impl Counter {
             Counter::ConnectDenied => "connect_denied",
             Counter::ByAddress => "by_address",
             Counter::FoldFull => "fold_full",
+            Counter::EventsLostUnfolded => "events_lost_unfolded",
         }
     }
 }

@@ -57,7 +57,7 @@ pub fn report(v: &Violation) {
     };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let (created, total) = match FOLD.get_ptr_mut(&key) {
+    let (created, total, folded) = match FOLD.get_ptr_mut(&key) {
         Some(p) => {
             // SAFETY: `p` comes from a successful lookup; `total` is u64-aligned.
             let f = unsafe { &mut *p };
@@ -67,7 +67,7 @@ pub fn report(v: &Violation) {
                 return;
             }
             f.window_ns = now;
-            (f.created_ns, f.total)
+            (f.created_ns, f.total, true)
         }
         None => {
             let f = FoldValue {
@@ -76,19 +76,25 @@ pub fn report(v: &Violation) {
                 total: 1,
             };
             // A full map: the event still goes out below, unfolded, so it is counted either way.
-            if FOLD.insert(&key, &f, 0).is_err() {
+            let folded = FOLD.insert(&key, &f, 0).is_ok();
+            if !folded {
                 count(Counter::FoldFull);
             }
-            (now, 1)
+            (now, 1, folded)
         }
     };
-    send(v, now, created, total);
+    send(v, now, created, total, folded);
 }
 
 #[inline(always)]
-fn send(v: &Violation, now: u64, created: u64, total: u64) {
+fn send(v: &Violation, now: u64, created: u64, total: u64, folded: bool) {
     let Some(mut entry) = EVENTS.reserve::<ViolationEvent>(0) else {
         count(Counter::EventsLost);
+        // A folded flow's count still reaches the log through the fold map; an unfolded one's
+        // only through this counter.
+        if !folded {
+            count(Counter::EventsLostUnfolded);
+        }
         return;
     };
     let t = &v.tuple;

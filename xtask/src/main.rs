@@ -2,6 +2,7 @@
 //! command stays small and new ones are one enum variant plus one file.
 mod bench;
 mod demo;
+mod fuzz;
 mod manifests;
 mod test;
 mod testbed;
@@ -27,6 +28,8 @@ enum Cmd {
     Manifests,
     /// Three namespaces on a simulated node: monitor mode, then enforce mode.
     Demo,
+    /// Runs the fuzz targets (libFuzzer, bounded time each).
+    Fuzz(fuzz::Args),
     /// Performance figures on a simulated node (root): throughput, latency, program cost,
     /// iptables comparison, compile time and memory, violation storms.
     Bench(bench::Args),
@@ -39,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Manifests => manifests::run(),
         Cmd::Demo => demo::run(),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Fuzz(args) => fuzz::run(args),
     }
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the whole test suite, as CI runs it.
 //!
 //! Formatting and lints first (cheap), then unit tests, the offline manifest checks
-//! (`cargo xtask manifests`), then the kernel-level end-to-end tests, which need root. In CI (`CI=true`) a missing root is an error, never a silent skip.
+//! (`cargo xtask manifests`), the fuzz targets for 30 s each (`cargo xtask fuzz`), then the
+//! kernel-level end-to-end tests, which need root. In CI (`CI=true`) a missing root is an error, never a silent skip.
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
@@ -50,6 +51,11 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     eprintln!("==> manifests (deploy/, offline)");
     crate::manifests::run()?;
+    // Bounded: a regression net (the seeds replay every crash ever fixed), not a campaign.
+    crate::fuzz::run(crate::fuzz::Args {
+        seconds: 30,
+        target: None,
+    })?;
     // One test at a time: each builds a simulated node and measures real connection outcomes.
     step(
         "end-to-end tests",

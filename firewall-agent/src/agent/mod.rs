@@ -231,9 +231,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         events_sent = c(Counter::EventsSent),
         events_folded = c(Counter::EventsFolded),
         events_lost = c(Counter::EventsLost),
+        events_lost_unfolded = c(Counter::EventsLostUnfolded),
         "detaching"
     );
-    if c(Counter::EventsLost) > 0 {
+    if c(Counter::EventsLost) > c(Counter::EventsLostUnfolded) {
         warn!(
             "some events were lost to a full ring buffer; their counts were reported from the fold map"
         );

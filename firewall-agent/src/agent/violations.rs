@@ -143,13 +143,13 @@ impl ViolationLog {
             };
             self.print_violation(&line);
         }
-        let lost = counter(counters, Counter::EventsLost);
+        let lost = counter(counters, Counter::EventsLostUnfolded);
         if lost > self.lost_reported {
             let count = lost - self.lost_reported;
             self.lost_reported = lost;
             warn!(
                 count,
-                "violation events lost: the ring buffer was full (their counts are still reported)"
+                "violations in no line: the fold map and the ring buffer were both full; counted in an events_lost line"
             );
             let node = self.node.clone();
             let line = LostLine {

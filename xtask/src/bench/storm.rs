@@ -75,7 +75,9 @@ pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
             // Each denied attempt is one count on each denying side (both sides deny here).
             "counts_expected": denied * counts.len().max(1) as u64,
             "counts_total": counts.values().sum::<u64>(),
-            "counts_missing": (denied * counts.len().max(1) as u64).saturating_sub(counts.values().sum::<u64>()),
+            // `events_lost` lines count the violations that are in no line (their direction is
+            // not known), so lines + events_lost must make up the total.
+            "counts_missing": (denied * counts.len().max(1) as u64).saturating_sub(counts.values().sum::<u64>() + lost_reported),
             "counts_add_up": counts.values().all(|&v| v == denied) && !counts.is_empty(),
         });
         progress(&format!(
