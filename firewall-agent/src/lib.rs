@@ -1,6 +1,7 @@
 //! Bulkhead's node agent as a library: the binary (`main.rs`) is a thin CLI over these modules, so
 //! the compiler and parsers are unit-testable without a kernel.
 pub mod agent;
+pub mod capabilities;
 pub mod cgroups;
 pub mod compiler;
 pub mod crd;

@@ -167,6 +167,7 @@ fn hostname() -> Option<String> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    firewall_agent::capabilities::check_self()?;
     if matches!(args.attach, Attach::Tc) {
         bail!("--attach tc is not implemented yet; use --attach cgroup");
     }
