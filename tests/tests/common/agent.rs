@@ -171,6 +171,20 @@ impl Agent {
         self.violations()
     }
 
+    /// SIGKILL, as a crash or an OOM kill would: no shutdown code runs. Waits for the exit.
+    pub fn kill9(mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit (the upgrade path when state is pinned).
+    pub fn term(mut self) {
+        self.terminate();
+    }
+
     fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: plain kill(2) on our own child.
