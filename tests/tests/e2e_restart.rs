@@ -19,7 +19,7 @@ use std::{
 };
 
 use bulkhead_tests::{Protocol, Target};
-use common::{agent::agent_bin, node::Node, require_root};
+use common::{agent::agent_bin, node::Node, pretty, require_root};
 
 const PODS: &str = r#"
 namespaces:
@@ -146,8 +146,7 @@ impl Attempts {
     fn finish(self) -> BTreeMap<String, u64> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("attempts thread");
-        let r = self.results.lock().expect("lock").clone();
-        r
+        self.results.lock().expect("lock").clone()
     }
 }
 
@@ -239,6 +238,13 @@ fn kill9_and_upgrade_restarts_never_lapse_enforcement() {
     node.set_policies(&[BASELINE, BETA_FROM_ALPHA]);
     second.wait_for_log_count("policy applied", applied + 2, Duration::from_secs(5));
     assert_eq!(node.tcp("alpha/a", "gamma/c", 9090).result, "denied");
+
+    // The new agent reports the denied flow it sees (events from the pinned programs).
+    let lines = second.wait_violations(Duration::from_secs(5), |l| {
+        l.iter()
+            .any(|v| v["verdict"] == "DENIED" && v["dst"]["pod"] == "c")
+    });
+    eprintln!("second agent's violation lines:\n{}", pretty(&lines));
 
     // Upgrade: SIGTERM leaves enforcement in place, a new agent takes over.
     let third = restart_under_load(&node, &pins.0, |a| a.term(), second);
