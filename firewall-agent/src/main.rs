@@ -99,7 +99,9 @@ struct RunArgs {
     /// cgroup v2 directory to attach at (default: the cgroup2 mount from /proc/self/mountinfo).
     #[arg(long)]
     cgroup_root: Option<PathBuf>,
-    /// bpffs directory for pinned state (pinning is not implemented yet: state lives with the agent).
+    /// bpffs directory for pinned state, e.g. /sys/fs/bpf/bulkhead (bpffs is mounted on its
+    /// parent if missing). With it, enforcement survives the agent (SIGKILL, SIGTERM, upgrade)
+    /// and a new agent adopts the state; without it, stopping the agent detaches everything.
     #[arg(long)]
     bpffs: Option<PathBuf>,
     /// Address for /healthz and /readyz (e.g. 0.0.0.0:9090).
@@ -171,9 +173,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if matches!(args.attach, Attach::Tc) {
         bail!("--attach tc is not implemented yet; use --attach cgroup");
     }
-    if let Some(p) = &args.bpffs {
-        tracing::warn!(bpffs = %p.display(), "pinning is not implemented yet: programs detach when the agent stops");
-    }
     let node_name = args
         .node_name
         .or_else(hostname)
@@ -195,6 +194,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             policy_entries: args.policy_entries,
             cgroup_entries: args.cgroup_entries,
             address_entries: args.address_entries,
+            pin_dir: args.bpffs,
         },
         poll: Duration::from_millis(args.poll_ms.max(10)),
         kube: KubeConfig {
@@ -208,11 +208,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn cleanup(bpffs: PathBuf) -> anyhow::Result<()> {
-    if bpffs.exists() {
-        std::fs::remove_dir_all(&bpffs).with_context(|| format!("removing {}", bpffs.display()))?;
-        println!("removed {}", bpffs.display());
-    } else {
+    let removed = firewall_agent::datapath::pin::cleanup(&bpffs)
+        .with_context(|| format!("cleaning up {}", bpffs.display()))?;
+    if removed.is_empty() {
         println!("nothing pinned at {}; nothing to clean up", bpffs.display());
+    }
+    for p in removed {
+        println!("removed {}", p.display());
     }
     Ok(())
 }

@@ -101,3 +101,107 @@ fn a_policy_that_does_not_fit_is_refused_before_anything_is_written() {
     // A smaller policy still applies afterwards.
     w.apply(&pods(30..32)).expect("3 active + 2 new fit");
 }
+
+/// Pinned state survives the process that created it: a second load reuses the pinned maps,
+/// the adopted writer knows exactly what both slots hold, and the new links replace the old.
+#[test]
+fn pinned_maps_are_adopted_and_links_replaced() {
+    use firewall_agent::datapath::pin;
+    use firewall_common::{Identity, PolicyValue, policy_key};
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED pinned_maps_are_adopted_and_links_replaced: needs root");
+        return;
+    }
+    let bpffs = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/bulkhead-load-test-{}",
+        std::process::id()
+    ));
+    struct Cleanup(std::path::PathBuf, std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = pin::cleanup(&self.0);
+            let _ = std::fs::remove_dir(&self.1);
+        }
+    }
+    let root = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .map(|l| l.split_whitespace().nth(4).unwrap().to_owned())
+        .unwrap();
+    let cg = std::path::Path::new(&root).join(format!("bulkhead-pin-test-{}", std::process::id()));
+    std::fs::create_dir(&cg).unwrap();
+    let _guard = Cleanup(bpffs.clone(), cg.clone());
+    let opts = LoadOptions {
+        pin_dir: Some(bpffs.clone()),
+        cgroup_entries: 100,
+        ..Default::default()
+    };
+    let id = |id, ns| Identity { id, ns, flags: 0 };
+    let mut a = MapContents::default();
+    a.cgroups.insert(42, id(3, 3));
+    a.ipv4.insert(("10.1.2.0".parse().unwrap(), 24), id(4, 4));
+    a.ipv6.insert(("fd00::1".parse().unwrap(), 128), id(4, 4));
+    a.policy.insert(
+        (80, policy_key(0, 1, 3, 4, 0, 0)),
+        PolicyValue {
+            verdict: firewall_common::VERDICT_ALLOW,
+            pad: [0; 3],
+            rule: 7,
+        },
+    );
+    a.modes.insert(3, firewall_common::MODE_ENFORCE);
+    a.default_mode = firewall_common::MODE_MONITOR;
+    let mut b = a.clone();
+    b.cgroups.insert(43, id(3, 3));
+
+    let first_links;
+    let slot;
+    {
+        let (mut dp, state, _events) = Datapath::load(&opts).expect("load");
+        assert!(!dp.adopted(), "fresh pin dir");
+        dp.attach(&cg).expect("attach");
+        first_links = std::fs::read_dir(bpffs.join("links")).unwrap().count();
+        assert_eq!(first_links, 4, "one pinned link per program");
+        let mut w = MapWriter::adopt(state).unwrap();
+        w.apply(&a).unwrap();
+        w.apply(&b).unwrap();
+        slot = w.active_slot();
+        // Everything dropped here, as on SIGKILL: only the pins keep the state.
+    }
+    // A different capacity flag does not break adoption: the pinned size wins.
+    let opts2 = LoadOptions {
+        cgroup_entries: 500,
+        ..opts.clone()
+    };
+    let (mut dp, state, _events) = Datapath::load(&opts2).expect("reload from pins");
+    assert!(dp.adopted());
+    let old: Vec<_> = std::fs::read_dir(bpffs.join("links"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dp.attach(&cg).expect("attach again");
+    assert_eq!(
+        dp.replaced_links().len(),
+        4,
+        "the old generation was replaced"
+    );
+    for p in &old {
+        assert!(!p.exists(), "{} should be unpinned", p.display());
+    }
+    assert_eq!(std::fs::read_dir(bpffs.join("links")).unwrap().count(), 4);
+    let mut w = MapWriter::adopt(state).unwrap();
+    assert_eq!(w.capacities().cgroups, 100, "the pinned size is kept");
+    assert_eq!(w.active_slot(), slot);
+    assert_eq!(w.active_contents(), &b);
+    // The inactive slot holds `a` exactly: bringing it to `b` writes one entry.
+    let s = w.apply(&b).unwrap();
+    assert_eq!((s.slot, s.written, s.deleted), (1 - slot, 1, 0));
+    drop(w);
+    drop(dp);
+    // The programs are still attached (pinned): cleanup removes them and the directory.
+    let removed = pin::cleanup(&bpffs).unwrap();
+    assert!(removed.len() >= 4 + 10 + 3, "{removed:?}");
+    assert!(!bpffs.exists());
+    assert!(pin::cleanup(&bpffs).unwrap().is_empty(), "idempotent");
+}

@@ -164,7 +164,14 @@ impl Metrics {
             "Policies not applied (the previous one stayed in force), by the map that would overflow or whose write the kernel refused",
             m.apply_failures.clone(),
         );
-        let caps = load.capacities();
+        let m = Self { registry, ..m };
+        m.set_capacities(load.capacities());
+        m
+    }
+
+    /// Sets the capacity gauges (again, when adopted pinned maps keep a size other than the
+    /// flags').
+    pub fn set_capacities(&self, caps: crate::datapath::loader::Capacities) {
         let capacities = [
             (firewall_common::maps::CGROUPS, caps.cgroups),
             (firewall_common::maps::IPV4, caps.ipv4),
@@ -173,11 +180,10 @@ impl Metrics {
             (firewall_common::maps::MODES, caps.modes),
         ];
         for (map, cap) in capacities {
-            m.map_capacity
+            self.map_capacity
                 .get_or_create(&MapLabels { map })
                 .set(i64::from(cap));
         }
-        Self { registry, ..m }
     }
 
     /// The text exposition format.

@@ -98,8 +98,25 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     datapath
         .attach(&cfg.cgroup_root)
         .with_context(|| format!("attaching at cgroup {}", cfg.cgroup_root.display()))?;
-    info!(cgroup_root = %cfg.cgroup_root.display(), node = %cfg.compile.node_name, source = ?cfg.source, "datapath attached");
-    let mut writer = MapWriter::new(state_maps).context("initialising the maps")?;
+    info!(cgroup_root = %cfg.cgroup_root.display(), node = %cfg.compile.node_name, source = ?cfg.source, pinned = datapath.pinned(), adopted = datapath.adopted(), "datapath attached");
+    let mut writer = if datapath.pinned() {
+        // Pinned maps may hold the policy an earlier agent left in force: learn it, so the first
+        // apply is a diff into the inactive slot and a flip, and that policy decides until then.
+        let w = MapWriter::adopt(state_maps).context("reading the pinned maps")?;
+        if datapath.adopted() {
+            let a = w.active_contents();
+            info!(
+                active_slot = w.active_slot(),
+                cgroups = a.cgroups.len(),
+                policy_entries = a.policy.len(),
+                "adopted the pinned policy; it stays in force until the first apply"
+            );
+        }
+        w
+    } else {
+        MapWriter::new(state_maps).context("initialising the maps")?
+    };
+    metrics.set_capacities(writer.capacities());
     let mut names = Names::default();
     let mut state = PolicyState::new(
         cfg.compile.clone(),
@@ -107,6 +124,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         metrics.clone(),
     );
     let mut log = ViolationLog::new(&cfg.compile.node_name, metrics.clone());
+    if datapath.adopted() {
+        log.adopt(&event_maps.fold, &event_maps.counters);
+    }
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until the agent exits.
     let mut ring = unsafe {
         AsyncFd::register_with_interest(event_maps.events, tokio::io::Interest::READABLE)
@@ -218,7 +238,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         }
     }
 
-    // Shutdown: print everything still owed, then detach (dropping the datapath closes the links).
+    // Shutdown: print everything still owed, then detach (dropping the datapath closes the links)
+    // or, when pinned, leave the programs attached and the maps in place for the next agent.
     log.drain(ring.get_mut(), &names);
     log.sweep(&mut event_maps.fold, &event_maps.counters, &names, true);
     let c = |k| counter(&event_maps.counters, k);
@@ -232,7 +253,12 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         events_folded = c(Counter::EventsFolded),
         events_lost = c(Counter::EventsLost),
         events_lost_unfolded = c(Counter::EventsLostUnfolded),
-        "detaching"
+        "{}",
+        if datapath.pinned() {
+            "stopping; programs stay attached and maps pinned (enforcement continues; `firewall-agent cleanup` removes them)"
+        } else {
+            "detaching"
+        }
     );
     if c(Counter::EventsLost) > c(Counter::EventsLostUnfolded) {
         warn!(

@@ -115,6 +115,18 @@ impl ViolationLog {
         }
     }
 
+    /// Takes over pinned event state from an earlier agent: what its fold map and lost-events
+    /// counter hold counts as reported, so nothing is printed twice (a SIGKILLed agent's last,
+    /// unprinted second of folded counts is not reported: under-count rather than duplicates).
+    pub fn adopt(
+        &mut self,
+        fold: &HashMap<MapData, FoldKey, FoldValue>,
+        counters: &PerCpuArray<MapData, u64>,
+    ) {
+        self.accounting.seed(fold.iter().filter_map(Result::ok));
+        self.lost_reported = counter(counters, Counter::EventsLost);
+    }
+
     /// Prints the remainders the kernel's fold map holds (closed windows, or all when `flush`),
     /// and a line for events lost to a full ring buffer.
     pub fn sweep(

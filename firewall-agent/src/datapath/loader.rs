@@ -4,16 +4,26 @@
 //! same cgroup (the kernel refuses attach flags on them, hence `CgroupAttachMode::Single`, which
 //! passes none), so systemd's or a CNI's programs keep running. Dropping [`Datapath`] closes the links, which
 //! detaches everything: that is the clean shutdown when no state is pinned.
+//!
+//! With a pin directory ([`LoadOptions::pin_dir`], see [`super::pin`]) every map is pinned by name
+//! and reused by the next load, and every link is pinned, so enforcement outlives the agent; a new
+//! agent attaches its own links before removing the older generation's.
 use std::{
     fs::File,
     path::{Path, PathBuf},
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, MapInfo, PerCpuArray, RingBuf},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
+        links::{FdLink, PinnedLink},
+    },
 };
+use tracing::{info, warn};
+
+use super::pin::{self, PinDir, PinError};
 use firewall_common::{
     CgroupKey, CtKey, CtValue, FoldKey, FoldValue, Identity, IpV4Key, IpV6Key, ModeKey, PolicyKey,
     PolicyValue, capacity, maps, programs,
@@ -33,6 +43,45 @@ pub enum LoadError {
     /// The kernel refused the object or a program (the verifier log is in the source).
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
+    /// A pinned map from an earlier agent does not match this agent's definition (an upgrade
+    /// changed its layout): it cannot be adopted in place.
+    #[error(
+        "the pinned map {name} was created with {property} {actual} but this agent needs {expected}; it cannot be adopted: run `firewall-agent cleanup --bpffs DIR` (enforcement stops until the agent starts again) or keep the previous agent version"
+    )]
+    PinnedMapIncompatible {
+        /// Map name.
+        name: String,
+        /// Differing property.
+        property: &'static str,
+        /// This agent's value.
+        expected: u64,
+        /// The pinned map's value.
+        actual: u64,
+    },
+    /// Preparing, reading or cleaning the pin directory failed.
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    /// A link could not be pinned.
+    #[error("pinning the link of {name} at {path}: {source}")]
+    PinLink {
+        /// Program name.
+        name: &'static str,
+        /// Pin path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: aya::pin::PinError,
+    },
+    /// A program's link is not a bpf_link (the kernel lacks BPF_LINK_CREATE for cgroups, < 5.7),
+    /// so it cannot be pinned.
+    #[error("program {name}: its attachment cannot be pinned: {source}")]
+    LinkType {
+        /// Program name.
+        name: &'static str,
+        /// Cause.
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
     /// A program could not be loaded or attached.
     #[error("program {name}: {source}")]
     Program {
@@ -77,6 +126,9 @@ pub struct LoadOptions {
     /// Capacity of each address trie, IPv4 and IPv6 (both slots): pod, Service and node
     /// addresses plus named CIDRs.
     pub address_entries: u32,
+    /// bpffs directory to pin maps and links under (`--bpffs`); `None`: nothing is pinned and
+    /// dropping the [`Datapath`] detaches everything.
+    pub pin_dir: Option<PathBuf>,
 }
 
 impl LoadOptions {
@@ -138,10 +190,28 @@ pub struct EventMaps {
     pub conntrack: HashMap<MapData, CtKey, CtValue>,
 }
 
-/// Loaded and attached programs. Dropping it detaches them.
+/// Every map of the object, all pinned under `maps/` when pinning.
+const ALL_MAPS: [&str; 10] = [
+    maps::SETTINGS,
+    maps::CGROUPS,
+    maps::IPV4,
+    maps::IPV6,
+    maps::POLICY,
+    maps::MODES,
+    maps::CONNTRACK,
+    maps::FOLD,
+    maps::EVENTS,
+    maps::COUNTERS,
+];
+
+/// Loaded and attached programs. Dropping it detaches them, unless they were pinned.
 pub struct Datapath {
     ebpf: Ebpf,
     cgroup_root: PathBuf,
+    pin: Option<PinDir>,
+    adopted: bool,
+    links: Vec<PinnedLink>,
+    replaced: Vec<PathBuf>,
 }
 
 macro_rules! take {
@@ -161,15 +231,63 @@ impl Datapath {
             return Err(LoadError::NoObject);
         }
         let mut loader = EbpfLoader::new();
-        if opts.conntrack_entries > 0 {
-            loader.map_max_entries(maps::CONNTRACK, opts.conntrack_entries);
+        let mut caps = opts.capacities();
+        let mut conntrack = if opts.conntrack_entries > 0 {
+            opts.conntrack_entries
+        } else {
+            capacity::CONNTRACK
+        };
+        let pin = opts.pin_dir.as_ref().map(PinDir::new);
+        let mut adopted = false;
+        if let Some(p) = &pin {
+            p.prepare()?;
+            adopted = p.has_maps();
+            for name in ALL_MAPS {
+                loader.map_pin_path(name, p.map(name));
+            }
+            // A pinned map keeps the size it was created with: adopting it is the only way to
+            // keep enforcing without a gap, so its size wins over the flag, loudly.
+            for (name, configured, flag) in [
+                (maps::CGROUPS, &mut caps.cgroups, "--cgroup-entries"),
+                (maps::IPV4, &mut caps.ipv4, "--address-entries"),
+                (maps::IPV6, &mut caps.ipv6, "--address-entries"),
+                (maps::POLICY, &mut caps.policy, "--policy-entries"),
+                (maps::CONNTRACK, &mut conntrack, "--conntrack-entries"),
+            ] {
+                if let Ok(info) = MapInfo::from_pin(p.map(name)) {
+                    let pinned = info.max_entries();
+                    if pinned != *configured {
+                        warn!(
+                            map = name,
+                            pinned,
+                            configured = *configured,
+                            flag,
+                            "the pinned map keeps its size; {flag} takes effect only after `firewall-agent cleanup` (which stops enforcement until the next start)"
+                        );
+                        *configured = pinned;
+                    }
+                }
+            }
         }
-        let caps = opts.capacities();
+        loader.map_max_entries(maps::CONNTRACK, conntrack);
         loader.map_max_entries(maps::POLICY, caps.policy);
         loader.map_max_entries(maps::CGROUPS, caps.cgroups);
         loader.map_max_entries(maps::IPV4, caps.ipv4);
         loader.map_max_entries(maps::IPV6, caps.ipv6);
-        let mut ebpf = loader.load(OBJECT)?;
+        let mut ebpf = loader.load(OBJECT).map_err(|e| match e {
+            EbpfError::MapError(MapError::IncompatiblePinnedMap {
+                name,
+                property,
+                expected,
+                actual,
+            }) => LoadError::PinnedMapIncompatible {
+                name,
+                property,
+                expected,
+                actual,
+            },
+            e => LoadError::Load(e),
+        })?;
         for name in [programs::EGRESS, programs::INGRESS] {
             let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
             prog.load()
@@ -199,6 +317,10 @@ impl Datapath {
             Self {
                 ebpf,
                 cgroup_root: PathBuf::new(),
+                pin,
+                adopted,
+                links: Vec::new(),
+                replaced: Vec::new(),
             },
             state,
             events,
@@ -206,26 +328,92 @@ impl Datapath {
     }
 
     /// Attaches every program at `cgroup_root`, which covers every cgroup below it.
+    ///
+    /// When pinning, each new link is pinned as `links/<program>@<generation>` and only once all
+    /// of them are attached are the links of earlier generations unpinned (detached): cgroup
+    /// programs are multi-attached, so during that overlap old and new programs both run, against
+    /// the same pinned maps. A crash at any step leaves at least one complete generation attached;
+    /// the next start removes every generation but its own.
     pub fn attach(&mut self, cgroup_root: &Path) -> Result<(), LoadError> {
         let dir = File::open(cgroup_root).map_err(|source| LoadError::Cgroup {
             path: cgroup_root.to_owned(),
             source,
         })?;
+        let old = match &self.pin {
+            Some(p) => p.link_pins()?,
+            None => Vec::new(),
+        };
+        let generation = pin::generation();
+        let mut fd_links: Vec<(&'static str, FdLink)> = Vec::new();
         for (name, ty) in [
             (programs::EGRESS, CgroupSkbAttachType::Egress),
             (programs::INGRESS, CgroupSkbAttachType::Ingress),
         ] {
             let prog: &mut CgroupSkb = program(&mut self.ebpf, name)?;
-            prog.attach(&dir, ty, CgroupAttachMode::Single)
+            let id = prog
+                .attach(&dir, ty, CgroupAttachMode::Single)
                 .map_err(|source| LoadError::Program { name, source })?;
+            if self.pin.is_some() {
+                let link = prog
+                    .take_link(id)
+                    .map_err(|source| LoadError::Program { name, source })?;
+                let fd = FdLink::try_from(link)
+                    .map_err(|source| LoadError::LinkType { name, source })?;
+                fd_links.push((name, fd));
+            }
         }
         for name in [programs::CONNECT4, programs::CONNECT6] {
             let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
-            prog.attach(&dir, CgroupAttachMode::Single)
+            let id = prog
+                .attach(&dir, CgroupAttachMode::Single)
                 .map_err(|source| LoadError::Program { name, source })?;
+            if self.pin.is_some() {
+                let link = prog
+                    .take_link(id)
+                    .map_err(|source| LoadError::Program { name, source })?;
+                let fd = FdLink::try_from(link)
+                    .map_err(|source| LoadError::LinkType { name, source })?;
+                fd_links.push((name, fd));
+            }
         }
         self.cgroup_root = cgroup_root.to_owned();
+        if let Some(p) = &self.pin {
+            for (name, fd) in fd_links {
+                // bpffs refuses names with a dot.
+                let path = p.links().join(format!("{name}@{generation}"));
+                let pinned = fd.pin(&path).map_err(|source| LoadError::PinLink {
+                    name,
+                    path: path.clone(),
+                    source,
+                })?;
+                self.links.push(pinned);
+            }
+            // Every program of this generation is attached and pinned: the older ones can go.
+            self.replaced = pin::unpin_links(&old)?;
+            info!(
+                pin_dir = %p.root().display(),
+                generation,
+                adopted_maps = self.adopted,
+                replaced_links = self.replaced.len(),
+                "links pinned; earlier generations detached"
+            );
+        }
         Ok(())
+    }
+
+    /// Whether the maps were adopted from an earlier agent's pins (rather than created empty).
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// Whether state is pinned (then dropping the datapath leaves enforcement in place).
+    pub fn pinned(&self) -> bool {
+        self.pin.is_some()
+    }
+
+    /// Link pins of earlier generations that [`Datapath::attach`] removed.
+    pub fn replaced_links(&self) -> &[PathBuf] {
+        &self.replaced
     }
 
     /// The loaded object.

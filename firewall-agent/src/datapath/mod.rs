@@ -1,6 +1,7 @@
 //! The kernel side as seen from user space: loading and attaching the eBPF programs, and the
 //! typed maps they share with the agent.
 pub mod loader;
+pub mod pin;
 pub mod test_run;
 pub mod writer;
 

@@ -138,6 +138,14 @@ fn policy_key(slot: u8, (len, data): &(u32, PolicyKey)) -> Key<PolicyKey> {
     Key::new(*len, d)
 }
 
+/// The address prefix length of a trie key whose first 8 bits are the slot byte.
+fn prefix(key_bits: u32, max: u8) -> Option<u8> {
+    key_bits
+        .checked_sub(8)
+        .and_then(|l| u8::try_from(l).ok())
+        .filter(|l| *l <= max)
+}
+
 impl MapWriter {
     /// Takes ownership of freshly loaded (empty) maps; slot 0 becomes active.
     pub fn new(mut maps: StateMaps) -> Result<Self, WriteError> {
@@ -148,6 +156,68 @@ impl MapWriter {
             maps,
             active: 0,
             slots: Default::default(),
+        })
+    }
+
+    /// Takes ownership of maps that may already hold state (pinned by an earlier agent): reads the
+    /// active slot, each slot's default mode and every entry of every state map back into the
+    /// two slots' [`MapContents`], and leaves the kernel untouched. The next [`MapWriter::apply`]
+    /// is then an exact difference into the inactive slot followed by the usual one-store flip,
+    /// so the policy the old agent left in force keeps deciding until then, without a window.
+    /// On freshly created (empty) maps this is the same as [`MapWriter::new`].
+    pub fn adopt(maps: StateMaps) -> Result<Self, WriteError> {
+        let setting = |i: u32| maps.settings.get(&i, 0).map_err(err(maps::SETTINGS));
+        let active = match setting(SETTING_ACTIVE_SLOT)? {
+            1 => 1u8,
+            _ => 0,
+        };
+        let mut slots: [MapContents; 2] = Default::default();
+        for (s, c) in slots.iter_mut().enumerate() {
+            c.default_mode = setting(SETTING_DEFAULT_MODE_SLOT0 + s as u32)?;
+        }
+        let slot_of = |s: u32| usize::try_from(s).ok().filter(|s| *s < 2);
+        for e in maps.cgroups.iter() {
+            let (k, v) = e.map_err(err(maps::CGROUPS))?;
+            if let Some(s) = slot_of(k.slot) {
+                slots[s].cgroups.insert(k.cgroup_id, v);
+            }
+        }
+        for e in maps.ipv4.iter() {
+            let (k, v) = e.map_err(err(maps::IPV4))?;
+            let d = k.data();
+            if let (Some(s), Some(len)) = (slot_of(u32::from(d[0])), prefix(k.prefix_len(), 32)) {
+                slots[s]
+                    .ipv4
+                    .insert((Ipv4Addr::new(d[1], d[2], d[3], d[4]), len), v);
+            }
+        }
+        for e in maps.ipv6.iter() {
+            let (k, v) = e.map_err(err(maps::IPV6))?;
+            let d = k.data();
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&d[1..]);
+            if let (Some(s), Some(len)) = (slot_of(u32::from(d[0])), prefix(k.prefix_len(), 128)) {
+                slots[s].ipv6.insert((Ipv6Addr::from(o), len), v);
+            }
+        }
+        for e in maps.policy.iter() {
+            let (k, v) = e.map_err(err(maps::POLICY))?;
+            let mut d = k.data();
+            if let Some(s) = slot_of(u32::from(d[0])) {
+                d[0] = 0;
+                slots[s].policy.insert((k.prefix_len(), d), v);
+            }
+        }
+        for e in maps.modes.iter() {
+            let (k, v) = e.map_err(err(maps::MODES))?;
+            if let Some(s) = slot_of(k.slot) {
+                slots[s].modes.insert(k.ns, v);
+            }
+        }
+        Ok(Self {
+            maps,
+            active,
+            slots,
         })
     }
 

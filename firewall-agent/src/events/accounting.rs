@@ -77,6 +77,22 @@ impl Accounting {
         Some(count)
     }
 
+    /// Marks every flow the kernel's fold map holds as already printed up to its current total.
+    /// Used when adopting pinned maps from an earlier agent: it printed (SIGTERM flushes) or was
+    /// about to print (SIGKILL) those counts, and reprinting them would count them twice.
+    pub fn seed(&mut self, kernel: impl IntoIterator<Item = (FoldKey, FoldValue)>) {
+        for (key, v) in kernel {
+            self.flows.insert(
+                key,
+                Tracked {
+                    created_ns: v.created_ns,
+                    printed: v.total,
+                    last: None,
+                },
+            );
+        }
+    }
+
     /// Compares the kernel's fold map with what was printed; returns the lines still owed, as
     /// (fold key, last event seen if any, count), for flows whose window has closed (all flows
     /// when `flush`, at shutdown). Forgets flows the kernel no longer has.

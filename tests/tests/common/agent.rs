@@ -69,7 +69,36 @@ impl Agent {
     }
 
     fn launch(source: &[&str], cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
-        let mut cmd = Command::new(agent_bin());
+        Self::launch_wrapped(&[], source, cgroup_root, node, extra)
+    }
+
+    /// Like [`Agent::start`], run through `wrapper` (e.g. `setpriv ... --`).
+    pub fn start_wrapped(
+        wrapper: &[String],
+        source: &Path,
+        cgroup_root: &Path,
+        node: &str,
+        extra: &[&str],
+    ) -> Agent {
+        let source = format!("file:{}", source.display());
+        Self::launch_wrapped(wrapper, &["--source", &source], cgroup_root, node, extra)
+    }
+
+    fn launch_wrapped(
+        wrapper: &[String],
+        source: &[&str],
+        cgroup_root: &Path,
+        node: &str,
+        extra: &[&str],
+    ) -> Agent {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(agent_bin());
+                c
+            }
+            None => Command::new(agent_bin()),
+        };
         cmd.args([
             "--log-format",
             "json",
@@ -98,6 +127,11 @@ impl Agent {
         };
         agent.wait_for_log("ready", Duration::from_secs(20));
         agent
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Diagnostics lines (JSON) whose message is `message`, so far.
@@ -169,6 +203,20 @@ impl Agent {
         // Readers finish when the pipes close.
         thread::sleep(Duration::from_millis(100));
         self.violations()
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would: no shutdown code runs. Waits for the exit.
+    pub fn kill9(mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit (the upgrade path when state is pinned).
+    pub fn term(mut self) {
+        self.terminate();
     }
 
     fn terminate(&mut self) {
