@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{agent::pretty, find, node::Node, require_root};
+use common::{agent::pretty, find, node::Node, policy::baseline, require_root};
 use serde_json::{Value, json};
 
 /// The pods every test starts from: web (frontend), api + worker (payments), postgres (db), coredns.
@@ -27,20 +27,6 @@ services:
   - {name: payments-api, namespace: payments, selector: {app: api}}
   - {name: kube-dns, namespace: kube-system, selector: {k8s-app: kube-dns}}
 "#
-}
-
-fn baseline(cross: &str, mode: &str) -> String {
-    format!(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {{name: baseline}}
-spec:
-  priority: 100
-  rules: []
-  defaults: {{crossNamespace: {cross}, mode: {mode}}}
-"#
-    )
 }
 
 const DB_FROM_PAYMENTS: &str = r#"

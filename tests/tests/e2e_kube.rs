@@ -15,6 +15,7 @@ use common::{
     agent::pretty,
     find,
     kube_node::{AGENT_NAMESPACE, KubeNode, object, wait_for},
+    policy::{self, admit},
     require_root,
 };
 use serde_json::{Value, json};
@@ -32,40 +33,18 @@ pods:
 "#;
 
 fn baseline(mode: &str) -> String {
-    format!(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {{name: baseline}}
-spec:
-  priority: 100
-  rules: []
-  defaults: {{crossNamespace: Deny, mode: {mode}}}
-"#
-    )
+    policy::baseline("Deny", mode)
 }
 
 /// b admits a on port 80.
-const B_FROM_A: &str = r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: from-a, namespace: b}
-spec:
-  ingress:
-    - from: {namespaces: [a]}
-      ports: [{protocol: TCP, port: 80}]
-"#;
+fn b_from_a() -> String {
+    admit("b", "a", 80)
+}
 
 /// c admits a on port 80.
-const C_FROM_A: &str = r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: from-a, namespace: c}
-spec:
-  ingress:
-    - from: {namespaces: [a]}
-      ports: [{protocol: TCP, port: 80}]
-"#;
+fn c_from_a() -> String {
+    admit("c", "a", 80)
+}
 
 /// A free local TCP port for the agent's probe endpoints.
 fn free_port() -> u16 {
@@ -148,7 +127,7 @@ fn a_policy_created_through_the_api_is_enforced_within_a_second() {
         assert!(body.contains(family), "no {family} in:\n{body}");
     }
 
-    node.apply(B_FROM_A);
+    node.apply(&b_from_a());
     let (_, took) = wait_for(Duration::from_secs(5), "a -> b allowed", || {
         (to(&node, "b") == "ok").then_some(())
     });
@@ -308,7 +287,7 @@ fn an_api_outage_keeps_enforcement_and_changes_made_during_it_apply_after() {
     if !require_root("an_api_outage_keeps_enforcement_and_changes_made_during_it_apply_after") {
         return;
     }
-    let node = KubeNode::up("kout", 33, PODS, &[&baseline("Enforce"), B_FROM_A], &[]);
+    let node = KubeNode::up("kout", 33, PODS, &[&baseline("Enforce"), &b_from_a()], &[]);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let agent = node.agent(&["--metrics-addr", &addr]);
@@ -336,7 +315,7 @@ fn an_api_outage_keeps_enforcement_and_changes_made_during_it_apply_after() {
         "still serving its last policy"
     );
     // Changes while the API is down (they reach the agent when it comes back).
-    node.api.apply(object(C_FROM_A)).expect("open c");
+    node.api.apply(object(&c_from_a())).expect("open c");
     node.api
         .delete(
             "bulkhead.dev/v1alpha1",
@@ -364,7 +343,7 @@ fn a_forced_relist_keeps_every_verdict() {
     if !require_root("a_forced_relist_keeps_every_verdict") {
         return;
     }
-    let node = KubeNode::up("kgone", 34, PODS, &[&baseline("Enforce"), B_FROM_A], &[]);
+    let node = KubeNode::up("kgone", 34, PODS, &[&baseline("Enforce"), &b_from_a()], &[]);
     let agent = node.agent(&[]);
     let relisted_before = agent.logs_with("relisted").len();
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -394,7 +373,7 @@ fn a_forced_relist_keeps_every_verdict() {
         "wrong verdicts during the relist: {wrong:?}"
     );
     // And the watches work again afterwards.
-    node.apply(C_FROM_A);
+    node.apply(&c_from_a());
     wait_for(Duration::from_secs(5), "change after relist", || {
         (to(&node, "c") == "ok").then_some(())
     });
@@ -425,7 +404,7 @@ spec:
         "kbad",
         35,
         PODS,
-        &[&baseline("Enforce"), B_FROM_A, broken],
+        &[&baseline("Enforce"), &b_from_a(), broken],
         &[],
     );
     node.api.apply(other).expect("lease of another agent");

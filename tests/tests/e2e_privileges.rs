@@ -9,7 +9,12 @@ use std::{
     process::{Command, Stdio},
 };
 
-use common::{agent::Agent, agent::agent_bin, node::Node, require_root};
+use common::{
+    agent::{Agent, agent_bin},
+    node::Node,
+    policy::baseline,
+    require_root,
+};
 
 const PODS: &str = r#"
 namespaces:
@@ -18,13 +23,6 @@ namespaces:
 pods:
   - {name: client, namespace: a, serve: [{protocol: TCP, port: 80}]}
   - {name: server, namespace: b, serve: [{protocol: TCP, port: 80}]}
-"#;
-
-const DENY: &str = r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: baseline}
-spec: {rules: [], defaults: {crossNamespace: Deny, mode: Enforce}}
 "#;
 
 /// `securityContext.capabilities.add` of the agent container in deploy/daemonset.yaml.
@@ -78,7 +76,7 @@ fn the_agent_enforces_with_only_the_daemonsets_capabilities() {
         return;
     }
     let caps = daemonset_capabilities();
-    let node = Node::up("caps", 24, PODS, &[DENY]);
+    let node = Node::up("caps", 24, PODS, &[&baseline("Deny", "Enforce")]);
     let dir = node.dir().join("cluster.yaml");
     let agent = Agent::start_wrapped(
         &setpriv(&caps),
@@ -110,7 +108,7 @@ fn each_missing_capability_is_named() {
         return;
     }
     let caps = daemonset_capabilities();
-    let node = Node::up("nocap", 25, PODS, &[DENY]);
+    let node = Node::up("nocap", 25, PODS, &[&baseline("Deny", "Enforce")]);
     let source = format!("file:{}", node.dir().join("cluster.yaml").display());
     for missing in &caps {
         let kept: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();

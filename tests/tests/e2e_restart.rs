@@ -22,6 +22,7 @@ use bulkhead_tests::{Protocol, Target};
 use common::{
     agent::{agent_bin, pretty},
     node::Node,
+    policy::{admit, baseline},
     require_root,
 };
 
@@ -34,36 +35,6 @@ pods:
   - {name: a, namespace: alpha, labels: {app: a}}
   - {name: b, namespace: beta, labels: {app: b}, serve: [{protocol: TCP, port: 8080}]}
   - {name: c, namespace: gamma, labels: {app: c}, serve: [{protocol: TCP, port: 9090}]}
-"#;
-
-const BASELINE: &str = r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: baseline}
-spec:
-  priority: 100
-  rules: []
-  defaults: {crossNamespace: Deny, mode: Enforce}
-"#;
-
-const BETA_FROM_ALPHA: &str = r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: from-alpha, namespace: beta}
-spec:
-  ingress:
-    - from: {namespaces: [alpha]}
-      ports: [{protocol: TCP, port: 8080}]
-"#;
-
-const GAMMA_FROM_ALPHA: &str = r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: from-alpha, namespace: gamma}
-spec:
-  ingress:
-    - from: {namespaces: [alpha]}
-      ports: [{protocol: TCP, port: 9090}]
 "#;
 
 /// The pin directory, removed (with whatever is still attached) when the test ends.
@@ -209,7 +180,12 @@ fn kill9_and_upgrade_restarts_never_lapse_enforcement() {
     if !require_root("kill9_and_upgrade_restarts_never_lapse_enforcement") {
         return;
     }
-    let node = Node::up("rstart", 23, PODS, &[BASELINE, BETA_FROM_ALPHA]);
+    let node = Node::up(
+        "rstart",
+        23,
+        PODS,
+        &[&baseline("Deny", "Enforce"), &admit("beta", "alpha", 8080)],
+    );
     let pins = Pins(PathBuf::from(format!(
         "/sys/fs/bpf/bulkhead-e2e-restart-{}",
         std::process::id()
@@ -236,10 +212,14 @@ fn kill9_and_upgrade_restarts_never_lapse_enforcement() {
     );
     // The adopted writer keeps working: a policy edit opens alpha -> gamma.
     let applied = second.logs_with("policy applied").len();
-    node.set_policies(&[BASELINE, BETA_FROM_ALPHA, GAMMA_FROM_ALPHA]);
+    node.set_policies(&[
+        &baseline("Deny", "Enforce"),
+        &admit("beta", "alpha", 8080),
+        &admit("gamma", "alpha", 9090),
+    ]);
     second.wait_for_log_count("policy applied", applied + 1, Duration::from_secs(5));
     assert_eq!(node.tcp("alpha/a", "gamma/c", 9090).result, "ok");
-    node.set_policies(&[BASELINE, BETA_FROM_ALPHA]);
+    node.set_policies(&[&baseline("Deny", "Enforce"), &admit("beta", "alpha", 8080)]);
     second.wait_for_log_count("policy applied", applied + 2, Duration::from_secs(5));
     assert_eq!(node.tcp("alpha/a", "gamma/c", 9090).result, "denied");
 

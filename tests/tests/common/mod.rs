@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod kube_node;
 pub mod node;
+pub mod policy;
 
 use serde_json::Value;
 

@@ -31,6 +31,40 @@ pub fn spec(extra_port: Option<u16>) -> Spec {
     }
 }
 
+/// What a freshly started agent shows once ready.
+pub struct Ready {
+    /// From spawn to the "ready" line.
+    pub start_to_ready_ms: f64,
+    /// The first "policy applied" line's fields.
+    pub first: Value,
+    /// VmRSS, KiB.
+    pub rss0: u64,
+    /// VmHWM, KiB.
+    pub hwm0: u64,
+}
+
+/// Start-to-ready, the first apply and memory of `agent` (already ready), printed as progress.
+pub fn ready(agent: &mut Agent) -> anyhow::Result<Ready> {
+    let (ready_at, _) = agent.wait_message("ready", 1, Duration::from_secs(1))?;
+    let start_to_ready_ms = (ready_at - agent.started).as_secs_f64() * 1e3;
+    let first = applied_fields(agent)?;
+    let (rss0, hwm0) = agent.rss_kib()?;
+    progress(&format!(
+        "  start-to-ready {start_to_ready_ms:.0} ms (first apply: compile {} ms, total {} ms; {} addresses, {} policy entries); RSS {} MiB",
+        first["compile_ms"],
+        first["total_ms"],
+        first["addresses"],
+        first["policy_entries"],
+        rss0 / 1024
+    ));
+    Ok(Ready {
+        start_to_ready_ms,
+        first,
+        rss0,
+        hwm0,
+    })
+}
+
 /// Runs stage 5.
 pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
     let src = env.dir.join("compile.yaml");
@@ -44,18 +78,12 @@ pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
         &["--poll-ms", &poll],
         Duration::from_secs(120),
     )?;
-    let (ready_at, _) = agent.wait_message("ready", 1, Duration::from_secs(1))?;
-    let start_to_ready_ms = (ready_at - agent.started).as_secs_f64() * 1e3;
-    let first = applied_fields(&agent)?;
-    let (rss0, hwm0) = agent.rss_kib()?;
-    progress(&format!(
-        "  start-to-ready {start_to_ready_ms:.0} ms (first apply: compile {} ms, total {} ms; {} addresses, {} policy entries); RSS {} MiB",
-        first["compile_ms"],
-        first["total_ms"],
-        first["addresses"],
-        first["policy_entries"],
-        rss0 / 1024
-    ));
+    let Ready {
+        start_to_ready_ms,
+        first,
+        rss0,
+        hwm0,
+    } = ready(&mut agent)?;
     let mut total = Vec::new();
     let mut compile = Vec::new();
     let mut wall = Vec::new();

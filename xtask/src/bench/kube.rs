@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 use super::{
     Plan,
     agent::{Agent, num},
-    compile::spec,
-    progcost::applied_fields,
+    compile::{Ready, ready, spec},
     report::progress,
     setup::Env,
     source::{self, SYN_NAMESPACES, SYN_PODS},
@@ -49,18 +48,12 @@ pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
         &[],
         Duration::from_secs(120),
     )?;
-    let (ready_at, _) = agent.wait_message("ready", 1, Duration::from_secs(1))?;
-    let start_to_ready_ms = (ready_at - agent.started).as_secs_f64() * 1e3;
-    let first = applied_fields(&agent)?;
-    let (rss0, hwm0) = agent.rss_kib()?;
-    progress(&format!(
-        "  start-to-ready {start_to_ready_ms:.0} ms (first apply: compile {} ms, total {} ms; {} addresses, {} policy entries); RSS {} MiB",
-        first["compile_ms"],
-        first["total_ms"],
-        first["addresses"],
-        first["policy_entries"],
-        rss0 / 1024
-    ));
+    let Ready {
+        start_to_ready_ms,
+        first,
+        rss0,
+        hwm0,
+    } = ready(&mut agent)?;
     // The object the changes rewrite.
     let changed = |port: u16| -> anyhow::Result<Value> {
         source::policy(&spec(Some(port)))
