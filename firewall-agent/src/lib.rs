@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod capabilities;
 pub mod cgroups;
+pub mod clock;
 pub mod compiler;
 pub mod crd;
 pub mod datapath;

@@ -21,7 +21,6 @@ pub struct PolicyState {
     ids: IdAllocator,
     model: Option<ClusterModel>,
     cgroup_ids: BTreeMap<String, Vec<u64>>,
-    rejections: Vec<String>,
     rejected: Vec<Rejection>,
     metrics: Arc<Metrics>,
     /// Whether a policy has been applied at least once.
@@ -78,7 +77,6 @@ impl PolicyState {
             ids: IdAllocator::default(),
             model: None,
             cgroup_ids: BTreeMap::new(),
-            rejections: Vec::new(),
             rejected: Vec::new(),
             metrics,
             ready: false,
@@ -140,7 +138,6 @@ impl PolicyState {
         }
         let compiled = compiler::compile(&model, &self.opts, &mut self.ids);
         self.report_rejections(&compiled);
-        self.rejected.clone_from(&compiled.rejected);
         let contents = map_contents(&compiled);
         let compile_ms = started.elapsed().as_secs_f64() * 1e3;
         if self.ready && contents == *writer.active_contents() {
@@ -187,24 +184,17 @@ impl PolicyState {
         }
     }
 
+    /// Logs the objects rejected by this compile that the previous one had not rejected.
     fn report_rejections(&mut self, c: &Compiled) {
-        let now: Vec<String> = c
-            .rejected
-            .iter()
-            .map(|r| {
-                let ns = r
-                    .namespace
-                    .as_deref()
-                    .map(|n| format!("{n}/"))
-                    .unwrap_or_default();
-                format!("{}/{ns}{}: {}: {}", r.kind, r.name, r.reason, r.message)
-            })
-            .collect();
-        if now != self.rejections {
-            for r in now.iter().filter(|r| !self.rejections.contains(r)) {
-                warn!(object = %r, "policy object rejected; the rest of the policy applies");
-            }
-            self.rejections = now;
+        for r in c.rejected.iter().filter(|r| !self.rejected.contains(r)) {
+            let ns = r
+                .namespace
+                .as_deref()
+                .map(|n| format!("{n}/"))
+                .unwrap_or_default();
+            let object = format!("{}/{ns}{}: {}: {}", r.kind, r.name, r.reason, r.message);
+            warn!(object = %object, "policy object rejected; the rest of the policy applies");
         }
+        self.rejected.clone_from(&c.rejected);
     }
 }

@@ -9,7 +9,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use axum::{
@@ -33,16 +33,11 @@ pub struct Health {
     heartbeat_ms: AtomicU64,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Health {
     /// The loop is alive.
     pub fn beat(&self) {
-        self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        self.heartbeat_ms
+            .store(crate::clock::unix_ms(), Ordering::Relaxed);
     }
 
     /// The first complete policy is applied.
@@ -51,7 +46,7 @@ impl Health {
     }
 
     fn healthy(&self) -> bool {
-        now_ms().saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed))
+        crate::clock::unix_ms().saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed))
             < STALL.as_millis() as u64
     }
 }

@@ -200,6 +200,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                     }
                     continue;
                 }
+                // Listed before the model: an object changing in between then carries an older
+                // generation than the store, and the status writer skips it until it is compiled.
                 let objects = kube.policies().objects();
                 if state.set_model(kube.model(), &mut writer, &mut names) || verdicts_tx.borrow().is_none() {
                     verdicts_tx.send_replace(Some(Arc::new(Verdicts {

@@ -17,7 +17,6 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use futures::StreamExt as _;
@@ -104,7 +103,8 @@ pub struct SyncState {
 
 impl SyncState {
     fn bump(&self) {
-        self.last_event_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_event_ms
+            .store(crate::clock::unix_ms(), Ordering::Relaxed);
         self.changes.send_modify(|n| *n += 1);
     }
 
@@ -112,12 +112,6 @@ impl SyncState {
     pub fn is_synced(&self) -> bool {
         self.synced.iter().all(|s| s.load(Ordering::Acquire))
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A policy object as listed, for its status: which object, which generation, what it says now.
