@@ -11,3 +11,7 @@ pub mod events;
 pub mod model;
 pub mod objects;
 pub mod source;
+
+// Used only by the binary (main.rs) until the command-line front end lives in the library.
+use clap as _;
+use tracing_subscriber as _;

@@ -1,4 +1,8 @@
 //! `firewall-agent`: Bulkhead's node agent (DESIGN §7).
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};

@@ -134,7 +134,7 @@ fn add_object(model: &mut ClusterModel, value: Value, pos: Position) -> Result<(
         "Node" => model.nodes.push(node(typed(value, &kind, pos)?)),
         "NamespaceFirewall" | "ClusterFirewall" => add_policy_object(model, &kind, value),
         other => {
-            warn!(document = pos.document, item = ?pos.item, kind = other, "skipping object of unknown kind")
+            warn!(document = pos.document, item = ?pos.item, kind = other, "skipping object of unknown kind");
         }
     }
     Ok(())

@@ -1,4 +1,8 @@
 //! The real eBPF object passes the kernel's verifier and attaches at a cgroup (root only).
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
 use firewall_agent::datapath::{
     Datapath, LoadOptions,
     writer::{MapContents, MapWriter},
@@ -172,7 +176,7 @@ fn pinned_maps_are_adopted_and_links_replaced() {
     // A different capacity flag does not break adoption: the pinned size wins.
     let opts2 = LoadOptions {
         cgroup_entries: 500,
-        ..opts.clone()
+        ..opts
     };
     let (mut dp, state, _events) = Datapath::load(&opts2).expect("reload from pins");
     assert!(dp.adopted());

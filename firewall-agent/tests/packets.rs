@@ -4,6 +4,10 @@
 //! header chains, non-first fragments dressed up as an allowed port, ICMP errors quoting flows
 //! that were never tracked. Control cases (the allowed port, through the same options and
 //! extension headers) must pass, so a parser that dropped everything would fail too.
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::unix::fs::MetadataExt as _,
@@ -357,7 +361,7 @@ fn cases() -> Vec<Case> {
         later.packet(&tcp(ALLOWED)),
         DROP,
     ));
-    let mut first = base.clone();
+    let mut first = base;
     first.mf = true;
     out.push(egress(
         "IPv4 first fragment to a denied port",

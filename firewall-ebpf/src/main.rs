@@ -4,6 +4,13 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
+#![cfg_attr(
+    not(target_arch = "bpf"),
+    allow(
+        unused_crate_dependencies,
+        reason = "on the host this crate is an empty binary"
+    )
+)]
 
 // On the host (workspace builds, clippy) this crate is an empty binary; the real build is
 // `--target bpfel-unknown-none`, driven by firewall-agent's build.rs.

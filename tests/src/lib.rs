@@ -16,3 +16,9 @@ pub use apiserver::{ApiServer, RequestRecord};
 pub use probe::{HoldReport, Matrix, Outcome, ProbeResult, StormReport, Target};
 pub use scenario::{CgroupDriver, Protocol, Qos, Scenario};
 pub use testbed::{ApiServerInfo, HoldHandle, Options, Pod, Testbed, WorldServer};
+
+// Used only by the binaries (bulkhead-pod, bulkhead-apiserver) of this package.
+use clap as _;
+// A dev-dependency of the integration tests (tests/*.rs), not of the library's unit tests.
+#[cfg(test)]
+use kube as _;

@@ -405,7 +405,7 @@ impl Testbed {
             name: name.to_owned(),
             scenario: Some(scenario.clone()),
             pod_binary: opts.pod_binary.clone(),
-            cgroup_mount: mount.clone(),
+            cgroup_mount: mount,
             cgroup_root: cgroup_root.clone(),
             log_dir: Some(log_dir.clone()),
             ..State::default()

@@ -2,6 +2,10 @@
 //! watches through kube-runtime's reflector, selectors, bookmarks, 410 relists, outages,
 //! status subresources, optimistic concurrency, and the `bulkhead-apiserver` binary.
 //! No root needed.
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
 use std::{
     io::BufRead as _,
     path::PathBuf,

@@ -3,6 +3,10 @@
 //! as `cargo xtask manifests` checks) lists its expected verdicts in its header comment, one per
 //! line (`#   ns/pod -> ns/pod|world IP  TCP|UDP PORT  ok|denied  (why)`). This test brings the
 //! scenario up, runs the real agent on it and probes every listed flow. Needs root.
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
 mod common;
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};

@@ -2,6 +2,10 @@
 //! packets between simulated pods (network namespaces + kubelet-style cgroups). Each test asserts
 //! both what the connections did and the exact violation log lines. Needs root; skips loudly
 //! otherwise (CI runs as root and `cargo xtask test` refuses to skip there).
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
 mod common;
 
 use std::time::Duration;

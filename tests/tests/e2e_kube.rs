@@ -1,6 +1,10 @@
 //! End-to-end tests of `--source kube`: the real agent talks to the API server emulator through
 //! the unmodified kube client, and real packets between simulated pods show what it enforces.
 //! Needs root; skips loudly otherwise (CI runs as root).
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
 mod common;
 
 use std::{

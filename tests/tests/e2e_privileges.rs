@@ -2,6 +2,10 @@
 //! grants (read from deploy/daemonset.yaml, everything else dropped with `setpriv`) and enforces;
 //! with any one of them taken away it refuses to start and names the missing capability.
 //! Needs root (to hand out the capabilities); skips loudly otherwise.
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
 mod common;
 
 use std::{

@@ -4,6 +4,10 @@
 //! new one started on the same pin directory: not one denied attempt gets through, the allowed
 //! connection never misses a round trip, the new agent's policy edits apply, and
 //! `firewall-agent cleanup` leaves nothing attached. Needs root.
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
 mod common;
 
 use std::{

@@ -1,6 +1,10 @@
 //! Smoke test of the testbed itself (no agent): pods come up with working IPv4/IPv6, echo servers
 //! answer TCP and UDP, probes run inside the pod's netns *and* cgroup, the matrix prints, a crashed
 //! run is cleaned by the next `up`, and dropping the testbed leaves nothing behind. Needs root.
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
 use std::{
     io::Write as _,
     net::IpAddr,

@@ -91,7 +91,7 @@ impl PolicySet {
                 Ok(v) => cfws.push(v),
                 Err(errors) => {
                     set.rejected
-                        .push(invalid("ClusterFirewall", None, obj.name_any(), &errors))
+                        .push(invalid("ClusterFirewall", None, obj.name_any(), &errors));
                 }
             }
         }

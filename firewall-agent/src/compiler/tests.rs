@@ -1069,7 +1069,7 @@ fn probe_addresses(m: &ClusterModel) -> Vec<IpAddr> {
 }
 
 fn check_side(what: &str, kernel: PolicyValue, exp: &SideDecision, c: &Compiled) {
-    let verdict = if exp.verdict == Verdict::Allow {
+    let verdict = if exp.verdict == Allow {
         VERDICT_ALLOW
     } else {
         VERDICT_DENY
@@ -1127,7 +1127,7 @@ fn run_property(seed: u64) -> usize {
                         port == 53 && matches!(proto, 6 | 17) && peer.flags & IDENTITY_F_DNS != 0;
                     // The egress program at the source.
                     if peer.ns == local.ns || dns {
-                        assert_eq!(exp.egress.verdict, Verdict::Allow, "{what}: exempt");
+                        assert_eq!(exp.egress.verdict, Allow, "{what}: exempt");
                         assert!(
                             matches!(exp.egress.step, Step::SameNamespace | Step::Dns),
                             "{what}: {exp:?}"
@@ -1159,7 +1159,7 @@ fn run_property(seed: u64) -> usize {
                             && dlocal.flags & IDENTITY_F_DNS != 0;
                         let ing = exp.ingress.as_ref().unwrap();
                         if speer.ns == dlocal.ns || speer.ns < NS_FIRST || dns_in {
-                            assert_eq!(ing.verdict, Verdict::Allow, "{what}: ingress exempt");
+                            assert_eq!(ing.verdict, Allow, "{what}: ingress exempt");
                         } else {
                             let v = k.lookup(SIDE_INGRESS, dlocal.id, speer.id, proto, port);
                             check_side(&format!("{what} ingress (at destination)"), v, ing, &c);

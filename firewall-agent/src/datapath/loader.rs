@@ -42,7 +42,7 @@ pub enum LoadError {
     NoObject,
     /// The kernel refused the object or a program (the verifier log is in the source).
     #[error("loading the eBPF object: {0}")]
-    Load(#[from] aya::EbpfError),
+    Load(#[from] EbpfError),
     /// A pinned map from an earlier agent does not match this agent's definition (an upgrade
     /// changed its layout): it cannot be adopted in place.
     #[error(
@@ -98,7 +98,7 @@ pub enum LoadError {
         name: &'static str,
         /// Cause.
         #[source]
-        source: aya::maps::MapError,
+        source: MapError,
     },
     /// A map the object must define is absent.
     #[error("the eBPF object has no map {0}")]

@@ -482,7 +482,7 @@ fn api_group_list() -> Value {
                 }
             }
             None => {
-                groups.push(json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv}))
+                groups.push(json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv}));
             }
         }
     }

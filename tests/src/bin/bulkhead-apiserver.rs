@@ -2,6 +2,10 @@
 //! agent against a testbed (`cargo xtask testbed up --source kube`).
 //!
 //! Prints `ready <url>` once listening; runs until SIGTERM or SIGINT.
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;

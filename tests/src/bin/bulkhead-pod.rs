@@ -3,6 +3,10 @@
 //! `serve` is the pod's workload (TCP and UDP echo); `connect`, `storm` and `hold` are the probes a
 //! test runs *inside* a pod's network namespace and cgroup, because the firewall identifies pods by
 //! the cgroup of the socket. Results are JSON lines on stdout (see `bulkhead_tests::probe`).
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
 use std::{
     collections::BTreeMap,
     io::{self, Read as _, Write as _},

@@ -325,7 +325,7 @@ impl KubeSource {
                 match serde_json::to_value(&*o) {
                     Ok(v) => objects::add_policy_object(&mut m, kind, v),
                     Err(e) => {
-                        warn!(kind, name = %o.name_any(), error = %e, "cannot re-serialize object")
+                        warn!(kind, name = %o.name_any(), error = %e, "cannot re-serialize object");
                     }
                 }
             }
