@@ -14,7 +14,6 @@ use firewall_agent::{
     datapath::LoadOptions,
     source::SourceSpec,
 };
-use firewall_common::{MODE_ENFORCE, MODE_MONITOR, MODE_OFF};
 
 mod check;
 mod validate_cmd;
@@ -51,11 +50,11 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn value(self) -> u32 {
+    fn value(self) -> firewall_common::Mode {
         match self {
-            Mode::Monitor => MODE_MONITOR,
-            Mode::Enforce => MODE_ENFORCE,
-            Mode::Off => MODE_OFF,
+            Mode::Monitor => firewall_common::Mode::Monitor,
+            Mode::Enforce => firewall_common::Mode::Enforce,
+            Mode::Off => firewall_common::Mode::Off,
         }
     }
 }

@@ -35,7 +35,7 @@ fn loads_attaches_and_flips_slots() {
     dp.attach(&dir).expect("attach");
     let mut w = MapWriter::new(state).unwrap();
     let mut c = MapContents::default();
-    c.modes.insert(2, firewall_common::MODE_ENFORCE);
+    c.modes.insert(2, firewall_common::Mode::Enforce as u32);
     let s = w.apply(&c).unwrap();
     assert_eq!((s.slot, s.written), (1, 1));
     let s = w.apply(&c).unwrap();
@@ -149,13 +149,13 @@ fn pinned_maps_are_adopted_and_links_replaced() {
     a.policy.insert(
         (80, policy_key(0, 1, 3, 4, 0, 0)),
         PolicyValue {
-            verdict: firewall_common::VERDICT_ALLOW,
+            verdict: firewall_common::PolicyVerdict::Allow as u8,
             pad: [0; 3],
             rule: 7,
         },
     );
-    a.modes.insert(3, firewall_common::MODE_ENFORCE);
-    a.default_mode = firewall_common::MODE_MONITOR;
+    a.modes.insert(3, firewall_common::Mode::Enforce as u32);
+    a.default_mode = firewall_common::Mode::Monitor as u32;
     let mut b = a.clone();
     b.cgroups.insert(43, id(3, 3));
 

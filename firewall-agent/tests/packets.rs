@@ -21,7 +21,7 @@ use firewall_agent::{
     datapath::{Datapath, LoadOptions, test_run::TestRunError, writer::MapWriter},
     objects::parse_objects,
 };
-use firewall_common::{MODE_ENFORCE, programs};
+use firewall_common::{Mode, programs};
 
 const PASS: u32 = 1;
 const DROP: u32 = 0;
@@ -505,8 +505,8 @@ fn crafted_packets_are_never_allowed_where_policy_denies() {
     let compiled = compile(&model, &opts, &mut IdAllocator::default());
     assert!(compiled.rejected.is_empty(), "{:?}", compiled.rejected);
     assert!(
-        compiled.modes.values().all(|m| *m == MODE_ENFORCE)
-            || compiled.default_mode == MODE_ENFORCE
+        compiled.modes.values().all(|m| *m == Mode::Enforce as u32)
+            || compiled.default_mode == Mode::Enforce as u32
     );
     let mut writer = MapWriter::new(state).expect("maps");
     writer.apply(&map_contents(&compiled)).expect("apply");

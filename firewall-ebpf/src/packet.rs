@@ -3,22 +3,18 @@
 //! Reads go through `bpf_skb_load_bytes` (`SkBuffContext::load`), which checks bounds itself, so a
 //! truncated or lying header yields `Err` rather than a wrong classification.
 use aya_ebpf::programs::SkBuffContext;
+use firewall_common::IpProto;
 
 /// Ethertypes as found in `__sk_buff.protocol` (network byte order).
 pub const ETH_P_IP_BE: u32 = (0x0800u16).to_be() as u32;
 /// IPv6 ethertype in network byte order.
 pub const ETH_P_IPV6_BE: u32 = (0x86DDu16).to_be() as u32;
 
-/// IP protocol numbers.
-pub const IPPROTO_ICMP: u8 = 1;
-/// TCP.
-pub const IPPROTO_TCP: u8 = 6;
-/// UDP.
-pub const IPPROTO_UDP: u8 = 17;
-/// ICMPv6.
-pub const IPPROTO_ICMPV6: u8 = 58;
-/// SCTP.
-pub const IPPROTO_SCTP: u8 = 132;
+const ICMP: u8 = IpProto::Icmp as u8;
+const ICMPV6: u8 = IpProto::Icmpv6 as u8;
+const TCP: u8 = IpProto::Tcp as u8;
+const UDP: u8 = IpProto::Udp as u8;
+const SCTP: u8 = IpProto::Sctp as u8;
 
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
@@ -208,7 +204,7 @@ fn parse_ipv6(
 /// Is this ICMP (v4 or v6) type an error message that quotes another packet?
 #[inline(always)]
 fn icmp_is_error(proto: u8, ty: u8) -> bool {
-    if proto == IPPROTO_ICMP {
+    if proto == ICMP {
         ty == 3 || ty == 4 || ty == 5 || ty == 11 || ty == 12
     } else {
         ty < 128
@@ -220,19 +216,19 @@ fn icmp_is_error(proto: u8, ty: u8) -> bool {
 fn parse_l4(ctx: &SkBuffContext, off: usize, pkt: &mut Packet) -> Result<(), ParseError> {
     let t = &mut pkt.tuple;
     match t.proto {
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
+        TCP | UDP | SCTP => {
             t.sport = u16::from_be(load(ctx, off)?);
             t.dport = u16::from_be(load(ctx, off + 2)?);
-            if t.proto == IPPROTO_TCP {
+            if t.proto == TCP {
                 let flags: u8 = load(ctx, off + 13)?;
                 if flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN {
                     pkt.kind = Kind::TcpSyn;
                 }
             }
         }
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+        ICMP | ICMPV6 => {
             let ty: u8 = load(ctx, off)?;
-            let (req, rep) = if t.proto == IPPROTO_ICMP {
+            let (req, rep) = if t.proto == ICMP {
                 (8u8, 0u8)
             } else {
                 (128u8, 129u8)
@@ -269,11 +265,11 @@ fn parse_inner(
         parse_ipv6(ctx, off, inner, &mut kind)?
     };
     match inner.proto {
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
+        TCP | UDP | SCTP => {
             inner.sport = u16::from_be(load(ctx, l4)?);
             inner.dport = u16::from_be(load(ctx, l4 + 2)?);
         }
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+        ICMP | ICMPV6 => {
             let ty: u8 = load(ctx, l4)?;
             let id = u16::from_be(load(ctx, l4 + 4)?);
             if ty == 8 || ty == 128 {

@@ -6,19 +6,18 @@ use std::{
     hash::{BuildHasherDefault, Hasher},
 };
 
-use firewall_common::{NS_FIRST, PolicyValue, SIDE_EGRESS, SIDE_INGRESS};
+use firewall_common::{IpProto, NS_FIRST, PolicyPrefix, PolicyValue, Side};
 
 use super::{
     evaluate::{Dst, Outside, PairValue, Plan, PlanSignature, Src, Val},
     identities::{Identities, IdentityKind},
     policy_set::PolicySet,
-    prefix::{PolicyPrefix, port_prefix_count, port_prefixes},
+    prefix::{port_prefix_count, port_prefixes},
 };
-use crate::crd::valid::PORT_PROTOCOLS;
 
 fn value((verdict, rule): Val) -> PolicyValue {
     PolicyValue {
-        verdict,
+        verdict: verdict as u8,
         pad: [0; 3],
         rule,
     }
@@ -74,7 +73,7 @@ struct Evaluations<'p> {
 impl<'p> Evaluations<'p> {
     /// Index (in `values`) of the verdict function of `side` from namespace `src` to `dst`
     /// (an identity of namespace `dst_ns`).
-    fn pair(&mut self, side: u8, src: u32, dst_ns: u32, dst: &'p IdentityKind) -> Option<usize> {
+    fn pair(&mut self, side: Side, src: u32, dst_ns: u32, dst: &'p IdentityKind) -> Option<usize> {
         let src = (*self.namespaces.get(src as usize)?)?;
         let plan = match dst {
             IdentityKind::Namespace { services, .. } => {
@@ -119,7 +118,7 @@ fn most_common<'a>(values: impl Iterator<Item = &'a Val>) -> Option<Val> {
 /// Emits one side of one local identity; `peers` index into `values`.
 fn emit_row(
     out: &mut BTreeMap<PolicyPrefix, PolicyValue>,
-    side: u8,
+    side: Side,
     local: u32,
     peers: &[(u32, usize)],
     values: &[PairValue],
@@ -144,7 +143,7 @@ fn emit_row(
         if pv.other != default {
             out.insert(pair_key, value(pv.other));
         }
-        for (intervals, proto) in pv.protos.iter().zip(PORT_PROTOCOLS) {
+        for (intervals, proto) in pv.protos.iter().zip(IpProto::WITH_PORTS) {
             if intervals.is_empty() {
                 continue;
             }
@@ -166,7 +165,7 @@ fn emit_row(
             }
             let proto_value = best.1;
             let proto_key = PolicyPrefix {
-                proto: Some(proto),
+                proto: Some(proto as u8),
                 ..pair_key
             };
             if proto_value != pv.other {
@@ -230,10 +229,12 @@ pub fn encode(
             .kinds
             .iter()
             .filter(|(_, (pns, _))| pns != ns)
-            .filter_map(|(peer, (pns, kind))| Some((*peer, ev.pair(SIDE_EGRESS, *ns, *pns, kind)?)))
+            .filter_map(|(peer, (pns, kind))| {
+                Some((*peer, ev.pair(Side::Egress, *ns, *pns, kind)?))
+            })
             .collect();
         for local in locals {
-            emit_row(&mut out, SIDE_EGRESS, *local, &row, &ev.values);
+            emit_row(&mut out, Side::Egress, *local, &row, &ev.values);
         }
     }
 
@@ -258,7 +259,7 @@ pub fn encode(
             let i = match by_src.get(slot).copied().flatten() {
                 Some(i) => i,
                 None => {
-                    let Some(i) = ev.pair(SIDE_INGRESS, *pns, *lns, kind) else {
+                    let Some(i) = ev.pair(Side::Ingress, *pns, *lns, kind) else {
                         continue;
                     };
                     if let Some(s) = by_src.get_mut(slot) {
@@ -273,7 +274,7 @@ pub fn encode(
         for slot in touched.drain(..) {
             by_src[slot] = None;
         }
-        emit_row(&mut out, SIDE_INGRESS, *local, &row, &ev.values);
+        emit_row(&mut out, Side::Ingress, *local, &row, &ev.values);
     }
     out
 }

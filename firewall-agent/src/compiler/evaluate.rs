@@ -1,17 +1,17 @@
-//! DESIGN §3 evaluation of one side of a connection, as a list of candidate rules in precedence
+//! The evaluation (docs/design.md#evaluation-order) of one side of a connection, as a list of candidate rules in precedence
 //! order ([`Plan`]), decided at one (protocol, port) or as a whole function of them.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
-use firewall_common::{SIDE_EGRESS, VERDICT_ALLOW, VERDICT_DENY};
+use firewall_common::{IpProto, PolicyVerdict, Side};
 use ipnet::IpNet;
 
 use super::policy_set::{NamespaceRules, PolicySet, RULE_DEFAULT};
 use crate::crd::{
     Action,
-    valid::{Destinations, PORT_PROTOCOLS, Ports, ValidIngressRule},
+    valid::{Destinations, Ports, ValidIngressRule},
 };
 
 /// Which evaluation step decided a side.
@@ -36,12 +36,12 @@ pub enum Step {
 }
 
 /// A verdict and the rule-table index that decided it (the kernel's `PolicyValue`, minus padding).
-pub type Val = (u8, u32);
+pub type Val = (PolicyVerdict, u32);
 
 /// One side's decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Decision {
-    /// `VERDICT_ALLOW` or `VERDICT_DENY`, and the rule index.
+    /// Allow or deny, and the rule index.
     pub value: Val,
     /// The step that decided.
     pub step: Step,
@@ -146,14 +146,14 @@ pub struct Plan<'p> {
 pub struct PairValue {
     /// Value for protocols without ports (ICMP, ...).
     pub other: Val,
-    /// Per `PORT_PROTOCOLS` entry: (first port, last port, value); empty when every port of the
+    /// Per [`IpProto::WITH_PORTS`] entry: (first port, last port, value); empty when every port of the
     /// protocol has the value `other` (the common case, without allocation).
     pub protos: [Vec<(u16, u16, Val)>; 3],
 }
 
 impl<'p> Plan<'p> {
     /// Builds the plan of `side` for a connection from namespace `src` to `dst`.
-    pub fn new(set: &'p PolicySet, side: u8, src: Src<'p>, dst: &Dst<'p>) -> Self {
+    pub fn new(set: &'p PolicySet, side: Side, src: Src<'p>, dst: &Dst<'p>) -> Self {
         let Src {
             name: src,
             labels: src_labels,
@@ -186,15 +186,17 @@ impl<'p> Plan<'p> {
                 && (r.services.is_empty()
                     || matches!(dst, Dst::Namespace { services, .. } if r.services.iter().any(|s| services.contains(s))))
         };
-        let (own_egress, own_ingress) = if side == SIDE_EGRESS {
+        let (own_egress, own_ingress) = if side == Side::Egress {
             (egress_of_src, None)
         } else {
             (None, ingress_of_dst)
         };
         let default = Decision {
             value: match dst {
-                Dst::Namespace { .. } if !set.cross_namespace_allow => (VERDICT_DENY, RULE_DEFAULT),
-                _ => (VERDICT_ALLOW, RULE_DEFAULT),
+                Dst::Namespace { .. } if !set.cross_namespace_allow => {
+                    (PolicyVerdict::Deny, RULE_DEFAULT)
+                }
+                _ => (PolicyVerdict::Allow, RULE_DEFAULT),
             },
             step: Step::Default,
         };
@@ -210,7 +212,7 @@ impl<'p> Plan<'p> {
                 }
             }
             Decision {
-                value: (VERDICT_DENY, own.no_match),
+                value: (PolicyVerdict::Deny, own.no_match),
                 step: Step::NoMatch,
             }
         } else if let Some(own) = own_ingress {
@@ -225,11 +227,11 @@ impl<'p> Plan<'p> {
                 }
             }
             Decision {
-                value: (VERDICT_DENY, own.no_match),
+                value: (PolicyVerdict::Deny, own.no_match),
                 step: Step::NoMatch,
             }
         } else {
-            if side == SIDE_EGRESS {
+            if side == Side::Egress {
                 for (rule, r) in ingress_of_dst.iter().flat_map(|d| d.rules.iter()) {
                     if ingress_matches(r) {
                         cands.push(Candidate {
@@ -285,13 +287,13 @@ impl<'p> Plan<'p> {
                 Act::Delegate => delegated = true,
                 Act::Allow => {
                     return Decision {
-                        value: (VERDICT_ALLOW, c.rule),
+                        value: (PolicyVerdict::Allow, c.rule),
                         step: c.step,
                     };
                 }
                 Act::Deny => {
                     return Decision {
-                        value: (VERDICT_DENY, c.rule),
+                        value: (PolicyVerdict::Deny, c.rule),
                         step: c.step,
                     };
                 }
@@ -302,15 +304,16 @@ impl<'p> Plan<'p> {
 
     /// The decision as a function of protocol and port.
     pub fn pair_value(&self) -> PairValue {
-        // Any protocol without ports (ICMP = 1) stands for all of them.
-        let other = self.decide(1, 0).value;
+        // Any protocol without ports stands for all of them.
+        let other = self.decide(IpProto::Icmp as u8, 0).value;
         if self.cands.iter().all(|c| c.ports.0.is_none()) {
             return PairValue {
                 other,
                 protos: Default::default(),
             };
         }
-        let protos = PORT_PROTOCOLS.map(|proto| {
+        let protos = IpProto::WITH_PORTS.map(|proto| {
+            let proto = proto as u8;
             let mut cuts: Vec<u32> = vec![0];
             for c in &self.cands {
                 for r in c.ports.0.iter().flatten().filter(|r| r.proto == proto) {

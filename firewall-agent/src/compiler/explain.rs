@@ -6,8 +6,7 @@ use std::{
     net::IpAddr,
 };
 
-use firewall_common::{MODE_ENFORCE, VERDICT_ALLOW};
-use firewall_common::{SIDE_EGRESS, SIDE_INGRESS};
+use firewall_common::{Mode, PolicyVerdict, Side};
 
 use super::{
     CompileOptions,
@@ -32,26 +31,17 @@ pub enum Destination {
     Address(IpAddr),
 }
 
-/// A side's verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// The side lets the connection through.
-    Allow,
-    /// The side forbids it (dropped in enforce mode, logged in monitor mode).
-    Deny,
-}
-
 /// One side's decision, with what decided it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SideDecision {
-    /// Allow or deny.
-    pub verdict: Verdict,
+    /// Allow or deny (dropped in enforce mode, logged in monitor mode).
+    pub verdict: PolicyVerdict,
     /// The log's `policy` string: the deciding object/rule, or `default`.
     pub policy: String,
     /// The evaluation step (or exemption) that decided.
     pub step: Step,
-    /// This side's mode (`MODE_*`).
-    pub mode: u32,
+    /// This side's mode.
+    pub mode: Mode,
 }
 
 /// The verdict for one connection.
@@ -77,10 +67,7 @@ impl fmt::Display for Explanation {
             writeln!(
                 f,
                 "  {name}: {:?} by {} ({:?}; mode {})",
-                d.verdict,
-                d.policy,
-                d.step,
-                modes::mode_name(d.mode)
+                d.verdict, d.policy, d.step, d.mode
             )
         };
         writeln!(
@@ -120,8 +107,8 @@ pub struct Evaluator<'m> {
     opts: &'m CompileOptions,
     set: PolicySet,
     labels: BTreeMap<String, BTreeMap<String, String>>,
-    modes: BTreeMap<String, u32>,
-    default_mode: u32,
+    modes: BTreeMap<String, Mode>,
+    default_mode: Mode,
 }
 
 impl<'m> Evaluator<'m> {
@@ -151,8 +138,8 @@ impl<'m> Evaluator<'m> {
         &self.set.rejected
     }
 
-    /// The mode of a namespace (`MODE_*`).
-    pub fn mode(&self, ns: &str) -> u32 {
+    /// The mode of a namespace.
+    pub fn mode(&self, ns: &str) -> Mode {
         self.modes.get(ns).copied().unwrap_or(self.default_mode)
     }
 
@@ -217,12 +204,8 @@ impl<'m> Evaluator<'m> {
         }
     }
 
-    fn side(&self, d: Decision, mode: u32) -> SideDecision {
-        let verdict = if d.value.0 == VERDICT_ALLOW {
-            Verdict::Allow
-        } else {
-            Verdict::Deny
-        };
+    fn side(&self, d: Decision, mode: Mode) -> SideDecision {
+        let verdict = d.value.0;
         let policy = self
             .set
             .rules
@@ -237,9 +220,9 @@ impl<'m> Evaluator<'m> {
         }
     }
 
-    fn exempt(&self, step: Step, mode: u32) -> SideDecision {
+    fn exempt(&self, step: Step, mode: Mode) -> SideDecision {
         SideDecision {
-            verdict: Verdict::Allow,
+            verdict: PolicyVerdict::Allow,
             policy: "default".to_owned(),
             step,
             mode,
@@ -288,19 +271,19 @@ impl<'m> Evaluator<'m> {
                         services,
                         rules: self.set.namespaces.get(name),
                     };
-                    let e = Plan::new(&self.set, SIDE_EGRESS, src, &d).decide(proto, port);
-                    let i = Plan::new(&self.set, SIDE_INGRESS, src, &d).decide(proto, port);
+                    let e = Plan::new(&self.set, Side::Egress, src, &d).decide(proto, port);
+                    let i = Plan::new(&self.set, Side::Ingress, src, &d).decide(proto, port);
                     (self.side(e, src_mode), self.side(i, dst_mode))
                 };
                 (e, Some(i), what.clone(), Some(name.clone()))
             }
             Resolved::Outside { addr, what } => {
                 let d = Dst::Outside(Outside::Address(*addr));
-                let e = Plan::new(&self.set, SIDE_EGRESS, src, &d).decide(proto, port);
+                let e = Plan::new(&self.set, Side::Egress, src, &d).decide(proto, port);
                 (self.side(e, src_mode), None, what.clone(), None)
             }
         };
-        let drops = |s: &SideDecision| s.verdict == Verdict::Deny && s.mode == MODE_ENFORCE;
+        let drops = |s: &SideDecision| s.verdict == PolicyVerdict::Deny && s.mode == Mode::Enforce;
         let dropped = drops(&egress) || ingress.as_ref().is_some_and(drops);
         Explanation {
             source_namespace: src_namespace.to_owned(),

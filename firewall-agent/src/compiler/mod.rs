@@ -16,14 +16,14 @@ use std::{
     net::{Ipv4Addr, Ipv6Addr},
 };
 
-use firewall_common::{Identity, MODE_MONITOR, PolicyValue};
+use firewall_common::{Identity, Mode, PolicyPrefix, PolicyValue};
 
 pub use evaluate::Step;
-pub use explain::{Destination, Evaluator, Explanation, SideDecision, Verdict, explain};
+pub use explain::{Destination, Evaluator, Explanation, SideDecision, explain};
 pub use identities::{Endpoints, PodRef};
 pub use ids::{CIDR_FIRST, IdAllocator, NARROWED_FIRST};
-pub use modes::{MODE_LABEL, mode_name, parse_mode};
-pub use prefix::{PolicyPrefix, port_prefixes};
+pub use modes::MODE_LABEL;
+pub use prefix::port_prefixes;
 
 use crate::model::{ClusterModel, Rejection};
 
@@ -32,8 +32,8 @@ use crate::model::{ClusterModel, Rejection};
 pub struct CompileOptions {
     /// This node: only its pods get cgroup entries and policy rows of their own.
     pub node_name: String,
-    /// `firewall_common::MODE_*` from `--mode`, for namespaces nothing else sets a mode for.
-    pub default_mode: u32,
+    /// `--mode`, for namespaces nothing else sets a mode for.
+    pub default_mode: Mode,
     /// The cluster DNS Service (namespace, name), always reachable on port 53.
     pub dns_service: (String, String),
 }
@@ -42,7 +42,7 @@ impl Default for CompileOptions {
     fn default() -> Self {
         Self {
             node_name: String::new(),
-            default_mode: MODE_MONITOR,
+            default_mode: Mode::Monitor,
             dns_service: ("kube-system".to_owned(), "kube-dns".to_owned()),
         }
     }
@@ -59,7 +59,7 @@ pub struct Compiled {
     pub ipv6: BTreeMap<(Ipv6Addr, u8), Identity>,
     /// The policy trie.
     pub policy: BTreeMap<PolicyPrefix, PolicyValue>,
-    /// Namespace id -> `MODE_*`.
+    /// Namespace id -> [`Mode`] (as the kernel map holds it).
     pub modes: BTreeMap<u32, u32>,
     /// Mode of namespaces without an entry.
     pub default_mode: u32,
@@ -89,7 +89,7 @@ pub fn compile(model: &ClusterModel, opts: &CompileOptions, ids: &mut IdAllocato
     let modes = idents
         .ns_ids
         .iter()
-        .filter_map(|(name, id)| mode_by_name.get(name).map(|m| (*id, *m)))
+        .filter_map(|(name, id)| mode_by_name.get(name).map(|m| (*id, *m as u32)))
         .collect();
     Compiled {
         cgroups: idents.cgroups,
@@ -97,7 +97,7 @@ pub fn compile(model: &ClusterModel, opts: &CompileOptions, ids: &mut IdAllocato
         ipv6: idents.ipv6,
         policy,
         modes,
-        default_mode: modes::default_mode(&set, opts),
+        default_mode: modes::default_mode(&set, opts) as u32,
         rules: set.rules,
         namespaces: idents
             .ns_ids

@@ -2,6 +2,7 @@
 //! resolves `PolicyValue::rule` with, cluster defaults and rejections.
 use std::collections::{BTreeMap, BTreeSet};
 
+use firewall_common::Mode;
 use kube::ResourceExt as _;
 
 use crate::{
@@ -53,7 +54,7 @@ pub struct PolicySet {
     /// `defaults.crossNamespace` (Allow when unset).
     pub cross_namespace_allow: bool,
     /// `defaults.mode` of the winning ClusterFirewall.
-    pub default_mode: Option<u32>,
+    pub default_mode: Option<Mode>,
     /// Services named by some rule: (namespace, name).
     pub referenced_services: BTreeSet<(String, String)>,
     /// Prefixes named in any `cidrs`/`except`.
@@ -122,9 +123,9 @@ impl PolicySet {
             if let Some(d) = c.defaults {
                 set.cross_namespace_allow = d.cross_namespace != Some(DefaultAction::Deny);
                 set.default_mode = d.mode.map(|m| match m {
-                    DefaultMode::Monitor => firewall_common::MODE_MONITOR,
-                    DefaultMode::Enforce => firewall_common::MODE_ENFORCE,
-                    DefaultMode::Off => firewall_common::MODE_OFF,
+                    DefaultMode::Monitor => Mode::Monitor,
+                    DefaultMode::Enforce => Mode::Enforce,
+                    DefaultMode::Off => Mode::Off,
                 });
             }
             kept.push(c);

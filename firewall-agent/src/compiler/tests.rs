@@ -1,4 +1,4 @@
-//! Scenario tests of DESIGN §3 and a property test: a reference kernel (longest-prefix match over
+//! Scenario tests of the policy semantics (docs/design.md#policy-semantics) and a property test: a reference kernel (longest-prefix match over
 //! the compiled maps, with the datapath's exemptions) must agree with [`Evaluator::explain`] for
 //! every endpoint pair, protocol and boundary port of generated policy sets.
 use std::{
@@ -7,8 +7,7 @@ use std::{
 };
 
 use firewall_common::{
-    IDENTITY_F_DNS, Identity, MODE_ENFORCE, MODE_MONITOR, MODE_OFF, NS_FIRST, PolicyValue,
-    SIDE_EGRESS, SIDE_INGRESS, VERDICT_ALLOW, VERDICT_DENY, policy_key,
+    IDENTITY_F_DNS, Identity, Mode, NS_FIRST, PolicyValue, PolicyVerdict, Side, policy_key,
 };
 
 use super::*;
@@ -118,15 +117,15 @@ fn to_ip(m: &ClusterModel, src: &str, ip: &str, proto: u8, port: u16) -> Explana
     )
 }
 
-fn side(d: &SideDecision) -> (Verdict, &str, Step) {
+fn side(d: &SideDecision) -> (PolicyVerdict, &str, Step) {
     (d.verdict, d.policy.as_str(), d.step)
 }
 
-fn ingress(e: &Explanation) -> (Verdict, &str, Step) {
+fn ingress(e: &Explanation) -> (PolicyVerdict, &str, Step) {
     side(e.ingress.as_ref().unwrap())
 }
 
-use Verdict::{Allow, Deny};
+use PolicyVerdict::{Allow, Deny};
 
 #[test]
 fn cluster_rules_by_priority_then_name_then_index() {
@@ -491,7 +490,7 @@ spec: {ingress: [], egress: []}
     assert!(
         c.policy
             .keys()
-            .all(|p| p.side != SIDE_INGRESS || p.peer.is_none_or(|x| x >= NS_FIRST))
+            .all(|p| p.side != Side::Ingress || p.peer.is_none_or(|x| x >= NS_FIRST))
     );
     let a = c
         .namespaces
@@ -508,6 +507,9 @@ spec: {ingress: [], egress: []}
 
 #[test]
 fn modes_precedence() {
+    const ENFORCE: u32 = Mode::Enforce as u32;
+    const OFF: u32 = Mode::Off as u32;
+    const MONITOR: u32 = Mode::Monitor as u32;
     let text = r#"
 apiVersion: v1
 kind: Namespace
@@ -527,7 +529,7 @@ metadata: {name: plain}
 "#;
     let cfw = "\n---\napiVersion: bulkhead.dev/v1alpha1\nkind: ClusterFirewall\nmetadata: {name: d}\nspec: {defaults: {mode: Monitor}}\n";
     let o = CompileOptions {
-        default_mode: MODE_ENFORCE,
+        default_mode: Mode::Enforce,
         ..opts()
     };
     let c = compile(
@@ -544,9 +546,9 @@ metadata: {name: plain}
             mode(&c, "bad"),
             mode(&c, "plain")
         ),
-        (MODE_ENFORCE, MODE_OFF, MODE_ENFORCE, MODE_ENFORCE)
+        (ENFORCE, OFF, ENFORCE, ENFORCE)
     );
-    assert_eq!(c.default_mode, MODE_ENFORCE);
+    assert_eq!(c.default_mode, ENFORCE);
     let c = compile(
         &parse_objects(&format!("{text}{cfw}")).unwrap(),
         &o,
@@ -559,9 +561,9 @@ metadata: {name: plain}
             mode(&c, "bad"),
             mode(&c, "plain")
         ),
-        (MODE_ENFORCE, MODE_OFF, MODE_MONITOR, MODE_MONITOR)
+        (ENFORCE, OFF, MONITOR, MONITOR)
     );
-    assert_eq!(c.default_mode, MODE_MONITOR);
+    assert_eq!(c.default_mode, MONITOR);
 }
 
 #[test]
@@ -966,7 +968,7 @@ type Row = Vec<(u32, [u8; 13], PolicyValue)>;
 /// The kernel's view: longest-prefix match over the compiled trie.
 struct Kernel<'c> {
     c: &'c Compiled,
-    rows: BTreeMap<(u8, u32), Row>,
+    rows: BTreeMap<(Side, u32), Row>,
 }
 
 fn prefix_match(len: u32, a: &[u8; 13], b: &[u8; 13]) -> bool {
@@ -986,7 +988,7 @@ fn prefix_match(len: u32, a: &[u8; 13], b: &[u8; 13]) -> bool {
 
 impl<'c> Kernel<'c> {
     fn new(c: &'c Compiled) -> Self {
-        let mut rows: BTreeMap<(u8, u32), Row> = BTreeMap::new();
+        let mut rows: BTreeMap<(Side, u32), Row> = BTreeMap::new();
         for (p, v) in &c.policy {
             let (len, key) = p.to_lpm(0);
             rows.entry((p.side, p.local))
@@ -1016,8 +1018,8 @@ impl<'c> Kernel<'c> {
         }
     }
 
-    fn lookup(&self, side: u8, local: u32, peer: u32, proto: u8, port: u16) -> PolicyValue {
-        let key = policy_key(0, side, local, peer, proto, port);
+    fn lookup(&self, side: Side, local: u32, peer: u32, proto: u8, port: u16) -> PolicyValue {
+        let key = policy_key(0, side as u8, local, peer, proto, port);
         self.rows
             .get(&(side, local))
             .into_iter()
@@ -1026,18 +1028,20 @@ impl<'c> Kernel<'c> {
             .max_by_key(|(len, _, _)| *len)
             .map(|e| e.2)
             .unwrap_or(PolicyValue {
-                verdict: VERDICT_ALLOW,
+                verdict: Allow as u8,
                 pad: [0; 3],
                 rule: 0,
             })
     }
 
-    fn mode(&self, ns: u32) -> u32 {
-        self.c
+    fn mode(&self, ns: u32) -> Mode {
+        let raw = self
+            .c
             .modes
             .get(&ns)
             .copied()
-            .unwrap_or(self.c.default_mode)
+            .unwrap_or(self.c.default_mode);
+        Mode::try_from(raw).unwrap()
     }
 }
 
@@ -1069,11 +1073,7 @@ fn probe_addresses(m: &ClusterModel) -> Vec<IpAddr> {
 }
 
 fn check_side(what: &str, kernel: PolicyValue, exp: &SideDecision, c: &Compiled) {
-    let verdict = if exp.verdict == Allow {
-        VERDICT_ALLOW
-    } else {
-        VERDICT_DENY
-    };
+    let verdict = exp.verdict as u8;
     assert_eq!(
         kernel.verdict, verdict,
         "{what}: kernel {kernel:?} vs {exp:?}"
@@ -1133,10 +1133,10 @@ fn run_property(seed: u64) -> usize {
                             "{what}: {exp:?}"
                         );
                     } else {
-                        let v = k.lookup(SIDE_EGRESS, local.id, peer.id, proto, port);
+                        let v = k.lookup(Side::Egress, local.id, peer.id, proto, port);
                         check_side(&format!("{what} egress"), v, &exp.egress, &c);
                         if peer.ns >= NS_FIRST {
-                            let v2 = k.lookup(SIDE_INGRESS, peer.id, local.id, proto, port);
+                            let v2 = k.lookup(Side::Ingress, peer.id, local.id, proto, port);
                             let ing = exp.ingress.as_ref().unwrap();
                             check_side(&format!("{what} ingress (at source)"), v2, ing, &c);
                             assert_eq!(ing.mode, k.mode(peer.ns), "{what}: ingress mode");
@@ -1161,7 +1161,7 @@ fn run_property(seed: u64) -> usize {
                         if speer.ns == dlocal.ns || speer.ns < NS_FIRST || dns_in {
                             assert_eq!(ing.verdict, Allow, "{what}: ingress exempt");
                         } else {
-                            let v = k.lookup(SIDE_INGRESS, dlocal.id, speer.id, proto, port);
+                            let v = k.lookup(Side::Ingress, dlocal.id, speer.id, proto, port);
                             check_side(&format!("{what} ingress (at destination)"), v, ing, &c);
                         }
                     }
@@ -1208,7 +1208,7 @@ fn compile_is_deterministic_and_sparse() {
     assert!(
         c.policy
             .iter()
-            .all(|(p, v)| p.peer.is_none() && v.verdict == VERDICT_ALLOW && v.rule == 0),
+            .all(|(p, v)| p.peer.is_none() && v.verdict == Allow as u8 && v.rule == 0),
         "{:?}",
         c.policy
     );

@@ -6,15 +6,6 @@ use ipnet::IpNet;
 
 use super::cluster_firewall::{Action, DefaultAction, DefaultMode};
 
-/// IP protocol numbers used in the policy trie.
-pub const PROTO_TCP: u8 = 6;
-/// UDP.
-pub const PROTO_UDP: u8 = 17;
-/// SCTP.
-pub const PROTO_SCTP: u8 = 132;
-/// The protocols that have ports; every other protocol only has port-less rules.
-pub const PORT_PROTOCOLS: [u8; 3] = [PROTO_TCP, PROTO_UDP, PROTO_SCTP];
-
 /// One protocol and an inclusive port interval.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortRange {

@@ -1,7 +1,8 @@
 //! Validation of policy objects: an object is accepted whole or rejected whole, with every
-//! problem named by its JSON path (DESIGN §3: invalid objects never half-apply).
+//! problem named by its JSON path (docs/design.md#invalid-objects: invalid objects never half-apply).
 use std::{collections::BTreeSet, fmt, net::IpAddr};
 
+use firewall_common::IpProto;
 use ipnet::IpNet;
 use kube::ResourceExt as _;
 
@@ -10,9 +11,8 @@ use super::{
     common::{DestPeer, EgressPeer, LabelSelector, Peer, PortSpec},
     syntax,
     valid::{
-        Destinations, NamespaceSet, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PortRange, Ports,
-        Requirement, Selector, ValidCfw, ValidClusterRule, ValidDefaults, ValidEgressRule,
-        ValidIngressRule, ValidNsfw,
+        Destinations, NamespaceSet, PortRange, Ports, Requirement, Selector, ValidCfw,
+        ValidClusterRule, ValidDefaults, ValidEgressRule, ValidIngressRule, ValidNsfw,
     },
 };
 
@@ -310,11 +310,10 @@ impl Checker {
         let mut out = Vec::new();
         for (i, spec) in list.iter().enumerate() {
             let p = format!("{path}[{i}]");
-            let proto = match spec.protocol.as_str() {
-                "TCP" => Some(PROTO_TCP),
-                "UDP" => Some(PROTO_UDP),
-                "SCTP" => Some(PROTO_SCTP),
-                other => {
+            let proto = match IpProto::from_name(&spec.protocol) {
+                Some(p) if IpProto::WITH_PORTS.contains(&p) => Some(p as u8),
+                _ => {
+                    let other = &spec.protocol;
                     self.err(
                         &format!("{p}.protocol"),
                         format_args!("unknown protocol {other:?} (expected TCP, UDP or SCTP)"),
@@ -525,12 +524,12 @@ egress:
             ingress[0].ports.0.as_deref().unwrap(),
             &[
                 PortRange {
-                    proto: PROTO_TCP,
+                    proto: IpProto::Tcp as u8,
                     lo: 8443,
                     hi: 8443
                 },
                 PortRange {
-                    proto: PROTO_UDP,
+                    proto: IpProto::Udp as u8,
                     lo: 53,
                     hi: 60
                 }
@@ -546,7 +545,7 @@ egress:
         assert_eq!(
             egress[1].ports.0.as_deref().unwrap()[1],
             PortRange {
-                proto: PROTO_SCTP,
+                proto: IpProto::Sctp as u8,
                 lo: 0,
                 hi: 65535
             }
