@@ -9,10 +9,12 @@
 #![no_std]
 
 mod counter;
+mod exemption;
 mod keys;
 mod vocabulary;
 
 pub use counter::{COUNTERS_LEN, Counter};
+pub use exemption::{DNS_PORT, Exemption, exemption, pair_exemption};
 pub use keys::*;
 pub use vocabulary::{EventVerdict, Hook, IpProto, Mode, PolicyVerdict, Side, UnknownValue};
 

@@ -8,8 +8,7 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext},
 };
 use firewall_common::{
-    Counter, EventVerdict, Hook, IDENTITY_F_DNS, Identity, IpProto, Mode, NS_FIRST, PolicyVerdict,
-    Side,
+    Counter, EventVerdict, Hook, Identity, IpProto, Mode, NS_FIRST, PolicyVerdict, Side, exemption,
 };
 
 use crate::{
@@ -157,31 +156,16 @@ fn settle(
     }
 }
 
-/// Exemptions that hold whatever the policy says (docs/design.md#always-allowed).
+/// The "always allowed" rules (docs/design.md#always-allowed), counted by reason.
 #[inline(always)]
 fn exempt(side: Side, local: &Identity, peer: &Identity, t: &Tuple) -> bool {
-    if peer.ns == local.ns {
-        count(Counter::SameNamespace);
-        return true;
-    }
-    // Ingress from world or host (kubelet probes) is not restricted in v1alpha1.
-    if side == Side::Ingress && peer.ns < NS_FIRST {
-        count(Counter::Unrestricted);
-        return true;
-    }
-    // DNS to the cluster DNS Service: its identity carries the flag (egress: the peer; ingress: us).
-    if t.dport == 53 && (t.proto == IpProto::Udp as u8 || t.proto == IpProto::Tcp as u8) {
-        let dns = if side == Side::Egress {
-            peer.flags
-        } else {
-            local.flags
-        };
-        if dns & IDENTITY_F_DNS != 0 {
-            count(Counter::Dns);
-            return true;
+    match exemption(side, local, peer, t.proto, t.dport) {
+        Some(e) => {
+            count(e.counter());
+            true
         }
+        None => false,
     }
-    false
 }
 
 #[inline(always)]

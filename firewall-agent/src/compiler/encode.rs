@@ -6,7 +6,7 @@ use std::{
     hash::{BuildHasherDefault, Hasher},
 };
 
-use firewall_common::{IpProto, NS_FIRST, PolicyPrefix, PolicyValue, Side};
+use firewall_common::{IpProto, NS_FIRST, PolicyPrefix, PolicyValue, Side, pair_exemption};
 
 use super::{
     evaluate::{Dst, Outside, PairValue, Plan, PlanSignature, Src, Val},
@@ -187,7 +187,9 @@ fn emit_row(
 }
 
 /// The policy trie for every lookup the kernel of this node can make: egress of local pods,
-/// ingress of local pods from any namespace, and ingress of any pod from local pods.
+/// ingress of local pods from any namespace, and ingress of any pod from local pods. Pairs an
+/// exemption covers whatever the protocol ([`pair_exemption`]) get no entries: the kernel never
+/// looks them up.
 pub fn encode(
     set: &PolicySet,
     ids: &Identities,
@@ -210,12 +212,8 @@ pub fn encode(
         index: HashMap::default(),
         values: Vec::new(),
     };
-    let ns_identities: Vec<(u32, u32)> = ids
-        .kinds
-        .iter()
-        .filter(|(_, (ns, _))| *ns >= NS_FIRST)
-        .map(|(id, (ns, _))| (*id, *ns))
-        .collect();
+    let peer_identities: Vec<(u32, u32)> =
+        ids.kinds.iter().map(|(id, (ns, _))| (*id, *ns)).collect();
 
     // Egress: one row per source namespace, shared by its local identities.
     let mut by_ns: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
@@ -228,7 +226,7 @@ pub fn encode(
         let row: Vec<(u32, usize)> = ids
             .kinds
             .iter()
-            .filter(|(_, (pns, _))| pns != ns)
+            .filter(|(_, (pns, _))| pair_exemption(Side::Egress, *ns, *pns).is_none())
             .filter_map(|(peer, (pns, kind))| {
                 Some((*peer, ev.pair(Side::Egress, *ns, *pns, kind)?))
             })
@@ -240,7 +238,7 @@ pub fn encode(
 
     // Ingress: the value depends on the source's namespace only (memo indexed by namespace id,
     // reset after each row).
-    let local_peers: Vec<(u32, u32)> = ns_identities
+    let local_peers: Vec<(u32, u32)> = peer_identities
         .iter()
         .filter(|(id, _)| ids.local.contains(id))
         .copied()
@@ -249,12 +247,15 @@ pub fn encode(
     let mut touched: Vec<usize> = Vec::new();
     for (local, (lns, kind)) in ids.kinds.iter().filter(|(_, (ns, _))| *ns >= NS_FIRST) {
         let peers = if ids.local.contains(local) {
-            &ns_identities
+            &peer_identities
         } else {
             &local_peers
         };
         let mut row: Vec<(u32, usize)> = Vec::with_capacity(peers.len());
-        for (peer, pns) in peers.iter().filter(|(_, pns)| pns != lns) {
+        let judged = peers
+            .iter()
+            .filter(|(_, pns)| pair_exemption(Side::Ingress, *lns, *pns).is_none());
+        for (peer, pns) in judged {
             let slot = *pns as usize;
             let i = match by_src.get(slot).copied().flatten() {
                 Some(i) => i,

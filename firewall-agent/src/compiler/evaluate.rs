@@ -5,7 +5,7 @@ use std::{
     net::IpAddr,
 };
 
-use firewall_common::{IpProto, PolicyVerdict, Side};
+use firewall_common::{Exemption, IpProto, PolicyVerdict, Side};
 use ipnet::IpNet;
 
 use super::policy_set::{NamespaceRules, PolicySet, RULE_DEFAULT};
@@ -33,6 +33,16 @@ pub enum Step {
     OtherSide,
     /// Step 4: the cluster default (namespaces) or allow (world and host).
     Default,
+}
+
+impl From<Exemption> for Step {
+    fn from(e: Exemption) -> Self {
+        match e {
+            Exemption::SameNamespace => Step::SameNamespace,
+            Exemption::Dns => Step::Dns,
+            Exemption::Unrestricted => Step::Unrestricted,
+        }
+    }
 }
 
 /// A verdict and the rule-table index that decided it (the kernel's `PolicyValue`, minus padding).

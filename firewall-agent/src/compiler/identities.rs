@@ -9,7 +9,7 @@ use firewall_common::{IDENTITY_F_DNS, Identity, NS_HOST, NS_WORLD};
 use ipnet::IpNet;
 
 use super::{CompileOptions, ids::IdAllocator, policy_set::PolicySet};
-use crate::model::{ClusterModel, Pod, Service};
+use crate::model::{ClusterModel, Service};
 
 /// What an identity id stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,21 +81,6 @@ pub fn namespace_names(model: &ClusterModel) -> BTreeSet<String> {
     names
 }
 
-/// Referenced Services selecting a pod (names in its namespace).
-pub fn pod_services(model: &ClusterModel, set: &PolicySet, pod: &Pod) -> BTreeSet<String> {
-    model
-        .services
-        .iter()
-        .filter(|s| {
-            s.selects(pod)
-                && set
-                    .referenced_services
-                    .contains(&(s.namespace.clone(), s.name.clone()))
-        })
-        .map(|s| s.name.clone())
-        .collect()
-}
-
 /// Innermost named prefix containing `ip`.
 pub fn innermost(set: &PolicySet, ip: IpAddr) -> Option<IpNet> {
     set.named_cidrs
@@ -105,7 +90,31 @@ pub fn innermost(set: &PolicySet, ip: IpAddr) -> Option<IpNet> {
         .copied()
 }
 
+/// The identity of an address in address tries: the longest matching prefix, else world.
+pub fn lookup_address(
+    ipv4: &BTreeMap<(Ipv4Addr, u8), Identity>,
+    ipv6: &BTreeMap<(Ipv6Addr, u8), Identity>,
+    ip: IpAddr,
+) -> Identity {
+    let found = match ip {
+        IpAddr::V4(a) => (0..=32u8).rev().find_map(|l| {
+            let n = ipnet::Ipv4Net::new(a, l).ok()?.trunc();
+            ipv4.get(&(n.network(), l)).copied()
+        }),
+        IpAddr::V6(a) => (0..=128u8).rev().find_map(|l| {
+            let n = ipnet::Ipv6Net::new(a, l).ok()?.trunc();
+            ipv6.get(&(n.network(), l)).copied()
+        }),
+    };
+    found.unwrap_or_default()
+}
+
 impl Identities {
+    /// The identity of an address, as the kernel looks it up.
+    pub fn lookup(&self, ip: IpAddr) -> Identity {
+        lookup_address(&self.ipv4, &self.ipv6, ip)
+    }
+
     fn insert_ip(&mut self, ip: IpAddr, identity: Identity) {
         match ip {
             IpAddr::V4(a) => {

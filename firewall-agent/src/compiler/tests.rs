@@ -7,7 +7,8 @@ use std::{
 };
 
 use firewall_common::{
-    IDENTITY_F_DNS, Identity, Mode, NS_FIRST, PolicyValue, PolicyVerdict, Side, policy_key,
+    IDENTITY_F_DNS, Identity, Mode, NS_FIRST, PolicyValue, PolicyVerdict, Side, exemption,
+    policy_key,
 };
 
 use super::*;
@@ -999,23 +1000,7 @@ impl<'c> Kernel<'c> {
     }
 
     fn identity(&self, ip: IpAddr) -> Identity {
-        let world = Identity::default();
-        match ip {
-            IpAddr::V4(a) => (0..=32u8)
-                .rev()
-                .find_map(|l| {
-                    let n = ipnet::Ipv4Net::new(a, l).unwrap().trunc();
-                    self.c.ipv4.get(&(n.network(), l)).copied()
-                })
-                .unwrap_or(world),
-            IpAddr::V6(a) => (0..=128u8)
-                .rev()
-                .find_map(|l| {
-                    let n = ipnet::Ipv6Net::new(a, l).unwrap().trunc();
-                    self.c.ipv6.get(&(n.network(), l)).copied()
-                })
-                .unwrap_or(world),
-        }
+        identities::lookup_address(&self.c.ipv4, &self.c.ipv6, ip)
     }
 
     fn lookup(&self, side: Side, local: u32, peer: u32, proto: u8, port: u16) -> PolicyValue {
@@ -1123,10 +1108,8 @@ fn run_property(seed: u64) -> usize {
                     let exp =
                         ev.explain(&src.namespace, &Destination::Address(dst_ip), proto, port);
                     assert_eq!(exp.egress.mode, k.mode(local.ns), "{what}: egress mode");
-                    let dns =
-                        port == 53 && matches!(proto, 6 | 17) && peer.flags & IDENTITY_F_DNS != 0;
                     // The egress program at the source.
-                    if peer.ns == local.ns || dns {
+                    if exemption(Side::Egress, &local, &peer, proto, port).is_some() {
                         assert_eq!(exp.egress.verdict, Allow, "{what}: exempt");
                         assert!(
                             matches!(exp.egress.step, Step::SameNamespace | Step::Dns),
@@ -1154,11 +1137,8 @@ fn run_property(seed: u64) -> usize {
                     if let (Some(dst_pod), Some(src_ip)) = (dst_pod, src_ip) {
                         let dlocal = c.cgroups[&dst_pod.cgroup_ids[0]];
                         let speer = k.identity(*src_ip);
-                        let dns_in = port == 53
-                            && matches!(proto, 6 | 17)
-                            && dlocal.flags & IDENTITY_F_DNS != 0;
                         let ing = exp.ingress.as_ref().unwrap();
-                        if speer.ns == dlocal.ns || speer.ns < NS_FIRST || dns_in {
+                        if exemption(Side::Ingress, &dlocal, &speer, proto, port).is_some() {
                             assert_eq!(ing.verdict, Allow, "{what}: ingress exempt");
                         } else {
                             let v = k.lookup(Side::Ingress, dlocal.id, speer.id, proto, port);
