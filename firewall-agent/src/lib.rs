@@ -10,6 +10,7 @@ pub mod datapath;
 pub mod events;
 pub mod model;
 pub mod objects;
+pub mod policy;
 pub mod source;
 
 // Used only by the binary (main.rs) until the command-line front end lives in the library.

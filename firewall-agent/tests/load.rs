@@ -3,9 +3,9 @@
     unused_crate_dependencies,
     reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
 )]
-use firewall_agent::datapath::{
-    Datapath, LoadOptions,
-    writer::{MapContents, MapWriter},
+use firewall_agent::{
+    compiler::MapContents,
+    datapath::{Datapath, LoadOptions, writer::MapWriter},
 };
 
 #[test]
@@ -111,7 +111,7 @@ fn a_policy_that_does_not_fit_is_refused_before_anything_is_written() {
 #[test]
 fn pinned_maps_are_adopted_and_links_replaced() {
     use firewall_agent::datapath::pin;
-    use firewall_common::{Identity, PolicyValue, policy_key};
+    use firewall_common::{Identity, PolicyPrefix, PolicyValue, Side};
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED pinned_maps_are_adopted_and_links_replaced: needs root");
         return;
@@ -147,7 +147,13 @@ fn pinned_maps_are_adopted_and_links_replaced() {
     a.ipv4.insert(("10.1.2.0".parse().unwrap(), 24), id(4, 4));
     a.ipv6.insert(("fd00::1".parse().unwrap(), 128), id(4, 4));
     a.policy.insert(
-        (80, policy_key(0, 1, 3, 4, 0, 0)),
+        PolicyPrefix {
+            side: Side::Egress,
+            local: 3,
+            peer: Some(4),
+            proto: None,
+            port: None,
+        },
         PolicyValue {
             verdict: firewall_common::PolicyVerdict::Allow as u8,
             pad: [0; 3],

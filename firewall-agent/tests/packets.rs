@@ -16,7 +16,6 @@ use std::{
 };
 
 use firewall_agent::{
-    agent::apply::map_contents,
     compiler::{CompileOptions, IdAllocator, compile},
     datapath::{Datapath, LoadOptions, test_run::TestRunError, writer::MapWriter},
     objects::parse_objects,
@@ -505,13 +504,18 @@ fn crafted_packets_are_never_allowed_where_policy_denies() {
     let compiled = compile(&model, &opts, &mut IdAllocator::default());
     assert!(compiled.rejected.is_empty(), "{:?}", compiled.rejected);
     assert!(
-        compiled.modes.values().all(|m| *m == Mode::Enforce as u32)
-            || compiled.default_mode == Mode::Enforce as u32
+        compiled
+            .maps
+            .modes
+            .values()
+            .all(|m| *m == Mode::Enforce as u32)
+            || compiled.maps.default_mode == Mode::Enforce as u32
     );
     let mut writer = MapWriter::new(state).expect("maps");
-    writer.apply(&map_contents(&compiled)).expect("apply");
+    writer.apply(&compiled.maps).expect("apply");
     assert!(
         compiled
+            .maps
             .ipv4
             .keys()
             .any(|(a, _)| IpAddr::V4(*a) == IpAddr::V4(PEER))

@@ -174,8 +174,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let a = compile(&model, &opts, &mut IdAllocator::default());
     let b = compile(&model, &opts, &mut IdAllocator::default());
-    assert_eq!(a.policy, b.policy, "compile is not deterministic");
-    assert_eq!(a.modes, b.modes, "compile is not deterministic");
+    assert_eq!(a.maps.policy, b.maps.policy, "compile is not deterministic");
+    assert_eq!(a.maps.modes, b.maps.modes, "compile is not deterministic");
     // A rejected object contributes no rule name to the compiled policy.
     for r in &a.rejected {
         let label = match &r.namespace {

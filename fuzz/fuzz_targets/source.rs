@@ -22,6 +22,6 @@ fuzz_target!(|data: &[u8]| {
     };
     let a = compile(&model, &opts, &mut IdAllocator::default());
     let b = compile(&model, &opts, &mut IdAllocator::default());
-    assert_eq!(a.policy, b.policy, "compile is not deterministic");
-    assert_eq!(a.ipv4, b.ipv4, "compile is not deterministic");
+    assert_eq!(a.maps.policy, b.maps.policy, "compile is not deterministic");
+    assert_eq!(a.maps.ipv4, b.maps.ipv4, "compile is not deterministic");
 });

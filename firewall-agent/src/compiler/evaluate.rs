@@ -9,10 +9,7 @@ use firewall_common::{Exemption, IpProto, PolicyVerdict, Side};
 use ipnet::IpNet;
 
 use super::policy_set::{NamespaceRules, PolicySet, RULE_DEFAULT};
-use crate::crd::{
-    Action,
-    valid::{Destinations, Ports, ValidIngressRule},
-};
+use crate::policy::{ClusterAction, Destinations, IngressRule, Ports};
 
 /// Which evaluation step decided a side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -123,16 +120,10 @@ fn dest_matches(to: &Destinations, dst: &Dst<'_>) -> bool {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum Act {
-    Allow,
-    Deny,
-    Delegate,
-}
-
 struct Candidate<'p> {
     ports: &'p Ports,
-    act: Act,
+    /// Namespace rules only allow; `Pass` stops the cluster rules.
+    action: ClusterAction,
     rule: u32,
     step: Step,
 }
@@ -140,7 +131,7 @@ struct Candidate<'p> {
 /// Identifies a [`Plan`]'s candidates (by rule, port set and outcome) and fallback.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PlanSignature {
-    cands: Vec<(u32, usize, Act, Step)>,
+    cands: Vec<(u32, usize, ClusterAction, Step)>,
     fallback: Decision,
 }
 
@@ -172,14 +163,9 @@ impl<'p> Plan<'p> {
         let mut cands = Vec::new();
         for (rule, r) in &set.cluster_rules {
             if r.from.matches(src, src_labels) && dest_matches(&r.to, dst) {
-                let act = match r.action {
-                    Action::Allow => Act::Allow,
-                    Action::Deny => Act::Deny,
-                    Action::Delegate => Act::Delegate,
-                };
                 cands.push(Candidate {
                     ports: &r.ports,
-                    act,
+                    action: r.action,
                     rule: *rule,
                     step: Step::ClusterRule,
                 });
@@ -191,7 +177,7 @@ impl<'p> Plan<'p> {
         };
         let egress_of_src = src_rules.and_then(|n| n.egress.as_ref());
         let ingress_of_dst = dst_rules.and_then(|n| n.ingress.as_ref());
-        let ingress_matches = |r: &ValidIngressRule| {
+        let ingress_matches = |r: &IngressRule| {
             r.from.matches(src, src_labels)
                 && (r.services.is_empty()
                     || matches!(dst, Dst::Namespace { services, .. } if r.services.iter().any(|s| services.contains(s))))
@@ -215,7 +201,7 @@ impl<'p> Plan<'p> {
                 if dest_matches(&r.to, dst) {
                     cands.push(Candidate {
                         ports: &r.ports,
-                        act: Act::Allow,
+                        action: ClusterAction::Allow,
                         rule: *rule,
                         step: Step::NamespaceRule,
                     });
@@ -230,7 +216,7 @@ impl<'p> Plan<'p> {
                 if ingress_matches(r) {
                     cands.push(Candidate {
                         ports: &r.ports,
-                        act: Act::Allow,
+                        action: ClusterAction::Allow,
                         rule: *rule,
                         step: Step::NamespaceRule,
                     });
@@ -246,7 +232,7 @@ impl<'p> Plan<'p> {
                     if ingress_matches(r) {
                         cands.push(Candidate {
                             ports: &r.ports,
-                            act: Act::Allow,
+                            action: ClusterAction::Allow,
                             rule: *rule,
                             step: Step::OtherSide,
                         });
@@ -257,7 +243,7 @@ impl<'p> Plan<'p> {
                     if dest_matches(&r.to, dst) {
                         cands.push(Candidate {
                             ports: &r.ports,
-                            act: Act::Allow,
+                            action: ClusterAction::Allow,
                             rule: *rule,
                             step: Step::OtherSide,
                         });
@@ -275,7 +261,14 @@ impl<'p> Plan<'p> {
         let cands = self
             .cands
             .iter()
-            .map(|c| (c.rule, std::ptr::from_ref(c.ports) as usize, c.act, c.step))
+            .map(|c| {
+                (
+                    c.rule,
+                    std::ptr::from_ref(c.ports) as usize,
+                    c.action,
+                    c.step,
+                )
+            })
             .collect();
         PlanSignature {
             cands,
@@ -293,15 +286,15 @@ impl<'p> Plan<'p> {
             if !c.ports.contains(proto, port) {
                 continue;
             }
-            match c.act {
-                Act::Delegate => delegated = true,
-                Act::Allow => {
+            match c.action {
+                ClusterAction::Pass => delegated = true,
+                ClusterAction::Allow => {
                     return Decision {
                         value: (PolicyVerdict::Allow, c.rule),
                         step: c.step,
                     };
                 }
-                Act::Deny => {
+                ClusterAction::Deny => {
                     return Decision {
                         value: (PolicyVerdict::Deny, c.rule),
                         step: c.step,

@@ -120,7 +120,7 @@ pub struct Evaluator<'m> {
 impl<'m> Evaluator<'m> {
     /// Validates the model's policy once and gives its endpoints identities, as a compile does.
     pub fn new(model: &'m ClusterModel, opts: &'m CompileOptions) -> Self {
-        let set = PolicySet::build(model);
+        let set = PolicySet::build(crate::crd::policy_input(model));
         let idents = Identities::build(model, &set, opts, &mut IdAllocator::default());
         let names = namespace_names(model);
         let modes = modes::namespace_modes(model, &set, opts, &names);

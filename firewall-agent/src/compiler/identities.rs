@@ -30,24 +30,6 @@ pub enum IdentityKind {
     },
 }
 
-/// A pod, for the violation log.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PodRef {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-/// Pods by address and by cgroup, for naming the ends of a violation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Endpoints {
-    /// Pod IPs (not hostNetwork).
-    pub by_ip: HashMap<IpAddr, PodRef>,
-    /// This node's pods by cgroup id.
-    pub by_cgroup: HashMap<u64, PodRef>,
-}
-
 /// All identities of a compile.
 #[derive(Clone, Debug, Default)]
 pub struct Identities {
@@ -63,8 +45,6 @@ pub struct Identities {
     pub ipv4: BTreeMap<(Ipv4Addr, u8), Identity>,
     /// IPv6 trie.
     pub ipv6: BTreeMap<(Ipv6Addr, u8), Identity>,
-    /// Pods by address and cgroup.
-    pub endpoints: Endpoints,
 }
 
 /// The names of every namespace the model mentions (objects, pods, Services, policies).
@@ -229,22 +209,13 @@ impl Identities {
                 0
             };
             let identity = Identity { id, ns, flags };
-            let pod_ref = PodRef {
-                namespace: pod.namespace.clone(),
-                name: pod.name.clone(),
-            };
             for ip in &pod.ips {
                 out.insert_ip(*ip, identity);
-                out.endpoints
-                    .by_ip
-                    .entry(*ip)
-                    .or_insert_with(|| pod_ref.clone());
             }
             if pod.node_name.as_deref() == Some(opts.node_name.as_str()) {
                 out.local.insert(id);
                 for cg in &pod.cgroup_ids {
                     out.cgroups.insert(*cg, identity);
-                    out.endpoints.by_cgroup.insert(*cg, pod_ref.clone());
                 }
             }
         }

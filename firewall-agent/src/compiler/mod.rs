@@ -20,7 +20,6 @@ use firewall_common::{Identity, Mode, PolicyPrefix, PolicyValue};
 
 pub use evaluate::Step;
 pub use explain::{Destination, Evaluator, Explanation, SideDecision, explain};
-pub use identities::{Endpoints, PodRef};
 pub use ids::{CIDR_FIRST, IdAllocator, NARROWED_FIRST};
 pub use modes::MODE_LABEL;
 pub use prefix::port_prefixes;
@@ -48,9 +47,10 @@ impl Default for CompileOptions {
     }
 }
 
-/// Everything the map writer and the violation log need from one compile.
+/// Everything the kernel needs for one policy generation, slot-free: what the map writer writes
+/// into a slot (docs/design.md#map-layout).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Compiled {
+pub struct MapContents {
     /// This node's pods (not hostNetwork, not terminal): cgroup id -> identity.
     pub cgroups: BTreeMap<u64, Identity>,
     /// IPv4 prefixes -> identity (pods, cluster IPs and host addresses /32, named CIDRs).
@@ -59,16 +59,21 @@ pub struct Compiled {
     pub ipv6: BTreeMap<(Ipv6Addr, u8), Identity>,
     /// The policy trie.
     pub policy: BTreeMap<PolicyPrefix, PolicyValue>,
-    /// Namespace id -> [`Mode`] (as the kernel map holds it).
+    /// Namespace id -> [`Mode`], as the kernel map holds it.
     pub modes: BTreeMap<u32, u32>,
-    /// Mode of namespaces without an entry.
+    /// Mode of namespaces without an entry, as the settings map holds it.
     pub default_mode: u32,
+}
+
+/// What one compile gives the map writer and the violation log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Compiled {
+    /// The kernel maps' contents.
+    pub maps: MapContents,
     /// `PolicyValue::rule` -> the log's `policy` string; `[0]` is `"default"`.
     pub rules: Vec<String>,
     /// Namespace id -> name (real namespaces only).
     pub namespaces: BTreeMap<u32, String>,
-    /// Pods by address and cgroup, for the violation log.
-    pub endpoints: Endpoints,
     /// Objects not applied: undeserializable, invalid, or conflicting defaults.
     pub rejected: Vec<Rejection>,
 }
@@ -76,7 +81,7 @@ pub struct Compiled {
 /// Compiles the model for `opts.node_name`. Pure: the same model, options and allocator state
 /// give the same maps; `ids` keeps identities stable across compiles.
 pub fn compile(model: &ClusterModel, opts: &CompileOptions, ids: &mut IdAllocator) -> Compiled {
-    let set = policy_set::PolicySet::build(model);
+    let set = policy_set::PolicySet::build(crate::crd::policy_input(model));
     let idents = identities::Identities::build(model, &set, opts, ids);
     let labels: BTreeMap<String, BTreeMap<String, String>> = model
         .namespaces
@@ -92,19 +97,20 @@ pub fn compile(model: &ClusterModel, opts: &CompileOptions, ids: &mut IdAllocato
         .filter_map(|(name, id)| mode_by_name.get(name).map(|m| (*id, *m as u32)))
         .collect();
     Compiled {
-        cgroups: idents.cgroups,
-        ipv4: idents.ipv4,
-        ipv6: idents.ipv6,
-        policy,
-        modes,
-        default_mode: modes::default_mode(&set, opts) as u32,
+        maps: MapContents {
+            cgroups: idents.cgroups,
+            ipv4: idents.ipv4,
+            ipv6: idents.ipv6,
+            policy,
+            modes,
+            default_mode: modes::default_mode(&set, opts) as u32,
+        },
         rules: set.rules,
         namespaces: idents
             .ns_ids
             .iter()
             .map(|(n, id)| (*id, n.clone()))
             .collect(),
-        endpoints: idents.endpoints,
         rejected: set.rejected,
     }
 }

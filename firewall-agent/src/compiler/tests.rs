@@ -341,9 +341,9 @@ spec:
     assert_eq!(ingress(&e).0, Allow);
     // Compiled: the api pod and cluster IP share a narrowed identity.
     let c = compile(&m, &opts(), &mut IdAllocator::default());
-    let pod = c.ipv4[&("10.244.0.2".parse().unwrap(), 32)];
-    let vip = c.ipv4[&("10.96.0.2".parse().unwrap(), 32)];
-    let other = c.ipv4[&("10.244.0.3".parse().unwrap(), 32)];
+    let pod = c.maps.ipv4[&("10.244.0.2".parse().unwrap(), 32)];
+    let vip = c.maps.ipv4[&("10.96.0.2".parse().unwrap(), 32)];
+    let other = c.maps.ipv4[&("10.244.0.3".parse().unwrap(), 32)];
     assert_eq!(pod, vip);
     assert!(pod.id >= NARROWED_FIRST && pod.id < CIDR_FIRST);
     assert_eq!(other.id, other.ns);
@@ -472,16 +472,16 @@ spec: {ingress: [], egress: []}
     // peers (the kernel exempts them), nothing for same-namespace pairs.
     let c = compile(&m, &opts(), &mut IdAllocator::default());
     assert_eq!(
-        c.ipv4[&("10.244.0.10".parse().unwrap(), 32)].flags,
+        c.maps.ipv4[&("10.244.0.10".parse().unwrap(), 32)].flags,
         IDENTITY_F_DNS
     );
     assert_eq!(
-        c.ipv4[&("10.96.0.10".parse().unwrap(), 32)].flags,
+        c.maps.ipv4[&("10.96.0.10".parse().unwrap(), 32)].flags,
         IDENTITY_F_DNS
     );
-    assert_eq!(c.ipv4[&("10.244.0.1".parse().unwrap(), 32)].flags, 0);
+    assert_eq!(c.maps.ipv4[&("10.244.0.1".parse().unwrap(), 32)].flags, 0);
     assert_eq!(
-        c.ipv4[&("192.168.0.1".parse().unwrap(), 32)],
+        c.maps.ipv4[&("192.168.0.1".parse().unwrap(), 32)],
         Identity {
             id: 1,
             ns: 1,
@@ -489,7 +489,8 @@ spec: {ingress: [], egress: []}
         }
     );
     assert!(
-        c.policy
+        c.maps
+            .policy
             .keys()
             .all(|p| p.side != Side::Ingress || p.peer.is_none_or(|x| x >= NS_FIRST))
     );
@@ -500,7 +501,8 @@ spec: {ingress: [], egress: []}
         .map(|(id, _)| *id)
         .unwrap();
     assert!(
-        c.policy
+        c.maps
+            .policy
             .keys()
             .all(|p| !(p.local == a && p.peer == Some(a)))
     );
@@ -538,8 +540,9 @@ metadata: {name: plain}
         &o,
         &mut IdAllocator::default(),
     );
-    let mode =
-        |c: &Compiled, ns: &str| c.modes[c.namespaces.iter().find(|(_, n)| *n == ns).unwrap().0];
+    let mode = |c: &Compiled, ns: &str| {
+        c.maps.modes[c.namespaces.iter().find(|(_, n)| *n == ns).unwrap().0]
+    };
     assert_eq!(
         (
             mode(&c, "e"),
@@ -549,7 +552,7 @@ metadata: {name: plain}
         ),
         (ENFORCE, OFF, ENFORCE, ENFORCE)
     );
-    assert_eq!(c.default_mode, ENFORCE);
+    assert_eq!(c.maps.default_mode, ENFORCE);
     let c = compile(
         &parse_objects(&format!("{text}{cfw}")).unwrap(),
         &o,
@@ -564,7 +567,7 @@ metadata: {name: plain}
         ),
         (ENFORCE, OFF, MONITOR, MONITOR)
     );
-    assert_eq!(c.default_mode, MONITOR);
+    assert_eq!(c.maps.default_mode, MONITOR);
 }
 
 #[test]
@@ -650,18 +653,15 @@ spec:
     let c = compile(&m, &opts(), &mut IdAllocator::default());
     assert_eq!(c.rules[0], "default");
     assert!(c.rules.contains(&"NamespaceFirewall/b/default".to_owned()));
+    // The log names the ends of a violation from the model and the compile.
+    let names = crate::agent::apply::name_tables(&m, &c);
+    let pod = &names.by_cgroup[&77];
+    assert_eq!((pod.namespace.as_str(), pod.name.as_str()), ("a", "a1"));
     assert_eq!(
-        c.endpoints.by_cgroup[&77],
-        PodRef {
-            namespace: "a".into(),
-            name: "a1".into()
-        }
-    );
-    assert_eq!(
-        c.endpoints.by_ip[&"10.244.0.3".parse::<IpAddr>().unwrap()].name,
+        names.by_ip[&"10.244.0.3".parse::<IpAddr>().unwrap()].name,
         "b-other"
     );
-    assert_eq!(c.cgroups.len(), 1);
+    assert_eq!(c.maps.cgroups.len(), 1);
     assert!(c.namespaces.values().any(|n| n == "kube-system"));
 }
 
@@ -990,7 +990,7 @@ fn prefix_match(len: u32, a: &[u8; 13], b: &[u8; 13]) -> bool {
 impl<'c> Kernel<'c> {
     fn new(c: &'c Compiled) -> Self {
         let mut rows: BTreeMap<(Side, u32), Row> = BTreeMap::new();
-        for (p, v) in &c.policy {
+        for (p, v) in &c.maps.policy {
             let (len, key) = p.to_lpm(0);
             rows.entry((p.side, p.local))
                 .or_default()
@@ -1000,7 +1000,7 @@ impl<'c> Kernel<'c> {
     }
 
     fn identity(&self, ip: IpAddr) -> Identity {
-        identities::lookup_address(&self.c.ipv4, &self.c.ipv6, ip)
+        identities::lookup_address(&self.c.maps.ipv4, &self.c.maps.ipv6, ip)
     }
 
     fn lookup(&self, side: Side, local: u32, peer: u32, proto: u8, port: u16) -> PolicyValue {
@@ -1022,10 +1022,11 @@ impl<'c> Kernel<'c> {
     fn mode(&self, ns: u32) -> Mode {
         let raw = self
             .c
+            .maps
             .modes
             .get(&ns)
             .copied()
-            .unwrap_or(self.c.default_mode);
+            .unwrap_or(self.c.maps.default_mode);
         Mode::try_from(raw).unwrap()
     }
 }
@@ -1090,7 +1091,7 @@ fn run_property(seed: u64) -> usize {
         .collect();
     let mut checked = 0;
     for src in &sources {
-        let local = c.cgroups[&src.cgroup_ids[0]];
+        let local = c.maps.cgroups[&src.cgroup_ids[0]];
         for dst_ip in probe_addresses(&m) {
             let peer = k.identity(dst_ip);
             let icmp = if dst_ip.is_ipv4() { 1 } else { 58 };
@@ -1135,7 +1136,7 @@ fn run_property(seed: u64) -> usize {
                     });
                     let src_ip = src.ips.iter().find(|i| i.is_ipv4() == dst_ip.is_ipv4());
                     if let (Some(dst_pod), Some(src_ip)) = (dst_pod, src_ip) {
-                        let dlocal = c.cgroups[&dst_pod.cgroup_ids[0]];
+                        let dlocal = c.maps.cgroups[&dst_pod.cgroup_ids[0]];
                         let speer = k.identity(*src_ip);
                         let ing = exp.ingress.as_ref().unwrap();
                         if exemption(Side::Ingress, &dlocal, &speer, proto, port).is_some() {
@@ -1186,11 +1187,12 @@ fn compile_is_deterministic_and_sparse() {
     let c = compile(&empty, &opts(), &mut IdAllocator::default());
     // Without policy every row is a single allow default.
     assert!(
-        c.policy
+        c.maps
+            .policy
             .iter()
             .all(|(p, v)| p.peer.is_none() && v.verdict == Allow as u8 && v.rule == 0),
         "{:?}",
-        c.policy
+        c.maps.policy
     );
 }
 

@@ -1,10 +1,7 @@
-//! Validated policy objects: what the compiler consumes. Every string of the CRDs has been
-//! parsed here (CIDRs, protocols, ports, selectors), so compiling cannot fail.
+//! What a rule matches: namespaces (by name or label), Services, addresses and ports.
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
-
-use super::cluster_firewall::{Action, DefaultAction, DefaultMode};
 
 /// One protocol and an inclusive port interval.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -46,7 +43,7 @@ pub enum Requirement {
     DoesNotExist(String),
 }
 
-/// A validated label selector; the empty selector selects everything.
+/// A label selector; the empty selector selects everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Selector {
     /// `matchLabels`.
@@ -108,72 +105,4 @@ impl Destinations {
     pub fn matches_address(&self, inside: impl Fn(&IpNet) -> bool) -> bool {
         self.cidrs.iter().any(&inside) && !self.except.iter().any(&inside)
     }
-}
-
-/// A validated NamespaceFirewall ingress rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValidIngressRule {
-    /// Source namespaces.
-    pub from: NamespaceSet,
-    /// When non-empty, only endpoints of these Services of the object's namespace.
-    pub services: Vec<String>,
-    /// Protocols and ports.
-    pub ports: Ports,
-}
-
-/// A validated NamespaceFirewall egress rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValidEgressRule {
-    /// Destinations.
-    pub to: Destinations,
-    /// Protocols and ports.
-    pub ports: Ports,
-}
-
-/// A NamespaceFirewall that passed validation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValidNsfw {
-    /// Namespace of the object (its rules apply there).
-    pub namespace: String,
-    /// Object name.
-    pub name: String,
-    /// `None`: this object does not restrict ingress.
-    pub ingress: Option<Vec<ValidIngressRule>>,
-    /// `None`: this object does not restrict egress.
-    pub egress: Option<Vec<ValidEgressRule>>,
-}
-
-/// A validated ClusterFirewall rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValidClusterRule {
-    /// What a match does.
-    pub action: Action,
-    /// Source namespaces.
-    pub from: NamespaceSet,
-    /// Destinations.
-    pub to: Destinations,
-    /// Protocols and ports.
-    pub ports: Ports,
-}
-
-/// Validated cluster defaults.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ValidDefaults {
-    /// Verdict for undecided cross-namespace pairs.
-    pub cross_namespace: Option<DefaultAction>,
-    /// Mode of namespaces without a label.
-    pub mode: Option<DefaultMode>,
-}
-
-/// A ClusterFirewall that passed validation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValidCfw {
-    /// Object name.
-    pub name: String,
-    /// Lower runs first.
-    pub priority: i32,
-    /// Ordered rules.
-    pub rules: Vec<ValidClusterRule>,
-    /// Defaults, if this object sets any.
-    pub defaults: Option<ValidDefaults>,
 }

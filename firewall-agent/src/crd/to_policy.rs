@@ -1,18 +1,23 @@
-//! Validation of policy objects: an object is accepted whole or rejected whole, with every
-//! problem named by its JSON path (docs/design.md#invalid-objects: invalid objects never half-apply).
+//! The Bulkhead CRDs' front end: each object converts into the policy IR ([`crate::policy`]) or
+//! is rejected whole, with every problem named by its JSON path (docs/design.md#invalid-objects:
+//! invalid objects never half-apply).
 use std::{collections::BTreeSet, fmt, net::IpAddr};
 
-use firewall_common::IpProto;
+use firewall_common::{IpProto, Mode, PolicyVerdict};
 use ipnet::IpNet;
 use kube::ResourceExt as _;
 
 use super::{
-    ClusterFirewall, NamespaceFirewall,
+    Action, ClusterFirewall, DefaultAction, DefaultMode, NamespaceFirewall,
     common::{DestPeer, EgressPeer, LabelSelector, Peer, PortSpec},
     syntax,
-    valid::{
-        Destinations, NamespaceSet, PortRange, Ports, Requirement, Selector, ValidCfw,
-        ValidClusterRule, ValidDefaults, ValidEgressRule, ValidIngressRule, ValidNsfw,
+};
+use crate::{
+    model::{ClusterModel, Rejection},
+    policy::{
+        ClusterAction, ClusterPolicy, ClusterRule, Defaults, Destinations, EgressRule, IngressRule,
+        NamespacePolicy, NamespaceSet, Origin, PolicyInput, PortRange, Ports, Requirement,
+        Selector,
     },
 };
 
@@ -360,109 +365,189 @@ impl Checker {
     }
 }
 
-/// Validates a NamespaceFirewall; on success the parsed form the compiler uses.
-pub fn validate_namespace_firewall(obj: &NamespaceFirewall) -> Result<ValidNsfw, Vec<FieldError>> {
-    let namespace = obj.namespace().unwrap_or_default();
-    let name = obj.name_any();
-    let mut c = Checker {
-        object: format!("NamespaceFirewall/{namespace}/{name}"),
-        errors: Vec::new(),
-    };
-    if let Some(why) = syntax::dns1123_label_error(&namespace) {
-        c.err(
-            "metadata.namespace",
-            format_args!("invalid namespace name {namespace:?}: {why}"),
-        );
-    }
-    let ingress = obj.spec.ingress.as_ref().map(|rules| {
-        rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let p = format!("spec.ingress[{i}]");
-                ValidIngressRule {
-                    from: c.peer(&format!("{p}.from"), &r.from),
-                    services: c.service_names(&format!("{p}.services"), r.services.as_ref()),
-                    ports: c.ports(&format!("{p}.ports"), r.ports.as_ref()),
-                }
-            })
-            .collect()
-    });
-    let egress = obj.spec.egress.as_ref().map(|rules| {
-        rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let p = format!("spec.egress[{i}]");
-                ValidEgressRule {
-                    to: c.egress_peer(&format!("{p}.to"), &r.to),
-                    ports: c.ports(&format!("{p}.ports"), r.ports.as_ref()),
-                }
-            })
-            .collect()
-    });
-    c.finish(ValidNsfw {
-        namespace,
-        name,
-        ingress,
-        egress,
-    })
-}
-
-/// Validates a ClusterFirewall; on success the parsed form the compiler uses.
-pub fn validate_cluster_firewall(obj: &ClusterFirewall) -> Result<ValidCfw, Vec<FieldError>> {
-    let name = obj.name_any();
-    let mut c = Checker {
-        object: format!("ClusterFirewall/{name}"),
-        errors: Vec::new(),
-    };
-    let rules = obj
-        .spec
-        .rules
+/// A list field's items converted one by one, each with its JSON path (`{path}[{i}]`).
+fn each<T, R>(
+    c: &mut Checker,
+    path: &str,
+    items: &[T],
+    mut f: impl FnMut(&mut Checker, &str, &T) -> R,
+) -> Vec<R> {
+    items
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            let p = format!("spec.rules[{i}]");
-            ValidClusterRule {
-                action: r.action,
+        .map(|(i, item)| f(c, &format!("{path}[{i}]"), item))
+        .collect()
+}
+
+impl TryFrom<&NamespaceFirewall> for NamespacePolicy {
+    type Error = Vec<FieldError>;
+
+    fn try_from(obj: &NamespaceFirewall) -> Result<Self, Vec<FieldError>> {
+        let origin = Origin {
+            kind: "NamespaceFirewall",
+            namespace: Some(obj.namespace().unwrap_or_default()),
+            name: obj.name_any(),
+        };
+        let namespace = origin.namespace.clone().unwrap_or_default();
+        let mut c = Checker {
+            object: origin.to_string(),
+            errors: Vec::new(),
+        };
+        if let Some(why) = syntax::dns1123_label_error(&namespace) {
+            c.err(
+                "metadata.namespace",
+                format_args!("invalid namespace name {namespace:?}: {why}"),
+            );
+        }
+        let spec = &obj.spec;
+        let ingress = spec.ingress.as_ref().map(|rules| {
+            each(&mut c, "spec.ingress", rules, |c, p, r| IngressRule {
+                from: c.peer(&format!("{p}.from"), &r.from),
+                services: c.service_names(&format!("{p}.services"), r.services.as_ref()),
+                ports: c.ports(&format!("{p}.ports"), r.ports.as_ref()),
+            })
+        });
+        let egress = spec.egress.as_ref().map(|rules| {
+            each(&mut c, "spec.egress", rules, |c, p, r| EgressRule {
+                to: c.egress_peer(&format!("{p}.to"), &r.to),
+                ports: c.ports(&format!("{p}.ports"), r.ports.as_ref()),
+            })
+        });
+        c.finish(NamespacePolicy {
+            origin,
+            namespace,
+            ingress,
+            egress,
+        })
+    }
+}
+
+fn every_namespace() -> NamespaceSet {
+    NamespaceSet {
+        all: true,
+        ..Default::default()
+    }
+}
+
+impl TryFrom<&ClusterFirewall> for ClusterPolicy {
+    type Error = Vec<FieldError>;
+
+    fn try_from(obj: &ClusterFirewall) -> Result<Self, Vec<FieldError>> {
+        let origin = Origin {
+            kind: "ClusterFirewall",
+            namespace: None,
+            name: obj.name_any(),
+        };
+        let mut c = Checker {
+            object: origin.to_string(),
+            errors: Vec::new(),
+        };
+        let rules = each(&mut c, "spec.rules", &obj.spec.rules, |c, p, r| {
+            ClusterRule {
+                action: match r.action {
+                    Action::Allow => ClusterAction::Allow,
+                    Action::Deny => ClusterAction::Deny,
+                    Action::Delegate => ClusterAction::Pass,
+                },
                 from: r
                     .from
                     .as_ref()
-                    .map(|f| c.peer(&format!("{p}.from"), f))
-                    .unwrap_or(NamespaceSet {
-                        all: true,
+                    .map_or_else(every_namespace, |f| c.peer(&format!("{p}.from"), f)),
+                to: r.to.as_ref().map_or_else(
+                    || Destinations {
+                        namespaces: every_namespace(),
                         ..Default::default()
-                    }),
-                to: r
-                    .to
-                    .as_ref()
-                    .map(|t| c.dest_peer(&format!("{p}.to"), t))
-                    .unwrap_or_else(|| Destinations {
-                        namespaces: NamespaceSet {
-                            all: true,
-                            ..Default::default()
-                        },
-                        ..Default::default()
-                    }),
+                    },
+                    |t| c.dest_peer(&format!("{p}.to"), t),
+                ),
                 ports: c.ports(&format!("{p}.ports"), r.ports.as_ref()),
             }
+        });
+        let defaults = obj
+            .spec
+            .defaults
+            .as_ref()
+            .map(|d| Defaults {
+                cross_namespace: d.cross_namespace.map(|a| match a {
+                    DefaultAction::Allow => PolicyVerdict::Allow,
+                    DefaultAction::Deny => PolicyVerdict::Deny,
+                }),
+                mode: d.mode.map(|m| match m {
+                    DefaultMode::Monitor => Mode::Monitor,
+                    DefaultMode::Enforce => Mode::Enforce,
+                    DefaultMode::Off => Mode::Off,
+                }),
+            })
+            .filter(|d| d.cross_namespace.is_some() || d.mode.is_some());
+        c.finish(ClusterPolicy {
+            origin,
+            priority: obj.spec.priority,
+            rules,
+            defaults,
         })
-        .collect();
-    let defaults = obj
-        .spec
-        .defaults
-        .as_ref()
-        .map(|d| ValidDefaults {
-            cross_namespace: d.cross_namespace,
-            mode: d.mode,
-        })
-        .filter(|d| d.cross_namespace.is_some() || d.mode.is_some());
-    c.finish(ValidCfw {
-        name,
-        priority: obj.spec.priority,
-        rules,
-        defaults,
-    })
+    }
+}
+
+/// Validates a NamespaceFirewall: its policy, or every problem found.
+pub fn validate_namespace_firewall(
+    obj: &NamespaceFirewall,
+) -> Result<NamespacePolicy, Vec<FieldError>> {
+    obj.try_into()
+}
+
+/// Validates a ClusterFirewall: its policy, or every problem found.
+pub fn validate_cluster_firewall(obj: &ClusterFirewall) -> Result<ClusterPolicy, Vec<FieldError>> {
+    obj.try_into()
+}
+
+fn invalid(origin: Origin, errors: &[FieldError]) -> Rejection {
+    Rejection {
+        kind: origin.kind.to_owned(),
+        namespace: origin.namespace,
+        name: origin.name,
+        reason: "InvalidSpec".to_owned(),
+        message: errors
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// The policy of a model's Bulkhead objects; invalid objects (and those the source could not
+/// deserialize) become rejections.
+pub fn policy_input(model: &ClusterModel) -> PolicyInput {
+    let mut input = PolicyInput {
+        rejected: model.rejected.clone(),
+        ..Default::default()
+    };
+    for obj in &model.cluster_firewalls {
+        match ClusterPolicy::try_from(obj) {
+            Ok(p) => input.cluster.push(p),
+            Err(errors) => {
+                let origin = Origin {
+                    kind: "ClusterFirewall",
+                    namespace: None,
+                    name: obj.name_any(),
+                };
+                input.rejected.push(invalid(origin, &errors));
+            }
+        }
+    }
+    for obj in &model.namespace_firewalls {
+        match NamespacePolicy::try_from(obj) {
+            Ok(p) => input.namespaces.push(p),
+            Err(errors) => {
+                let origin = Origin {
+                    kind: "NamespaceFirewall",
+                    namespace: obj.namespace(),
+                    name: obj.name_any(),
+                };
+                input.rejected.push(invalid(origin, &errors));
+            }
+        }
+    }
+    input
 }
 
 #[cfg(test)]
