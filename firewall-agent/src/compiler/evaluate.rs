@@ -8,8 +8,8 @@ use std::{
 use firewall_common::{Exemption, IpProto, PolicyVerdict, Side};
 use ipnet::IpNet;
 
-use super::policy_set::{NamespaceRules, PolicySet, RULE_DEFAULT};
-use crate::policy::{ClusterAction, Destinations, IngressRule, Ports};
+use super::policy_set::{DirectionRules, NamespaceRules, PolicySet, RULE_DEFAULT};
+use crate::policy::{ClusterAction, Destinations, EgressRule, IngressRule, Ports};
 
 /// Which evaluation step decided a side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,6 +120,57 @@ fn dest_matches(to: &Destinations, dst: &Dst<'_>) -> bool {
     }
 }
 
+/// A namespace allow-list entry, as the evaluation sees it.
+trait AllowRule {
+    fn ports(&self) -> &Ports;
+    fn matches(&self, src: &Src<'_>, dst: &Dst<'_>) -> bool;
+}
+
+impl AllowRule for EgressRule {
+    fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    fn matches(&self, _src: &Src<'_>, dst: &Dst<'_>) -> bool {
+        dest_matches(&self.to, dst)
+    }
+}
+
+impl AllowRule for IngressRule {
+    fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    fn matches(&self, src: &Src<'_>, dst: &Dst<'_>) -> bool {
+        self.from.matches(src.name, src.labels)
+            && (self.services.is_empty()
+                || matches!(dst, Dst::Namespace { services, .. } if self.services.iter().any(|s| services.contains(s))))
+    }
+}
+
+/// Adds the entries of `list` matching the connection as allow candidates of `step`; returns
+/// the rule index naming the list (for a no-match denial).
+fn allows<'p, R: AllowRule>(
+    cands: &mut Vec<Candidate<'p>>,
+    list: &'p DirectionRules<R>,
+    step: Step,
+    src: &Src<'_>,
+    dst: &Dst<'_>,
+) -> u32 {
+    cands.extend(
+        list.rules
+            .iter()
+            .filter(|(_, r)| r.matches(src, dst))
+            .map(|(rule, r)| Candidate {
+                ports: r.ports(),
+                action: ClusterAction::Allow,
+                rule: *rule,
+                step,
+            }),
+    );
+    list.no_match
+}
+
 struct Candidate<'p> {
     ports: &'p Ports,
     /// Namespace rules only allow; `Pass` stops the cluster rules.
@@ -155,102 +206,57 @@ pub struct PairValue {
 impl<'p> Plan<'p> {
     /// Builds the plan of `side` for a connection from namespace `src` to `dst`.
     pub fn new(set: &'p PolicySet, side: Side, src: Src<'p>, dst: &Dst<'p>) -> Self {
-        let Src {
-            name: src,
-            labels: src_labels,
-            rules: src_rules,
-        } = src;
-        let mut cands = Vec::new();
-        for (rule, r) in &set.cluster_rules {
-            if r.from.matches(src, src_labels) && dest_matches(&r.to, dst) {
-                cands.push(Candidate {
-                    ports: &r.ports,
-                    action: r.action,
-                    rule: *rule,
-                    step: Step::ClusterRule,
-                });
-            }
-        }
+        let mut cands: Vec<Candidate<'p>> = set
+            .cluster_rules
+            .iter()
+            .filter(|(_, r)| r.from.matches(src.name, src.labels) && dest_matches(&r.to, dst))
+            .map(|(rule, r)| Candidate {
+                ports: &r.ports,
+                action: r.action,
+                rule: *rule,
+                step: Step::ClusterRule,
+            })
+            .collect();
         let dst_rules = match dst {
             Dst::Namespace { rules, .. } => *rules,
             Dst::Outside(_) => None,
         };
-        let egress_of_src = src_rules.and_then(|n| n.egress.as_ref());
+        let egress_of_src = src.rules.and_then(|n| n.egress.as_ref());
         let ingress_of_dst = dst_rules.and_then(|n| n.ingress.as_ref());
-        let ingress_matches = |r: &IngressRule| {
-            r.from.matches(src, src_labels)
-                && (r.services.is_empty()
-                    || matches!(dst, Dst::Namespace { services, .. } if r.services.iter().any(|s| services.contains(s))))
+        // Step 2: the side's own namespace rules, when it has some for this direction.
+        let own = match side {
+            Side::Egress => {
+                egress_of_src.map(|d| allows(&mut cands, d, Step::NamespaceRule, &src, dst))
+            }
+            Side::Ingress => {
+                ingress_of_dst.map(|d| allows(&mut cands, d, Step::NamespaceRule, &src, dst))
+            }
         };
-        let (own_egress, own_ingress) = if side == Side::Egress {
-            (egress_of_src, None)
-        } else {
-            (None, ingress_of_dst)
-        };
-        let default = Decision {
-            value: match dst {
-                Dst::Namespace { .. } if !set.cross_namespace_allow => {
-                    (PolicyVerdict::Deny, RULE_DEFAULT)
-                }
-                _ => (PolicyVerdict::Allow, RULE_DEFAULT),
+        let fallback = match own {
+            Some(no_match) => Decision {
+                value: (PolicyVerdict::Deny, no_match),
+                step: Step::NoMatch,
             },
-            step: Step::Default,
-        };
-        let fallback = if let Some(own) = own_egress {
-            for (rule, r) in &own.rules {
-                if dest_matches(&r.to, dst) {
-                    cands.push(Candidate {
-                        ports: &r.ports,
-                        action: ClusterAction::Allow,
-                        rule: *rule,
-                        step: Step::NamespaceRule,
-                    });
-                }
-            }
-            Decision {
-                value: (PolicyVerdict::Deny, own.no_match),
-                step: Step::NoMatch,
-            }
-        } else if let Some(own) = own_ingress {
-            for (rule, r) in &own.rules {
-                if ingress_matches(r) {
-                    cands.push(Candidate {
-                        ports: &r.ports,
-                        action: ClusterAction::Allow,
-                        rule: *rule,
-                        step: Step::NamespaceRule,
-                    });
-                }
-            }
-            Decision {
-                value: (PolicyVerdict::Deny, own.no_match),
-                step: Step::NoMatch,
-            }
-        } else {
-            if side == Side::Egress {
-                for (rule, r) in ingress_of_dst.iter().flat_map(|d| d.rules.iter()) {
-                    if ingress_matches(r) {
-                        cands.push(Candidate {
-                            ports: &r.ports,
-                            action: ClusterAction::Allow,
-                            rule: *rule,
-                            step: Step::OtherSide,
-                        });
+            None => {
+                // Step 3: the other side's rules; step 4: the default.
+                match (side, egress_of_src, ingress_of_dst) {
+                    (Side::Egress, _, Some(d)) => {
+                        allows(&mut cands, d, Step::OtherSide, &src, dst);
                     }
-                }
-            } else {
-                for (rule, r) in egress_of_src.iter().flat_map(|d| d.rules.iter()) {
-                    if dest_matches(&r.to, dst) {
-                        cands.push(Candidate {
-                            ports: &r.ports,
-                            action: ClusterAction::Allow,
-                            rule: *rule,
-                            step: Step::OtherSide,
-                        });
+                    (Side::Ingress, Some(d), _) => {
+                        allows(&mut cands, d, Step::OtherSide, &src, dst);
                     }
+                    _ => {}
+                }
+                let verdict = match dst {
+                    Dst::Namespace { .. } if !set.cross_namespace_allow => PolicyVerdict::Deny,
+                    _ => PolicyVerdict::Allow,
+                };
+                Decision {
+                    value: (verdict, RULE_DEFAULT),
+                    step: Step::Default,
                 }
             }
-            default
         };
         Plan { cands, fallback }
     }
