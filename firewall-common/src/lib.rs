@@ -167,6 +167,20 @@ pub struct CtKey {
     pub pad: u8,
 }
 
+impl CtKey {
+    /// The same connection seen from its other end.
+    #[inline(always)]
+    pub fn reversed(&self) -> CtKey {
+        CtKey {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            ..*self
+        }
+    }
+}
+
 /// Connection tracking value.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

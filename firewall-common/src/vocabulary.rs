@@ -19,17 +19,17 @@ impl core::fmt::Display for UnknownValue {
     }
 }
 
-/// Defines a `#[repr]` enum with its numbers, stable names, `ALL`, `as_str`, `from_name`,
+/// Defines `#[repr]` enums with their numbers, stable names, `ALL`, `as_str`, `from_name`,
 /// `TryFrom<repr>` and `Display`, so that a value's number and name are written once.
 macro_rules! vocabulary {
-    ($(#[$meta:meta])* pub enum $name:ident: $repr:ty {
-        $($(#[$vmeta:meta])* $variant:ident = $value:literal => $text:literal,)+
-    }) => {
+    ($($(#[$meta:meta])* pub enum $name:ident: $repr:ty {
+        $($variant:ident = $value:literal => $text:literal),+ $(,)?
+    })+) => {$(
         $(#[$meta])*
         #[repr($repr)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum $name {
-            $($(#[$vmeta])* $variant = $value,)+
+            $($variant = $value,)+
         }
 
         impl $name {
@@ -72,78 +72,33 @@ macro_rules! vocabulary {
                 f.write_str(self.as_str())
             }
         }
-    };
+    )+};
 }
 
 vocabulary! {
-    /// What a namespace does with a denied flow: the values of the modes map and of the per-slot
-    /// default-mode settings.
-    pub enum Mode: u32 {
-        /// Denied flows are logged and pass.
-        Monitor = 1 => "monitor",
-        /// Denied flows are logged and dropped.
-        Enforce = 2 => "enforce",
-        /// Denied flows pass without a log line.
-        Off = 3 => "off",
-    }
-}
+    /// What a namespace does with a denied flow (the values of the modes map and of the per-slot
+    /// default-mode settings): `Monitor` logs it and lets it pass, `Enforce` logs and drops it,
+    /// `Off` lets it pass without a log line.
+    pub enum Mode: u32 { Monitor = 1 => "monitor", Enforce = 2 => "enforce", Off = 3 => "off" }
 
-vocabulary! {
-    /// A side's policy verdict ([`crate::PolicyValue::verdict`]).
-    pub enum PolicyVerdict: u8 {
-        /// The side lets the connection through.
-        Allow = 1 => "allow",
-        /// The side forbids it.
-        Deny = 2 => "deny",
-    }
-}
+    /// A side's policy verdict ([`crate::PolicyValue::verdict`]): the side lets the connection
+    /// through, or forbids it.
+    pub enum PolicyVerdict: u8 { Allow = 1 => "allow", Deny = 2 => "deny" }
 
-vocabulary! {
-    /// What became of a violation ([`crate::ViolationEvent::verdict`]); the names are the log's.
-    pub enum EventVerdict: u8 {
-        /// Monitor mode: it would have been dropped.
-        Audit = 1 => "AUDIT",
-        /// Enforce mode: dropped.
-        Denied = 2 => "DENIED",
-    }
-}
+    /// What became of a violation ([`crate::ViolationEvent::verdict`]; the names are the log's):
+    /// `Audit` in monitor mode (it would have been dropped), `Denied` in enforce mode.
+    pub enum EventVerdict: u8 { Audit = 1 => "AUDIT", Denied = 2 => "DENIED" }
 
-vocabulary! {
-    /// The side of a connection that decides; the names are the log's `direction`.
-    pub enum Side: u8 {
-        /// At the connection's source pod.
-        Egress = 1 => "egress",
-        /// At the connection's destination pod.
-        Ingress = 2 => "ingress",
-    }
-}
+    /// The side of a connection that decides, at its source pod or at its destination pod (the
+    /// names are the log's `direction`).
+    pub enum Side: u8 { Egress = 1 => "egress", Ingress = 2 => "ingress" }
 
-vocabulary! {
-    /// Where in the kernel an event was raised ([`crate::ViolationEvent::hook`]).
-    pub enum Hook: u8 {
-        /// cgroup_skb egress (a packet leaving the local pod's socket).
-        SkbEgress = 1 => "skb_egress",
-        /// cgroup_skb ingress (delivery to the destination pod's socket).
-        SkbIngress = 2 => "skb_ingress",
-        /// cgroup/connect4|6: the TCP connect() syscall, before any packet exists.
-        Connect = 3 => "connect",
-    }
-}
+    /// Where in the kernel an event was raised ([`crate::ViolationEvent::hook`]): cgroup_skb
+    /// egress or ingress, or cgroup/connect4|6 (the TCP connect() syscall, before any packet).
+    pub enum Hook: u8 { SkbEgress = 1 => "skb_egress", SkbIngress = 2 => "skb_ingress", Connect = 3 => "connect" }
 
-vocabulary! {
-    /// The IP protocols the datapath parses; the names are the log's and the CLI's.
-    pub enum IpProto: u8 {
-        /// ICMP (IPv4).
-        Icmp = 1 => "ICMP",
-        /// TCP.
-        Tcp = 6 => "TCP",
-        /// UDP.
-        Udp = 17 => "UDP",
-        /// ICMPv6.
-        Icmpv6 = 58 => "ICMPv6",
-        /// SCTP.
-        Sctp = 132 => "SCTP",
-    }
+    /// The IP protocols the datapath parses (the names are the log's and the CLI's).
+    pub enum IpProto: u8 { Icmp = 1 => "ICMP", Tcp = 6 => "TCP", Udp = 17 => "UDP", Icmpv6 = 58 => "ICMPv6", Sctp = 132 => "SCTP" }
 }
 
 impl Side {

@@ -10,14 +10,8 @@ const REFRESH_NS: u64 = 1_000_000_000;
 #[inline(always)]
 fn key(side: Side, t: &Tuple) -> CtKey {
     CtKey {
-        saddr: t.saddr,
-        daddr: t.daddr,
-        sport: t.sport,
-        dport: t.dport,
-        proto: t.proto,
         side: side as u8,
-        family: t.family,
-        pad: 0,
+        ..*t
     }
 }
 

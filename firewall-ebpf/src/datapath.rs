@@ -302,6 +302,7 @@ fn on_connect(ctx: &SockAddrContext, family: u8) -> i32 {
         dport: u16::from_be(port_be as u16),
         proto: IpProto::Tcp as u8,
         family,
+        ..Tuple::default()
     };
     let peer = identity::remote(slot, family, &daddr);
     if exempt(Side::Egress, &local, &peer, &t) {

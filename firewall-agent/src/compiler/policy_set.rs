@@ -139,41 +139,36 @@ impl PolicySet {
                     self.referenced_services.insert((ns.clone(), s.clone()));
                 }
                 let entry = self.namespaces.entry(ns.clone()).or_default();
-                let rules = rules.into_iter().map(|r| (idx, r));
-                entry
-                    .ingress
-                    .get_or_insert_with(Default::default)
-                    .rules
-                    .extend(rules);
+                extend(&mut entry.ingress, idx, rules);
             }
             if let Some(rules) = p.egress {
                 egress_names.entry(ns.clone()).or_default().push(label);
                 for r in &rules {
                     self.note_destinations(&r.to);
                 }
-                let entry = self.namespaces.entry(ns).or_default();
-                let rules = rules.into_iter().map(|r| (idx, r));
-                entry
-                    .egress
-                    .get_or_insert_with(Default::default)
-                    .rules
-                    .extend(rules);
+                extend(
+                    &mut self.namespaces.entry(ns).or_default().egress,
+                    idx,
+                    rules,
+                );
             }
         }
-        for (ns, names) in ingress_names {
+        self.name_no_match(ingress_names, |n| {
+            n.ingress.as_mut().map(|d| &mut d.no_match)
+        });
+        self.name_no_match(egress_names, |n| n.egress.as_mut().map(|d| &mut d.no_match));
+    }
+
+    /// Names each namespace's "no rule matched" denials after the policies holding its list.
+    fn name_no_match(
+        &mut self,
+        names: BTreeMap<String, Vec<String>>,
+        no_match: fn(&mut NamespaceRules) -> Option<&mut u32>,
+    ) {
+        for (ns, names) in names {
             let i = self.intern(names.join(","));
-            if let Some(d) = self
-                .namespaces
-                .get_mut(&ns)
-                .and_then(|n| n.ingress.as_mut())
-            {
-                d.no_match = i;
-            }
-        }
-        for (ns, names) in egress_names {
-            let i = self.intern(names.join(","));
-            if let Some(d) = self.namespaces.get_mut(&ns).and_then(|n| n.egress.as_mut()) {
-                d.no_match = i;
+            if let Some(d) = self.namespaces.get_mut(&ns).and_then(no_match) {
+                *d = i;
             }
         }
     }
@@ -183,4 +178,9 @@ impl PolicySet {
         self.named_cidrs.extend(to.cidrs.iter().copied());
         self.named_cidrs.extend(to.except.iter().copied());
     }
+}
+
+fn extend<R>(list: &mut Option<DirectionRules<R>>, idx: u32, rules: Vec<R>) {
+    let list = list.get_or_insert_with(Default::default);
+    list.rules.extend(rules.into_iter().map(|r| (idx, r)));
 }
