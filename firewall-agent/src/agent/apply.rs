@@ -187,13 +187,7 @@ impl PolicyState {
     /// Logs the objects rejected by this compile that the previous one had not rejected.
     fn report_rejections(&mut self, c: &Compiled) {
         for r in c.rejected.iter().filter(|r| !self.rejected.contains(r)) {
-            let ns = r
-                .namespace
-                .as_deref()
-                .map(|n| format!("{n}/"))
-                .unwrap_or_default();
-            let object = format!("{}/{ns}{}: {}: {}", r.kind, r.name, r.reason, r.message);
-            warn!(object = %object, "policy object rejected; the rest of the policy applies");
+            warn!(object = %r, "policy object rejected; the rest of the policy applies");
         }
         self.rejected.clone_from(&c.rejected);
     }

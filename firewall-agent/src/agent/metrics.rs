@@ -6,7 +6,7 @@
 use std::{
     collections::HashSet,
     sync::{Mutex, atomic::AtomicU64},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use firewall_common::{COUNTERS_LEN, Counter as KernelCounter};
@@ -21,7 +21,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{datapath::LoadOptions, events::format::LogLine};
+use crate::{datapath::LoadOptions, events::format::LogLine, source::Progress};
 
 /// Namespace pairs with their own violation series; further pairs share `_other`.
 pub const MAX_PAIRS: usize = 1000;
@@ -71,12 +71,6 @@ pub struct Metrics {
     apply_failures: Family<MapLabels, Counter>,
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 impl Metrics {
     /// All metrics registered, capacities set from the load options.
     pub fn new(load: &LoadOptions) -> Self {
@@ -99,74 +93,82 @@ impl Metrics {
             source_last_change: FloatGauge::default(),
             apply_failures: Family::default(),
         };
+        m.register_datapath(&mut registry);
+        m.register_policy(&mut registry);
+        let m = Self { registry, ..m };
+        m.set_capacities(load.capacities());
+        m
+    }
+
+    fn register_datapath(&self, registry: &mut Registry) {
         registry.register(
             "datapath_packets",
             "Packets and connections seen by the eBPF programs, by verdict or reason (kernel per-CPU counters)",
-            m.datapath.clone(),
+            self.datapath.clone(),
         );
         registry.register(
             "violations",
             "Denied (DENIED) or audited (AUDIT) connections by deciding side and namespace pair; pairs beyond the first 1000 are counted as _other",
-            m.violations.clone(),
+            self.violations.clone(),
         );
         registry.register(
             "events_lost",
             "Violation events the ring buffer had no room for (still counted in the log from the fold map)",
-            m.events_lost.clone(),
+            self.events_lost.clone(),
         );
         registry.register(
             "map_entries",
             "Entries in each state map (both slots)",
-            m.map_entries.clone(),
+            self.map_entries.clone(),
         );
         registry.register(
             "map_capacity",
             "Capacity of each state map",
-            m.map_capacity.clone(),
+            self.map_capacity.clone(),
         );
         registry.register(
             "map_fill_ratio",
             "map_entries / map_capacity",
-            m.map_fill.clone(),
+            self.map_fill.clone(),
         );
+    }
+
+    fn register_policy(&self, registry: &mut Registry) {
         registry.register(
             "policy_objects",
             "Policy objects accepted into the applied policy or rejected whole",
-            m.policy_objects.clone(),
+            self.policy_objects.clone(),
         );
         registry.register(
             "policy_apply_seconds",
             "Time to compile the cluster model and write the difference into the maps",
-            m.apply_seconds.clone(),
+            self.apply_seconds.clone(),
         );
         registry.register(
             "policy_last_applied_timestamp_seconds",
             "Unix time of the last successful policy apply (sync freshness)",
-            m.last_apply.clone(),
+            self.last_apply.clone(),
         );
         registry.register(
             "source_synced",
             "1 once every watched kind has been listed completely (kube source) or the file parsed",
-            m.source_synced.clone(),
+            self.source_synced.clone(),
         );
         registry.register(
             "source_watch_errors",
             "Failed lists or watches against the API server (each retried with backoff)",
-            m.source_errors.clone(),
+            self.source_errors.clone(),
         );
         registry.register(
             "source_last_change_timestamp_seconds",
             "Unix time of the last change seen from the source",
-            m.source_last_change.clone(),
+            self.source_last_change.clone(),
         );
         registry.register(
             "policy_apply_failures",
             "Policies not applied (the previous one stayed in force), by the map that would overflow or whose write the kernel refused",
-            m.apply_failures.clone(),
+            self.apply_failures.clone(),
         );
-        let m = Self { registry, ..m };
-        m.set_capacities(load.capacities());
-        m
     }
 
     /// Sets the capacity gauges (again, when adopted pinned maps keep a size other than the
@@ -268,7 +270,7 @@ impl Metrics {
     /// A policy was applied in `took`, with `accepted` objects and `rejected` ones.
     pub fn applied(&self, took: Duration, accepted: usize, rejected: usize) {
         self.apply_seconds.observe(took.as_secs_f64());
-        self.last_apply.set(unix_now());
+        self.last_apply.set(crate::clock::unix_secs());
         self.policy_objects
             .get_or_create(&StateLabels { state: "accepted" })
             .set(accepted as i64);
@@ -282,15 +284,15 @@ impl Metrics {
         self.apply_failures.get_or_create(&MapLabels { map }).inc();
     }
 
-    /// Source state: synced or not, total watch errors so far, last change (unix ms).
-    pub fn observe_source(&self, synced: bool, errors: u64, last_change_ms: u64) {
-        self.source_synced.set(i64::from(synced));
+    /// Catches the source counters up with its progress.
+    pub fn observe_source(&self, p: Progress) {
+        self.source_synced.set(i64::from(p.synced));
         let before = self.source_errors.get();
-        if errors > before {
-            self.source_errors.inc_by(errors - before);
+        if p.errors > before {
+            self.source_errors.inc_by(p.errors - before);
         }
-        if last_change_ms > 0 {
-            self.source_last_change.set(last_change_ms as f64 / 1e3);
+        if p.last_change_ms > 0 {
+            self.source_last_change.set(p.last_change_ms as f64 / 1e3);
         }
     }
 }

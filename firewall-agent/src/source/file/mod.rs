@@ -2,34 +2,37 @@
 //!
 //! Polling the content (not inotify) is deliberate: it sees edits, atomic renames and files
 //! replaced through ConfigMap symlink swaps alike, and the file is small.
+mod parse;
+
 use std::{
     collections::hash_map::DefaultHasher,
     hash::{Hash as _, Hasher as _},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
-use crate::{model::ClusterModel, objects};
+use tokio::time::{Interval, MissedTickBehavior, interval};
+use tracing::info;
+
+pub use parse::{ObjectsError, parse_objects};
+
+use crate::model::ClusterModel;
 
 /// Why a file could not be used; the agent keeps its last good policy.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    /// Unreadable.
     #[error("reading {path}: {source}")]
     Read {
-        /// File.
         path: PathBuf,
-        /// Cause.
         #[source]
         source: std::io::Error,
     },
     /// Not a valid object stream.
     #[error("{path}: {source}")]
     Parse {
-        /// File.
         path: PathBuf,
-        /// Cause.
         #[source]
-        source: objects::ObjectsError,
+        source: Box<ObjectsError>,
     },
 }
 
@@ -37,25 +40,41 @@ pub enum FileError {
 #[derive(Debug)]
 pub struct FileSource {
     path: PathBuf,
+    /// Hash of the content (or of the read error) last reported.
     last: Option<u64>,
+    poll: Interval,
 }
 
 impl FileSource {
-    /// Watches `path` (nothing read yet).
-    pub fn new(path: &Path) -> Self {
+    /// Watches `path`, checking it every `poll` (the first check is immediate). Needs the
+    /// runtime's timer.
+    pub fn new(path: &Path, poll: Duration) -> Self {
+        let mut poll = interval(poll);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Self {
             path: path.to_owned(),
             last: None,
+            poll,
         }
     }
 
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The model of the file's next content, or why that content is unusable. Cancel-safe.
+    pub async fn next_model(&mut self) -> Result<ClusterModel, FileError> {
+        loop {
+            self.poll.tick().await;
+            match self.read() {
+                Some(Ok(model)) => {
+                    info!(file = %self.path.display(), "source changed");
+                    return Ok(model);
+                }
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+        }
     }
 
     /// Reads the file; `None` when its content is unchanged since the last call.
-    pub fn poll(&mut self) -> Option<Result<ClusterModel, FileError>> {
+    fn read(&mut self) -> Option<Result<ClusterModel, FileError>> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(source) => {
@@ -76,12 +95,10 @@ impl FileSource {
             return None;
         }
         self.last = Some(h);
-        Some(
-            objects::parse_objects(&text).map_err(|source| FileError::Parse {
-                path: self.path.clone(),
-                source,
-            }),
-        )
+        Some(parse_objects(&text).map_err(|source| FileError::Parse {
+            path: self.path.clone(),
+            source: Box::new(source),
+        }))
     }
 }
 
