@@ -1,6 +1,7 @@
-//! Finding pods' cgroups (DESIGN §2): the cgroup v2 root from `/proc/self/mountinfo`, and a pod's
-//! cgroup from its UID under either kubelet cgroup driver. Every cgroup below the pod cgroup (its
-//! containers) belongs to the pod; a cgroup's id is its directory's inode number.
+//! Finding pods' cgroups (docs/design.md#local-pods-cgroup-ids): the cgroup v2 root from
+//! `/proc/self/mountinfo`, and a pod's cgroup from its UID under either kubelet cgroup driver.
+//! Every cgroup below the pod cgroup (its containers) belongs to the pod; a cgroup's id is its
+//! directory's inode number.
 use std::{
     fs, io,
     os::unix::fs::MetadataExt as _,

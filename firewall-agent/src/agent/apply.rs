@@ -15,7 +15,6 @@ use crate::{
 
 /// The agent's policy state: the last good model and what was applied from it.
 pub struct PolicyState {
-    /// Compiler settings.
     pub opts: CompileOptions,
     cgroup_root: PathBuf,
     ids: IdAllocator,

@@ -93,14 +93,13 @@ impl Metrics {
             source_last_change: FloatGauge::default(),
             apply_failures: Family::default(),
         };
-        m.register_datapath(&mut registry);
-        m.register_policy(&mut registry);
+        m.register(&mut registry);
         let m = Self { registry, ..m };
         m.set_capacities(load.capacities());
         m
     }
 
-    fn register_datapath(&self, registry: &mut Registry) {
+    fn register(&self, registry: &mut Registry) {
         registry.register(
             "datapath_packets",
             "Packets and connections seen by the eBPF programs, by verdict or reason (kernel per-CPU counters)",
@@ -131,9 +130,6 @@ impl Metrics {
             "map_entries / map_capacity",
             self.map_fill.clone(),
         );
-    }
-
-    fn register_policy(&self, registry: &mut Registry) {
         registry.register(
             "policy_objects",
             "Policy objects accepted into the applied policy or rejected whole",

@@ -1,6 +1,6 @@
-//! State sources (DESIGN §7): where the cluster model comes from. Each yields complete models
-//! (the kube source only once every kind is listed, one per burst of events), so the agent's
-//! loop treats them alike.
+//! State sources (docs/design.md#sources): where the cluster model comes from. Each yields
+//! complete models (the kube source only once every kind is listed, one per burst of events), so
+//! the agent's loop treats them alike.
 pub mod file;
 pub mod kube;
 
@@ -53,7 +53,6 @@ pub struct Progress {
     pub last_change_ms: u64,
 }
 
-/// An opened source.
 pub enum Source {
     File(FileSource),
     Kube(Box<KubeSource>),

@@ -36,7 +36,6 @@ pub enum FileError {
     },
 }
 
-/// A watched source file.
 #[derive(Debug)]
 pub struct FileSource {
     path: PathBuf,
