@@ -103,7 +103,10 @@ impl ViolationLog {
         counters: &PerCpuArray<MapData, u64>,
     ) {
         self.accounting.seed(fold.iter().filter_map(Result::ok));
-        self.lost_reported = counter(counters, Counter::EventsLost);
+        // The same counter `sweep` reports from: seeding from `EventsLost` (which also counts
+        // lost events whose counts the fold map still carried) would silence `events_lost`
+        // lines after a restart until the unfolded count caught up with it.
+        self.lost_reported = counter(counters, Counter::EventsLostUnfolded);
     }
 
     /// Prints the remainders the kernel's fold map holds (closed windows, or all when `flush`),
