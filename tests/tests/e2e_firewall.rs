@@ -573,3 +573,45 @@ fn a_policy_that_overflows_a_map_is_refused_and_the_previous_one_stays() {
         "the refused policy's new rule must not be in force"
     );
 }
+
+#[test]
+fn an_empty_source_file_keeps_the_last_good_policy() {
+    if !require_root("an_empty_source_file_keeps_the_last_good_policy") {
+        return;
+    }
+    let node = Node::up(
+        "empty",
+        20,
+        pods(),
+        &[&baseline("Allow", "Enforce"), DB_FROM_PAYMENTS],
+    );
+    let agent = node.agent(&[]);
+    assert_eq!(
+        node.tcp("frontend/web", "db/postgres", 5432).result,
+        "denied"
+    );
+    let applied = agent.logs_with("policy applied").len();
+    // The transient state of `kubectl get ... > FILE`: truncated to nothing, then a lone
+    // separator. Neither is a cluster; applying either would delete every entry.
+    for text in ["", "---\n"] {
+        node.write_raw_source(text);
+        agent.wait_for_log_count(
+            "source unusable; the last good policy stays in force",
+            if text.is_empty() { 1 } else { 2 },
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            node.tcp("frontend/web", "db/postgres", 5432).result,
+            "denied",
+            "after writing {text:?}"
+        );
+    }
+    let unusable = agent.logs_with("source unusable; the last good policy stays in force");
+    assert!(
+        unusable[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("holds no objects") && e.contains("atomically")),
+        "{unusable:?}"
+    );
+    assert_eq!(agent.logs_with("policy applied").len(), applied);
+}

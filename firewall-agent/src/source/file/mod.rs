@@ -34,6 +34,13 @@ pub enum FileError {
         #[source]
         source: Box<ObjectsError>,
     },
+    /// No object at all: the transient state of a file being rewritten in place
+    /// (`kubectl get ... > FILE`), never a real cluster, which has Namespaces at least. Applying it
+    /// would delete every entry and enforce nothing.
+    #[error(
+        "{path} holds no objects (empty, or being rewritten?); replace the file atomically: write a new file, then rename it over this one"
+    )]
+    Empty { path: PathBuf },
 }
 
 #[derive(Debug)]
@@ -94,15 +101,59 @@ impl FileSource {
             return None;
         }
         self.last = Some(h);
-        Some(parse_objects(&text).map_err(|source| FileError::Parse {
-            path: self.path.clone(),
-            source: Box::new(source),
-        }))
+        Some(usable(&self.path, &text))
     }
+}
+
+/// The model of a file's content, unless that content cannot be a cluster.
+fn usable(path: &Path, text: &str) -> Result<ClusterModel, FileError> {
+    let empty = || FileError::Empty {
+        path: path.to_owned(),
+    };
+    if text.trim().is_empty() {
+        return Err(empty());
+    }
+    let model = parse_objects(text).map_err(|source| FileError::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })?;
+    if model == ClusterModel::default() {
+        return Err(empty());
+    }
+    Ok(model)
 }
 
 fn hash(s: &str) -> u64 {
     let mut h = DefaultHasher::new();
     s.hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_empty_error(text: &str) -> bool {
+        matches!(
+            usable(Path::new("c.yaml"), text),
+            Err(FileError::Empty { .. })
+        )
+    }
+
+    #[test]
+    fn a_file_without_objects_is_refused_not_applied_as_an_empty_cluster() {
+        assert!(is_empty_error(""));
+        assert!(is_empty_error("  \n\t\n"));
+        assert!(is_empty_error("# truncated\n---\n---\n"));
+        assert!(is_empty_error("apiVersion: v1\nkind: List\nitems: []\n"));
+    }
+
+    #[test]
+    fn a_file_with_one_namespace_is_usable() {
+        let model = usable(
+            Path::new("c.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n",
+        );
+        assert!(model.is_ok_and(|m| m.namespaces.contains_key("default")));
+    }
 }
