@@ -3,7 +3,9 @@
 mod check;
 mod cleanup;
 mod crds;
+mod inputs;
 mod run;
+mod structure;
 mod validate;
 
 use std::process::ExitCode;
@@ -61,6 +63,8 @@ fn init_tracing(format: LogFormat) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    // `run` reports through its log (JSON when asked); the other commands talk to a terminal.
+    let logs_errors = matches!(cli.command, Command::Run(_));
     let result = match cli.command {
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -76,8 +80,11 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("firewall-agent: {e:#}");
+            if logs_errors {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("firewall-agent: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -14,7 +14,7 @@ use std::{
 use tokio::time::{Interval, MissedTickBehavior, interval};
 use tracing::info;
 
-pub use parse::{ObjectsError, parse_objects};
+pub use parse::{ObjectsError, Position, documents, parse_objects};
 
 use crate::model::ClusterModel;
 

@@ -43,53 +43,65 @@ pub enum ObjectsError {
 }
 
 /// Where an object sits in the source, for error messages.
-#[derive(Clone, Copy)]
-struct Position {
-    document: usize,
-    item: Option<usize>,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// 1-based document index in the stream.
+    pub document: usize,
+    /// 0-based index in a `List`'s `items`.
+    pub item: Option<usize>,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "document {}", self.document)?;
+        match self.item {
+            Some(i) => write!(f, " item {i}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Every object of a YAML stream with its position, `List`s (`kind: List` or a typed list such
+/// as `PodList`) expanded into their items.
+pub fn documents(text: &str) -> Result<Vec<(Position, Value)>, ObjectsError> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let document = i + 1;
+        let value =
+            Value::deserialize(doc).map_err(|source| ObjectsError::Yaml { document, source })?;
+        let is_list = value["kind"].as_str().is_some_and(|k| k.ends_with("List"))
+            && value["items"].is_array();
+        match value {
+            Value::Null => {}
+            Value::Object(mut map) if is_list => {
+                let items = map.remove("items").unwrap_or_default();
+                for (j, item) in items.as_array().into_iter().flatten().enumerate() {
+                    let pos = Position {
+                        document,
+                        item: Some(j),
+                    };
+                    out.push((pos, item.clone()));
+                }
+            }
+            value => out.push((
+                Position {
+                    document,
+                    item: None,
+                },
+                value,
+            )),
+        }
+    }
+    Ok(out)
 }
 
 /// Parses a YAML stream of Kubernetes objects (and `List`s of them) into a model.
 pub fn parse_objects(text: &str) -> Result<ClusterModel, ObjectsError> {
     let mut model = ClusterModel::default();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let document = i + 1;
-        let value =
-            Value::deserialize(doc).map_err(|source| ObjectsError::Yaml { document, source })?;
-        match &value {
-            Value::Null => {}
-            Value::Object(map) if is_list(map) => {
-                let items = map
-                    .get("items")
-                    .and_then(Value::as_array)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                for (j, item) in items.iter().enumerate() {
-                    let pos = Position {
-                        document,
-                        item: Some(j),
-                    };
-                    add_object(&mut model, item.clone(), pos)?;
-                }
-            }
-            _ => {
-                let pos = Position {
-                    document,
-                    item: None,
-                };
-                add_object(&mut model, value, pos)?;
-            }
-        }
+    for (pos, value) in documents(text)? {
+        add_object(&mut model, value, pos)?;
     }
     Ok(model)
-}
-
-/// `kind: List` or a typed list (`PodList`, ...) with an `items` array.
-fn is_list(map: &serde_json::Map<String, Value>) -> bool {
-    map.get("kind")
-        .and_then(Value::as_str)
-        .is_some_and(|k| k.ends_with("List"))
-        && map.get("items").is_some_and(Value::is_array)
 }
 
 fn typed<T: DeserializeOwned>(value: Value, kind: &str, pos: Position) -> Result<T, ObjectsError> {
