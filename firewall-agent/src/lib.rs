@@ -13,3 +13,8 @@ pub mod datapath;
 pub mod events;
 pub mod model;
 pub mod source;
+
+/// The agent's version and the commit it was built from (`--version`, `bulkhead_build_info`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit the agent was built from (`unknown` outside a git checkout).
+pub const COMMIT: &str = env!("BULKHEAD_COMMIT");

@@ -139,22 +139,21 @@ impl PolicyState {
         self.report_rejections(&compiled);
         let contents = map_contents(&compiled);
         let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+        let objects =
+            model.namespace_firewalls.len() + model.cluster_firewalls.len() + model.rejected.len();
+        let rejected = compiled.rejected.len();
         if self.ready && contents == *writer.active_contents() {
             names.set(writer.active_slot(), name_tables(&model, &compiled));
+            self.metrics
+                .policy_objects(objects.saturating_sub(rejected), rejected);
             return;
         }
         match writer.apply(&contents) {
             Ok(stats) => {
                 names.set(stats.slot, name_tables(&model, &compiled));
-                let objects = model.namespace_firewalls.len()
-                    + model.cluster_firewalls.len()
-                    + model.rejected.len();
-                let rejected = compiled.rejected.len();
-                self.metrics.applied(
-                    started.elapsed(),
-                    objects.saturating_sub(rejected),
-                    rejected,
-                );
+                self.metrics.applied(started.elapsed());
+                self.metrics
+                    .policy_objects(objects.saturating_sub(rejected), rejected);
                 self.metrics.observe_maps(&writer.entries());
                 info!(
                     written = stats.written,

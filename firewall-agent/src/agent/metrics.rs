@@ -17,6 +17,7 @@ use prometheus_client::{
         family::Family,
         gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
+        info::Info,
     },
     registry::Registry,
 };
@@ -25,6 +26,15 @@ use crate::{datapath::LoadOptions, events::format::LogLine, source::Progress};
 
 /// Namespace pairs with their own violation series; further pairs share `_other`.
 pub const MAX_PAIRS: usize = 1000;
+
+/// The state maps whose size, fill and apply failures are exported.
+const STATE_MAPS: [&str; 5] = [
+    firewall_common::maps::CGROUPS,
+    firewall_common::maps::IPV4,
+    firewall_common::maps::IPV6,
+    firewall_common::maps::POLICY,
+    firewall_common::maps::MODES,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
@@ -94,9 +104,34 @@ impl Metrics {
             apply_failures: Family::default(),
         };
         m.register(&mut registry);
+        registry.register(
+            "build",
+            "The agent's version and the commit it was built from",
+            Info::new(vec![("version", crate::VERSION), ("commit", crate::COMMIT)]),
+        );
         let m = Self { registry, ..m };
         m.set_capacities(load.capacities());
+        m.export_zeros();
         m
+    }
+
+    /// Creates every labelled series with its known labels at 0, so a dashboard or an alert on
+    /// `rate(...)` sees a counter before its first increment (an absent series reads as "no
+    /// data", not as zero).
+    fn export_zeros(&self) {
+        for c in KernelCounter::ALL {
+            let _ = self
+                .datapath
+                .get_or_create(&ReasonLabels { reason: c.name() });
+        }
+        for state in ["accepted", "rejected"] {
+            let _ = self.policy_objects.get_or_create(&StateLabels { state });
+        }
+        for map in STATE_MAPS {
+            let _ = self.apply_failures.get_or_create(&MapLabels { map });
+            let _ = self.map_entries.get_or_create(&MapLabels { map });
+            let _ = self.map_fill.get_or_create(&MapLabels { map });
+        }
     }
 
     fn register(&self, registry: &mut Registry) {
@@ -170,14 +205,8 @@ impl Metrics {
     /// Sets the capacity gauges (again, when adopted pinned maps keep a size other than the
     /// flags').
     pub fn set_capacities(&self, caps: crate::datapath::loader::Capacities) {
-        let capacities = [
-            (firewall_common::maps::CGROUPS, caps.cgroups),
-            (firewall_common::maps::IPV4, caps.ipv4),
-            (firewall_common::maps::IPV6, caps.ipv6),
-            (firewall_common::maps::POLICY, caps.policy),
-            (firewall_common::maps::MODES, caps.modes),
-        ];
-        for (map, cap) in capacities {
+        let capacities = [caps.cgroups, caps.ipv4, caps.ipv6, caps.policy, caps.modes];
+        for (map, cap) in STATE_MAPS.into_iter().zip(capacities) {
             self.map_capacity
                 .get_or_create(&MapLabels { map })
                 .set(i64::from(cap));
@@ -263,10 +292,16 @@ impl Metrics {
         }
     }
 
-    /// A policy was applied in `took`, with `accepted` objects and `rejected` ones.
-    pub fn applied(&self, took: Duration, accepted: usize, rejected: usize) {
+    /// A policy was applied in `took`.
+    pub fn applied(&self, took: Duration) {
         self.apply_seconds.observe(took.as_secs_f64());
         self.last_apply.set(crate::clock::unix_secs());
+    }
+
+    /// The policy in force has `accepted` objects; `rejected` were rejected whole. Set after
+    /// every compile whose result is in force, including one that changed no map entry (a newly
+    /// rejected object whose rules were already absent).
+    pub fn policy_objects(&self, accepted: usize, rejected: usize) {
         self.policy_objects
             .get_or_create(&StateLabels { state: "accepted" })
             .set(accepted as i64);
@@ -348,6 +383,48 @@ mod tests {
         );
         assert!(
             text.contains(r#"bulkhead_map_capacity{map="POLICY"} 200"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_counter_is_exported_from_zero_with_the_build() {
+        let text = Metrics::new(&LoadOptions::default()).encode();
+        for c in KernelCounter::ALL {
+            let series = format!(
+                r#"bulkhead_datapath_packets_total{{reason="{}"}} 0"#,
+                c.name()
+            );
+            assert!(text.contains(&series), "{series} missing in\n{text}");
+        }
+        for series in [
+            "bulkhead_events_lost_total 0",
+            r#"bulkhead_policy_objects{state="rejected"} 0"#,
+            r#"bulkhead_policy_apply_failures_total{map="POLICY"} 0"#,
+            "bulkhead_source_watch_errors_total 0",
+        ] {
+            assert!(text.contains(series), "{series} missing in\n{text}");
+        }
+        let build = format!(
+            r#"bulkhead_build_info{{version="{}",commit="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION"),
+            crate::COMMIT
+        );
+        assert!(text.contains(&build), "{build} missing in\n{text}");
+    }
+
+    #[test]
+    fn policy_object_counts_follow_every_compile() {
+        let m = Metrics::new(&LoadOptions::default());
+        m.policy_objects(3, 0);
+        m.policy_objects(2, 1);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"bulkhead_policy_objects{state="accepted"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bulkhead_policy_objects{state="rejected"} 1"#),
             "{text}"
         );
     }

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Parser)]
 #[command(
     name = "firewall-agent",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BULKHEAD_COMMIT"), ")"),
     about = "Bulkhead: namespace segmentation for Kubernetes with eBPF"
 )]
 struct Cli {

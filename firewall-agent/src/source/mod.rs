@@ -97,9 +97,10 @@ impl Source {
     /// `policy_applied`: whether the agent has applied a policy (all a file source can say).
     pub fn progress(&self, policy_applied: bool) -> Progress {
         match self {
-            Self::File(_) => Progress {
+            Self::File(f) => Progress {
                 synced: policy_applied,
-                ..Progress::default()
+                errors: 0,
+                last_change_ms: f.last_change_ms,
             },
             Self::Kube(k) => k.progress(),
         }

@@ -48,6 +48,8 @@ pub struct FileSource {
     path: PathBuf,
     /// Hash of the content (or of the read error) last reported.
     last: Option<u64>,
+    /// Unix time (ms) the content last changed, for the freshness metric; 0 before the first read.
+    pub last_change_ms: u64,
     poll: Interval,
 }
 
@@ -60,6 +62,7 @@ impl FileSource {
         Self {
             path: path.to_owned(),
             last: None,
+            last_change_ms: 0,
             poll,
         }
     }
@@ -101,6 +104,7 @@ impl FileSource {
             return None;
         }
         self.last = Some(h);
+        self.last_change_ms = crate::clock::unix_ms();
         Some(usable(&self.path, &text))
     }
 }
