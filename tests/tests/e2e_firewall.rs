@@ -10,7 +10,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{agent::pretty, find, node::Node, policy::baseline, require_root};
+use common::{
+    agent::{Agent, pretty},
+    find,
+    http::{free_port, http_status},
+    node::Node,
+    policy::baseline,
+    require_root,
+};
 use serde_json::{Value, json};
 
 /// The pods every test starts from: web (frontend), api + worker (payments), postgres (db), coredns.
@@ -614,4 +621,46 @@ fn an_empty_source_file_keeps_the_last_good_policy() {
         "{unusable:?}"
     );
     assert_eq!(agent.logs_with("policy applied").len(), applied);
+}
+
+#[test]
+fn a_wrong_node_name_is_not_ready_and_names_the_nodes_it_saw() {
+    if !require_root("a_wrong_node_name_is_not_ready_and_names_the_nodes_it_saw") {
+        return;
+    }
+    let node = Node::up("nodenm", 20, pods(), &[&baseline("Deny", "Enforce")]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = Agent::start_unready(
+        node.source(),
+        node.testbed().cgroup_root(),
+        "node-l",
+        &["--metrics-addr", &addr],
+    );
+    agent.wait_for_log(
+        "pod cgroups on this node belong to no Pod of this node: is --node-name right?",
+        Duration::from_secs(5),
+    );
+    let unknown = agent.logs_with(
+        "no Node object and no Pod's spec.nodeName is this node: check --node-name (NODE_NAME); not ready, nothing on this node is classified as a pod",
+    );
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert_eq!(unknown[0]["node"], "node-l");
+    assert!(
+        unknown[0]["seen"]
+            .as_str()
+            .is_some_and(|s| s.contains("node-1")),
+        "{unknown:?}"
+    );
+    // The kubelet runs this node's five pods; none of them is a Pod of "node-l".
+    let unmatched = agent
+        .logs_with("pod cgroups on this node belong to no Pod of this node: is --node-name right?");
+    assert!(
+        unmatched
+            .first()
+            .is_some_and(|l| l["count"].as_u64() == Some(5)),
+        "{unmatched:?}"
+    );
+    assert_eq!(http_status(port, "/readyz"), Some(503));
+    assert!(agent.logs_with("ready").is_empty());
 }

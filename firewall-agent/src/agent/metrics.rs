@@ -79,6 +79,8 @@ pub struct Metrics {
     source_errors: Counter,
     source_last_change: FloatGauge,
     apply_failures: Family<MapLabels, Counter>,
+    node_known: Gauge,
+    unmatched_pod_cgroups: Gauge,
 }
 
 impl Metrics {
@@ -102,6 +104,8 @@ impl Metrics {
             source_errors: Counter::default(),
             source_last_change: FloatGauge::default(),
             apply_failures: Family::default(),
+            node_known: Gauge::default(),
+            unmatched_pod_cgroups: Gauge::default(),
         };
         m.register(&mut registry);
         registry.register(
@@ -194,6 +198,16 @@ impl Metrics {
             "source_last_change_timestamp_seconds",
             "Unix time of the last change seen from the source",
             self.source_last_change.clone(),
+        );
+        registry.register(
+            "node_known",
+            "1 when the cluster state names this node (--node-name) in a Node object or a Pod's spec.nodeName; 0 keeps /readyz at 503",
+            self.node_known.clone(),
+        );
+        registry.register(
+            "pod_cgroups_unmatched",
+            "Pod cgroups on this node that belong to no Pod of this node (a wrong --node-name, or API lag)",
+            self.unmatched_pod_cgroups.clone(),
         );
         registry.register(
             "policy_apply_failures",
@@ -308,6 +322,14 @@ impl Metrics {
         self.policy_objects
             .get_or_create(&StateLabels { state: "rejected" })
             .set(rejected as i64);
+    }
+
+    pub fn node_known(&self, known: bool) {
+        self.node_known.set(i64::from(known));
+    }
+
+    pub fn unmatched_pod_cgroups(&self, n: usize) {
+        self.unmatched_pod_cgroups.set(n as i64);
     }
 
     /// A policy was not applied because map `map` would overflow (or `write`: the kernel refused).

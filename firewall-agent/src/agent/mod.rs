@@ -71,7 +71,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     loop {
-        if agent.state.ready {
+        if agent.state.serving() {
             agent.health.set_ready();
         }
         tokio::select! {
