@@ -8,12 +8,14 @@
 pub mod apiserver;
 pub mod cgroup;
 pub mod probe;
+pub mod root;
 pub mod scenario;
 pub mod source;
 pub mod testbed;
 
 pub use apiserver::{ApiServer, RequestRecord};
 pub use probe::{HoldReport, Matrix, Outcome, ProbeResult, StormReport, Target};
+pub use root::{is_root, require_root};
 pub use scenario::{CgroupDriver, Protocol, Qos, Scenario};
 pub use testbed::{ApiServerInfo, HoldHandle, Options, Pod, Testbed, WorldServer};
 

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     cgroup::{cgroup2_mount, ensure_below, pod_cgroup_chain, populated},
     probe::{HoldReport, Matrix, MatrixColumn, ProbeResult, StormReport, Target},
+    root::is_root,
     scenario::{PortSpec, Protocol, Scenario},
 };
 
@@ -74,11 +75,6 @@ impl std::fmt::Debug for Testbed {
             .field("pods", &self.pods)
             .finish()
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 impl Drop for Testbed {
