@@ -5,6 +5,7 @@
 //! kubelet-style cgroups and echo servers, and writes the agent's `file:` source; probes run inside
 //! pods (their netns *and* cgroup, because the firewall identifies pods by cgroup) and report
 //! ok / refused / denied / timeout.
+pub mod agent;
 pub mod apiserver;
 pub mod cgroup;
 pub mod probe;
