@@ -18,3 +18,7 @@ pub mod source;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The commit the agent was built from (`unknown` outside a git checkout).
 pub const COMMIT: &str = env!("BULKHEAD_COMMIT");
+
+// A dev-dependency of the kernel-level tests (tests/*.rs: require_root), not of the unit tests.
+#[cfg(test)]
+use bulkhead_tests as _;

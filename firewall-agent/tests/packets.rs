@@ -200,15 +200,6 @@ struct InCgroup {
     home: PathBuf,
 }
 
-fn cgroup2_root() -> PathBuf {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .find(|l| l.contains(" - cgroup2 "))
-        .and_then(|l| l.split_whitespace().nth(4).map(PathBuf::from))
-        .expect("a cgroup2 mount")
-}
-
 impl InCgroup {
     fn enter(root: &Path, name: &str) -> Self {
         let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
@@ -481,15 +472,12 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn crafted_packets_are_never_allowed_where_policy_denies() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "SKIPPED crafted_packets_are_never_allowed_where_policy_denies: needs root to load eBPF programs"
-        );
+    if !bulkhead_tests::require_root("crafted_packets_are_never_allowed_where_policy_denies") {
         return;
     }
     let (dp, state, _events) = Datapath::load(&LoadOptions::default()).expect("load");
     let cg = InCgroup::enter(
-        &cgroup2_root(),
+        &firewall_agent::cgroups::cgroup2_root().expect("a cgroup2 mount"),
         &format!("bulkhead-packets-test-{}", std::process::id()),
     );
     let mut model = parse_objects(CLUSTER).expect("cluster");

@@ -1,6 +1,7 @@
 //! `cargo xtask ...`: the project's developer commands, one module per subcommand, so each
 //! command stays small and new ones are one enum variant plus one file.
 mod bench;
+mod bootstrap;
 mod demo;
 mod fuzz;
 mod manifests;
@@ -38,9 +39,9 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Testbed(args) => testbed::run(args),
-        Cmd::Test => test::run(),
+        Cmd::Test => bootstrap::ensure().and_then(|()| test::run()),
         Cmd::Manifests => manifests::run(),
-        Cmd::Demo => demo::run(),
+        Cmd::Demo => bootstrap::ensure().and_then(|()| demo::run()),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Fuzz(args) => fuzz::run(args),
     }
