@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod image;
 mod manifests;
 mod test;
 mod testbed;
@@ -26,6 +27,8 @@ enum Cmd {
     Test,
     /// Offline checks of deploy/: render, Kubernetes schemas, example policies, DaemonSet.
     Manifests,
+    /// The agent's container image, offline (podman, FROM scratch, static binary).
+    Image,
     /// Three namespaces on a simulated node: monitor mode, then enforce mode.
     Demo,
     /// Runs the fuzz targets (libFuzzer, bounded time each).
@@ -41,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test => test::run(),
         Cmd::Manifests => manifests::run(),
         Cmd::Demo => demo::run(),
+        Cmd::Image => image::run(),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Fuzz(args) => fuzz::run(args),
     }
