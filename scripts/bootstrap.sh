@@ -19,8 +19,8 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 absent() { if [ "$CHECK" -eq 1 ]; then log "missing: $*"; exit 1; fi; }
 
 # Debian packages: iproute2 (netns, veth, bridge), ping, iperf3, bpftool, iptables for tests/benches.
-# python3-venv for the manifest checks' virtualenv.
-PKGS=(iproute2 iputils-ping iperf3 bpftool iptables procps util-linux libcap2-bin python3-venv)
+# python3-venv for the manifest checks' virtualenv. podman and runc for the container test (e2e_container).
+PKGS=(iproute2 iputils-ping iperf3 bpftool iptables procps util-linux libcap2-bin python3-venv podman runc)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

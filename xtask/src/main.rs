@@ -4,6 +4,7 @@ mod bench;
 mod bootstrap;
 mod demo;
 mod fuzz;
+mod image;
 mod manifests;
 mod test;
 mod testbed;
@@ -27,6 +28,8 @@ enum Cmd {
     Test,
     /// Offline checks of deploy/: render, Kubernetes schemas, example policies, DaemonSet.
     Manifests,
+    /// The agent's container image, offline (podman, FROM scratch, static binary).
+    Image,
     /// Three namespaces on a simulated node: monitor mode, then enforce mode.
     Demo,
     /// Runs the fuzz targets (libFuzzer, bounded time each).
@@ -42,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test => bootstrap::ensure().and_then(|()| test::run()),
         Cmd::Manifests => manifests::run(),
         Cmd::Demo => bootstrap::ensure().and_then(|()| demo::run()),
+        Cmd::Image => image::run(),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Fuzz(args) => fuzz::run(args),
     }
