@@ -40,6 +40,12 @@ rustup toolchain list | grep -q "^$USER_TOOLCHAIN" || {
   log "installing Rust $USER_TOOLCHAIN"
   rustup toolchain install "$USER_TOOLCHAIN" --profile minimal --component rustfmt,clippy
 }
+# The agent image (`cargo xtask image`, e2e_container) holds a static musl build.
+rustup target list --toolchain "$USER_TOOLCHAIN" --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl || {
+  absent "Rust target x86_64-unknown-linux-musl"
+  log "adding the x86_64-unknown-linux-musl target to Rust $USER_TOOLCHAIN"
+  rustup target add --toolchain "$USER_TOOLCHAIN" x86_64-unknown-linux-musl
+}
 rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed 2>/dev/null | grep -q rust-src || {
   absent "Rust $EBPF_TOOLCHAIN with rust-src"
   log "installing Rust $EBPF_TOOLCHAIN with rust-src"
