@@ -19,7 +19,7 @@ use crate::{
         NamespaceFirewall, NamespaceFirewallSpec, Peer, PortSpec,
     },
     model::{Namespace, Node, Pod, Service},
-    objects::parse_objects,
+    source::file::parse_objects,
 };
 
 const BASE: &str = r#"

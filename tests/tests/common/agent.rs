@@ -57,7 +57,15 @@ impl Agent {
     }
 
     fn launch(source: &[&str], cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
-        Self::launch_wrapped(&[], source, cgroup_root, node, extra)
+        Self::launch_wrapped(&[], source, cgroup_root, node, extra, "ready")
+    }
+
+    /// Like [`Agent::start`], for an agent expected never to be ready: waits until it has
+    /// applied a policy.
+    pub fn start_unready(source: &Path, cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
+        let source = format!("file:{}", source.display());
+        let source = ["--source", source.as_str()];
+        Self::launch_wrapped(&[], &source, cgroup_root, node, extra, "policy applied")
     }
 
     /// Like [`Agent::start`], run through `wrapper` (e.g. `setpriv ... --`).
@@ -69,7 +77,14 @@ impl Agent {
         extra: &[&str],
     ) -> Agent {
         let source = format!("file:{}", source.display());
-        Self::launch_wrapped(wrapper, &["--source", &source], cgroup_root, node, extra)
+        Self::launch_wrapped(
+            wrapper,
+            &["--source", &source],
+            cgroup_root,
+            node,
+            extra,
+            "ready",
+        )
     }
 
     fn launch_wrapped(
@@ -78,6 +93,7 @@ impl Agent {
         cgroup_root: &Path,
         node: &str,
         extra: &[&str],
+        awaited: &str,
     ) -> Agent {
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
@@ -120,7 +136,7 @@ impl Agent {
             stdout,
             stderr,
         };
-        agent.wait_for_log("ready", Duration::from_secs(20));
+        agent.wait_for_log(awaited, Duration::from_secs(20));
         agent
     }
 
