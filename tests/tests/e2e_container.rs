@@ -43,7 +43,9 @@ const NAME: &str = "bulkhead-e2e-agent";
 const SOURCE_DIR: &str = "/bulkhead-e2e";
 
 fn repo(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
 }
 
 fn yaml(rel: &str) -> Value {
@@ -99,15 +101,21 @@ impl Manifests {
             .as_mapping()
             .expect("ConfigMap data")
             .iter()
-            .map(|(k, v)| (k.as_str().expect("key").into(), v.as_str().expect("value").into()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().expect("key").into(),
+                    v.as_str().expect("value").into(),
+                )
+            })
             .collect();
         for e in self.container["env"].as_sequence().into_iter().flatten() {
             let name = e["name"].as_str().expect("env name").to_owned();
             let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
                 Some("spec.nodeName") => node.to_owned(),
-                Some("metadata.namespace") => {
-                    self.ds["metadata"]["namespace"].as_str().expect("ns").into()
-                }
+                Some("metadata.namespace") => self.ds["metadata"]["namespace"]
+                    .as_str()
+                    .expect("ns")
+                    .into(),
                 Some(other) => panic!("fieldRef {other} not modelled"),
                 None => e["value"].as_str().expect("env value").into(),
             };
@@ -119,7 +127,9 @@ impl Manifests {
     /// Host path, container path, podman options of each hostPath volume mount.
     fn mounts(&self) -> Vec<(String, String, String)> {
         let vols = self.pod()["volumes"].as_sequence().expect("volumes");
-        let mounts = self.container["volumeMounts"].as_sequence().expect("mounts");
+        let mounts = self.container["volumeMounts"]
+            .as_sequence()
+            .expect("mounts");
         mounts
             .iter()
             .map(|m| {
@@ -127,8 +137,15 @@ impl Manifests {
                     .iter()
                     .find(|v| v["name"] == m["name"])
                     .expect("volume of mount");
-                let host = vol["hostPath"]["path"].as_str().expect("hostPath").to_owned();
-                let mut opts = vec![if m["readOnly"].as_bool() == Some(true) { "ro" } else { "rw" }];
+                let host = vol["hostPath"]["path"]
+                    .as_str()
+                    .expect("hostPath")
+                    .to_owned();
+                let mut opts = vec![if m["readOnly"].as_bool() == Some(true) {
+                    "ro"
+                } else {
+                    "rw"
+                }];
                 // Kubernetes' names for the propagation modes, as mount(8) calls them.
                 opts.push(match m["mountPropagation"].as_str() {
                     None | Some("None") => "rprivate",
@@ -158,13 +175,20 @@ impl Manifests {
 /// engine's own default, i.e. no option.
 fn seccomp_opts(m: &Manifests) -> Vec<String> {
     let sc = &m.container["securityContext"]["seccompProfile"];
-    let p = if sc.is_mapping() { sc } else { &m.pod()["securityContext"]["seccompProfile"] };
+    let p = if sc.is_mapping() {
+        sc
+    } else {
+        &m.pod()["securityContext"]["seccompProfile"]
+    };
     match p["type"].as_str() {
         Some("RuntimeDefault") => vec![],
         // The file the node provisioning installs below /var/lib/kubelet/seccomp/.
         Some("Localhost") => {
             let file = p["localhostProfile"].as_str().expect("localhostProfile");
-            vec![format!("seccomp={}", repo("deploy/seccomp").join(file).display())]
+            vec![format!(
+                "seccomp={}",
+                repo("deploy/seccomp").join(file).display()
+            )]
         }
         other => panic!("seccompProfile {other:?} is not allowed"),
     }
@@ -227,7 +251,10 @@ fn agent_args(m: &Manifests, env: &[(String, String)], cgroup_root: &str) -> Vec
 
 fn metrics_port(m: &Manifests) -> u16 {
     let ports = m.container["ports"].as_sequence().expect("ports");
-    let p = ports.iter().find(|p| p["name"] == "metrics").expect("metrics port");
+    let p = ports
+        .iter()
+        .find(|p| p["name"] == "metrics")
+        .expect("metrics port");
     u16::try_from(p["containerPort"].as_u64().expect("containerPort")).expect("port")
 }
 
@@ -267,7 +294,12 @@ impl Container {
         let mut cmd = podman();
         cmd.args(["run", "--rm", "--pull=never", "--name", NAME])
             // This sandbox's hard limits are below podman's defaults.
-            .args(["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=1000:1000"])
+            .args([
+                "--ulimit",
+                "nofile=20000:20000",
+                "--ulimit",
+                "nproc=1000:1000",
+            ])
             // What the kubelet gives a container on a cgroup v2 node (podman's default on a
             // hybrid host would be the host's namespace).
             .args(["--cgroupns", "private"])
@@ -279,7 +311,10 @@ impl Container {
         for (host, path, opts) in m.mounts() {
             cmd.args(["--volume", &format!("{host}:{path}:{opts}")]);
         }
-        cmd.args(["--volume", &format!("{}:{SOURCE_DIR}:ro", node.dir().display())]);
+        cmd.args([
+            "--volume",
+            &format!("{}:{SOURCE_DIR}:ro", node.dir().display()),
+        ]);
         for (k, v) in &env {
             cmd.args(["--env", &format!("{k}={v}")]);
         }
@@ -295,7 +330,10 @@ impl Container {
         let out = std::sync::Arc::new(std::sync::Mutex::new((String::new(), String::new())));
         pump(child.stdout.take().expect("stdout"), out.clone(), true);
         pump(child.stderr.take().expect("stderr"), out.clone(), false);
-        Container { child: Some(child), out }
+        Container {
+            child: Some(child),
+            out,
+        }
     }
 
     fn stdout(&self) -> String {
@@ -440,6 +478,15 @@ fn podman_missing() -> bool {
 }
 
 fn skip(test: &str) -> bool {
+    // Not yet run to completion on these machines (the static release build of the image did
+    // not finish within the session that wrote this test): opt in until it has passed here once,
+    // so an unproven test cannot be mistaken for proof, nor block the suite. Issue 15 stays open.
+    if std::env::var("BULKHEAD_CONTAINER_TEST").as_deref() != Ok("1") {
+        eprintln!(
+            "SKIPPED {test}: unproven container test; run with BULKHEAD_CONTAINER_TEST=1 (needs podman, runc and the musl target)"
+        );
+        return true;
+    }
     !require_root(test) || podman_missing()
 }
 
@@ -461,10 +508,11 @@ fn the_image_enforces_under_the_localhost_profile_and_across_a_kill() {
     assert_eq!(node.tcp("a/client", "c/server", 80).result, "ok");
     // The violation log, from the container's stdout.
     let b = node.ip("b/server").to_string();
-    assert!(first.wait("violation", |o, _| o
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .any(|v| v["verdict"] == "DENIED" && v["dst"]["ip"] == b.as_str())));
+    assert!(first.wait("violation", |o, _| {
+        o.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| v["verdict"] == "DENIED" && v["dst"]["ip"] == b.as_str())
+    }));
     first.kill();
     // No agent runs: the pins on the host's bpffs keep enforcing.
     assert!(Path::new(&pins.0).exists(), "pins gone with the container");
@@ -488,7 +536,9 @@ fn runtime_default_under_crio_profile_cannot_create_a_map() {
     let node = Node::up("ctrdef", 27, PODS, &[&baseline("Deny", "Enforce")]);
     let _pins = Pins::of(&m);
     let mut c = Container::start(&m, &image, &node);
-    let status = c.exited().expect("the agent exits under the engine's default profile");
+    let status = c
+        .exited()
+        .expect("the agent exits under the engine's default profile");
     assert!(!status.success());
     let err = c.stderr();
     // The capabilities are there (the agent's own check passes); bpf() itself is refused, which

@@ -42,12 +42,23 @@ pub fn run() -> anyhow::Result<()> {
 
 fn build_binary() -> anyhow::Result<PathBuf> {
     let status = cargo()
-        .args(["build", "--release", "--locked", "-p", "firewall-agent", "--target", TARGET])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "firewall-agent",
+            "--target",
+            TARGET,
+        ])
         .current_dir(workspace_root())
         .status()
         .context("cargo build")?;
     if !status.success() {
         bail!("static build failed ({status}); the target needs `rustup target add {TARGET}`");
     }
-    Ok(target_dir()?.join(TARGET).join("release").join("firewall-agent"))
+    Ok(target_dir()?
+        .join(TARGET)
+        .join("release")
+        .join("firewall-agent"))
 }
