@@ -1,4 +1,4 @@
-//! The Bulkhead testbed: a simulated Kubernetes node (DESIGN §8) for end-to-end tests and demos.
+//! The Bulkhead testbed: a simulated Kubernetes node (docs/design.md#testbed) for end-to-end tests and demos.
 //!
 //! A [`scenario::Scenario`] (one YAML file) describes namespaces, pods, services and policy
 //! objects; [`testbed::Testbed::up`] turns it into network namespaces, veths on a bridge,

@@ -1,4 +1,4 @@
-//! The testbed: a simulated Kubernetes node (DESIGN §8) built from a [`Scenario`].
+//! The testbed: a simulated Kubernetes node (docs/design.md#testbed) built from a [`Scenario`].
 //!
 //! Per pod: a network namespace, a veth into a shared bridge, a kubelet-style cgroup and an echo
 //! server started inside both. Everything created is recorded in a state file *before* it is
