@@ -11,8 +11,6 @@
 mod common;
 
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -21,6 +19,7 @@ use std::{
 
 use common::{
     agent::agent_bin,
+    http::http_status,
     node::Node,
     policy::{admit, baseline},
     require_root,
@@ -409,20 +408,11 @@ fn pump(
     });
 }
 
-fn readyz(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    body.lines().next().map(str::to_owned)
-}
-
 fn wait_ready(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let status = readyz(port);
-        if status.as_deref().is_some_and(|s| s.contains(" 200")) {
+        let status = http_status(port, "/readyz");
+        if status == Some(200) {
             return;
         }
         assert!(Instant::now() < deadline, "/readyz never 200: {status:?}");
