@@ -10,17 +10,11 @@ use firewall_agent::{
 
 #[test]
 fn loads_attaches_and_flips_slots() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED loads_attaches_and_flips_slots: needs root to load eBPF programs");
+    if !bulkhead_tests::require_root("loads_attaches_and_flips_slots") {
         return;
     }
     let (mut dp, state, _events) = Datapath::load(&LoadOptions::default()).expect("load");
-    let root = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .find(|l| l.contains(" - cgroup2 "))
-        .map(|l| l.split_whitespace().nth(4).unwrap().to_owned())
-        .unwrap();
+    let root = firewall_agent::cgroups::cgroup2_root().expect("a cgroup2 mount");
     let dir =
         std::path::Path::new(&root).join(format!("bulkhead-load-test-{}", std::process::id()));
     std::fs::create_dir(&dir).unwrap();
@@ -49,10 +43,9 @@ fn loads_attaches_and_flips_slots() {
 fn a_policy_that_does_not_fit_is_refused_before_anything_is_written() {
     use firewall_agent::datapath::writer::ApplyError;
     use firewall_common::Identity;
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "SKIPPED a_policy_that_does_not_fit_is_refused_before_anything_is_written: needs root"
-        );
+    if !bulkhead_tests::require_root(
+        "a_policy_that_does_not_fit_is_refused_before_anything_is_written",
+    ) {
         return;
     }
     // Room for 5 cgroup entries over both slots.
@@ -112,8 +105,7 @@ fn a_policy_that_does_not_fit_is_refused_before_anything_is_written() {
 fn pinned_maps_are_adopted_and_links_replaced() {
     use firewall_agent::datapath::pin;
     use firewall_common::{Identity, PolicyPrefix, PolicyValue, Side};
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED pinned_maps_are_adopted_and_links_replaced: needs root");
+    if !bulkhead_tests::require_root("pinned_maps_are_adopted_and_links_replaced") {
         return;
     }
     let bpffs = std::path::PathBuf::from(format!(
@@ -127,12 +119,7 @@ fn pinned_maps_are_adopted_and_links_replaced() {
             let _ = std::fs::remove_dir(&self.1);
         }
     }
-    let root = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .find(|l| l.contains(" - cgroup2 "))
-        .map(|l| l.split_whitespace().nth(4).unwrap().to_owned())
-        .unwrap();
+    let root = firewall_agent::cgroups::cgroup2_root().expect("a cgroup2 mount");
     let cg = std::path::Path::new(&root).join(format!("bulkhead-pin-test-{}", std::process::id()));
     std::fs::create_dir(&cg).unwrap();
     let _guard = Cleanup(bpffs.clone(), cg.clone());

@@ -18,7 +18,7 @@ use std::{
 use firewall_agent::{
     compiler::{CompileOptions, IdAllocator, compile},
     datapath::{Datapath, LoadOptions, test_run::TestRunError, writer::MapWriter},
-    objects::parse_objects,
+    source::file::parse_objects,
 };
 use firewall_common::{Mode, programs};
 
@@ -197,15 +197,6 @@ fn frag_ext(offset: u16, more: bool) -> Vec<u8> {
 struct InCgroup {
     dir: PathBuf,
     home: PathBuf,
-}
-
-fn cgroup2_root() -> PathBuf {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .find(|l| l.contains(" - cgroup2 "))
-        .and_then(|l| l.split_whitespace().nth(4).map(PathBuf::from))
-        .expect("a cgroup2 mount")
 }
 
 impl InCgroup {
@@ -480,15 +471,12 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn crafted_packets_are_never_allowed_where_policy_denies() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "SKIPPED crafted_packets_are_never_allowed_where_policy_denies: needs root to load eBPF programs"
-        );
+    if !bulkhead_tests::require_root("crafted_packets_are_never_allowed_where_policy_denies") {
         return;
     }
     let (dp, state, _events) = Datapath::load(&LoadOptions::default()).expect("load");
     let cg = InCgroup::enter(
-        &cgroup2_root(),
+        &firewall_agent::cgroups::cgroup2_root().expect("a cgroup2 mount"),
         &format!("bulkhead-packets-test-{}", std::process::id()),
     );
     let mut model = parse_objects(CLUSTER).expect("cluster");

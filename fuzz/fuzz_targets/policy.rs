@@ -6,7 +6,7 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use firewall_agent::objects::parse_objects;
+use firewall_agent::source::file::parse_objects;
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]

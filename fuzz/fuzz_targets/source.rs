@@ -3,7 +3,7 @@
 //! against the previous compile, so non-determinism would rewrite maps for nothing).
 #![no_main]
 
-use firewall_agent::objects::parse_objects;
+use firewall_agent::source::file::parse_objects;
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]

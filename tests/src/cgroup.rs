@@ -1,4 +1,4 @@
-//! Kubelet-style cgroup layout (DESIGN §2) and the cgroup v2 mount.
+//! Kubelet-style cgroup layout (docs/design.md#local-pods-cgroup-ids) and the cgroup v2 mount.
 //!
 //! The agent finds pods by walking the cgroup tree for `pod<UID>` directories, so the testbed must
 //! lay them out exactly as kubelet does for each driver and QoS class.

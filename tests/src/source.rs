@@ -1,4 +1,4 @@
-//! The objects the agent reads (DESIGN §7, `--source file:PATH`): what the API server would serve
+//! The objects the agent reads (docs/design.md#sources, `--source file:PATH`): what the API server would serve
 //! for the scenario, as typed objects would serialize, so the agent's real parser (k8s-openapi
 //! types) accepts them unchanged.
 use std::path::Path;

@@ -1,5 +1,6 @@
-//! The evaluation (docs/design.md#evaluation-order) of one side of a connection, as a list of candidate rules in precedence
-//! order ([`Plan`]), decided at one (protocol, port) or as a whole function of them.
+//! The evaluation (docs/design.md#evaluation-order) of one side of a connection, as a list of
+//! candidate rules in precedence order ([`Plan`]), decided at one (protocol, port) or as a whole
+//! function of them.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,

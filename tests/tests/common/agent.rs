@@ -1,13 +1,12 @@
 //! Runs the real `firewall-agent` binary for end-to-end tests and collects its output.
 use std::{
-    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
+use bulkhead_tests::agent::{Lines, StopError, pump, signal, terminate};
 use serde_json::Value;
 
 /// The agent binary: `$BULKHEAD_AGENT_BIN`, else next to this test's target directory.
@@ -33,19 +32,8 @@ pub fn agent_bin() -> PathBuf {
 /// A running agent. Killed (SIGTERM, then SIGKILL) on drop.
 pub struct Agent {
     child: Option<Child>,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-fn pump(r: impl std::io::Read + Send + 'static, sink: Arc<Mutex<Vec<String>>>, echo: bool) {
-    thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if echo {
-                eprintln!("[agent] {line}");
-            }
-            sink.lock().expect("lock").push(line);
-        }
-    });
+    stdout: Lines<String>,
+    stderr: Lines<String>,
 }
 
 impl Agent {
@@ -69,7 +57,15 @@ impl Agent {
     }
 
     fn launch(source: &[&str], cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
-        Self::launch_wrapped(&[], source, cgroup_root, node, extra)
+        Self::launch_wrapped(&[], source, cgroup_root, node, extra, "ready")
+    }
+
+    /// Like [`Agent::start`], for an agent expected never to be ready: waits until it has
+    /// applied a policy.
+    pub fn start_unready(source: &Path, cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
+        let source = format!("file:{}", source.display());
+        let source = ["--source", source.as_str()];
+        Self::launch_wrapped(&[], &source, cgroup_root, node, extra, "policy applied")
     }
 
     /// Like [`Agent::start`], run through `wrapper` (e.g. `setpriv ... --`).
@@ -81,7 +77,14 @@ impl Agent {
         extra: &[&str],
     ) -> Agent {
         let source = format!("file:{}", source.display());
-        Self::launch_wrapped(wrapper, &["--source", &source], cgroup_root, node, extra)
+        Self::launch_wrapped(
+            wrapper,
+            &["--source", &source],
+            cgroup_root,
+            node,
+            extra,
+            "ready",
+        )
     }
 
     fn launch_wrapped(
@@ -90,6 +93,7 @@ impl Agent {
         cgroup_root: &Path,
         node: &str,
         extra: &[&str],
+        awaited: &str,
     ) -> Agent {
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
@@ -116,16 +120,23 @@ impl Agent {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn firewall-agent");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        pump(child.stdout.take().expect("stdout"), stdout.clone(), false);
-        pump(child.stderr.take().expect("stderr"), stderr.clone(), true);
+        let stdout = Lines::default();
+        let stderr = Lines::default();
+        pump(child.stdout.take().expect("stdout"), stdout.clone(), Some);
+        pump(
+            child.stderr.take().expect("stderr"),
+            stderr.clone(),
+            |line| {
+                eprintln!("[agent] {line}");
+                Some(line)
+            },
+        );
         let agent = Agent {
             child: Some(child),
             stdout,
             stderr,
         };
-        agent.wait_for_log("ready", Duration::from_secs(20));
+        agent.wait_for_log(awaited, Duration::from_secs(20));
         agent
     }
 
@@ -208,8 +219,7 @@ impl Agent {
     /// SIGKILL, as a crash or an OOM kill would: no shutdown code runs. Waits for the exit.
     pub fn kill9(mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            signal(&child, libc::SIGKILL);
             let _ = child.wait();
         }
     }
@@ -221,22 +231,10 @@ impl Agent {
 
     fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(status)) => {
-                        assert!(status.success(), "agent exited with {status}");
-                        break;
-                    }
-                    _ if Instant::now() > deadline => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        panic!("agent did not stop within 10 s of SIGTERM");
-                    }
-                    _ => thread::sleep(Duration::from_millis(20)),
-                }
+            match terminate(&mut child, Duration::from_secs(10)) {
+                Ok(status) => assert!(status.success(), "agent exited with {status}"),
+                Err(StopError::TimedOut(_)) => panic!("agent did not stop within 10 s of SIGTERM"),
+                Err(e) => panic!("stopping the agent: {e}"),
             }
         }
     }
@@ -245,8 +243,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            signal(&child, libc::SIGTERM);
             thread::sleep(Duration::from_millis(300));
             let _ = child.kill();
             let _ = child.wait();

@@ -1,20 +1,18 @@
 //! The real `firewall-agent`, started on the testbed with a `file:` source; its JSON diagnostics
 //! (stderr) are collected with the time each line arrived, its violation log (stdout) line by line.
 use std::{
-    io::{BufRead as _, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::Arc,
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
+use bulkhead_tests::agent::{Lines, pump, terminate};
 use serde_json::Value;
 
 use super::{interrupt, setup::Env};
-
-type Lines<T> = Arc<Mutex<Vec<T>>>;
 
 /// A running agent; stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Agent {
@@ -23,22 +21,6 @@ pub struct Agent {
     pub started: Instant,
     stderr: Lines<(Instant, Value)>,
     stdout: Lines<String>,
-}
-
-fn pump<T: Send + 'static>(
-    r: impl std::io::Read + Send + 'static,
-    sink: Lines<T>,
-    f: impl Fn(String) -> Option<T> + Send + 'static,
-) {
-    thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if let Some(v) = f(line)
-                && let Ok(mut s) = sink.lock()
-            {
-                s.push(v);
-            }
-        }
-    });
 }
 
 /// A number from a log field that may be a JSON number or a string ("1.23").
@@ -209,23 +191,12 @@ impl Agent {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                if !status.success() && !interrupt::requested() {
-                    bail!("firewall-agent exited with {status}");
-                }
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("firewall-agent did not stop within 10 s of SIGTERM");
-            }
-            thread::sleep(Duration::from_millis(10));
+        let status = terminate(&mut child, Duration::from_secs(10))
+            .map_err(|e| anyhow::anyhow!("firewall-agent {e}"))?;
+        if !status.success() && !interrupt::requested() {
+            bail!("firewall-agent exited with {status}");
         }
+        Ok(())
     }
 }
 

@@ -1,0 +1,171 @@
+//! Hooking a testbed up to the API server emulator: starting `bulkhead-apiserver` detached with
+//! the testbed's objects, and stopping it safely (pid and start time).
+use super::*;
+
+/// A detached `bulkhead-apiserver`, identified by pid *and* start time so that cleanup never
+/// signals a recycled pid.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(super) struct ApiServerProcess {
+    pub(super) pid: u32,
+    /// Field 22 of `/proc/PID/stat` (clock ticks since boot).
+    pub(super) start_time: u64,
+}
+
+/// A running API server emulator serving a testbed's objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiServerInfo {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Kubeconfig pointing at it (for the agent's `--kubeconfig`).
+    pub kubeconfig: PathBuf,
+    /// The objects file it was seeded with.
+    pub objects: PathBuf,
+    /// Its pid.
+    pub pid: u32,
+}
+
+/// Field 22 of `/proc/PID/stat`: the process start time, `None` if the process is gone.
+pub(super) fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces: count fields after its closing paren.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Stops a recorded API server: SIGTERM, then SIGKILL after 3 s. Only if the pid still is the
+/// same process (same start time).
+pub(super) fn stop_apiserver(p: &ApiServerProcess) -> anyhow::Result<()> {
+    let alive = || proc_start_time(p.pid) == Some(p.start_time);
+    if !alive() {
+        return Ok(());
+    }
+    let pid = i32::try_from(p.pid).context("pid out of range")?;
+    // SAFETY: kill(2) on the pid this testbed started, checked by start time just above.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while alive() {
+        if is_zombie(p.pid) {
+            // Our own child (same process that started it): reap it.
+            // SAFETY: waitpid on a specific pid, no status pointer.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            thread::sleep(Duration::from_millis(50));
+            if alive() && !is_zombie(p.pid) {
+                bail!("bulkhead-apiserver (pid {}) survives SIGKILL", p.pid);
+            }
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+pub(super) fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next().map(|st| st == "Z"))
+        })
+        .unwrap_or(false)
+}
+
+impl Testbed {
+    /// Starts `bulkhead-apiserver` (the API server emulator, `binary`) detached, on
+    /// 127.0.0.1 (`port` 0 = any), serving [`Testbed::source_objects`]`(extra)`, and records its
+    /// pid so that [`Testbed::down_by_name`] (or the next `up` after a crash) stops it. Writes the
+    /// kubeconfig and the objects next to the testbed's logs; returns once it listens.
+    pub fn start_apiserver(
+        &self,
+        binary: &Path,
+        port: u16,
+        extra: &[serde_yaml::Value],
+    ) -> anyhow::Result<ApiServerInfo> {
+        let (dir, running) = {
+            let st = self
+                .state
+                .lock()
+                .map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
+            (st.log_dir.clone(), st.apiserver.clone())
+        };
+        if let Some(p) = running {
+            stop_apiserver(&p)?;
+        }
+        let dir = dir.unwrap_or_else(|| Path::new(STATE_DIR).join(format!("{}.logs", self.name())));
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let objects = dir.join("apiserver-objects.yaml");
+        let kubeconfig = dir.join("kubeconfig.yaml");
+        let log = dir.join("apiserver.log");
+        self.write_source(&objects, extra)?;
+        let log_file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new(binary);
+        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--objects")
+            .arg(&objects)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            // Its own process group: a Ctrl-C in the terminal that ran `up` does not reach it.
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id();
+        let start_time = proc_start_time(pid).unwrap_or_default();
+        self.record(|st| st.apiserver = Some(ApiServerProcess { pid, start_time }))?;
+        let stdout = child.stdout.take().context("apiserver stdout")?;
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let url = match (read, line.trim().strip_prefix("ready ")) {
+            (Ok(_), Some(url)) => url.to_owned(),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "bulkhead-apiserver did not start: {}",
+                    fs::read_to_string(&log).unwrap_or_default().trim()
+                );
+            }
+        };
+        // Not waited for: it outlives this process; cleanup stops it by pid.
+        drop(child);
+        Ok(ApiServerInfo {
+            url,
+            kubeconfig,
+            objects,
+            pid,
+        })
+    }
+
+    /// The Kubernetes objects the agent should see: the Node, Namespaces, Pods, Services, then the
+    /// scenario's `objects`, then `extra` (see [`crate::source::scenario_objects`]).
+    pub fn source_objects(
+        &self,
+        extra: &[serde_yaml::Value],
+    ) -> anyhow::Result<Vec<serde_yaml::Value>> {
+        crate::source::scenario_objects(&self.scenario, extra)
+    }
+
+    /// Writes the agent's `file:` source (a YAML stream) atomically, so an agent polling the file
+    /// never reads half of it.
+    pub fn write_source(&self, path: &Path, extra: &[serde_yaml::Value]) -> anyhow::Result<()> {
+        let mut text = String::new();
+        for o in self.source_objects(extra)? {
+            text.push_str("---\n");
+            text.push_str(&serde_yaml::to_string(&o).context("serializing an object")?);
+        }
+        let tmp = path.with_extension("tmp-bulkhead");
+        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(text.as_bytes())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all().ok();
+        fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    }
+}
