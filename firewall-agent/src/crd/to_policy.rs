@@ -49,20 +49,25 @@ impl Checker {
         });
     }
 
-    fn namespace_names(&mut self, path: &str, names: Option<&Vec<String>>) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        for (i, n) in names.into_iter().flatten().enumerate() {
-            match syntax::dns1123_label_error(n) {
-                Some(why) => self.err(
-                    &format!("{path}[{i}]"),
-                    format_args!("invalid namespace name {n:?}: {why}"),
-                ),
-                None => {
-                    out.insert(n.clone());
+    /// The names that pass `check`; each other one is an error naming it a `what` name.
+    fn checked_names<C: FromIterator<String>>(
+        &mut self,
+        path: &str,
+        names: Option<&Vec<String>>,
+        what: &str,
+        check: fn(&str) -> Option<&'static str>,
+    ) -> C {
+        let names = names.into_iter().flatten().enumerate();
+        names
+            .filter_map(|(i, n)| match check(n) {
+                Some(why) => {
+                    let p = format!("{path}[{i}]");
+                    self.err(&p, format_args!("invalid {what} name {n:?}: {why}"));
+                    None
                 }
-            }
-        }
-        out
+                None => Some(n.clone()),
+            })
+            .collect()
     }
 
     fn selector(&mut self, path: &str, sel: &LabelSelector) -> Selector {
@@ -142,7 +147,12 @@ impl Checker {
         selector: Option<&LabelSelector>,
         others_select: bool,
     ) -> NamespaceSet {
-        let names = self.namespace_names(&format!("{path}.namespaces"), names);
+        let names: BTreeSet<String> = self.checked_names(
+            &format!("{path}.namespaces"),
+            names,
+            "namespace",
+            syntax::dns1123_label_error,
+        );
         let selector = selector.map(|s| self.selector(&format!("{path}.namespaceSelector"), s));
         NamespaceSet {
             all: names.is_empty() && selector.is_none() && !others_select,
@@ -233,40 +243,10 @@ impl Checker {
 
     fn dest_peer(&mut self, path: &str, peer: &DestPeer) -> Destinations {
         let (cidrs, except) = self.addresses(path, peer.cidrs.as_ref(), peer.except.as_ref());
-        let mut services = Vec::new();
-        for (i, s) in peer.services.iter().flatten().enumerate() {
-            let p = format!("{path}.services[{i}]");
-            match s.split_once('/') {
-                Some((ns, name)) => {
-                    let mut ok = true;
-                    if let Some(why) = syntax::dns1123_label_error(ns) {
-                        self.err(
-                            &p,
-                            format_args!(
-                                "invalid namespace name {ns:?} in Service reference {s:?}: {why}"
-                            ),
-                        );
-                        ok = false;
-                    }
-                    if let Some(why) = syntax::dns1035_label_error(name) {
-                        self.err(
-                            &p,
-                            format_args!(
-                                "invalid Service name {name:?} in Service reference {s:?}: {why}"
-                            ),
-                        );
-                        ok = false;
-                    }
-                    if ok {
-                        services.push((ns.to_owned(), name.to_owned()));
-                    }
-                }
-                None => self.err(
-                    &p,
-                    format_args!("invalid Service reference {s:?}: expected namespace/name"),
-                ),
-            }
-        }
+        let services = peer.services.iter().flatten().enumerate();
+        let services: Vec<(String, String)> = services
+            .filter_map(|(i, s)| self.service_ref(&format!("{path}.services[{i}]"), s))
+            .collect();
         // Services select namespace endpoints by themselves; cidrs alone select no namespace.
         let others = !cidrs.is_empty() && services.is_empty();
         let namespaces = self.namespace_set(
@@ -283,18 +263,29 @@ impl Checker {
         }
     }
 
-    fn service_names(&mut self, path: &str, names: Option<&Vec<String>>) -> Vec<String> {
-        let mut out = Vec::new();
-        for (i, n) in names.into_iter().flatten().enumerate() {
-            match syntax::dns1035_label_error(n) {
-                Some(why) => self.err(
-                    &format!("{path}[{i}]"),
-                    format_args!("invalid Service name {n:?}: {why}"),
-                ),
-                None => out.push(n.clone()),
+    /// A `namespace/name` Service reference.
+    fn service_ref(&mut self, path: &str, s: &str) -> Option<(String, String)> {
+        let Some((ns, name)) = s.split_once('/') else {
+            self.err(
+                path,
+                format_args!("invalid Service reference {s:?}: expected namespace/name"),
+            );
+            return None;
+        };
+        let mut ok = true;
+        for (why, what, part) in [
+            (syntax::dns1123_label_error(ns), "namespace", ns),
+            (syntax::dns1035_label_error(name), "Service", name),
+        ] {
+            if let Some(why) = why {
+                self.err(
+                    path,
+                    format_args!("invalid {what} name {part:?} in Service reference {s:?}: {why}"),
+                );
+                ok = false;
             }
         }
-        out
+        ok.then(|| (ns.to_owned(), name.to_owned()))
     }
 
     fn port_number(&mut self, path: &str, field: &str, v: i32) -> Option<u16> {
@@ -403,7 +394,12 @@ impl TryFrom<&NamespaceFirewall> for NamespacePolicy {
         let ingress = spec.ingress.as_ref().map(|rules| {
             each(&mut c, "spec.ingress", rules, |c, p, r| IngressRule {
                 from: c.peer(&format!("{p}.from"), &r.from),
-                services: c.service_names(&format!("{p}.services"), r.services.as_ref()),
+                services: c.checked_names(
+                    &format!("{p}.services"),
+                    r.services.as_ref(),
+                    "Service",
+                    syntax::dns1035_label_error,
+                ),
                 ports: c.ports(&format!("{p}.ports"), r.ports.as_ref()),
             })
         });
@@ -514,6 +510,23 @@ fn invalid(origin: Origin, errors: &[FieldError]) -> Rejection {
     }
 }
 
+/// Converts each object into `accepted`, or a rejection naming `origin(object)`.
+fn convert<O, P>(
+    objects: &[O],
+    origin: impl Fn(&O) -> Origin,
+    accepted: &mut Vec<P>,
+    rejected: &mut Vec<Rejection>,
+) where
+    for<'o> P: TryFrom<&'o O, Error = Vec<FieldError>>,
+{
+    for obj in objects {
+        match P::try_from(obj) {
+            Ok(p) => accepted.push(p),
+            Err(errors) => rejected.push(invalid(origin(obj), &errors)),
+        }
+    }
+}
+
 /// The policy of a model's Bulkhead objects; invalid objects (and those the source could not
 /// deserialize) become rejections.
 pub fn policy_input(model: &ClusterModel) -> PolicyInput {
@@ -521,32 +534,26 @@ pub fn policy_input(model: &ClusterModel) -> PolicyInput {
         rejected: model.rejected.clone(),
         ..Default::default()
     };
-    for obj in &model.cluster_firewalls {
-        match ClusterPolicy::try_from(obj) {
-            Ok(p) => input.cluster.push(p),
-            Err(errors) => {
-                let origin = Origin {
-                    kind: "ClusterFirewall",
-                    namespace: None,
-                    name: obj.name_any(),
-                };
-                input.rejected.push(invalid(origin, &errors));
-            }
-        }
-    }
-    for obj in &model.namespace_firewalls {
-        match NamespacePolicy::try_from(obj) {
-            Ok(p) => input.namespaces.push(p),
-            Err(errors) => {
-                let origin = Origin {
-                    kind: "NamespaceFirewall",
-                    namespace: obj.namespace(),
-                    name: obj.name_any(),
-                };
-                input.rejected.push(invalid(origin, &errors));
-            }
-        }
-    }
+    convert(
+        &model.cluster_firewalls,
+        |o| Origin {
+            kind: "ClusterFirewall",
+            namespace: None,
+            name: o.name_any(),
+        },
+        &mut input.cluster,
+        &mut input.rejected,
+    );
+    convert(
+        &model.namespace_firewalls,
+        |o| Origin {
+            kind: "NamespaceFirewall",
+            namespace: o.namespace(),
+            name: o.name_any(),
+        },
+        &mut input.namespaces,
+        &mut input.rejected,
+    );
     input
 }
 
