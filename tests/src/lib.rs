@@ -7,6 +7,7 @@
 //! ok / refused / denied / timeout.
 pub mod apiserver;
 pub mod cgroup;
+pub mod kustomize;
 pub mod probe;
 pub mod scenario;
 pub mod source;

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod image;
 mod manifests;
 mod test;
 mod testbed;
@@ -26,6 +27,8 @@ enum Cmd {
     Test,
     /// Offline checks of deploy/: render, Kubernetes schemas, example policies, DaemonSet.
     Manifests,
+    /// The agent image, built offline with podman (FROM scratch, static binary).
+    Image,
     /// Three namespaces on a simulated node: monitor mode, then enforce mode.
     Demo,
     /// Runs the fuzz targets (libFuzzer, bounded time each).
@@ -40,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Testbed(args) => testbed::run(args),
         Cmd::Test => test::run(),
         Cmd::Manifests => manifests::run(),
+        Cmd::Image => image::run().map(drop),
         Cmd::Demo => demo::run(),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Fuzz(args) => fuzz::run(args),
