@@ -51,24 +51,32 @@ fn limit(resource: libc::__rlimit_resource_t) -> u64 {
     r.rlim_max
 }
 
-/// The `podman run` arguments for `pod` (everything up to and including the image's args).
-fn run_args(pod: &AgentPod, engine: &Engine, name: &str, extra: &Extra) -> Vec<String> {
-    let mut a: Vec<String> = vec!["run".into(), "--rm".into(), format!("--name={name}")];
-    // Engine quirks, not settings: podman's default ulimits exceed this sandbox's hard limits,
-    // and runc refuses an nproc limit above kernel.pid_max. Kubernetes sets no ulimits.
+/// Engine quirks of this host, not settings: podman's default ulimits exceed this sandbox's
+/// hard limits, and runc refuses an nproc limit above kernel.pid_max (Kubernetes sets no
+/// ulimits). A pod's containers get their own cgroup namespace on cgroup v2 nodes; podman's
+/// default on a hybrid host would be the host's.
+fn host_args() -> Vec<String> {
     let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(32768);
     let nofile = limit(libc::RLIMIT_NOFILE);
     let nproc = limit(libc::RLIMIT_NPROC).min(pid_max);
-    a.push(format!("--ulimit=nofile={nofile}:{nofile}"));
-    a.push(format!("--ulimit=nproc={nproc}:{nproc}"));
-    // A pod's containers get their own cgroup namespace on cgroup v2 nodes; podman's default on
-    // a hybrid host would be the host's.
-    a.push("--cgroupns=private".into());
+    vec![
+        format!("--ulimit=nofile={nofile}:{nofile}"),
+        format!("--ulimit=nproc={nproc}:{nproc}"),
+        "--cgroupns=private".into(),
+    ]
+}
+
+/// The securityContext: capabilities, read-only root, user, no_new_privs, seccomp.
+fn security_args(pod: &AgentPod, engine: &Engine) -> Vec<String> {
     assert!(!pod.privileged, "the DaemonSet must not be privileged");
-    a.extend(pod.cap_drop.iter().map(|c| format!("--cap-drop={c}")));
+    let mut a: Vec<String> = pod
+        .cap_drop
+        .iter()
+        .map(|c| format!("--cap-drop={c}"))
+        .collect();
     a.extend(pod.cap_add.iter().map(|c| format!("--cap-add={c}")));
     if pod.read_only_root {
         // Kubernetes adds no tmpfs on a read-only root; podman would, on /tmp, /run and /var/tmp.
@@ -86,31 +94,45 @@ fn run_args(pod: &AgentPod, engine: &Engine, name: &str, extra: &Extra) -> Vec<S
         }
         (Seccomp::RuntimeDefault, Engine::Crio) => {}
     }
+    a
+}
+
+/// The hostPath volumes (recursive binds, as the kubelet's), with their propagation.
+fn mount_args(pod: &AgentPod) -> Vec<String> {
+    pod.mounts
+        .iter()
+        .map(|m| {
+            assert!(
+                m.host.is_dir(),
+                "hostPath {} is not a directory",
+                m.host.display()
+            );
+            let propagation = match m.propagation.as_deref() {
+                None | Some("None") => "rprivate",
+                Some("HostToContainer") => "rslave",
+                Some("Bidirectional") => panic!("Bidirectional propagation needs privileged"),
+                Some(other) => panic!("unknown mountPropagation {other}"),
+            };
+            let ro = if m.read_only { "ro," } else { "" };
+            format!(
+                "--volume={}:{}:{ro}rbind,{propagation}",
+                m.host.display(),
+                m.container.display()
+            )
+        })
+        .collect()
+}
+
+/// The `podman run` arguments for `pod` (everything up to and including the image's args).
+fn run_args(pod: &AgentPod, engine: &Engine, name: &str, extra: &Extra) -> Vec<String> {
+    let mut a: Vec<String> = vec!["run".into(), "--rm".into(), format!("--name={name}")];
+    a.extend(host_args());
+    a.extend(security_args(pod, engine));
     // hostNetwork: false is a network namespace of the pod's own; the agent needs no network
     // for a file source, so loopback only (the readiness probe is sent from inside it).
-    a.push(format!(
-        "--network={}",
-        if pod.host_network { "host" } else { "none" }
-    ));
-    for m in &pod.mounts {
-        assert!(
-            m.host.is_dir(),
-            "hostPath {} is not a directory",
-            m.host.display()
-        );
-        let propagation = match m.propagation.as_deref() {
-            None | Some("None") => "rprivate",
-            Some("HostToContainer") => "rslave",
-            Some("Bidirectional") => panic!("Bidirectional propagation needs privileged"),
-            Some(other) => panic!("unknown mountPropagation {other}"),
-        };
-        let ro = if m.read_only { "ro," } else { "" };
-        a.push(format!(
-            "--volume={}:{}:{ro}rbind,{propagation}",
-            m.host.display(),
-            m.container.display()
-        ));
-    }
+    let network = if pod.host_network { "host" } else { "none" };
+    a.push(format!("--network={network}"));
+    a.extend(mount_args(pod));
     a.push(format!(
         "--volume={}:{}:ro",
         extra.host.display(),
@@ -118,10 +140,8 @@ fn run_args(pod: &AgentPod, engine: &Engine, name: &str, extra: &Extra) -> Vec<S
     ));
     a.extend(pod.env.iter().map(|(k, v)| format!("--env={k}={v}")));
     if let Some(m) = &pod.memory_limit {
-        a.push(format!(
-            "--memory={}",
-            m.replace("Mi", "m").replace("Gi", "g")
-        ));
+        let m = m.replace("Mi", "m").replace("Gi", "g");
+        a.push(format!("--memory={m}"));
     }
     if let Some(c) = &pod.cpu_limit {
         a.push(format!("--cpus={c}"));
