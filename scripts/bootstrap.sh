@@ -19,8 +19,11 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 absent() { if [ "$CHECK" -eq 1 ]; then log "missing: $*"; exit 1; fi; }
 
 # Debian packages: iproute2 (netns, veth, bridge), ping, iperf3, bpftool, iptables for tests/benches.
-# python3-venv for the manifest checks' virtualenv. podman and runc for the container test (e2e_container).
-PKGS=(iproute2 iputils-ping iperf3 bpftool iptables procps util-linux libcap2-bin python3-venv podman runc)
+# python3-venv for the manifest checks' virtualenv. musl-tools (musl-gcc, for ring's C) for the
+# static build of the image's binary; podman and runc to build that image offline and run it
+# under the DaemonSet's settings (tests/tests/e2e_container.rs).
+PKGS=(iproute2 iputils-ping iperf3 bpftool iptables procps util-linux libcap2-bin python3-venv
+      musl-tools podman runc)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -40,11 +43,12 @@ rustup toolchain list | grep -q "^$USER_TOOLCHAIN" || {
   log "installing Rust $USER_TOOLCHAIN"
   rustup toolchain install "$USER_TOOLCHAIN" --profile minimal --component rustfmt,clippy
 }
-# The agent image (`cargo xtask image`, e2e_container) holds a static musl build.
-rustup target list --toolchain "$USER_TOOLCHAIN" --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl || {
-  absent "Rust target x86_64-unknown-linux-musl"
-  log "adding the x86_64-unknown-linux-musl target to Rust $USER_TOOLCHAIN"
-  rustup target add --toolchain "$USER_TOOLCHAIN" x86_64-unknown-linux-musl
+# The image's binary is linked statically against musl (`cargo xtask image`).
+MUSL_TARGET="$(uname -m)-unknown-linux-musl"
+rustup target list --toolchain "$USER_TOOLCHAIN" --installed | grep -qx "$MUSL_TARGET" || {
+  absent "Rust target $MUSL_TARGET"
+  log "installing the Rust target $MUSL_TARGET"
+  rustup target add --toolchain "$USER_TOOLCHAIN" "$MUSL_TARGET"
 }
 rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed 2>/dev/null | grep -q rust-src || {
   absent "Rust $EBPF_TOOLCHAIN with rust-src"

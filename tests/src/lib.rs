@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod apiserver;
 pub mod cgroup;
+pub mod kustomize;
 pub mod probe;
 pub mod root;
 pub mod scenario;

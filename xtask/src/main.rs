@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test => bootstrap::ensure().and_then(|()| test::run()),
         Cmd::Manifests => manifests::run(),
         Cmd::Demo => bootstrap::ensure().and_then(|()| demo::run()),
-        Cmd::Image => image::run(),
+        Cmd::Image => image::run().map(drop),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Fuzz(args) => fuzz::run(args),
     }

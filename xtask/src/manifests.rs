@@ -1,16 +1,18 @@
 //! `cargo xtask manifests`: checks `deploy/` offline, as CI runs it (also a step of `cargo xtask test`).
 //!
-//! 1. Renders the kustomization of `deploy/` and of each `deploy/examples/*/` with a small renderer
-//!    that follows `resources:` (files and directories) recursively and concatenates the
-//!    documents. It implements nothing else of kustomize and fails on any other field
-//!    (`patches`, `images`, generators...), so a manifest never relies on something unchecked.
+//! 1. Renders the kustomization of `deploy/`, of its CRI-O variant `deploy/crio/` and of each
+//!    `deploy/examples/*/` with the small renderer of `bulkhead_tests::kustomize` (`resources:`
+//!    and JSON 6902 `patches:` only; any other field fails), so a manifest never relies on
+//!    something unchecked.
 //! 2. Validates every rendered object except the custom resources with the `kubernetes-validate`
 //!    PyPI package (installed by `scripts/bootstrap.sh`, runs offline) in `--strict` mode against
 //!    [`KUBERNETES_VERSION`], including the CRDs themselves (apiextensions.k8s.io/v1).
 //! 3. Checks the example policies against the CRDs' OpenAPI schemas (`xtask/validate_crs.py`,
 //!    with the `jsonschema` package kubernetes-validate brings) and with the agent's own parser
 //!    and validation (`firewall-agent validate`).
-//! 4. Checks the DaemonSet's security settings, that its flags and the ConfigMap's variables
+//! 4. Checks the DaemonSet's security settings in both variants (the base asks for the runtime's
+//!    default seccomp profile; `deploy/crio/` for its shipped Localhost profile, which must deny
+//!    by default, allow `bpf` and `perf_event_open`, and carry no conditional rules), that its flags and the ConfigMap's variables
 //!    are ones `firewall-agent run` knows, and that each example's testbed scenario
 //!    (`tests/scenarios/<example>.yaml`) carries exactly the example's policies and labels.
 use std::{
@@ -22,6 +24,8 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use serde_yaml::Value;
 
+use bulkhead_tests::kustomize::{Object, render};
+
 use crate::util::{cargo, target_dir, workspace_root};
 
 /// The oldest Kubernetes release Bulkhead supports (the CEL CIDR library needs 1.31; 1.32 is
@@ -31,28 +35,14 @@ pub const KUBERNETES_VERSION: &str = "1.32.0";
 /// The exact set of capabilities the DaemonSet may add (see deploy/daemonset.yaml).
 const CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
 
-/// A rendered object and the file it came from.
-struct Object {
-    file: PathBuf,
-    value: Value,
-}
-
-impl Object {
-    fn kind(&self) -> &str {
-        self.value["kind"].as_str().unwrap_or_default()
-    }
-
-    fn name(&self) -> &str {
-        self.value["metadata"]["name"].as_str().unwrap_or_default()
-    }
-}
-
 /// Runs every check; fails on the first failing one.
 pub fn run() -> anyhow::Result<()> {
     let root = workspace_root();
     let deploy = root.join("deploy");
     let base = render(&deploy)?;
     eprintln!("==> rendered deploy/: {} objects", base.len());
+    let crio = render(&deploy.join(CRIO))?;
+    eprintln!("==> rendered deploy/{CRIO}/: {} objects", crio.len());
     let mut examples = BTreeMap::new();
     for entry in std::fs::read_dir(deploy.join("examples")).context("reading deploy/examples")? {
         let dir = entry?.path();
@@ -70,7 +60,10 @@ pub fn run() -> anyhow::Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     // (2) Kubernetes schemas, for everything Kubernetes itself defines.
-    let mut files = vec![write_stream(&out.join("deploy.yaml"), &base, |_| true)?];
+    let mut files = vec![
+        write_stream(&out.join("deploy.yaml"), &base, |_| true)?,
+        write_stream(&out.join(format!("deploy-{CRIO}.yaml")), &crio, |_| true)?,
+    ];
     for (name, objs) in &examples {
         files.push(write_stream(
             &out.join(format!("example-{name}-core.yaml")),
@@ -112,7 +105,9 @@ pub fn run() -> anyhow::Result<()> {
         .output()
         .context("firewall-agent run --help")?;
     ensure!(help.status.success(), "firewall-agent run --help failed");
-    check_daemonset(&base, &String::from_utf8_lossy(&help.stdout))?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    check_daemonset(&base, &help, &Seccomp::RuntimeDefault)?;
+    check_daemonset(&crio, &help, &Seccomp::Localhost(deploy.join(CRIO)))?;
     eprintln!("==> DaemonSet: not privileged, read-only root, drops ALL, adds {CAPABILITIES:?}");
     for (name, objs) in &examples {
         check_scenario(&root, name, objs)?;
@@ -123,64 +118,6 @@ pub fn run() -> anyhow::Result<()> {
 
 fn is_policy(o: &Object) -> bool {
     matches!(o.kind(), "NamespaceFirewall" | "ClusterFirewall")
-}
-
-/// Renders the kustomization in `dir`: `resources:` only, recursively.
-fn render(dir: &Path) -> anyhow::Result<Vec<Object>> {
-    let path = dir.join("kustomization.yaml");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let k: Value =
-        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let Some(map) = k.as_mapping() else {
-        bail!("{}: not a mapping", path.display());
-    };
-    for key in map.keys() {
-        let key = key.as_str().unwrap_or_default();
-        if !matches!(key, "apiVersion" | "kind" | "resources") {
-            bail!(
-                "{}: `{key}` is not implemented by this renderer (only `resources:`); \
-                 extend xtask/src/manifests.rs or keep the base plain",
-                path.display()
-            );
-        }
-    }
-    let mut out = Vec::new();
-    for r in k["resources"].as_sequence().into_iter().flatten() {
-        let Some(r) = r.as_str() else {
-            bail!("{}: resources: entries must be strings", path.display());
-        };
-        ensure!(
-            !r.contains("://") && !r.starts_with("github.com/"),
-            "{}: remote resource {r:?} is not supported",
-            path.display()
-        );
-        let target = dir.join(r);
-        if target.is_dir() {
-            out.extend(render(&target)?);
-        } else {
-            let text = std::fs::read_to_string(&target)
-                .with_context(|| format!("{}: reading {}", path.display(), target.display()))?;
-            for doc in serde_yaml::Deserializer::from_str(&text) {
-                let value = <Value as serde::Deserialize>::deserialize(doc)
-                    .with_context(|| format!("parsing {}", target.display()))?;
-                if value.is_null() {
-                    continue;
-                }
-                let o = Object {
-                    file: target.clone(),
-                    value,
-                };
-                ensure!(
-                    !o.kind().is_empty() && !o.name().is_empty(),
-                    "{}: an object without kind or metadata.name",
-                    target.display()
-                );
-                out.push(o);
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn write_stream(
@@ -225,7 +162,8 @@ fn kubernetes_validate(files: &[PathBuf]) -> anyhow::Result<()> {
     )
 }
 
-fn step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
+/// Runs `cmd`, named `name` in the output; fails unless it succeeds.
+pub fn step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("==> {name}");
     let status = cmd.status().with_context(|| format!("running {name}"))?;
     if !status.success() {
@@ -253,7 +191,18 @@ fn has_true(v: &Value, key: &str) -> bool {
     }
 }
 
-fn check_daemonset(objs: &[Object], run_help: &str) -> anyhow::Result<()> {
+/// The variant for CRI-O nodes (an overlay of `deploy/`): a Localhost seccomp profile.
+const CRIO: &str = "crio";
+
+/// The seccomp profile a variant's DaemonSet must ask for.
+enum Seccomp {
+    /// The runtime's default (containerd and Docker allow `bpf` with CAP_BPF).
+    RuntimeDefault,
+    /// A profile shipped in this directory, installed on the nodes under the kubelet's seccomp root.
+    Localhost(PathBuf),
+}
+
+fn check_daemonset(objs: &[Object], run_help: &str, want: &Seccomp) -> anyhow::Result<()> {
     let dss: Vec<&Object> = objs.iter().filter(|o| o.kind() == "DaemonSet").collect();
     ensure!(
         dss.len() == 1,
@@ -308,13 +257,12 @@ fn check_daemonset(objs: &[Object], run_help: &str) -> anyhow::Result<()> {
         added == CAPABILITIES,
         "{file}: capabilities.add must be exactly {CAPABILITIES:?}, found {added:?}"
     );
-    let seccomp = sc["seccompProfile"]["type"]
-        .as_str()
-        .or(pod["securityContext"]["seccompProfile"]["type"].as_str());
-    ensure!(
-        seccomp == Some("RuntimeDefault"),
-        "{file}: seccompProfile must be RuntimeDefault"
-    );
+    let seccomp = if sc["seccompProfile"].is_mapping() {
+        &sc["seccompProfile"]
+    } else {
+        &pod["securityContext"]["seccompProfile"]
+    };
+    check_seccomp(seccomp, want).with_context(|| format!("{file}: seccompProfile"))?;
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         ensure!(
             c[probe]["httpGet"]["path"].as_str() == Some(path),
@@ -357,6 +305,50 @@ fn check_daemonset(objs: &[Object], run_help: &str) -> anyhow::Result<()> {
         ensure!(
             !k.starts_with("BULKHEAD_") || run_help.contains(&format!("[env: {k}=")),
             "ConfigMap {cm_name}: {k} is not an environment variable of firewall-agent run"
+        );
+    }
+    Ok(())
+}
+
+fn check_seccomp(profile: &Value, want: &Seccomp) -> anyhow::Result<()> {
+    let kind = profile["type"].as_str();
+    let Seccomp::Localhost(dir) = want else {
+        ensure!(kind == Some("RuntimeDefault"), "must be RuntimeDefault");
+        return Ok(());
+    };
+    ensure!(kind == Some("Localhost"), "must be Localhost");
+    let name = profile["localhostProfile"]
+        .as_str()
+        .context("localhostProfile is missing")?;
+    let path = dir.join(name);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let p: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    ensure!(
+        p["defaultAction"] == "SCMP_ACT_ERRNO",
+        "{}: must deny by default",
+        path.display()
+    );
+    let rules = p["syscalls"].as_array().context("no syscalls")?;
+    // containerd reads Localhost profiles as OCI runtime-spec `LinuxSeccomp`, which has no
+    // capability or architecture conditions: a rule with `includes` would apply unconditionally.
+    ensure!(
+        rules
+            .iter()
+            .all(|r| r.get("includes").is_none() && r.get("excludes").is_none()),
+        "{}: conditional rules (includes/excludes) are not read by containerd",
+        path.display()
+    );
+    for call in ["bpf", "perf_event_open"] {
+        ensure!(
+            rules.iter().any(|r| r["action"] == "SCMP_ACT_ALLOW"
+                && r["args"].as_array().is_none_or(Vec::is_empty)
+                && r["names"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|n| n == call))),
+            "{}: must allow {call}",
+            path.display()
         );
     }
     Ok(())

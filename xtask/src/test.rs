@@ -1,8 +1,8 @@
 //! `cargo xtask test`: the whole test suite, as CI runs it.
 //!
 //! Formatting and lints first (cheap), then unit tests, the offline manifest checks
-//! (`cargo xtask manifests`), the fuzz targets for 30 s each (`cargo xtask fuzz`), then the
-//! kernel-level end-to-end tests, which need root. In CI (`CI=true`) a missing root is an error, never a silent skip.
+//! (`cargo xtask manifests`), the fuzz targets for 30 s each (`cargo xtask fuzz`), then (as root)
+//! the agent image (`cargo xtask image`) and the kernel-level end-to-end tests, which need root. In CI (`CI=true`) a missing root is an error, never a silent skip.
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
@@ -34,8 +34,9 @@ pub fn run() -> anyhow::Result<()> {
             "--bins",
         ]),
     )?;
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     if !is_root() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
+        if ci {
             bail!("CI must run as root: the end-to-end tests load eBPF programs");
         }
         eprintln!(
@@ -56,6 +57,19 @@ pub fn run() -> anyhow::Result<()> {
         seconds: 30,
         target: None,
     })?;
+    // The agent image for tests/tests/e2e_container.rs (podman, offline). Root only, as that
+    // test is; without podman outside CI that test skips loudly, in CI this step fails.
+    let podman = Command::new("podman")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if is_root() && (podman || ci) {
+        crate::image::run()?;
+    } else if is_root() {
+        eprintln!(
+            "\n!!!!! podman is missing: no agent image, e2e_container will be SKIPPED !!!!!\n"
+        );
+    }
     // One test at a time: each builds a simulated node and measures real connection outcomes.
     step(
         "end-to-end tests",
