@@ -175,8 +175,15 @@ pub fn from_fold_key(
     let src_ip = addr(key.family, &key.saddr);
     let dst_ip = addr(key.family, &key.daddr);
     let mut line = from_event(&ev, names, node, ts, count);
-    line.src = peer(names, u32::MAX, key.family, src_ip, 0, None);
-    line.dst = peer(names, u32::MAX, key.family, dst_ip, key.dport, None);
+    // The key's cgroup is the deciding side's own pod: the source on egress (whose address is
+    // unknown for a connect() denied at the syscall), the destination on ingress.
+    let (src_cg, dst_cg) = if key.side == Side::Egress as u8 {
+        (Some(key.cgroup_id), None)
+    } else {
+        (None, Some(key.cgroup_id))
+    };
+    line.src = peer(names, u32::MAX, key.family, src_ip, 0, src_cg);
+    line.dst = peer(names, u32::MAX, key.family, dst_ip, key.dport, dst_cg);
     line
 }
 
@@ -187,8 +194,7 @@ mod tests {
     use super::*;
     use crate::events::names::PodName;
 
-    #[test]
-    fn line_matches_the_documented_shape() {
+    fn tables() -> NameTables {
         let web = Arc::new(PodName {
             namespace: "web".into(),
             name: "web-5d9c".into(),
@@ -199,15 +205,51 @@ mod tests {
             name: "postgres-0".into(),
             ips: vec!["10.244.2.9".parse().unwrap()],
         });
-        let names = NameTables {
+        NameTables {
             rules: vec!["default".into(), "NamespaceFirewall/db/default".into()],
             namespaces: HashMap::from([(2, "web".into()), (3, "db".into())]),
             by_ip: HashMap::from([
-                ("10.244.2.9".parse().unwrap(), pg),
+                ("10.244.2.9".parse().unwrap(), pg.clone()),
                 ("10.244.1.5".parse().unwrap(), web.clone()),
             ]),
-            by_cgroup: HashMap::from([(77, web)]),
+            by_cgroup: HashMap::from([(77, web), (88, pg)]),
+        }
+    }
+
+    #[test]
+    fn a_fold_remainder_names_the_deciding_sides_own_pod_by_cgroup() {
+        let names = tables();
+        // A connect() denied at the syscall: no source address, only the source's cgroup.
+        let egress = FoldKey {
+            cgroup_id: 77,
+            daddr: [u32::from_ne_bytes([10, 244, 2, 9]), 0, 0, 0],
+            dport: 5432,
+            proto: 6,
+            side: Side::Egress as u8,
+            verdict: EventVerdict::Denied as u8,
+            family: 4,
+            ..Default::default()
         };
+        let line = from_fold_key(&egress, &names, "node-1", String::new(), 3);
+        assert_eq!(line.src.namespace.as_deref(), Some("web"));
+        assert_eq!(line.src.pod.as_deref(), Some("web-5d9c"));
+        assert_eq!(line.src.ip, "10.244.1.5".parse().ok());
+        assert_eq!(line.dst.pod.as_deref(), Some("postgres-0"));
+        // On ingress the cgroup is the destination's.
+        let ingress = FoldKey {
+            cgroup_id: 88,
+            saddr: [u32::from_ne_bytes([10, 244, 1, 5]), 0, 0, 0],
+            side: Side::Ingress as u8,
+            ..egress
+        };
+        let line = from_fold_key(&ingress, &names, "node-1", String::new(), 3);
+        assert_eq!(line.dst.namespace.as_deref(), Some("db"));
+        assert_eq!(line.src.pod.as_deref(), Some("web-5d9c"));
+    }
+
+    #[test]
+    fn line_matches_the_documented_shape() {
+        let names = tables();
         let ev = ViolationEvent {
             cgroup_id: 77,
             saddr: [u32::from_ne_bytes([10, 244, 1, 5]), 0, 0, 0],

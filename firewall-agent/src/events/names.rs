@@ -30,12 +30,21 @@ pub struct NameTables {
 #[derive(Clone, Debug, Default)]
 pub struct Names {
     slots: [Arc<NameTables>; 2],
+    /// The slot written last: the policy in force.
+    latest: u8,
 }
 
 impl Names {
     /// Installs the tables of the generation just written to `slot`.
     pub fn set(&mut self, slot: u8, tables: NameTables) {
         self.slots[usize::from(slot & 1)] = Arc::new(tables);
+        self.latest = slot & 1;
+    }
+
+    /// The tables of the policy in force, for a line that carries no slot (a fold-map remainder
+    /// with no event behind it).
+    pub fn latest(&self) -> &NameTables {
+        self.slot(self.latest)
     }
 
     /// The tables of `slot`.

@@ -133,7 +133,7 @@ impl ViolationLog {
                 Some(ev) => {
                     format::from_event(&ev, names.slot(ev.slot), &self.node, ts.clone(), count)
                 }
-                None => format::from_fold_key(&key, names.slot(0), &self.node, ts.clone(), count),
+                None => format::from_fold_key(&key, names.latest(), &self.node, ts.clone(), count),
             };
             self.print_violation(&line);
         }
