@@ -18,7 +18,7 @@ pub struct Scenario {
     /// `[a-z0-9]{1,6}`: part of every resource name (netns, links, cgroups, state file), so two
     /// scenarios with different names never collide.
     pub name: String,
-    /// The kubelet cgroup driver whose layout the pod cgroups follow (DESIGN §2).
+    /// The kubelet cgroup driver whose layout the pod cgroups follow (docs/design.md#local-pods-cgroup-ids).
     #[serde(default)]
     pub cgroup_driver: CgroupDriver,
     /// The Node object's name; pods are scheduled on it (`spec.nodeName`).

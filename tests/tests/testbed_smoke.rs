@@ -6,30 +6,17 @@
     reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
 )]
 use std::{
-    io::Write as _,
     net::IpAddr,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
-use bulkhead_tests::{Options, Outcome, Protocol, Scenario, Target, Testbed, scenario::PortSpec};
+use bulkhead_tests::{
+    Options, Outcome, Protocol, Scenario, Target, Testbed, require_root, scenario::PortSpec,
+};
 
 const T: Duration = Duration::from_millis(1000);
-
-fn root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    // Written to the real stderr, not through eprintln!: the test harness would capture that and
-    // hide the skip of a passing test.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n!!!!! SKIPPED {test}: needs root (network namespaces, veths, cgroups) !!!!!\n"
-    );
-    false
-}
 
 fn opts() -> Options {
     Options {
@@ -102,7 +89,7 @@ fn in_pod(tb: &Testbed, pod: &str, prog: &str, args: &[&str]) -> String {
 
 #[test]
 fn cgroupfs_testbed_probes_and_cleans_up() {
-    if !root("cgroupfs_testbed_probes_and_cleans_up") {
+    if !require_root("cgroupfs_testbed_probes_and_cleans_up") {
         return;
     }
     let s = scenario("saas.yaml", "tsaas", 250);
@@ -395,7 +382,7 @@ fn cgroupfs_testbed_probes_and_cleans_up() {
 
 #[test]
 fn systemd_layout_host_network_and_crash_recovery() {
-    if !root("systemd_layout_host_network_and_crash_recovery") {
+    if !require_root("systemd_layout_host_network_and_crash_recovery") {
         return;
     }
     let s = scenario("systemd.yaml", "tsysd", 251);

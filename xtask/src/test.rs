@@ -2,15 +2,18 @@
 //!
 //! Formatting and lints first (cheap), then unit tests, the offline manifest checks
 //! (`cargo xtask manifests`), the fuzz targets for 30 s each (`cargo xtask fuzz`), then the
-//! kernel-level end-to-end tests, which need root. In CI (`CI=true`) a missing root is an error, never a silent skip.
+//! kernel-level end-to-end tests, which need root. In CI (`CI=true`) a missing root is an error,
+//! never a silent skip. Whatever `scripts/bootstrap.sh` installs is installed first if missing.
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
+use bulkhead_tests::root::in_ci;
 
-use crate::util::{cargo, is_root, target_dir};
+use crate::util::{build_bins_command, cargo, ensure_bootstrapped, is_root, target_dir};
 
 /// Runs every check; fails on the first failing step.
 pub fn run() -> anyhow::Result<()> {
+    ensure_bootstrapped()?;
     step("format", cargo().args(["fmt", "--all", "--", "--check"]))?;
     step(
         "clippy",
@@ -23,19 +26,9 @@ pub fn run() -> anyhow::Result<()> {
             "warnings",
         ]),
     )?;
-    step(
-        "build",
-        cargo().args([
-            "build",
-            "-p",
-            "firewall-agent",
-            "-p",
-            "bulkhead-tests",
-            "--bins",
-        ]),
-    )?;
+    step("build", &mut build_bins_command(false))?;
     if !is_root() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
+        if in_ci() {
             bail!("CI must run as root: the end-to-end tests load eBPF programs");
         }
         eprintln!(

@@ -1,4 +1,4 @@
-//! `cargo xtask testbed up|probe|down SCENARIO.yaml`: a simulated node (DESIGN §8) by hand, to try
+//! `cargo xtask testbed up|probe|down SCENARIO.yaml`: a simulated node (docs/design.md#testbed) by hand, to try
 //! the agent against it or to look at the connectivity matrix.
 use std::{path::PathBuf, time::Duration};
 

@@ -1,17 +1,12 @@
 //! Small helpers shared by the xtask subcommands.
 use std::{path::PathBuf, process::Command};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
+pub use bulkhead_tests::is_root;
 
 /// `cargo`, as invoked by this xtask (respects `$CARGO`).
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-}
-
-/// Whether we run as root.
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// The workspace root.
@@ -39,4 +34,52 @@ pub fn target_dir() -> anyhow::Result<PathBuf> {
         .as_str()
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target")))
+}
+
+/// `cargo build [--release] -p firewall-agent -p bulkhead-tests --bins`: the agent and the
+/// testbed's binaries (bulkhead-pod, bulkhead-apiserver).
+pub fn build_bins_command(release: bool) -> Command {
+    let mut cmd = cargo();
+    cmd.arg("build");
+    if release {
+        cmd.arg("--release");
+    }
+    cmd.args(["-p", "firewall-agent", "-p", "bulkhead-tests", "--bins"])
+        .current_dir(workspace_root());
+    cmd
+}
+
+/// Runs [`build_bins_command`]; returns the profile's output directory.
+pub fn build_bins(release: bool) -> anyhow::Result<PathBuf> {
+    let status = build_bins_command(release)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("build failed ({status})");
+    }
+    Ok(target_dir()?.join(if release { "release" } else { "debug" }))
+}
+
+/// Installs what the build and the tests need (`scripts/bootstrap.sh`) unless its cheap
+/// `--check` finds everything in place: toolchains, bpf-linker, cargo-fuzz, Debian packages and
+/// the manifest checkers. This xtask itself builds without any of them (it does not depend on
+/// firewall-agent, whose build script needs bpf-linker).
+pub fn ensure_bootstrapped() -> anyhow::Result<()> {
+    let script = workspace_root().join("scripts/bootstrap.sh");
+    let run = |args: &[&str]| {
+        Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .status()
+            .with_context(|| format!("running {}", script.display()))
+    };
+    if run(&["--check"])?.success() {
+        return Ok(());
+    }
+    eprintln!("==> installing what is missing: {}", script.display());
+    let status = run(&[])?;
+    if !status.success() {
+        bail!("{} failed ({status})", script.display());
+    }
+    Ok(())
 }

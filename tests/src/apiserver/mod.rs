@@ -1,4 +1,4 @@
-//! A watch-capable Kubernetes API server emulator (DESIGN §8): real HTTP that the unmodified kube
+//! A watch-capable Kubernetes API server emulator (docs/design.md#testbed): real HTTP that the unmodified kube
 //! client (`kube::Api`, `kube::runtime::watcher`) talks to through a generated kubeconfig, so the
 //! agent's Kubernetes source runs end to end without a cluster.
 //!
