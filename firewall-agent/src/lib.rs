@@ -15,3 +15,6 @@ pub mod source;
 // Used only by the binary (main.rs) until the command-line front end lives in the library.
 use clap as _;
 use tracing_subscriber as _;
+// A dev-dependency of the kernel-level tests (tests/*.rs), not of the library's unit tests.
+#[cfg(test)]
+use bulkhead_tests as _;
