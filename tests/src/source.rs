@@ -57,6 +57,9 @@ pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
+/// The container runtime prefix of `containerID` (kubelet reports `<runtime>://<id>`).
+const CONTAINERD: &str = "containerd://";
+
 fn node_object(s: &Scenario) -> Value {
     let mut node_addrs = vec![json!({"type": "InternalIP", "address": s.node_ipv4().to_string()})];
     if s.ipv6 {
@@ -102,7 +105,7 @@ fn pod_object(s: &Scenario, pod: &Pod, spec: &PodSpec) -> Value {
             "hostIP": s.node_ipv4().to_string(),
             "podIP": pod.ipv4.to_string(),
             "podIPs": ips,
-            "containerStatuses": [{"name": "main", "ready": true, "started": true, "restartCount": 0, "image": "bulkhead-pod", "imageID": "bulkhead-pod", "containerID": format!("containerd://{}", pod.container_id), "state": {"running": {}}}],
+            "containerStatuses": [{"name": "main", "ready": true, "started": true, "restartCount": 0, "image": "bulkhead-pod", "imageID": "bulkhead-pod", "containerID": format!("{CONTAINERD}{}", pod.container_id), "state": {"running": {}}}],
         },
     })
 }

@@ -225,15 +225,6 @@ fn kubernetes_validate(files: &[PathBuf]) -> anyhow::Result<()> {
     )
 }
 
-fn step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
-    eprintln!("==> {name}");
-    let status = cmd.status().with_context(|| format!("running {name}"))?;
-    if !status.success() {
-        bail!("{name} failed ({status})");
-    }
-    Ok(())
-}
-
 fn strs(v: &Value) -> Vec<&str> {
     v.as_sequence()
         .into_iter()
@@ -404,4 +395,8 @@ fn check_scenario(root: &Path, example: &str, objs: &[Object]) -> anyhow::Result
     }
     eprintln!("==> scenario {}: matches the example", path.display());
     Ok(())
+}
+
+fn step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    crate::util::step(name, cmd, false)
 }

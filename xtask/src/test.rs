@@ -6,7 +6,7 @@
 //! never a silent skip. Whatever `scripts/bootstrap.sh` installs is installed first if missing.
 use std::process::Command;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use bulkhead_tests::root::in_ci;
 
 use crate::util::{build_bins_command, cargo, ensure_bootstrapped, is_root, target_dir};
@@ -60,10 +60,5 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
-    eprintln!("==> {name}: {cmd:?}");
-    let status = cmd.status().with_context(|| format!("running {name}"))?;
-    if !status.success() {
-        bail!("{name} failed ({status})");
-    }
-    Ok(())
+    crate::util::step(name, cmd, true)
 }

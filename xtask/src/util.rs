@@ -83,3 +83,17 @@ pub fn ensure_bootstrapped() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Runs one named step of a check, failing with its name; `show` also prints the command line.
+pub fn step(name: &str, cmd: &mut Command, show: bool) -> anyhow::Result<()> {
+    if show {
+        eprintln!("==> {name}: {cmd:?}");
+    } else {
+        eprintln!("==> {name}");
+    }
+    let status = cmd.status().with_context(|| format!("running {name}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
