@@ -7,6 +7,9 @@
 # pinned nightly's LLVM), and the same `cargo build -p firewall-agent` (whose build.rs compiles
 # the eBPF object with that nightly and embeds it), so each step is exercised indirectly.
 #
+# `cargo xtask image` builds the same layout offline with podman (deploy/image/Containerfile: FROM
+# scratch and a static musl build of the same binary, same path, entrypoint and CMD).
+#
 # Runtime: distroless/cc (glibc and libgcc only, no shell, no package manager). It runs as uid 0
 # on purpose: loading and attaching the eBPF programs needs CAP_BPF, CAP_NET_ADMIN and
 # CAP_PERFMON, and Kubernetes cannot grant capabilities to a non-root user (no ambient

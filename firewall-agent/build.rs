@@ -15,11 +15,44 @@ fn ebpf_toolchain(root: &std::path::Path) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow!("scripts/toolchains.toml has no ebpf-toolchain"))
 }
 
+/// The commit the agent is built from, for `--version` and `bulkhead_build_info`:
+/// `BULKHEAD_COMMIT` when set (image builds without `.git`), else `git rev-parse`, else `unknown`.
+fn commit(root: &std::path::Path) -> String {
+    println!("cargo::rerun-if-env-changed=BULKHEAD_COMMIT");
+    if let Ok(c) = env::var("BULKHEAD_COMMIT") {
+        return c;
+    }
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    // Rebuilt when HEAD moves: HEAD itself, and the branch it points to.
+    for path in ["HEAD", "packed-refs"] {
+        if let Some(p) = git(&["rev-parse", "--git-path", path]) {
+            println!("cargo::rerun-if-changed={}", root.join(p).display());
+        }
+    }
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"])
+        && let Some(p) = git(&["rev-parse", "--git-path", &branch])
+    {
+        println!("cargo::rerun-if-changed={}", root.join(p).display());
+    }
+    git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned())
+}
+
 fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest
         .parent()
         .ok_or_else(|| anyhow!("no workspace root"))?;
+    println!("cargo::rustc-env=BULKHEAD_COMMIT={}", commit(root));
     let out = PathBuf::from(env::var("OUT_DIR")?);
     println!(
         "cargo::rerun-if-changed={}",

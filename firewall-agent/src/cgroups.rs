@@ -1,6 +1,8 @@
-//! Finding pods' cgroups (DESIGN §2): the cgroup v2 root from `/proc/self/mountinfo`, and a pod's
-//! cgroup from its UID under either kubelet cgroup driver. Every cgroup below the pod cgroup (its
-//! containers) belongs to the pod; a cgroup's id is its directory's inode number.
+//! Finding pods' cgroups (docs/design.md#local-pods-cgroup-ids): the cgroup v2 root from
+//! `/proc/self/mountinfo`, and a pod's cgroup from its UID under either kubelet cgroup driver.
+//! Every cgroup below the pod cgroup (its containers) belongs to the pod; a cgroup's id is its
+//! directory's inode number.
+use std::collections::BTreeSet;
 use std::{
     fs, io,
     os::unix::fs::MetadataExt as _,
@@ -74,6 +76,39 @@ pub fn pod_cgroup_candidates(root: &Path, uid: &str) -> Vec<PathBuf> {
         );
     }
     out
+}
+
+/// UIDs of every pod that has a cgroup under `root` (both drivers, every QoS class): what the
+/// kubelet runs on this node, whatever the API says. Pods found here but in no local Pod object
+/// point at a wrong `--node-name`.
+pub fn pod_uids(root: &Path) -> BTreeSet<String> {
+    let parents = [
+        "kubepods",
+        "kubepods/burstable",
+        "kubepods/besteffort",
+        "kubepods.slice",
+        "kubepods.slice/kubepods-burstable.slice",
+        "kubepods.slice/kubepods-besteffort.slice",
+    ];
+    let mut uids = BTreeSet::new();
+    for parent in parents {
+        let Ok(entries) = fs::read_dir(root.join(parent)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let uid = if let Some(uid) = name.strip_prefix("pod") {
+                Some(uid.to_owned())
+            } else {
+                name.strip_suffix(".slice")
+                    .and_then(|n| n.rsplit_once("-pod"))
+                    .map(|(_, su)| su.replace('_', "-"))
+            };
+            uids.extend(uid.filter(|u| !u.is_empty()));
+        }
+    }
+    uids
 }
 
 /// The cgroup ids of a pod: its pod cgroup and every cgroup below it (bounded depth). Empty when
@@ -150,6 +185,10 @@ mod tests {
         fs::create_dir_all(sd_pod.join("cri-containerd-abc.scope")).unwrap();
         assert_eq!(pod_cgroup_ids(&tmp, uid).len(), 5);
         assert!(pod_cgroup_ids(&tmp, "ffffffff-0000-0000-0000-000000000000").is_empty());
+        fs::create_dir_all(tmp.join("kubepods.slice/kubepods-podaaaa_bbbb.slice")).unwrap();
+        fs::create_dir_all(tmp.join("kubepods.slice/kubepods-burstable.slice")).unwrap();
+        let uids: Vec<String> = pod_uids(&tmp).into_iter().collect();
+        assert_eq!(uids, [uid.to_owned(), "aaaa-bbbb".to_owned()]);
         fs::remove_dir_all(&tmp).unwrap();
     }
 }

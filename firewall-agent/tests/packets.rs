@@ -19,7 +19,7 @@ use firewall_agent::{
     cgroups::cgroup2_root,
     compiler::{CompileOptions, IdAllocator, compile},
     datapath::{Datapath, LoadOptions, test_run::TestRunError, writer::MapWriter},
-    objects::parse_objects,
+    source::file::parse_objects,
 };
 use firewall_common::{MODE_ENFORCE, programs};
 

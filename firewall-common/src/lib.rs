@@ -20,7 +20,7 @@ pub const SIDE_EGRESS: u8 = 1;
 /// The side that decides: at the connection's destination pod.
 pub const SIDE_INGRESS: u8 = 2;
 
-/// Mode values in [`MODES`] and the default-mode settings (DESIGN §4).
+/// Mode values in [`MODES`] and the default-mode settings (docs/design.md#modes).
 pub const MODE_MONITOR: u32 = 1;
 /// Denied flows are logged and dropped.
 pub const MODE_ENFORCE: u32 = 2;
@@ -112,7 +112,7 @@ pub mod capacity {
     pub const EVENTS_BYTES: u32 = 1 << 22;
 }
 
-/// Per-CPU counters, one per verdict and drop reason (DESIGN §9: every drop reason counted).
+/// Per-CPU counters, one per verdict and drop reason (docs/design.md#counters: every drop reason counted).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {

@@ -1,5 +1,5 @@
 //! Connection tracking: each side records the connections it let through, so later packets and
-//! replies pass without a policy lookup (DESIGN §5).
+//! replies pass without a policy lookup (docs/design.md#connections).
 use firewall_common::{CT_IDLE_NS, CtKey, CtValue, SIDE_EGRESS, SIDE_INGRESS};
 
 use crate::{

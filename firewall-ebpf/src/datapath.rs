@@ -157,7 +157,7 @@ fn settle(
     }
 }
 
-/// Exemptions that hold whatever the policy says (DESIGN §3 "always allowed").
+/// Exemptions that hold whatever the policy says (docs/design.md#always-allowed).
 #[inline(always)]
 fn exempt(side: u8, local: &Identity, peer: &Identity, t: &Tuple) -> bool {
     if peer.ns == local.ns {

@@ -1,4 +1,4 @@
-//! Violation events, folded per flow per second in the kernel (DESIGN §6).
+//! Violation events, folded per flow per second in the kernel (docs/design.md#violation-log).
 //!
 //! Every event adds one to its flow's `total` (atomically); only the first event of a window is
 //! sent. User space remembers what it printed and prints the remainder later, so the counts of

@@ -25,7 +25,7 @@ pub static IPV4: LpmTrie<IpV4Key, Identity> = LpmTrie::with_max_entries(capacity
 #[map(name = "IPV6")]
 pub static IPV6: LpmTrie<IpV6Key, Identity> = LpmTrie::with_max_entries(capacity::IPV6, 0);
 
-/// The compiled policy (see docs/compiler.md).
+/// The compiled policy (see docs/design.md#policy-trie).
 #[map(name = "POLICY")]
 pub static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::with_max_entries(capacity::POLICY, 0);
 

@@ -1,4 +1,4 @@
-//! The policy lookup: one longest-prefix-match per side (docs/compiler.md), never a loop over rules.
+//! The policy lookup: one longest-prefix-match per side (docs/design.md#policy-trie), never a loop over rules.
 use aya_ebpf::maps::lpm_trie::Key;
 use firewall_common::{POLICY_PREFIX_FULL, PolicyValue, VERDICT_ALLOW, policy_key};
 

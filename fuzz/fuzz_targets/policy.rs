@@ -8,7 +8,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use firewall_agent::{
     compiler::{CompileOptions, IdAllocator, compile},
-    objects::parse_objects,
+    source::file::parse_objects,
 };
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};

@@ -5,7 +5,7 @@
 
 use firewall_agent::{
     compiler::{CompileOptions, IdAllocator, compile},
-    objects::parse_objects,
+    source::file::parse_objects,
 };
 use libfuzzer_sys::fuzz_target;
 

@@ -14,7 +14,12 @@ use bulkhead_tests::{
     policy::{baseline, ingress_from, web_to_api},
     require_root,
 };
-use common::{agent::pretty, find, node::Node};
+use common::{
+    agent::{Agent, pretty},
+    find,
+    http::{free_port, http_status},
+    node::Node,
+};
 use serde_json::{Value, json};
 
 /// The pods every test starts from: web (frontend), api + worker (payments), postgres (db), coredns.
@@ -566,4 +571,88 @@ fn a_policy_that_overflows_a_map_is_refused_and_the_previous_one_stays() {
         "denied",
         "the refused policy's new rule must not be in force"
     );
+}
+
+#[test]
+fn an_empty_source_file_keeps_the_last_good_policy() {
+    if !require_root("an_empty_source_file_keeps_the_last_good_policy") {
+        return;
+    }
+    let node = Node::up(
+        "empty",
+        20,
+        pods(),
+        &[&baseline("Allow", "Enforce"), &db_from_payments()],
+    );
+    let agent = node.agent(&[]);
+    assert_eq!(
+        node.tcp("frontend/web", "db/postgres", 5432).result,
+        "denied"
+    );
+    let applied = agent.logs_with("policy applied").len();
+    // The transient state of `kubectl get ... > FILE`: truncated to nothing, then a lone
+    // separator. Neither is a cluster; applying either would delete every entry.
+    for text in ["", "---\n"] {
+        node.write_raw_source(text);
+        agent.wait_for_log_count(
+            "source unusable; the last good policy stays in force",
+            if text.is_empty() { 1 } else { 2 },
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            node.tcp("frontend/web", "db/postgres", 5432).result,
+            "denied",
+            "after writing {text:?}"
+        );
+    }
+    let unusable = agent.logs_with("source unusable; the last good policy stays in force");
+    assert!(
+        unusable[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("holds no objects") && e.contains("atomically")),
+        "{unusable:?}"
+    );
+    assert_eq!(agent.logs_with("policy applied").len(), applied);
+}
+
+#[test]
+fn a_wrong_node_name_is_not_ready_and_names_the_nodes_it_saw() {
+    if !require_root("a_wrong_node_name_is_not_ready_and_names_the_nodes_it_saw") {
+        return;
+    }
+    let node = Node::up("nodenm", 20, pods(), &[&baseline("Deny", "Enforce")]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = Agent::start_unready(
+        node.source(),
+        node.testbed().cgroup_root(),
+        "node-l",
+        &["--metrics-addr", &addr],
+    );
+    agent.wait_for_log(
+        "pod cgroups on this node belong to no Pod of this node: is --node-name right?",
+        Duration::from_secs(5),
+    );
+    let unknown = agent.logs_with(
+        "no Node object and no Pod's spec.nodeName is this node: check --node-name (NODE_NAME); not ready, nothing on this node is classified as a pod",
+    );
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert_eq!(unknown[0]["node"], "node-l");
+    assert!(
+        unknown[0]["seen"]
+            .as_str()
+            .is_some_and(|s| s.contains("node-1")),
+        "{unknown:?}"
+    );
+    // The kubelet runs this node's five pods; none of them is a Pod of "node-l".
+    let unmatched = agent
+        .logs_with("pod cgroups on this node belong to no Pod of this node: is --node-name right?");
+    assert!(
+        unmatched
+            .first()
+            .is_some_and(|l| l["count"].as_u64() == Some(5)),
+        "{unmatched:?}"
+    );
+    assert_eq!(http_status(port, "/readyz"), Some(503));
+    assert!(agent.logs_with("ready").is_empty());
 }

@@ -13,7 +13,7 @@ use bulkhead_tests::{
     policy::{baseline, ingress_from, web_to_api},
 };
 
-use crate::util::{build_bins, ensure_bootstrapped, is_root, workspace_root};
+use crate::util::{build_bins, is_root, workspace_root};
 
 /// How long the agent gets to start and to apply a change.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -35,7 +35,6 @@ pub fn run() -> anyhow::Result<()> {
     if !is_root() {
         bail!("the demo loads eBPF programs and creates network namespaces: run it as root");
     }
-    ensure_bootstrapped()?;
     banner("building firewall-agent and the testbed's pod binary");
     let bin = build_bins(false)?;
     let scenario = Scenario::load(&workspace_root().join("tests/scenarios/saas.yaml"))?;

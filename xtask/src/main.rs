@@ -1,8 +1,10 @@
 //! `cargo xtask ...`: the project's developer commands, one module per subcommand, so each
 //! command stays small and new ones are one enum variant plus one file.
 mod bench;
+mod bootstrap;
 mod demo;
 mod fuzz;
+mod image;
 mod manifests;
 mod test;
 mod testbed;
@@ -26,6 +28,8 @@ enum Cmd {
     Test,
     /// Offline checks of deploy/: render, Kubernetes schemas, example policies, DaemonSet.
     Manifests,
+    /// The agent's container image, offline (podman, FROM scratch, static binary).
+    Image,
     /// Three namespaces on a simulated node: monitor mode, then enforce mode.
     Demo,
     /// Runs the fuzz targets (libFuzzer, bounded time each).
@@ -38,9 +42,10 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Testbed(args) => testbed::run(args),
-        Cmd::Test => test::run(),
+        Cmd::Test => bootstrap::ensure().and_then(|()| test::run()),
         Cmd::Manifests => manifests::run(),
-        Cmd::Demo => demo::run(),
+        Cmd::Demo => bootstrap::ensure().and_then(|()| demo::run()),
+        Cmd::Image => image::run(),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Fuzz(args) => fuzz::run(args),
     }

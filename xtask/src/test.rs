@@ -3,17 +3,16 @@
 //! Formatting and lints first (cheap), then unit tests, the offline manifest checks
 //! (`cargo xtask manifests`), the fuzz targets for 30 s each (`cargo xtask fuzz`), then the
 //! kernel-level end-to-end tests, which need root. In CI (`CI=true`) a missing root is an error,
-//! never a silent skip. Whatever `scripts/bootstrap.sh` installs is installed first if missing.
+//! never a silent skip.
 use std::process::Command;
 
 use anyhow::bail;
 use bulkhead_tests::root::in_ci;
 
-use crate::util::{build_bins_command, cargo, ensure_bootstrapped, is_root, target_dir};
+use crate::util::{build_bins_command, cargo, is_root, target_dir};
 
 /// Runs every check; fails on the first failing step.
 pub fn run() -> anyhow::Result<()> {
-    ensure_bootstrapped()?;
     step("format", cargo().args(["fmt", "--all", "--", "--check"]))?;
     step(
         "clippy",

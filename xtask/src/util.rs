@@ -60,30 +60,6 @@ pub fn build_bins(release: bool) -> anyhow::Result<PathBuf> {
     Ok(target_dir()?.join(if release { "release" } else { "debug" }))
 }
 
-/// Installs what the build and the tests need (`scripts/bootstrap.sh`) unless its cheap
-/// `--check` finds everything in place: toolchains, bpf-linker, cargo-fuzz, Debian packages and
-/// the manifest checkers. This xtask itself builds without any of them (it does not depend on
-/// firewall-agent, whose build script needs bpf-linker).
-pub fn ensure_bootstrapped() -> anyhow::Result<()> {
-    let script = workspace_root().join("scripts/bootstrap.sh");
-    let run = |args: &[&str]| {
-        Command::new("bash")
-            .arg(&script)
-            .args(args)
-            .status()
-            .with_context(|| format!("running {}", script.display()))
-    };
-    if run(&["--check"])?.success() {
-        return Ok(());
-    }
-    eprintln!("==> installing what is missing: {}", script.display());
-    let status = run(&[])?;
-    if !status.success() {
-        bail!("{} failed ({status})", script.display());
-    }
-    Ok(())
-}
-
 /// Runs one named step of a check, failing with its name; `show` also prints the command line.
 pub fn step(name: &str, cmd: &mut Command, show: bool) -> anyhow::Result<()> {
     if show {

@@ -1,5 +1,10 @@
 //! Model -> compiled maps -> kernel, keeping the last good policy when anything fails.
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::Arc,
+    time::Instant,
+};
 
 use tracing::{error, info, warn};
 
@@ -15,7 +20,6 @@ use crate::{
 
 /// The agent's policy state: the last good model and what was applied from it.
 pub struct PolicyState {
-    /// Compiler settings.
     pub opts: CompileOptions,
     cgroup_root: PathBuf,
     ids: IdAllocator,
@@ -25,6 +29,10 @@ pub struct PolicyState {
     metrics: Arc<Metrics>,
     /// Whether a policy has been applied at least once.
     pub ready: bool,
+    /// Whether the model names this node (a Node object or a Pod's `spec.nodeName`).
+    node_seen: bool,
+    /// Pod UIDs with a cgroup on this node but no local Pod object.
+    unmatched: BTreeSet<String>,
 }
 
 /// Kernel map contents of a compiled policy.
@@ -80,7 +88,37 @@ impl PolicyState {
             rejected: Vec::new(),
             metrics,
             ready: false,
+            node_seen: false,
+            unmatched: BTreeSet::new(),
         }
+    }
+
+    /// Whether the agent does its job: a policy is applied and this node is the one the model
+    /// knows by `--node-name`. A wrong node name matches no pod, so the policy would enforce
+    /// nothing on this node: `/readyz` must not say ready then.
+    pub fn serving(&self) -> bool {
+        self.ready && self.node_seen
+    }
+
+    /// Checks that the model knows this node; logs the names it does know when it does not.
+    fn check_node(&mut self, model: &ClusterModel) {
+        let node = self.opts.node_name.as_str();
+        let mut seen: BTreeSet<&str> = model.nodes.iter().map(|n| n.name.as_str()).collect();
+        seen.extend(model.pods.iter().filter_map(|p| p.node_name.as_deref()));
+        let known = seen.contains(node);
+        self.metrics.node_known(known);
+        if known && !self.node_seen && self.ready {
+            info!(node, "this node is known now; ready");
+        }
+        if !known && (self.node_seen || !self.ready) {
+            let seen: Vec<&str> = seen.into_iter().collect();
+            error!(
+                node,
+                seen = %seen.join(", "),
+                "no Node object and no Pod's spec.nodeName is this node: check --node-name (NODE_NAME); not ready, nothing on this node is classified as a pod"
+            );
+        }
+        self.node_seen = known;
     }
 
     /// A new model from the source; applied at once. Returns false (and does nothing) when it
@@ -94,6 +132,7 @@ impl PolicyState {
         if self.model.as_ref() == Some(&model) {
             return false;
         }
+        self.check_node(&model);
         self.model = Some(model);
         self.rediscover();
         self.apply(writer, names);
@@ -123,7 +162,29 @@ impl PolicyState {
         }
         let changed = found != self.cgroup_ids;
         self.cgroup_ids = found;
+        self.report_unmatched();
         changed
+    }
+
+    /// Counts, and warns once per change about, pod cgroups of this node that belong to no
+    /// local Pod: the kubelet runs them here, so the API (or `--node-name`) is wrong about them
+    /// and their traffic is classified by address only.
+    fn report_unmatched(&mut self) {
+        let unmatched: BTreeSet<String> = cgroups::pod_uids(&self.cgroup_root)
+            .into_iter()
+            .filter(|uid| !self.cgroup_ids.contains_key(uid))
+            .collect();
+        self.metrics.unmatched_pod_cgroups(unmatched.len());
+        if !unmatched.is_empty() && unmatched != self.unmatched {
+            let some: Vec<&str> = unmatched.iter().take(5).map(String::as_str).collect();
+            warn!(
+                count = unmatched.len(),
+                pod_uids = %some.join(", "),
+                node = %self.opts.node_name,
+                "pod cgroups on this node belong to no Pod of this node: is --node-name right?"
+            );
+        }
+        self.unmatched = unmatched;
     }
 
     /// Compiles the current model and writes the difference into the kernel.
@@ -140,22 +201,21 @@ impl PolicyState {
         self.report_rejections(&compiled);
         let contents = map_contents(&compiled);
         let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+        let objects =
+            model.namespace_firewalls.len() + model.cluster_firewalls.len() + model.rejected.len();
+        let rejected = compiled.rejected.len();
         if self.ready && contents == *writer.active_contents() {
             names.set(writer.active_slot(), name_tables(&model, &compiled));
+            self.metrics
+                .policy_objects(objects.saturating_sub(rejected), rejected);
             return;
         }
         match writer.apply(&contents) {
             Ok(stats) => {
                 names.set(stats.slot, name_tables(&model, &compiled));
-                let objects = model.namespace_firewalls.len()
-                    + model.cluster_firewalls.len()
-                    + model.rejected.len();
-                let rejected = compiled.rejected.len();
-                self.metrics.applied(
-                    started.elapsed(),
-                    objects.saturating_sub(rejected),
-                    rejected,
-                );
+                self.metrics.applied(started.elapsed());
+                self.metrics
+                    .policy_objects(objects.saturating_sub(rejected), rejected);
                 self.metrics.observe_maps(&writer.entries());
                 info!(
                     written = stats.written,
@@ -170,7 +230,9 @@ impl PolicyState {
                 );
                 if !self.ready {
                     self.ready = true;
-                    info!("ready");
+                    if self.node_seen {
+                        info!("ready");
+                    }
                 }
             }
             Err(e) => {
@@ -187,13 +249,7 @@ impl PolicyState {
     /// Logs the objects rejected by this compile that the previous one had not rejected.
     fn report_rejections(&mut self, c: &Compiled) {
         for r in c.rejected.iter().filter(|r| !self.rejected.contains(r)) {
-            let ns = r
-                .namespace
-                .as_deref()
-                .map(|n| format!("{n}/"))
-                .unwrap_or_default();
-            let object = format!("{}/{ns}{}: {}: {}", r.kind, r.name, r.reason, r.message);
-            warn!(object = %object, "policy object rejected; the rest of the policy applies");
+            warn!(object = %r, "policy object rejected; the rest of the policy applies");
         }
         self.rejected.clone_from(&c.rejected);
     }

@@ -53,9 +53,7 @@ impl Health {
 
 /// What the endpoints read.
 pub struct Served {
-    /// Probe state.
     pub health: Arc<Health>,
-    /// Metrics.
     pub metrics: Arc<Metrics>,
 }
 

@@ -6,7 +6,7 @@
 use std::{
     collections::HashSet,
     sync::{Mutex, atomic::AtomicU64},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use firewall_common::{COUNTERS_LEN, Counter as KernelCounter};
@@ -17,14 +17,24 @@ use prometheus_client::{
         family::Family,
         gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
+        info::Info,
     },
     registry::Registry,
 };
 
-use crate::{datapath::LoadOptions, events::format::LogLine};
+use crate::{datapath::LoadOptions, events::format::LogLine, source::Progress};
 
 /// Namespace pairs with their own violation series; further pairs share `_other`.
 pub const MAX_PAIRS: usize = 1000;
+
+/// The state maps whose size, fill and apply failures are exported.
+const STATE_MAPS: [&str; 5] = [
+    firewall_common::maps::CGROUPS,
+    firewall_common::maps::IPV4,
+    firewall_common::maps::IPV6,
+    firewall_common::maps::POLICY,
+    firewall_common::maps::MODES,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
@@ -69,12 +79,8 @@ pub struct Metrics {
     source_errors: Counter,
     source_last_change: FloatGauge,
     apply_failures: Family<MapLabels, Counter>,
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    node_known: Gauge,
+    unmatched_pod_cgroups: Gauge,
 }
 
 impl Metrics {
@@ -98,88 +104,123 @@ impl Metrics {
             source_errors: Counter::default(),
             source_last_change: FloatGauge::default(),
             apply_failures: Family::default(),
+            node_known: Gauge::default(),
+            unmatched_pod_cgroups: Gauge::default(),
         };
+        m.register(&mut registry);
+        registry.register(
+            "build",
+            "The agent's version and the commit it was built from",
+            Info::new(vec![("version", crate::VERSION), ("commit", crate::COMMIT)]),
+        );
+        let m = Self { registry, ..m };
+        m.set_capacities(load.capacities());
+        m.export_zeros();
+        m
+    }
+
+    /// Creates every labelled series with its known labels at 0, so a dashboard or an alert on
+    /// `rate(...)` sees a counter before its first increment (an absent series reads as "no
+    /// data", not as zero).
+    fn export_zeros(&self) {
+        for c in KernelCounter::ALL {
+            let _ = self
+                .datapath
+                .get_or_create(&ReasonLabels { reason: c.name() });
+        }
+        for state in ["accepted", "rejected"] {
+            let _ = self.policy_objects.get_or_create(&StateLabels { state });
+        }
+        for map in STATE_MAPS {
+            let _ = self.apply_failures.get_or_create(&MapLabels { map });
+            let _ = self.map_entries.get_or_create(&MapLabels { map });
+            let _ = self.map_fill.get_or_create(&MapLabels { map });
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
         registry.register(
             "datapath_packets",
             "Packets and connections seen by the eBPF programs, by verdict or reason (kernel per-CPU counters)",
-            m.datapath.clone(),
+            self.datapath.clone(),
         );
         registry.register(
             "violations",
             "Denied (DENIED) or audited (AUDIT) connections by deciding side and namespace pair; pairs beyond the first 1000 are counted as _other",
-            m.violations.clone(),
+            self.violations.clone(),
         );
         registry.register(
             "events_lost",
             "Violation events the ring buffer had no room for (still counted in the log from the fold map)",
-            m.events_lost.clone(),
+            self.events_lost.clone(),
         );
         registry.register(
             "map_entries",
             "Entries in each state map (both slots)",
-            m.map_entries.clone(),
+            self.map_entries.clone(),
         );
         registry.register(
             "map_capacity",
             "Capacity of each state map",
-            m.map_capacity.clone(),
+            self.map_capacity.clone(),
         );
         registry.register(
             "map_fill_ratio",
             "map_entries / map_capacity",
-            m.map_fill.clone(),
+            self.map_fill.clone(),
         );
         registry.register(
             "policy_objects",
             "Policy objects accepted into the applied policy or rejected whole",
-            m.policy_objects.clone(),
+            self.policy_objects.clone(),
         );
         registry.register(
             "policy_apply_seconds",
             "Time to compile the cluster model and write the difference into the maps",
-            m.apply_seconds.clone(),
+            self.apply_seconds.clone(),
         );
         registry.register(
             "policy_last_applied_timestamp_seconds",
             "Unix time of the last successful policy apply (sync freshness)",
-            m.last_apply.clone(),
+            self.last_apply.clone(),
         );
         registry.register(
             "source_synced",
             "1 once every watched kind has been listed completely (kube source) or the file parsed",
-            m.source_synced.clone(),
+            self.source_synced.clone(),
         );
         registry.register(
             "source_watch_errors",
             "Failed lists or watches against the API server (each retried with backoff)",
-            m.source_errors.clone(),
+            self.source_errors.clone(),
         );
         registry.register(
             "source_last_change_timestamp_seconds",
             "Unix time of the last change seen from the source",
-            m.source_last_change.clone(),
+            self.source_last_change.clone(),
+        );
+        registry.register(
+            "node_known",
+            "1 when the cluster state names this node (--node-name) in a Node object or a Pod's spec.nodeName; 0 keeps /readyz at 503",
+            self.node_known.clone(),
+        );
+        registry.register(
+            "pod_cgroups_unmatched",
+            "Pod cgroups on this node that belong to no Pod of this node (a wrong --node-name, or API lag)",
+            self.unmatched_pod_cgroups.clone(),
         );
         registry.register(
             "policy_apply_failures",
             "Policies not applied (the previous one stayed in force), by the map that would overflow or whose write the kernel refused",
-            m.apply_failures.clone(),
+            self.apply_failures.clone(),
         );
-        let m = Self { registry, ..m };
-        m.set_capacities(load.capacities());
-        m
     }
 
     /// Sets the capacity gauges (again, when adopted pinned maps keep a size other than the
     /// flags').
     pub fn set_capacities(&self, caps: crate::datapath::loader::Capacities) {
-        let capacities = [
-            (firewall_common::maps::CGROUPS, caps.cgroups),
-            (firewall_common::maps::IPV4, caps.ipv4),
-            (firewall_common::maps::IPV6, caps.ipv6),
-            (firewall_common::maps::POLICY, caps.policy),
-            (firewall_common::maps::MODES, caps.modes),
-        ];
-        for (map, cap) in capacities {
+        let capacities = [caps.cgroups, caps.ipv4, caps.ipv6, caps.policy, caps.modes];
+        for (map, cap) in STATE_MAPS.into_iter().zip(capacities) {
             self.map_capacity
                 .get_or_create(&MapLabels { map })
                 .set(i64::from(cap));
@@ -265,10 +306,16 @@ impl Metrics {
         }
     }
 
-    /// A policy was applied in `took`, with `accepted` objects and `rejected` ones.
-    pub fn applied(&self, took: Duration, accepted: usize, rejected: usize) {
+    /// A policy was applied in `took`.
+    pub fn applied(&self, took: Duration) {
         self.apply_seconds.observe(took.as_secs_f64());
-        self.last_apply.set(unix_now());
+        self.last_apply.set(crate::clock::unix_secs());
+    }
+
+    /// The policy in force has `accepted` objects; `rejected` were rejected whole. Set after
+    /// every compile whose result is in force, including one that changed no map entry (a newly
+    /// rejected object whose rules were already absent).
+    pub fn policy_objects(&self, accepted: usize, rejected: usize) {
         self.policy_objects
             .get_or_create(&StateLabels { state: "accepted" })
             .set(accepted as i64);
@@ -277,20 +324,28 @@ impl Metrics {
             .set(rejected as i64);
     }
 
+    pub fn node_known(&self, known: bool) {
+        self.node_known.set(i64::from(known));
+    }
+
+    pub fn unmatched_pod_cgroups(&self, n: usize) {
+        self.unmatched_pod_cgroups.set(n as i64);
+    }
+
     /// A policy was not applied because map `map` would overflow (or `write`: the kernel refused).
     pub fn apply_failed(&self, map: &'static str) {
         self.apply_failures.get_or_create(&MapLabels { map }).inc();
     }
 
-    /// Source state: synced or not, total watch errors so far, last change (unix ms).
-    pub fn observe_source(&self, synced: bool, errors: u64, last_change_ms: u64) {
-        self.source_synced.set(i64::from(synced));
+    /// Catches the source counters up with its progress.
+    pub fn observe_source(&self, p: Progress) {
+        self.source_synced.set(i64::from(p.synced));
         let before = self.source_errors.get();
-        if errors > before {
-            self.source_errors.inc_by(errors - before);
+        if p.errors > before {
+            self.source_errors.inc_by(p.errors - before);
         }
-        if last_change_ms > 0 {
-            self.source_last_change.set(last_change_ms as f64 / 1e3);
+        if p.last_change_ms > 0 {
+            self.source_last_change.set(p.last_change_ms as f64 / 1e3);
         }
     }
 }
@@ -350,6 +405,48 @@ mod tests {
         );
         assert!(
             text.contains(r#"bulkhead_map_capacity{map="POLICY"} 200"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_counter_is_exported_from_zero_with_the_build() {
+        let text = Metrics::new(&LoadOptions::default()).encode();
+        for c in KernelCounter::ALL {
+            let series = format!(
+                r#"bulkhead_datapath_packets_total{{reason="{}"}} 0"#,
+                c.name()
+            );
+            assert!(text.contains(&series), "{series} missing in\n{text}");
+        }
+        for series in [
+            "bulkhead_events_lost_total 0",
+            r#"bulkhead_policy_objects{state="rejected"} 0"#,
+            r#"bulkhead_policy_apply_failures_total{map="POLICY"} 0"#,
+            "bulkhead_source_watch_errors_total 0",
+        ] {
+            assert!(text.contains(series), "{series} missing in\n{text}");
+        }
+        let build = format!(
+            r#"bulkhead_build_info{{version="{}",commit="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION"),
+            crate::COMMIT
+        );
+        assert!(text.contains(&build), "{build} missing in\n{text}");
+    }
+
+    #[test]
+    fn policy_object_counts_follow_every_compile() {
+        let m = Metrics::new(&LoadOptions::default());
+        m.policy_objects(3, 0);
+        m.policy_objects(2, 1);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"bulkhead_policy_objects{state="accepted"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bulkhead_policy_objects{state="rejected"} 1"#),
             "{text}"
         );
     }

@@ -1,5 +1,5 @@
-//! Encodes per-pair verdict functions into longest-prefix-match entries (docs/compiler.md
-//! "Policy trie"): local default, pair, protocol and port-prefix levels, each only where it differs
+//! Encodes per-pair verdict functions into longest-prefix-match entries
+//! (docs/design.md#policy-trie): local default, pair, protocol and port-prefix levels, each only where it differs
 //! from the level above.
 use std::{
     collections::{BTreeMap, HashMap},

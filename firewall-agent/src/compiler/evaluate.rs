@@ -1,4 +1,4 @@
-//! DESIGN §3 evaluation of one side of a connection, as a list of candidate rules in precedence
+//! Evaluation (docs/design.md#evaluation-order) of one side of a connection, as a list of candidate rules in precedence
 //! order ([`Plan`]), decided at one (protocol, port) or as a whole function of them.
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -1,4 +1,4 @@
-//! Endpoints -> identities (docs/compiler.md "Identities"): the cgroup map, the IP tries, and
+//! Endpoints -> identities (docs/design.md#identities): the cgroup map, the IP tries, and
 //! what each identity id stands for, so the encoder can evaluate the rules per identity.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},

@@ -1,4 +1,4 @@
-//! Stable numeric identities (docs/compiler.md): allocated by key, never reused, so an id in the
+//! Stable numeric identities (docs/design.md#identities): allocated by key, never reused, so an id in the
 //! kernel keeps its meaning across recompiles for the agent's lifetime.
 use std::collections::{BTreeMap, BTreeSet};
 

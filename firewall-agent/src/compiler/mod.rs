@@ -1,5 +1,5 @@
 //! The policy compiler: a pure function from the cluster model to the kernel maps' contents
-//! (docs/compiler.md), plus the evaluation API that explains single connections.
+//! (docs/design.md#map-layout), plus the evaluation API that explains single connections.
 mod encode;
 mod evaluate;
 mod explain;

@@ -1,4 +1,4 @@
-//! Namespace modes (DESIGN §4): label `bulkhead.dev/mode` > ClusterFirewall default > `--mode`.
+//! Namespace modes (docs/design.md#modes): label `bulkhead.dev/mode` > ClusterFirewall default > `--mode`.
 use std::collections::{BTreeMap, BTreeSet};
 
 use firewall_common::{MODE_ENFORCE, MODE_MONITOR, MODE_OFF};

@@ -1,4 +1,4 @@
-//! Policy trie prefixes (docs/compiler.md "Policy trie") and port-interval splitting.
+//! Policy trie prefixes (docs/design.md#policy-trie) and port-interval splitting.
 use firewall_common::{
     POLICY_PREFIX_LOCAL, POLICY_PREFIX_PEER, POLICY_PREFIX_PROTO, PolicyKey, policy_key,
 };

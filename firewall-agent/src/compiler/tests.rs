@@ -1,4 +1,4 @@
-//! Scenario tests of DESIGN §3 and a property test: a reference kernel (longest-prefix match over
+//! Scenario tests of docs/design.md#policy-semantics and a property test: a reference kernel (longest-prefix match over
 //! the compiled maps, with the datapath's exemptions) must agree with [`Evaluator::explain`] for
 //! every endpoint pair, protocol and boundary port of generated policy sets.
 use std::{
@@ -19,7 +19,7 @@ use crate::{
         NamespaceFirewall, NamespaceFirewallSpec, Peer, PortSpec,
     },
     model::{Namespace, Node, Pod, Service},
-    objects::parse_objects,
+    source::file::parse_objects,
 };
 
 const BASE: &str = r#"

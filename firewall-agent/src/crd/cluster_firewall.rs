@@ -1,4 +1,4 @@
-//! `ClusterFirewall`: the security team's ordered cluster-wide rules and defaults (DESIGN §3).
+//! `ClusterFirewall`: the security team's ordered cluster-wide rules and defaults (docs/design.md#policy-semantics).
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! `NamespaceFirewall`: a namespace team's own ingress and egress allow-lists (DESIGN §3).
+//! `NamespaceFirewall`: a namespace team's own ingress and egress allow-lists (docs/design.md#policy-semantics).
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,5 @@
 //! Validation of policy objects: an object is accepted whole or rejected whole, with every
-//! problem named by its JSON path (DESIGN §3: invalid objects never half-apply).
+//! problem named by its JSON path (docs/design.md#invalid-objects: invalid objects never half-apply).
 use std::{collections::BTreeSet, fmt, net::IpAddr};
 
 use ipnet::IpNet;

@@ -1,4 +1,4 @@
-//! Pinned state in bpffs, so enforcement outlives the agent (DESIGN §7 "Stopping").
+//! Pinned state in bpffs, so enforcement outlives the agent (docs/design.md#pinning-and-restarts).
 //!
 //! Layout under the pin directory (`--bpffs`, e.g. `/sys/fs/bpf/bulkhead`):
 //! - `maps/<NAME>`: every map of the object, pinned by name. The next agent's loader opens these

@@ -5,10 +5,10 @@
 //!
 //! For `cgroup_skb` programs the kernel builds the skb from an Ethernet frame, strips the
 //! Ethernet header, and gives it a socket in the *calling task's* cgroup, so the caller picks the
-//! pod it speaks as by moving itself into that pod's cgroup. aya's [`TestRun`] issues the syscall.
+//! pod it speaks as by moving itself into that pod's cgroup.
 use aya::{
-    TestRun as _, TestRunOptions,
-    programs::{CgroupSkb, ProgramError},
+    programs::{CgroupSkb, Program, ProgramError, TestRun as _, TestRunOptions},
+    sys::SyscallError,
 };
 
 use super::Datapath;
@@ -16,9 +16,18 @@ use super::Datapath;
 /// Why a test run could not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum TestRunError {
-    /// No `cgroup_skb` program of that name in the object.
+    /// No program of that name in the object.
     #[error("no program {0}")]
     NoProgram(String),
+    /// The program is not a loaded `cgroup_skb` program.
+    #[error("program {name}: {source}")]
+    Fd {
+        /// Program.
+        name: String,
+        /// Cause.
+        #[source]
+        source: ProgramError,
+    },
     /// The kernel refused the run (e.g. EINVAL for a frame it cannot build an skb from).
     #[error("BPF_PROG_TEST_RUN on {name}: {source}")]
     Run {
@@ -28,38 +37,34 @@ pub enum TestRunError {
         #[source]
         source: std::io::Error,
     },
-    /// aya failed before the syscall (e.g. the program is not loaded).
-    #[error("program {name}: {source}")]
-    Program {
-        /// Program.
-        name: String,
-        /// Cause.
-        #[source]
-        source: ProgramError,
-    },
 }
 
 impl Datapath {
-    /// Runs `cgroup_skb` program `name` once on `frame` (an Ethernet frame); returns the program's
-    /// return value (1 = pass, 0 = drop).
+    /// Runs `cgroup_skb` program `name` once on `frame` (an Ethernet frame), through aya's
+    /// [`TestRun`]; returns the program's return value (1 = pass, 0 = drop).
     pub fn test_run(&self, name: &str, frame: &[u8]) -> Result<u32, TestRunError> {
-        let prog: &CgroupSkb = self
+        let prog: &Program = self
             .ebpf()
             .program(name)
-            .and_then(|p| p.try_into().ok())
             .ok_or_else(|| TestRunError::NoProgram(name.to_owned()))?;
+        let fd_error = |source| TestRunError::Fd {
+            name: name.to_owned(),
+            source,
+        };
+        let skb: &CgroupSkb = prog.try_into().map_err(fd_error)?;
         let opts = TestRunOptions {
             data_in: Some(frame),
             ..TestRunOptions::default()
         };
-        let name = name.to_owned();
-        match prog.test_run(opts) {
+        match skb.test_run(opts) {
             Ok(result) => Ok(result.return_value),
-            Err(ProgramError::SyscallError(e)) => Err(TestRunError::Run {
-                name,
-                source: e.io_error,
-            }),
-            Err(source) => Err(TestRunError::Program { name, source }),
+            Err(ProgramError::SyscallError(SyscallError { io_error, .. })) => {
+                Err(TestRunError::Run {
+                    name: name.to_owned(),
+                    source: io_error,
+                })
+            }
+            Err(e) => Err(fd_error(e)),
         }
     }
 }

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 
 use firewall_common::{FOLD_WINDOW_NS, FoldKey, FoldValue, ViolationEvent};
 
-/// What was printed for one flow, and the details of its last event.
 /// How long a flow must be quiet before its fold entry is deleted.
 pub const IDLE_NS: u64 = 5 * FOLD_WINDOW_NS;
 
@@ -22,6 +21,7 @@ pub struct Sweep {
     pub idle: Vec<FoldKey>,
 }
 
+/// What was printed for one flow, and the details of its last event.
 #[derive(Clone, Copy, Debug)]
 struct Tracked {
     created_ns: u64,
@@ -150,17 +150,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn counts_add_up_across_events_and_sweeps() {
+    fn fold(created_ns: u64, window_ns: u64, total: u64) -> FoldValue {
+        FoldValue {
+            created_ns,
+            window_ns,
+            total,
+        }
+    }
+
+    /// A flow whose first event (total 1, created at 5) was printed.
+    fn one_event() -> (Accounting, FoldKey) {
         let mut a = Accounting::default();
         assert_eq!(a.on_event(&ev(1, 5)), Some(1));
-        let key = fold_key(&ev(1, 5));
+        (a, fold_key(&ev(1, 5)))
+    }
+
+    #[test]
+    fn counts_add_up_across_events_and_sweeps() {
+        let (mut a, key) = one_event();
         // 9 more folded in the window; the window is still open: nothing owed yet.
-        let v = FoldValue {
-            created_ns: 5,
-            window_ns: 100,
-            total: 10,
-        };
+        let v = fold(5, 100, 10);
         assert!(
             a.sweep([(key, v)], 100 + FOLD_WINDOW_NS - 1, false)
                 .owed
@@ -174,24 +183,14 @@ mod tests {
         // A new window: the event carries only the new remainder.
         assert_eq!(a.on_event(&ev(12, 5)), Some(2));
         // Shutdown flush prints what's left even in an open window.
-        let v = FoldValue {
-            created_ns: 5,
-            window_ns: 0,
-            total: 15,
-        };
+        let v = fold(5, 0, 15);
         assert_eq!(a.sweep([(key, v)], 1, true).owed[0].2, 3);
     }
 
     #[test]
     fn idle_fully_reported_flows_are_released_and_others_kept() {
-        let mut a = Accounting::default();
-        assert_eq!(a.on_event(&ev(1, 5)), Some(1));
-        let key = fold_key(&ev(1, 5));
-        let quiet = FoldValue {
-            created_ns: 5,
-            window_ns: 5,
-            total: 3,
-        };
+        let (mut a, key) = one_event();
+        let quiet = fold(5, 5, 3);
         // Idle long enough, but 2 still unprinted: printed now, released in the same sweep.
         let s = a.sweep([(key, quiet)], 5 + IDLE_NS, false);
         assert_eq!((s.owed.len(), s.owed[0].2), (1, 2));
@@ -214,20 +213,7 @@ mod tests {
     fn lost_first_event_is_still_printed_by_the_sweep() {
         let mut a = Accounting::default();
         let key = fold_key(&ev(1, 1));
-        let owed = a
-            .sweep(
-                [(
-                    key,
-                    FoldValue {
-                        created_ns: 1,
-                        window_ns: 0,
-                        total: 4,
-                    },
-                )],
-                FOLD_WINDOW_NS,
-                false,
-            )
-            .owed;
+        let owed = a.sweep([(key, fold(1, 0, 4))], FOLD_WINDOW_NS, false).owed;
         assert_eq!(owed, vec![(key, None, 4)]);
     }
 }

@@ -1,4 +1,4 @@
-//! The violation log line (DESIGN §6): one JSON object per line on stdout.
+//! The violation log line (docs/design.md#violation-log): one JSON object per line on stdout.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use firewall_common::{EVENT_DENIED, FoldKey, SIDE_EGRESS, ViolationEvent};
@@ -17,7 +17,6 @@ pub struct Peer {
     pub namespace: Option<String>,
     /// Pod name, when the address is a pod's.
     pub pod: Option<String>,
-    /// Address.
     pub ip: Option<IpAddr>,
     /// Port (none for ICMP, or a source port not yet chosen at connect()).
     pub port: Option<u16>,
@@ -35,13 +34,10 @@ pub struct LogLine {
     pub verdict: &'static str,
     /// The side that decided: "egress" or "ingress".
     pub direction: &'static str,
-    /// Node name.
     pub node: String,
     /// "TCP", "UDP", "SCTP", "ICMP", "ICMPv6" or the protocol number.
     pub protocol: String,
-    /// Connection source.
     pub src: Peer,
-    /// Connection destination.
     pub dst: Peer,
     /// Deciding object and rule, or "default".
     pub policy: Option<String>,

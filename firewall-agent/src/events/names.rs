@@ -7,9 +7,7 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc};
 /// A pod as the log names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodName {
-    /// Namespace.
     pub namespace: String,
-    /// Pod name.
     pub name: String,
     /// Its addresses (to fill `ip` when the kernel did not know the source address yet).
     pub ips: Vec<IpAddr>,

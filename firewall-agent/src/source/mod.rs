@@ -1,8 +1,14 @@
-//! State sources (DESIGN §7): where the cluster model comes from.
+//! State sources (docs/design.md#sources): where the cluster model comes from. Each yields
+//! complete models (the kube source only once every kind is listed, one per burst of events), so
+//! the agent's loop treats them alike.
 pub mod file;
 pub mod kube;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
+
+use crate::model::{ClusterModel, Rejection};
+use file::{FileError, FileSource};
+use kube::{KubeConfig, KubeError, KubeSource};
 
 /// A `--source` value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +31,78 @@ impl std::str::FromStr for SourceSpec {
             _ if s == "kube" => Ok(Self::Kube),
             Some(p) if !p.is_empty() => Ok(Self::File(PathBuf::from(p))),
             _ => Err(BadSource(s.to_owned())),
+        }
+    }
+}
+
+/// A model the source could not produce; the last good policy stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+/// How far the source is, for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Every kind listed (kube), or a policy applied from the file.
+    pub synced: bool,
+    /// Watch errors so far.
+    pub errors: u64,
+    /// Unix time (ms) of the last change seen; 0: none or not tracked.
+    pub last_change_ms: u64,
+}
+
+pub enum Source {
+    File(FileSource),
+    Kube(Box<KubeSource>),
+}
+
+impl Source {
+    /// Opens `spec`: `poll` is how often a file is checked; `kube` and `node` (the status Lease's
+    /// holder) configure the kube source.
+    pub async fn open(
+        spec: &SourceSpec,
+        poll: Duration,
+        kube: &KubeConfig,
+        node: &str,
+    ) -> Result<Self, KubeError> {
+        Ok(match spec {
+            SourceSpec::File(path) => Self::File(FileSource::new(path, poll)),
+            SourceSpec::Kube => {
+                let client = kube::client(kube.kubeconfig.as_deref()).await?;
+                Self::Kube(Box::new(KubeSource::start(client, kube, node)))
+            }
+        })
+    }
+
+    /// The next complete model to apply. Cancel-safe.
+    pub async fn next_model(&mut self) -> Result<ClusterModel, SourceError> {
+        match self {
+            Self::File(f) => Ok(f.next_model().await?),
+            Self::Kube(k) => Ok(k.next_model().await),
+        }
+    }
+
+    /// Tells the source what became of the model it last yielded: `changed` when it differed from
+    /// the one before, and the objects the compiler rejected (the kube source reports them in the
+    /// objects' status).
+    pub fn applied(&mut self, changed: bool, rejected: &[Rejection]) {
+        match self {
+            Self::File(_) => {}
+            Self::Kube(k) => k.applied(changed, rejected),
+        }
+    }
+
+    /// `policy_applied`: whether the agent has applied a policy (all a file source can say).
+    pub fn progress(&self, policy_applied: bool) -> Progress {
+        match self {
+            Self::File(f) => Progress {
+                synced: policy_applied,
+                errors: 0,
+                last_change_ms: f.last_change_ms,
+            },
+            Self::Kube(k) => k.progress(),
         }
     }
 }

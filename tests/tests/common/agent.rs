@@ -35,7 +35,15 @@ impl Agent {
     pub fn start_kube(kubeconfig: &Path, cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
         let kc = kubeconfig.display().to_string();
         let source = ["--source", "kube", "--kubeconfig", &kc];
-        Self::launch(&[], &source, cgroup_root, node, extra)
+        Self::launch(&[], &source, cgroup_root, node, extra, "ready")
+    }
+
+    /// Like [`Agent::start`], for an agent expected never to be ready: waits until it has
+    /// applied a policy.
+    pub fn start_unready(source: &Path, cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
+        let source = file_source(source);
+        let source = ["--source", source.as_str()];
+        Self::launch(&[], &source, cgroup_root, node, extra, "policy applied")
     }
 
     /// Like [`Agent::start`], run through `wrapper` (e.g. `setpriv ... --`).
@@ -47,7 +55,8 @@ impl Agent {
         extra: &[&str],
     ) -> Agent {
         let source = file_source(source);
-        Self::launch(wrapper, &["--source", &source], cgroup_root, node, extra)
+        let source = ["--source", source.as_str()];
+        Self::launch(wrapper, &source, cgroup_root, node, extra, "ready")
     }
 
     fn launch(
@@ -56,12 +65,13 @@ impl Agent {
         cgroup_root: &Path,
         node: &str,
         extra: &[&str],
+        awaited: &str,
     ) -> Agent {
         let mut cmd = agent_command(wrapper, &agent_bin(), node, source, cgroup_root);
         cmd.args(["--poll-ms", "50"]).args(extra);
         let process = AgentProcess::spawn(cmd, Some("[agent] ")).expect("spawn firewall-agent");
         let agent = Agent(process);
-        agent.wait_for_log("ready", Duration::from_secs(20));
+        agent.wait_for_log(awaited, Duration::from_secs(20));
         agent
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod http;
 pub mod kube_node;
 pub mod node;
 

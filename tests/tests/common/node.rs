@@ -70,6 +70,11 @@ impl Node {
             .expect("write source");
     }
 
+    /// The source file the agent reads.
+    pub fn source(&self) -> &std::path::Path {
+        &self.source
+    }
+
     /// The testbed.
     pub fn testbed(&self) -> &Testbed {
         &self.tb

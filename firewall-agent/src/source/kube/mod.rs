@@ -1,152 +1,68 @@
-//! The `kube` source (DESIGN §7): one reflector per kind the compiler reads, kept in step with the
-//! API server by kube-runtime watchers (list, then watch from the list's resourceVersion, relist on
-//! 410 Gone, exponential backoff on errors).
+//! The `kube` source: one reflector per kind the compiler reads, kept in step with the API server
+//! by kube-runtime watchers (list, then watch from the list's resourceVersion, relist on 410 Gone,
+//! exponential backoff on errors).
 //!
 //! While the API server is unreachable the stores keep their last contents, so the maps (built
 //! from them) stay as they are. A relist replaces a store in one swap when the list is complete
 //! (kube-runtime buffers `InitApply` events until `InitDone`), so a resync never shows the
-//! compiler a half-listed cluster and verdicts do not flap.
+//! compiler a half-listed cluster and verdicts do not flap. No model is yielded before every kind
+//! has been listed once, and a burst of events (a Deployment scaling, a relist) yields one model.
+mod client;
 pub mod lease;
+mod policies;
 pub mod status;
+mod watch;
 
 use std::{
     fmt::Debug,
     hash::Hash,
-    path::Path,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
 };
 
-use futures::StreamExt as _;
 use k8s_openapi::api::core::v1 as core;
 use kube::{
-    Api, Client, Config, Resource, ResourceExt as _,
+    Api, Client, Resource, ResourceExt as _,
     api::{ApiResource, DynamicObject},
-    config::{KubeConfigOptions, Kubeconfig},
     runtime::{
-        WatchStreamExt as _,
         reflector::{Store, store::Writer},
-        watcher::{self, Event},
+        watcher,
     },
 };
 use serde::de::DeserializeOwned;
-use tokio::{sync::watch, task::JoinHandle};
-use tracing::{debug, info, warn};
+use tokio::{
+    sync::watch as channel,
+    task::JoinHandle,
+    time::{Instant, sleep_until},
+};
+use tracing::{error, info, warn};
 
-use crate::{model::ClusterModel, objects};
+pub use client::{KubeError, client};
+pub use policies::{
+    PolicyObject, PolicyStores, Verdicts, cluster_firewall_resource, namespace_firewall_resource,
+};
 
-/// Why the API server could not be used at start-up.
-#[derive(Debug, thiserror::Error)]
-pub enum KubeError {
-    /// The kubeconfig file is missing or malformed.
-    #[error("reading kubeconfig {path}: {source}")]
-    Kubeconfig {
-        /// File.
-        path: String,
-        /// Cause.
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    /// Neither a kubeconfig nor the in-cluster service account is usable.
-    #[error("finding the API server (no --kubeconfig, KUBECONFIG or in-cluster config): {0}")]
-    Infer(#[source] kube::config::InferConfigError),
-    /// The client could not be built from the configuration.
-    #[error("building the Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
-}
+use super::Progress;
+use crate::model::{ClusterModel, Rejection, convert};
+use lease::Elector;
+use watch::{Kind, SyncState, Watch, strip, strip_node, strip_pod};
 
-/// `NamespaceFirewall` as an untyped resource: an object that does not match the Rust types must
-/// still be listed (and rejected by itself), never fail the whole list.
-pub fn namespace_firewall_resource() -> ApiResource {
-    ApiResource {
-        group: "bulkhead.dev".into(),
-        version: "v1alpha1".into(),
-        api_version: "bulkhead.dev/v1alpha1".into(),
-        kind: "NamespaceFirewall".into(),
-        plural: "namespacefirewalls".into(),
-    }
-}
+/// How long a burst of events may gather before a model is built: one compile per burst, well
+/// inside the 1 s a policy change may take.
+const DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// `ClusterFirewall` as an untyped resource (see [`namespace_firewall_resource`]).
-pub fn cluster_firewall_resource() -> ApiResource {
-    ApiResource {
-        group: "bulkhead.dev".into(),
-        version: "v1alpha1".into(),
-        api_version: "bulkhead.dev/v1alpha1".into(),
-        kind: "ClusterFirewall".into(),
-        plural: "clusterfirewalls".into(),
-    }
-}
-
-/// The kinds watched, in the order of [`SyncState::synced`].
-const KINDS: [&str; 6] = [
-    "Namespace",
-    "Pod",
-    "Service",
-    "Node",
-    "NamespaceFirewall",
-    "ClusterFirewall",
-];
-
-/// What the watchers share with the agent: a change counter to wait on and sync progress.
-#[derive(Debug)]
-pub struct SyncState {
-    changes: watch::Sender<u64>,
-    synced: [AtomicBool; KINDS.len()],
-    /// Unix time (ms) of the last event or completed list from any watcher.
-    pub last_event_ms: AtomicU64,
-    /// Watch errors so far (each is retried with backoff).
-    pub errors: AtomicU64,
-}
-
-impl SyncState {
-    fn bump(&self) {
-        self.last_event_ms
-            .store(crate::clock::unix_ms(), Ordering::Relaxed);
-        self.changes.send_modify(|n| *n += 1);
-    }
-
-    /// Whether every kind has been listed completely at least once.
-    pub fn is_synced(&self) -> bool {
-        self.synced.iter().all(|s| s.load(Ordering::Acquire))
-    }
-}
-
-/// A policy object as listed, for its status: which object, which generation, what it says now.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PolicyObject {
-    /// `NamespaceFirewall` or `ClusterFirewall`.
-    pub kind: String,
-    /// Namespace (NamespaceFirewall only).
-    pub namespace: Option<String>,
-    /// Name.
-    pub name: String,
-    /// `metadata.generation`.
-    pub generation: Option<i64>,
-    /// `status`, as stored.
-    pub status: Option<serde_json::Value>,
-}
-
-impl PolicyObject {
-    /// Identity: kind, namespace, name.
-    pub fn key(&self) -> (&str, Option<&str>, &str) {
-        (&self.kind, self.namespace.as_deref(), &self.name)
-    }
-}
-
-/// What the agent last applied, for the status writer: the policy objects it compiled (with
-/// their generation) and which of them were rejected.
+/// Settings of the `kube` source.
 #[derive(Clone, Debug, Default)]
-pub struct Verdicts {
-    /// Objects the applied policy was compiled from.
-    pub objects: Vec<PolicyObject>,
-    /// Objects rejected whole.
-    pub rejected: Vec<crate::model::Rejection>,
+pub struct KubeConfig {
+    /// Explicit kubeconfig; `None`: `KUBECONFIG`, then in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the status-writer Lease (the agent's own namespace).
+    pub lease_namespace: String,
+    pub lease_name: String,
 }
 
-/// Reflector stores over the API server, and the watcher tasks that fill them.
+/// Reflector stores over the API server, the watcher tasks that fill them, and the status writer.
 pub struct KubeSource {
     client: Client,
     namespaces: Store<core::Namespace>,
@@ -156,40 +72,16 @@ pub struct KubeSource {
     policies: PolicyStores,
     state: Arc<SyncState>,
     tasks: Vec<JoinHandle<()>>,
-}
-
-/// The policy objects' stores, shared with the status writer.
-#[derive(Clone)]
-pub struct PolicyStores {
-    namespace_firewalls: Store<DynamicObject>,
-    cluster_firewalls: Store<DynamicObject>,
-}
-
-impl PolicyStores {
-    fn by_kind(&self) -> [(&Store<DynamicObject>, &'static str); 2] {
-        [
-            (&self.namespace_firewalls, "NamespaceFirewall"),
-            (&self.cluster_firewalls, "ClusterFirewall"),
-        ]
-    }
-
-    /// Every policy object as stored now, sorted by kind, namespace and name.
-    pub fn objects(&self) -> Vec<PolicyObject> {
-        let mut out = Vec::new();
-        for (store, kind) in self.by_kind() {
-            for o in store.state() {
-                out.push(PolicyObject {
-                    kind: kind.to_owned(),
-                    namespace: o.namespace(),
-                    name: o.name_any(),
-                    generation: o.metadata.generation,
-                    status: o.data.get("status").cloned(),
-                });
-            }
-        }
-        out.sort_by(|a, b| a.key().cmp(&b.key()));
-        out
-    }
+    /// `None` once the watchers have stopped.
+    changes: Option<channel::Receiver<u64>>,
+    /// When the current burst of changes is due to be built into a model.
+    dirty: Option<Instant>,
+    waiting_logged: bool,
+    /// The policy objects listed with the last model yielded, for its verdicts.
+    listed: Vec<PolicyObject>,
+    verdicts: channel::Sender<Option<Arc<Verdicts>>>,
+    /// Until the status writer starts (with the agent's loop, after the datapath is attached).
+    elector: Option<Elector>,
 }
 
 impl Drop for KubeSource {
@@ -200,131 +92,155 @@ impl Drop for KubeSource {
     }
 }
 
-/// A client from `--kubeconfig` (or `KUBECONFIG`), else in-cluster config.
-pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path).map_err(|source| KubeError::Kubeconfig {
-                path: path.display().to_string(),
-                source,
-            })?;
-            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                .await
-                .map_err(|source| KubeError::Kubeconfig {
-                    path: path.display().to_string(),
-                    source,
-                })?
-        }
-        None => Config::infer().await.map_err(KubeError::Infer)?,
-    };
-    Client::try_from(config).map_err(KubeError::Client)
-}
-
 impl KubeSource {
-    /// Starts the watchers. Returns at once; [`SyncState::is_synced`] tells when every kind has
-    /// been listed.
-    pub fn start(client: Client) -> Self {
-        let (changes, _) = watch::channel(0);
-        let state = Arc::new(SyncState {
-            changes,
-            synced: Default::default(),
-            last_event_ms: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-        });
+    /// Starts the watchers; `holder` (this node's name) is who claims the status Lease.
+    pub fn start(client: Client, cfg: &KubeConfig, holder: &str) -> Self {
+        let state = Arc::new(SyncState::new());
+        let changes = state.subscribe();
         let mut tasks = Vec::new();
         // Terminal pods are no endpoints and their IPs get reused: the server leaves them out
         // (and sends a DELETED when a pod finishes).
         let live_pods =
             watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-        let (namespaces, t) =
-            spawn_typed::<core::Namespace>(&client, 0, &state, Default::default(), strip);
-        tasks.push(t);
-        let (pods, t) = spawn_typed::<core::Pod>(&client, 1, &state, live_pods, strip_pod);
-        tasks.push(t);
-        let (services, t) =
-            spawn_typed::<core::Service>(&client, 2, &state, Default::default(), strip);
-        tasks.push(t);
-        let (nodes, t) =
-            spawn_typed::<core::Node>(&client, 3, &state, Default::default(), strip_node);
-        tasks.push(t);
-        let (namespace_firewalls, t) =
-            spawn_dynamic(&client, 4, &state, namespace_firewall_resource());
-        tasks.push(t);
-        let (cluster_firewalls, t) = spawn_dynamic(&client, 5, &state, cluster_firewall_resource());
-        tasks.push(t);
+        let namespaces =
+            typed(&client, Kind::Namespace, Default::default(), strip).spawn(&state, &mut tasks);
+        let pods = typed(&client, Kind::Pod, live_pods, strip_pod).spawn(&state, &mut tasks);
+        let services =
+            typed(&client, Kind::Service, Default::default(), strip).spawn(&state, &mut tasks);
+        let nodes =
+            typed(&client, Kind::Node, Default::default(), strip_node).spawn(&state, &mut tasks);
+        let policies = PolicyStores {
+            namespace_firewalls: policy(
+                &client,
+                Kind::NamespaceFirewall,
+                namespace_firewall_resource(),
+            )
+            .spawn(&state, &mut tasks),
+            cluster_firewalls: policy(&client, Kind::ClusterFirewall, cluster_firewall_resource())
+                .spawn(&state, &mut tasks),
+        };
+        let elector = Elector::new(
+            client.clone(),
+            &cfg.lease_namespace,
+            &cfg.lease_name,
+            holder,
+        );
         Self {
             client,
             namespaces,
             pods,
             services,
             nodes,
-            policies: PolicyStores {
-                namespace_firewalls,
-                cluster_firewalls,
-            },
+            policies,
             state,
             tasks,
+            changes: Some(changes),
+            // Whatever the watchers list before the first wait is built on the first turn.
+            dirty: Some(Instant::now()),
+            waiting_logged: false,
+            listed: Vec::new(),
+            verdicts: channel::channel(None).0,
+            elector: Some(elector),
         }
     }
 
-    /// The client (the status writer shares it).
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The next model: once every kind is listed, [`DEBOUNCE`] after the first change of a
+    /// burst. Cancel-safe. Pends forever once the watchers have stopped.
+    pub async fn next_model(&mut self) -> ClusterModel {
+        self.start_status_writer();
+        loop {
+            let Some(due) = self.dirty else {
+                self.wait_change().await;
+                continue;
+            };
+            tokio::select! {
+                () = self.wait_change() => continue,
+                () = sleep_until(due) => {}
+            }
+            self.dirty = None;
+            if !self.state.is_synced() {
+                if !self.waiting_logged {
+                    info!("waiting for every kind to be listed before applying a policy");
+                    self.waiting_logged = true;
+                }
+                continue;
+            }
+            // Listed before the model: an object changing in between then carries an older
+            // generation than the store, and the status writer skips it until it is compiled.
+            self.listed = self.policies.objects();
+            return self.model();
+        }
     }
 
-    /// Sync progress and the change counter.
-    pub fn state(&self) -> &Arc<SyncState> {
-        &self.state
+    /// What the agent made of the last model (`changed`: it differed from the one before): the
+    /// status writer reports it, once per distinct model.
+    pub fn applied(&mut self, changed: bool, rejected: &[Rejection]) {
+        let objects = std::mem::take(&mut self.listed);
+        if changed || self.verdicts.borrow().is_none() {
+            self.verdicts.send_replace(Some(Arc::new(Verdicts {
+                objects,
+                rejected: rejected.to_vec(),
+            })));
+        }
     }
 
-    /// The policy objects' stores.
-    pub fn policies(&self) -> &PolicyStores {
-        &self.policies
+    pub fn progress(&self) -> Progress {
+        Progress {
+            synced: self.state.is_synced(),
+            errors: self.state.errors.load(Ordering::Relaxed),
+            last_change_ms: self.state.last_event_ms.load(Ordering::Relaxed),
+        }
     }
 
-    /// A receiver that sees every change of any store.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.state.changes.subscribe()
+    fn start_status_writer(&mut self) {
+        if let Some(elector) = self.elector.take() {
+            tokio::spawn(status::run_writer(
+                self.client.clone(),
+                elector,
+                self.policies.clone(),
+                self.verdicts.subscribe(),
+                self.state.subscribe(),
+            ));
+        }
+    }
+
+    /// One change of any store: opens a burst if none is open.
+    async fn wait_change(&mut self) {
+        let Some(changes) = self.changes.as_mut() else {
+            return std::future::pending().await;
+        };
+        if changes.changed().await.is_ok() {
+            self.dirty.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+        } else {
+            error!("the API watchers stopped; the last applied policy stays in force");
+            self.changes = None;
+        }
     }
 
     /// The cluster model from the stores' current contents, in a stable order (so that an
     /// unchanged cluster gives an equal model, whatever order the server listed it in).
-    pub fn model(&self) -> ClusterModel {
+    fn model(&self) -> ClusterModel {
         let mut m = ClusterModel::default();
         for ns in self.namespaces.state() {
-            let ns = objects::namespace((*ns).clone());
+            let ns = convert::namespace((*ns).clone());
             m.namespaces.insert(ns.name.clone(), ns);
         }
-        m.pods = self
-            .pods
-            .state()
-            .iter()
-            .map(|p| objects::pod((**p).clone()))
-            .collect();
+        m.pods = converted(&self.pods, convert::pod);
         m.pods
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        m.services = self
-            .services
-            .state()
-            .iter()
-            .map(|s| objects::service((**s).clone()))
-            .collect();
+        m.services = converted(&self.services, convert::service);
         m.services
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        m.nodes = self
-            .nodes
-            .state()
-            .iter()
-            .map(|n| objects::node((**n).clone()))
-            .collect();
+        m.nodes = converted(&self.nodes, convert::node);
         m.nodes.sort_by(|a, b| a.name.cmp(&b.name));
         for (store, kind) in self.policies.by_kind() {
             let mut objs = store.state();
             objs.sort_by_key(|a| (a.namespace(), a.name_any()));
             for o in objs {
                 match serde_json::to_value(&*o) {
-                    Ok(v) => objects::add_policy_object(&mut m, kind, v),
+                    Ok(v) => convert::add_policy_object(&mut m, kind, v),
                     Err(e) => {
+                        let kind = kind.name();
                         warn!(kind, name = %o.name_any(), error = %e, "cannot re-serialize object");
                     }
                 }
@@ -334,166 +250,38 @@ impl KubeSource {
     }
 }
 
-/// Server-managed bookkeeping the agent never reads: dropped before storing, to keep memory flat.
-fn strip<K: Resource>(o: &mut K) {
-    let m = o.meta_mut();
-    m.managed_fields = None;
-    m.annotations = None;
-    m.owner_references = None;
-}
-
-/// A Pod keeps only what the model reads (identity, node, network, phase, IPs).
-fn strip_pod(p: &mut core::Pod) {
-    strip(p);
-    if let Some(spec) = p.spec.as_mut() {
-        *spec = core::PodSpec {
-            node_name: spec.node_name.take(),
-            host_network: spec.host_network,
-            ..Default::default()
-        };
-    }
-    if let Some(status) = p.status.as_mut() {
-        *status = core::PodStatus {
-            phase: status.phase.take(),
-            pod_ip: status.pod_ip.take(),
-            pod_ips: status.pod_ips.take(),
-            ..Default::default()
-        };
-    }
-}
-
-/// A Node keeps only its addresses (its heartbeats change nothing else we read).
-fn strip_node(n: &mut core::Node) {
-    strip(n);
-    n.spec = None;
-    if let Some(status) = n.status.as_mut() {
-        *status = core::NodeStatus {
-            addresses: status.addresses.take(),
-            ..Default::default()
-        };
-    }
-}
-
-fn spawn_typed<K>(
-    client: &Client,
-    index: usize,
-    state: &Arc<SyncState>,
-    config: watcher::Config,
-    strip: fn(&mut K),
-) -> (Store<K>, JoinHandle<()>)
+fn converted<K, T>(store: &Store<K>, convert: fn(K) -> T) -> Vec<T>
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
 {
-    let writer = Writer::<K>::default();
-    let store = writer.as_reader();
-    let api = Api::<K>::all(client.clone());
-    (
-        store,
-        tokio::spawn(pump(api, config, writer, index, state.clone(), strip)),
-    )
+    store
+        .state()
+        .iter()
+        .map(|o| convert((**o).clone()))
+        .collect()
 }
 
-fn spawn_dynamic(
-    client: &Client,
-    index: usize,
-    state: &Arc<SyncState>,
-    resource: ApiResource,
-) -> (Store<DynamicObject>, JoinHandle<()>) {
-    let writer = Writer::<DynamicObject>::new(resource.clone());
-    let store = writer.as_reader();
-    let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-    (
-        store,
-        tokio::spawn(pump(
-            api,
-            watcher::Config::default(),
-            writer,
-            index,
-            state.clone(),
-            strip::<DynamicObject>,
-        )),
-    )
-}
-
-/// Runs one watcher into its store for the agent's lifetime, counting changes and sync progress.
-async fn pump<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    writer: Writer<K>,
-    index: usize,
-    state: Arc<SyncState>,
-    strip: fn(&mut K),
-) where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+fn typed<K>(client: &Client, kind: Kind, config: watcher::Config, strip: fn(&mut K)) -> Watch<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
 {
-    let kind = KINDS[index];
-    let stream = watcher::watcher(api, config)
-        .default_backoff()
-        .modify(strip)
-        .reflect(writer);
-    let mut stream = std::pin::pin!(stream);
-    let mut failing = false;
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(Event::Init) => debug!(kind, "listing"),
-            Ok(Event::InitApply(_)) => {}
-            Ok(Event::InitDone) => {
-                if !state.synced[index].swap(true, Ordering::AcqRel) {
-                    info!(kind, "listed");
-                } else {
-                    info!(kind, "relisted");
-                }
-                failing = false;
-                state.bump();
-            }
-            Ok(Event::Apply(_) | Event::Delete(_)) => {
-                if failing {
-                    info!(kind, "watch resumed");
-                    failing = false;
-                }
-                state.bump();
-            }
-            Err(e) if status_code(&e) == Some(410) => {
-                // Normal after a long disconnection or etcd compaction: the watcher relists.
-                info!(kind, "watch expired (410 Gone); relisting");
-            }
-            Err(e) => {
-                state.errors.fetch_add(1, Ordering::Relaxed);
-                if !failing {
-                    warn!(kind, error = %e, hint = hint(&e), "watch failed; retrying with backoff, the last known state stays in force");
-                    failing = true;
-                } else {
-                    debug!(kind, error = %e, "watch still failing");
-                }
-            }
-        }
+    Watch {
+        kind,
+        api: Api::all(client.clone()),
+        writer: Writer::default(),
+        config,
+        strip,
     }
 }
 
-/// The HTTP status of an API error behind a watcher error.
-fn status_code(e: &watcher::Error) -> Option<u16> {
-    match e {
-        watcher::Error::WatchError(s) => Some(s.code),
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
-        _ => None,
-    }
-}
-
-/// What an operator should check for the usual causes of a failing watch.
-fn hint(e: &watcher::Error) -> &'static str {
-    match status_code(e) {
-        Some(404) => {
-            "the API server does not serve this kind: are the Bulkhead CRDs installed (kubectl apply -k deploy/)?"
-        }
-        Some(401) => "the API server refused the agent's credentials",
-        Some(403) => {
-            "forbidden: the agent's ServiceAccount needs list and watch on this kind (deploy/ ClusterRole)"
-        }
-        Some(_) => "the API server answered with an error",
-        None => "the API server is unreachable or the connection broke",
+fn policy(client: &Client, kind: Kind, resource: ApiResource) -> Watch<DynamicObject> {
+    Watch {
+        kind,
+        api: Api::all_with(client.clone(), &resource),
+        writer: Writer::new(resource),
+        config: watcher::Config::default(),
+        strip: strip::<DynamicObject>,
     }
 }

@@ -1,6 +1,8 @@
 //! The cluster model: the part of the cluster state the policy compiler needs, whatever the
 //! source (Kubernetes API or a file). Plain data, so the compiler stays a pure function.
-use std::{collections::BTreeMap, net::IpAddr};
+pub mod convert;
+
+use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use crate::crd::{ClusterFirewall, NamespaceFirewall};
 
@@ -26,18 +28,14 @@ pub struct ClusterModel {
 /// A namespace: its labels feed `namespaceSelector` and the mode label.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Namespace {
-    /// Name.
     pub name: String,
-    /// Labels.
     pub labels: BTreeMap<String, String>,
 }
 
 /// A pod: an endpoint by IP everywhere, and by cgroup on its own node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pod {
-    /// Namespace.
     pub namespace: String,
-    /// Name.
     pub name: String,
     /// `metadata.uid` (finds its cgroup).
     pub uid: String,
@@ -58,9 +56,7 @@ pub struct Pod {
 /// A Service: referenced Services split their namespace's identity.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Service {
-    /// Namespace.
     pub namespace: String,
-    /// Name.
     pub name: String,
     /// `spec.selector`; `None` or empty selects no pods.
     pub selector: Option<BTreeMap<String, String>>,
@@ -71,7 +67,6 @@ pub struct Service {
 /// A node: its addresses are the `host` identity.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Node {
-    /// Name.
     pub name: String,
     /// InternalIP and ExternalIP addresses.
     pub addresses: Vec<IpAddr>,
@@ -82,14 +77,23 @@ pub struct Node {
 pub struct Rejection {
     /// `NamespaceFirewall` or `ClusterFirewall`.
     pub kind: String,
-    /// Namespace (namespaced kinds).
+    /// Set for namespaced kinds only.
     pub namespace: Option<String>,
-    /// Name.
     pub name: String,
     /// CamelCase reason for `status.conditions` (`InvalidSpec`, `DefaultsConflict`).
     pub reason: String,
-    /// Human-readable detail.
     pub message: String,
+}
+
+/// `Kind/namespace/name: reason: message`, as the log and `validate` name a rejected object.
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/", self.kind)?;
+        if let Some(ns) = &self.namespace {
+            write!(f, "{ns}/")?;
+        }
+        write!(f, "{}: {}: {}", self.name, self.reason, self.message)
+    }
 }
 
 impl Service {

@@ -1,38 +1,17 @@
-//! Turns ring-buffer events and fold-map sweeps into violation log lines on stdout.
-use std::{
-    io::Write as _,
-    time::{SystemTime, UNIX_EPOCH},
-};
+//! Reads the kernel's ring buffer and sweeps its fold map, and prints what they hold as
+//! violation log lines on stdout.
+use std::{io::Write as _, sync::Arc};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use firewall_common::{Counter, FoldKey, FoldValue, ViolationEvent};
 use serde::Serialize;
 use tracing::{debug, warn};
 
-use std::sync::Arc;
-
-use super::metrics::Metrics;
-use crate::events::{Accounting, Names, format};
-
-/// Monotonic clock (what `bpf_ktime_get_ns` returns), in ns.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
-
-fn wall_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0)
-}
+use super::{Accounting, Names, format};
+use crate::{
+    agent::metrics::Metrics,
+    clock::{monotonic_ns, unix_ns},
+};
 
 /// A line reporting events the kernel could not send (ring buffer full).
 #[derive(Serialize)]
@@ -87,7 +66,7 @@ impl ViolationLog {
 
     fn event_ts(ev: &ViolationEvent) -> String {
         let age = monotonic_ns().saturating_sub(ev.ts_ns) as i128;
-        format::format_ts(wall_ns() - age)
+        format::format_ts(unix_ns() - age)
     }
 
     /// Prints what the ring buffer holds.
@@ -124,7 +103,10 @@ impl ViolationLog {
         counters: &PerCpuArray<MapData, u64>,
     ) {
         self.accounting.seed(fold.iter().filter_map(Result::ok));
-        self.lost_reported = counter(counters, Counter::EventsLost);
+        // The same counter `sweep` reports from: seeding from `EventsLost` (which also counts
+        // lost events whose counts the fold map still carried) would silence `events_lost`
+        // lines after a restart until the unfolded count caught up with it.
+        self.lost_reported = counter(counters, Counter::EventsLostUnfolded);
     }
 
     /// Prints the remainders the kernel's fold map holds (closed windows, or all when `flush`),
@@ -145,7 +127,7 @@ impl ViolationLog {
                 debug!(error = %e, "releasing an idle fold entry");
             }
         }
-        let ts = format::format_ts(wall_ns());
+        let ts = format::format_ts(unix_ns());
         for (key, last, count) in swept.owed {
             let line = match last {
                 Some(ev) => {

@@ -1,25 +1,22 @@
-//! Parses a file source (DESIGN §7): a YAML stream and/or `kind: List` documents of the objects
-//! the API would serve, into a [`ClusterModel`].
+//! The file source's format: a YAML stream and/or `kind: List` documents of the objects the API
+//! would serve, parsed into a [`ClusterModel`] (the objects convert through
+//! [`crate::model::convert`], as the kube source's do).
 //!
 //! A broken document or core object fails the whole parse (the caller keeps its last good
-//! policy); a policy object that does not deserialize is only a [`Rejection`], so one team's
-//! typo never disables everybody else's policy.
-use std::net::IpAddr;
-
-use k8s_openapi::{api::core::v1 as core, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+//! policy); a policy object that does not deserialize is only a
+//! [`Rejection`](crate::model::Rejection).
 use serde::{Deserialize as _, de::DeserializeOwned};
 use serde_json::Value;
 use tracing::warn;
 
-use crate::{
-    crd::{ClusterFirewall, NamespaceFirewall},
-    model::{ClusterModel, Namespace, Node, Pod, Rejection, Service},
+use crate::model::{
+    ClusterModel,
+    convert::{self, PolicyKind, meta_str},
 };
 
 /// Why a source text could not be used at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectsError {
-    /// Not YAML.
     #[error("document {document}: {source}")]
     Yaml {
         /// 1-based document index in the stream.
@@ -35,7 +32,6 @@ pub enum ObjectsError {
         document: usize,
         /// 0-based index in a List's `items`.
         item: Option<usize>,
-        /// Object kind.
         kind: String,
         /// `metadata.name` (empty when absent).
         name: String,
@@ -47,63 +43,65 @@ pub enum ObjectsError {
 }
 
 /// Where an object sits in the source, for error messages.
-#[derive(Clone, Copy)]
-struct Position {
-    document: usize,
-    item: Option<usize>,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// 1-based document index in the stream.
+    pub document: usize,
+    /// 0-based index in a `List`'s `items`.
+    pub item: Option<usize>,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "document {}", self.document)?;
+        match self.item {
+            Some(i) => write!(f, " item {i}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Every object of a YAML stream with its position, `List`s (`kind: List` or a typed list such
+/// as `PodList`) expanded into their items.
+pub fn documents(text: &str) -> Result<Vec<(Position, Value)>, ObjectsError> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let document = i + 1;
+        let value =
+            Value::deserialize(doc).map_err(|source| ObjectsError::Yaml { document, source })?;
+        let is_list = value["kind"].as_str().is_some_and(|k| k.ends_with("List"))
+            && value["items"].is_array();
+        match value {
+            Value::Null => {}
+            Value::Object(mut map) if is_list => {
+                let items = map.remove("items").unwrap_or_default();
+                for (j, item) in items.as_array().into_iter().flatten().enumerate() {
+                    let pos = Position {
+                        document,
+                        item: Some(j),
+                    };
+                    out.push((pos, item.clone()));
+                }
+            }
+            value => out.push((
+                Position {
+                    document,
+                    item: None,
+                },
+                value,
+            )),
+        }
+    }
+    Ok(out)
 }
 
 /// Parses a YAML stream of Kubernetes objects (and `List`s of them) into a model.
 pub fn parse_objects(text: &str) -> Result<ClusterModel, ObjectsError> {
     let mut model = ClusterModel::default();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let document = i + 1;
-        let value =
-            Value::deserialize(doc).map_err(|source| ObjectsError::Yaml { document, source })?;
-        match &value {
-            Value::Null => {}
-            Value::Object(map) if is_list(map) => {
-                let items = map
-                    .get("items")
-                    .and_then(Value::as_array)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                for (j, item) in items.iter().enumerate() {
-                    add_object(
-                        &mut model,
-                        item.clone(),
-                        Position {
-                            document,
-                            item: Some(j),
-                        },
-                    )?;
-                }
-            }
-            _ => add_object(
-                &mut model,
-                value,
-                Position {
-                    document,
-                    item: None,
-                },
-            )?,
-        }
+    for (pos, value) in documents(text)? {
+        add_object(&mut model, value, pos)?;
     }
     Ok(model)
-}
-
-fn is_list(map: &serde_json::Map<String, Value>) -> bool {
-    map.get("kind")
-        .and_then(Value::as_str)
-        .is_some_and(|k| k.ends_with("List"))
-        && map.get("items").is_some_and(Value::is_array)
-}
-
-fn meta_str<'a>(value: &'a Value, field: &str) -> Option<&'a str> {
-    value
-        .get("metadata")
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_str)
 }
 
 fn typed<T: DeserializeOwned>(value: Value, kind: &str, pos: Position) -> Result<T, ObjectsError> {
@@ -126,13 +124,18 @@ fn add_object(model: &mut ClusterModel, value: Value, pos: Position) -> Result<(
         .to_owned();
     match kind.as_str() {
         "Namespace" => {
-            let ns = namespace(typed(value, &kind, pos)?);
+            let ns = convert::namespace(typed(value, &kind, pos)?);
             model.namespaces.insert(ns.name.clone(), ns);
         }
-        "Pod" => model.pods.push(pod(typed(value, &kind, pos)?)),
-        "Service" => model.services.push(service(typed(value, &kind, pos)?)),
-        "Node" => model.nodes.push(node(typed(value, &kind, pos)?)),
-        "NamespaceFirewall" | "ClusterFirewall" => add_policy_object(model, &kind, value),
+        "Pod" => model.pods.push(convert::pod(typed(value, &kind, pos)?)),
+        "Service" => model
+            .services
+            .push(convert::service(typed(value, &kind, pos)?)),
+        "Node" => model.nodes.push(convert::node(typed(value, &kind, pos)?)),
+        "NamespaceFirewall" => {
+            convert::add_policy_object(model, PolicyKind::NamespaceFirewall, value);
+        }
+        "ClusterFirewall" => convert::add_policy_object(model, PolicyKind::ClusterFirewall, value),
         other => {
             warn!(document = pos.document, item = ?pos.item, kind = other, "skipping object of unknown kind");
         }
@@ -140,148 +143,10 @@ fn add_object(model: &mut ClusterModel, value: Value, pos: Position) -> Result<(
     Ok(())
 }
 
-/// Adds one policy object (`NamespaceFirewall` or `ClusterFirewall`) to the model, or a
-/// [`Rejection`] when it does not deserialize. Its `status` and server-set metadata are dropped:
-/// they never change the policy, and the model compares equal across status-only updates.
-pub(crate) fn add_policy_object(model: &mut ClusterModel, kind: &str, value: Value) {
-    if kind == "NamespaceFirewall" {
-        match serde_path_to_error::deserialize::<_, NamespaceFirewall>(&value) {
-            Ok(mut o) => {
-                // As kubectl does, an object without a namespace lands in `default`.
-                o.metadata
-                    .namespace
-                    .get_or_insert_with(|| "default".to_owned());
-                o.metadata = policy_meta(o.metadata);
-                o.status = None;
-                model.namespace_firewalls.push(o);
-            }
-            Err(e) => model.rejected.push(rejection(kind, &value, &e)),
-        }
-    } else {
-        match serde_path_to_error::deserialize::<_, ClusterFirewall>(&value) {
-            Ok(mut o) => {
-                o.metadata = policy_meta(o.metadata);
-                o.status = None;
-                model.cluster_firewalls.push(o);
-            }
-            Err(e) => model.rejected.push(rejection(kind, &value, &e)),
-        }
-    }
-}
-
-/// The identifying part of a policy object's metadata.
-fn policy_meta(m: ObjectMeta) -> ObjectMeta {
-    ObjectMeta {
-        name: m.name,
-        namespace: m.namespace,
-        uid: m.uid,
-        labels: m.labels,
-        ..ObjectMeta::default()
-    }
-}
-
-fn rejection(
-    kind: &str,
-    value: &Value,
-    e: &serde_path_to_error::Error<serde_json::Error>,
-) -> Rejection {
-    Rejection {
-        kind: kind.to_owned(),
-        namespace: meta_str(value, "namespace").map(str::to_owned),
-        name: meta_str(value, "name").unwrap_or_default().to_owned(),
-        reason: "InvalidSpec".to_owned(),
-        message: format!("{}: {}", e.path(), e.inner()),
-    }
-}
-
-fn parse_ips<'a>(what: &str, owner: &str, ips: impl Iterator<Item = &'a str>) -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    for s in ips.filter(|s| !s.is_empty() && *s != "None") {
-        match s.parse() {
-            Ok(ip) if !out.contains(&ip) => out.push(ip),
-            Ok(_) => {}
-            Err(_) => warn!(object = owner, address = s, "ignoring unparseable {what}"),
-        }
-    }
-    out
-}
-
-/// The model's view of a Namespace.
-pub(crate) fn namespace(ns: core::Namespace) -> Namespace {
-    Namespace {
-        name: ns.metadata.name.unwrap_or_default(),
-        labels: ns.metadata.labels.unwrap_or_default(),
-    }
-}
-
-/// The model's view of a Pod.
-pub(crate) fn pod(p: core::Pod) -> Pod {
-    let namespace = p.metadata.namespace.unwrap_or_else(|| "default".to_owned());
-    let name = p.metadata.name.unwrap_or_default();
-    let spec = p.spec.unwrap_or_default();
-    let status = p.status.unwrap_or_default();
-    let owner = format!("Pod/{namespace}/{name}");
-    let listed: Vec<&str> = status
-        .pod_ips
-        .iter()
-        .flatten()
-        .map(|i| i.ip.as_str())
-        .collect();
-    let ips = if listed.is_empty() {
-        parse_ips("pod IP", &owner, status.pod_ip.as_deref().into_iter())
-    } else {
-        parse_ips("pod IP", &owner, listed.into_iter())
-    };
-    Pod {
-        terminal: matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")),
-        uid: p.metadata.uid.unwrap_or_default(),
-        node_name: spec.node_name,
-        host_network: spec.host_network.unwrap_or(false),
-        labels: p.metadata.labels.unwrap_or_default(),
-        ips,
-        namespace,
-        name,
-        cgroup_ids: Vec::new(),
-    }
-}
-
-/// The model's view of a Service.
-pub(crate) fn service(s: core::Service) -> Service {
-    let namespace = s.metadata.namespace.unwrap_or_else(|| "default".to_owned());
-    let name = s.metadata.name.unwrap_or_default();
-    let spec = s.spec.unwrap_or_default();
-    let owner = format!("Service/{namespace}/{name}");
-    let cluster_ips = match &spec.cluster_ips {
-        Some(list) if !list.is_empty() => {
-            parse_ips("cluster IP", &owner, list.iter().map(String::as_str))
-        }
-        _ => parse_ips("cluster IP", &owner, spec.cluster_ip.as_deref().into_iter()),
-    };
-    Service {
-        selector: spec.selector,
-        cluster_ips,
-        namespace,
-        name,
-    }
-}
-
-/// The model's view of a Node.
-pub(crate) fn node(n: core::Node) -> Node {
-    let name = n.metadata.name.unwrap_or_default();
-    let owner = format!("Node/{name}");
-    let addresses = n.status.and_then(|s| s.addresses).unwrap_or_default();
-    let ips = addresses
-        .iter()
-        .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
-        .map(|a| a.address.as_str());
-    Node {
-        addresses: parse_ips("node address", &owner, ips),
-        name,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
 
     #[test]

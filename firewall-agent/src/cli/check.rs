@@ -2,13 +2,12 @@
 //! deciding rule on each side (the first question when a flow is denied).
 use std::{net::IpAddr, path::PathBuf};
 
-use anyhow::{Context as _, bail};
-use firewall_agent::{
+use crate::{
     compiler::{CompileOptions, Destination, explain},
-    objects::parse_objects,
+    source::file::parse_objects,
 };
+use anyhow::{Context as _, bail};
 
-/// Arguments of `check`.
 #[derive(clap::Args)]
 pub struct CheckArgs {
     /// `file:PATH` with the cluster objects.

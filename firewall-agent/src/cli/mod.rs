@@ -1,0 +1,91 @@
+//! The `firewall-agent` command line (docs/design.md#agent-cli): one module per command, over
+//! the library's pipeline. Errors become exit status 1 and `firewall-agent: <error>` on stderr.
+mod check;
+mod cleanup;
+mod crds;
+mod inputs;
+mod run;
+mod structure;
+mod validate;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "firewall-agent",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BULKHEAD_COMMIT"), ")"),
+    about = "Bulkhead: namespace segmentation for Kubernetes with eBPF"
+)]
+struct Cli {
+    /// Diagnostics format on stderr (the violation log on stdout is always JSON).
+    #[arg(long, global = true, env = "BULKHEAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent (the DaemonSet's command).
+    Run(run::RunArgs),
+    /// Print the CRD YAML (generated from the Rust types).
+    Crds,
+    /// Explain the verdict for a namespace pair and port, naming the deciding rule.
+    Check(check::CheckArgs),
+    /// Check policy objects in YAML files with the agent's own validation (before applying them).
+    Validate(validate::ValidateArgs),
+    /// Uninstall from this node: remove pinned programs, links and maps.
+    Cleanup(cleanup::CleanupArgs),
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    // `run` reports through its log (JSON when asked); the other commands talk to a terminal.
+    let logs_errors = matches!(cli.command, Command::Run(_));
+    let result = match cli.command {
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+            .and_then(|rt| rt.block_on(run::run(args))),
+        Command::Crds => crds::run(),
+        Command::Check(args) => check::run(args),
+        Command::Validate(args) => validate::run(args),
+        Command::Cleanup(args) => cleanup::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if logs_errors {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("firewall-agent: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

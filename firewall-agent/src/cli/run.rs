@@ -1,0 +1,158 @@
+//! `firewall-agent run`: the DaemonSet's command. Parses and checks its arguments into a
+//! [`RunConfig`]; the agent itself is [`crate::agent::run`].
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, bail};
+use clap::ValueEnum;
+use firewall_common::{MODE_ENFORCE, MODE_MONITOR, MODE_OFF};
+
+use crate::{
+    agent::{self, RunConfig},
+    cgroups,
+    compiler::CompileOptions,
+    datapath::LoadOptions,
+    source::{SourceSpec, kube::KubeConfig},
+};
+
+/// Mode for namespaces that set none (label `bulkhead.dev/mode`, ClusterFirewall default).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    /// Log forbidden flows, let them through.
+    Monitor,
+    /// Log and drop forbidden flows.
+    Enforce,
+    /// Neither log nor drop.
+    Off,
+}
+
+impl Mode {
+    fn value(self) -> u32 {
+        match self {
+            Mode::Monitor => MODE_MONITOR,
+            Mode::Enforce => MODE_ENFORCE,
+            Mode::Off => MODE_OFF,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Attach {
+    /// cgroup_skb + cgroup/connect programs at the cgroup v2 root.
+    Cgroup,
+    /// TC classifier on pod interfaces (not implemented yet).
+    Tc,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// `kube` (in-cluster config or kubeconfig) or `file:PATH` (YAML stream or List).
+    #[arg(long, default_value = "kube")]
+    source: SourceSpec,
+    /// This node's name (pods with this spec.nodeName are local).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Mode for namespaces that set none.
+    #[arg(long, env = "BULKHEAD_MODE", value_enum, default_value_t = Mode::Monitor)]
+    mode: Mode,
+    /// Where programs attach.
+    #[arg(long, value_enum, default_value_t = Attach::Cgroup)]
+    attach: Attach,
+    /// cgroup v2 directory to attach at (default: the cgroup2 mount from /proc/self/mountinfo).
+    #[arg(long)]
+    cgroup_root: Option<PathBuf>,
+    /// bpffs directory for pinned state, e.g. /sys/fs/bpf/bulkhead (bpffs is mounted on its
+    /// parent if missing). With it, enforcement survives the agent (SIGKILL, SIGTERM, upgrade)
+    /// and a new agent adopts the state; without it, stopping the agent detaches everything.
+    #[arg(long)]
+    bpffs: Option<PathBuf>,
+    /// Address for /healthz and /readyz (e.g. 0.0.0.0:9090).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// kubeconfig for `--source kube` (default: in-cluster config).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the Lease that elects the one agent writing policy status.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "bulkhead-system")]
+    lease_namespace: String,
+    /// Name of that Lease.
+    #[arg(long, default_value = "bulkhead-status")]
+    lease_name: String,
+    /// The cluster DNS Service, always reachable on port 53.
+    #[arg(
+        long,
+        env = "BULKHEAD_DNS_SERVICE",
+        default_value = "kube-system/kube-dns"
+    )]
+    dns_service: String,
+    /// Capacity of the connection-tracking map.
+    #[arg(long, env = "BULKHEAD_CONNTRACK_ENTRIES", default_value_t = firewall_common::capacity::CONNTRACK)]
+    conntrack_entries: u32,
+    /// Capacity of the policy map (both slots together).
+    #[arg(long, env = "BULKHEAD_POLICY_ENTRIES", default_value_t = firewall_common::capacity::POLICY)]
+    policy_entries: u32,
+    /// Capacity of the cgroup map (both slots): containers of this node's pods.
+    #[arg(long, default_value_t = firewall_common::capacity::CGROUPS)]
+    cgroup_entries: u32,
+    /// Capacity of each address map, IPv4 and IPv6 (both slots): pod, Service and node
+    /// addresses and named CIDRs of the whole cluster.
+    #[arg(long, default_value_t = firewall_common::capacity::IPV4)]
+    address_entries: u32,
+    /// How often a file source is checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    poll_ms: u64,
+}
+
+fn parse_dns_service(s: &str) -> anyhow::Result<(String, String)> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.into(), name.into()))
+        }
+        _ => bail!("invalid --dns-service {s:?}: expected NAMESPACE/NAME"),
+    }
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+}
+
+/// Validates the arguments into a [`RunConfig`] and runs the agent.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    crate::capabilities::check_self()?;
+    if matches!(args.attach, Attach::Tc) {
+        bail!("--attach tc is not implemented yet; use --attach cgroup");
+    }
+    let node_name = args
+        .node_name
+        .or_else(hostname)
+        .context("no node name: pass --node-name or set NODE_NAME")?;
+    let cgroup_root = match args.cgroup_root {
+        Some(p) => p,
+        None => cgroups::cgroup2_root()?,
+    };
+    let cfg = RunConfig {
+        source: args.source,
+        cgroup_root,
+        compile: CompileOptions {
+            node_name,
+            default_mode: args.mode.value(),
+            dns_service: parse_dns_service(&args.dns_service)?,
+        },
+        load: LoadOptions {
+            conntrack_entries: args.conntrack_entries,
+            policy_entries: args.policy_entries,
+            cgroup_entries: args.cgroup_entries,
+            address_entries: args.address_entries,
+            pin_dir: args.bpffs,
+        },
+        poll: Duration::from_millis(args.poll_ms.max(10)),
+        kube: KubeConfig {
+            kubeconfig: args.kubeconfig,
+            lease_namespace: args.lease_namespace,
+            lease_name: args.lease_name,
+        },
+        metrics_addr: args.metrics_addr,
+    };
+    agent::run(cfg).await
+}

@@ -1,0 +1,95 @@
+//! The policy objects as listed, for their status: the stores the status writer reads, and what
+//! the agent tells it after each apply.
+use kube::{
+    ResourceExt as _,
+    api::{ApiResource, DynamicObject},
+    runtime::reflector::Store,
+};
+
+use crate::model::{Rejection, convert::PolicyKind};
+
+/// `NamespaceFirewall` as an untyped resource: an object that does not match the Rust types must
+/// still be listed (and rejected by itself), never fail the whole list.
+pub fn namespace_firewall_resource() -> ApiResource {
+    policy_resource(PolicyKind::NamespaceFirewall, "namespacefirewalls")
+}
+
+/// `ClusterFirewall` as an untyped resource (see [`namespace_firewall_resource`]).
+pub fn cluster_firewall_resource() -> ApiResource {
+    policy_resource(PolicyKind::ClusterFirewall, "clusterfirewalls")
+}
+
+fn policy_resource(kind: PolicyKind, plural: &str) -> ApiResource {
+    ApiResource {
+        group: "bulkhead.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "bulkhead.dev/v1alpha1".into(),
+        kind: kind.name().into(),
+        plural: plural.into(),
+    }
+}
+
+/// A policy object as listed, for its status: which object, which generation, what it says now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyObject {
+    /// `NamespaceFirewall` or `ClusterFirewall`.
+    pub kind: String,
+    /// NamespaceFirewall only.
+    pub namespace: Option<String>,
+    pub name: String,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// `status`, as stored.
+    pub status: Option<serde_json::Value>,
+}
+
+impl PolicyObject {
+    /// Identity: kind, namespace, name.
+    pub fn key(&self) -> (&str, Option<&str>, &str) {
+        (&self.kind, self.namespace.as_deref(), &self.name)
+    }
+}
+
+/// What the agent last applied, for the status writer: the policy objects it compiled (with
+/// their generation) and which of them were rejected.
+#[derive(Clone, Debug, Default)]
+pub struct Verdicts {
+    /// Objects the applied policy was compiled from.
+    pub objects: Vec<PolicyObject>,
+    /// Objects rejected whole.
+    pub rejected: Vec<Rejection>,
+}
+
+/// The policy objects' stores, shared with the status writer.
+#[derive(Clone)]
+pub struct PolicyStores {
+    pub(super) namespace_firewalls: Store<DynamicObject>,
+    pub(super) cluster_firewalls: Store<DynamicObject>,
+}
+
+impl PolicyStores {
+    pub(super) fn by_kind(&self) -> [(&Store<DynamicObject>, PolicyKind); 2] {
+        [
+            (&self.namespace_firewalls, PolicyKind::NamespaceFirewall),
+            (&self.cluster_firewalls, PolicyKind::ClusterFirewall),
+        ]
+    }
+
+    /// Every policy object as stored now, sorted by kind, namespace and name.
+    pub fn objects(&self) -> Vec<PolicyObject> {
+        let mut out = Vec::new();
+        for (store, kind) in self.by_kind() {
+            for o in store.state() {
+                out.push(PolicyObject {
+                    kind: kind.name().to_owned(),
+                    namespace: o.namespace(),
+                    name: o.name_any(),
+                    generation: o.metadata.generation,
+                    status: o.data.get("status").cloned(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key().cmp(&b.key()));
+        out
+    }
+}
