@@ -12,6 +12,7 @@ pub mod crd;
 pub mod datapath;
 pub mod events;
 pub mod model;
+pub mod policy;
 pub mod source;
 
 /// The agent's version and the commit it was built from (`--version`, `bulkhead_build_info`).

@@ -6,10 +6,8 @@
 use bulkhead_tests::{cgroup::TempCgroup, require_root};
 use firewall_agent::{
     cgroups::cgroup2_root,
-    datapath::{
-        Datapath, LoadOptions,
-        writer::{MapContents, MapWriter},
-    },
+    compiler::MapContents,
+    datapath::{Datapath, LoadOptions, writer::MapWriter},
 };
 
 /// A fresh cgroup below the cgroup2 mount, removed at the end of the test.
@@ -28,7 +26,7 @@ fn loads_attaches_and_flips_slots() {
     dp.attach(cg.path()).expect("attach");
     let mut w = MapWriter::new(state).unwrap();
     let mut c = MapContents::default();
-    c.modes.insert(2, firewall_common::MODE_ENFORCE);
+    c.modes.insert(2, firewall_common::Mode::Enforce as u32);
     let s = w.apply(&c).unwrap();
     assert_eq!((s.slot, s.written), (1, 1));
     let s = w.apply(&c).unwrap();
@@ -101,7 +99,7 @@ fn a_policy_that_does_not_fit_is_refused_before_anything_is_written() {
 #[test]
 fn pinned_maps_are_adopted_and_links_replaced() {
     use firewall_agent::datapath::pin;
-    use firewall_common::{Identity, PolicyValue, policy_key};
+    use firewall_common::{Identity, PolicyPrefix, PolicyValue, Side};
     if !require_root("pinned_maps_are_adopted_and_links_replaced") {
         return;
     }
@@ -130,15 +128,21 @@ fn pinned_maps_are_adopted_and_links_replaced() {
     a.ipv4.insert(("10.1.2.0".parse().unwrap(), 24), id(4, 4));
     a.ipv6.insert(("fd00::1".parse().unwrap(), 128), id(4, 4));
     a.policy.insert(
-        (80, policy_key(0, 1, 3, 4, 0, 0)),
+        PolicyPrefix {
+            side: Side::Egress,
+            local: 3,
+            peer: Some(4),
+            proto: None,
+            port: None,
+        },
         PolicyValue {
-            verdict: firewall_common::VERDICT_ALLOW,
+            verdict: firewall_common::PolicyVerdict::Allow as u8,
             pad: [0; 3],
             rule: 7,
         },
     );
-    a.modes.insert(3, firewall_common::MODE_ENFORCE);
-    a.default_mode = firewall_common::MODE_MONITOR;
+    a.modes.insert(3, firewall_common::Mode::Enforce as u32);
+    a.default_mode = firewall_common::Mode::Monitor as u32;
     let mut b = a.clone();
     b.cgroups.insert(43, id(3, 3));
 

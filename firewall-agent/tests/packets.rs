@@ -15,13 +15,12 @@ use std::{
 
 use bulkhead_tests::{cgroup::TempCgroup, require_root};
 use firewall_agent::{
-    agent::apply::map_contents,
     cgroups::cgroup2_root,
     compiler::{CompileOptions, IdAllocator, compile},
     datapath::{Datapath, LoadOptions, test_run::TestRunError, writer::MapWriter},
     source::file::parse_objects,
 };
-use firewall_common::{MODE_ENFORCE, programs};
+use firewall_common::{Mode, programs};
 
 const PASS: u32 = 1;
 const DROP: u32 = 0;
@@ -454,13 +453,18 @@ fn crafted_packets_are_never_allowed_where_policy_denies() {
     let compiled = compile(&model, &opts, &mut IdAllocator::default());
     assert!(compiled.rejected.is_empty(), "{:?}", compiled.rejected);
     assert!(
-        compiled.modes.values().all(|m| *m == MODE_ENFORCE)
-            || compiled.default_mode == MODE_ENFORCE
+        compiled
+            .maps
+            .modes
+            .values()
+            .all(|m| *m == Mode::Enforce as u32)
+            || compiled.maps.default_mode == Mode::Enforce as u32
     );
     let mut writer = MapWriter::new(state).expect("maps");
-    writer.apply(&map_contents(&compiled)).expect("apply");
+    writer.apply(&compiled.maps).expect("apply");
     assert!(
         compiled
+            .maps
             .ipv4
             .keys()
             .any(|(a, _)| IpAddr::V4(*a) == IpAddr::V4(PEER))

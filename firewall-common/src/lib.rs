@@ -8,6 +8,16 @@
 //! once and uses it for every lookup, so it sees either the old policy or the new one, never a mix.
 #![no_std]
 
+mod counter;
+mod exemption;
+mod keys;
+mod vocabulary;
+
+pub use counter::{COUNTERS_LEN, Counter};
+pub use exemption::{DNS_PORT, Exemption, exemption, pair_exemption};
+pub use keys::*;
+pub use vocabulary::{EventVerdict, Hook, IpProto, Mode, PolicyVerdict, Side, UnknownValue};
+
 /// Identity of addresses outside every namespace and every named CIDR.
 pub const NS_WORLD: u32 = 0;
 /// Identity of the node's own addresses and of hostNetwork pods.
@@ -15,45 +25,16 @@ pub const NS_HOST: u32 = 1;
 /// First id given to a real Kubernetes namespace; ids below are reserved.
 pub const NS_FIRST: u32 = 2;
 
-/// The side that decides: at the connection's source pod.
-pub const SIDE_EGRESS: u8 = 1;
-/// The side that decides: at the connection's destination pod.
-pub const SIDE_INGRESS: u8 = 2;
-
-/// Mode values in [`MODES`] and the default-mode settings (docs/design.md#modes).
-pub const MODE_MONITOR: u32 = 1;
-/// Denied flows are logged and dropped.
-pub const MODE_ENFORCE: u32 = 2;
-/// Denied flows pass without a log line.
-pub const MODE_OFF: u32 = 3;
-
-/// Policy verdicts stored in [`PolicyValue::verdict`].
-pub const VERDICT_ALLOW: u8 = 1;
-/// The flow is forbidden on this side.
-pub const VERDICT_DENY: u8 = 2;
-
-/// Event verdicts ([`ViolationEvent::verdict`]): monitor mode, would have been dropped.
-pub const EVENT_AUDIT: u8 = 1;
-/// Enforce mode: dropped.
-pub const EVENT_DENIED: u8 = 2;
-
-/// Where in the kernel an event was raised ([`ViolationEvent::hook`]).
-pub const HOOK_SKB_EGRESS: u8 = 1;
-/// cgroup_skb ingress (delivery to the destination pod's socket).
-pub const HOOK_SKB_INGRESS: u8 = 2;
-/// cgroup/connect4|6: the TCP connect() syscall, before any packet exists.
-pub const HOOK_CONNECT: u8 = 3;
-
 /// Identity flag: this endpoint is a pod or cluster IP of the cluster DNS Service (DNS is exempt).
 pub const IDENTITY_F_DNS: u32 = 1;
 
-/// Index in [`SETTINGS`] of the active slot (0 or 1).
+/// Index in [`maps::SETTINGS`] of the active slot (0 or 1).
 pub const SETTING_ACTIVE_SLOT: u32 = 0;
-/// Index in [`SETTINGS`] of slot 0's default mode (used for namespaces without an entry).
+/// Index in [`maps::SETTINGS`] of slot 0's default [`Mode`] (namespaces without an entry).
 pub const SETTING_DEFAULT_MODE_SLOT0: u32 = 1;
-/// Index in [`SETTINGS`] of slot 1's default mode.
+/// Index in [`maps::SETTINGS`] of slot 1's default mode.
 pub const SETTING_DEFAULT_MODE_SLOT1: u32 = 2;
-/// Number of u32 entries in [`SETTINGS`].
+/// Number of u32 entries in [`maps::SETTINGS`].
 pub const SETTINGS_LEN: u32 = 4;
 
 /// Map names, shared so that the loader and the programs cannot drift apart.
@@ -68,11 +49,13 @@ pub mod maps {
     pub const IPV6: &str = "IPV6";
     /// `LpmTrie<PolicyKey, PolicyValue>`: the compiled policy.
     pub const POLICY: &str = "POLICY";
-    /// `HashMap<ModeKey, u32>`: mode per namespace.
+    /// `HashMap<ModeKey, u32>`: [`super::Mode`] per namespace.
     pub const MODES: &str = "MODES";
     /// `LruHashMap<CtKey, CtValue>`: connection tracking.
     pub const CONNTRACK: &str = "CONNTRACK";
-    /// `LruHashMap<FoldKey, FoldValue>`: per-flow-per-second event folding.
+    /// `HashMap<FoldKey, FoldValue>`: per-flow-per-second event folding. A plain hash, not an
+    /// LRU: a full map refuses a new flow (its event goes out unfolded) instead of evicting
+    /// another flow's unreported count.
     pub const FOLD: &str = "FOLD";
     /// `RingBuf`: violation events.
     pub const EVENTS: &str = "EVENTS";
@@ -112,110 +95,6 @@ pub mod capacity {
     pub const EVENTS_BYTES: u32 = 1 << 22;
 }
 
-/// Per-CPU counters, one per verdict and drop reason (docs/design.md#counters: every drop reason counted).
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    /// Packets of a socket outside every pod cgroup (host processes): passed untouched.
-    NotPod = 0,
-    /// Passed because a conntrack entry matched (later packet or reply).
-    ConntrackHit = 1,
-    /// Passed: both ends in one namespace.
-    SameNamespace = 2,
-    /// Passed: DNS to the cluster DNS Service.
-    Dns = 3,
-    /// Passed: ingress from world or host (not restricted in v1alpha1), or loopback.
-    Unrestricted = 4,
-    /// New connection allowed by policy.
-    PolicyAllow = 5,
-    /// New connection denied by policy in monitor mode (logged, passed).
-    PolicyAudit = 6,
-    /// New connection denied by policy in enforce mode (dropped).
-    PolicyDrop = 7,
-    /// Denied by policy in a namespace whose mode is `off` (passed, not logged).
-    PolicyOff = 8,
-    /// Dropped: a non-first IP fragment whose flow is unknown, in enforce mode.
-    FragmentDrop = 9,
-    /// Passed: a non-first IP fragment whose flow is unknown, in monitor/off mode.
-    FragmentPass = 10,
-    /// Packet too short or malformed to parse; dropped in enforce mode, passed otherwise.
-    Malformed = 11,
-    /// Events lost because the ring buffer was full (still counted in the fold totals).
-    EventsLost = 12,
-    /// Events folded into an earlier line instead of being sent.
-    EventsFolded = 13,
-    /// Events sent to user space.
-    EventsSent = 14,
-    /// Conntrack insertions that failed.
-    ConntrackFull = 15,
-    /// TCP connect() calls refused at the syscall (enforce).
-    ConnectDenied = 16,
-    /// Packets of a pod cgroup the agent has not discovered yet (a container that just started or
-    /// restarted), identified by the pod's own address instead.
-    ByAddress = 17,
-    /// Violation events whose flow found no room in the fold map: sent one by one, unfolded
-    /// (so still counted exactly, or counted as lost when the ring buffer is full too).
-    FoldFull = 18,
-    /// Unfolded violation events (see `FoldFull`) the ring buffer had no room for: the only
-    /// violations whose count appears in no line; reported in `events_lost` lines instead.
-    EventsLostUnfolded = 19,
-}
-
-/// Number of entries in the counters map.
-pub const COUNTERS_LEN: u32 = 20;
-
-impl Counter {
-    /// Every counter, in map order.
-    pub const ALL: [Counter; COUNTERS_LEN as usize] = [
-        Counter::NotPod,
-        Counter::ConntrackHit,
-        Counter::SameNamespace,
-        Counter::Dns,
-        Counter::Unrestricted,
-        Counter::PolicyAllow,
-        Counter::PolicyAudit,
-        Counter::PolicyDrop,
-        Counter::PolicyOff,
-        Counter::FragmentDrop,
-        Counter::FragmentPass,
-        Counter::Malformed,
-        Counter::EventsLost,
-        Counter::EventsFolded,
-        Counter::EventsSent,
-        Counter::ConntrackFull,
-        Counter::ConnectDenied,
-        Counter::ByAddress,
-        Counter::FoldFull,
-        Counter::EventsLostUnfolded,
-    ];
-
-    /// Stable snake_case name (metric label values).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::NotPod => "not_pod",
-            Counter::ConntrackHit => "conntrack_hit",
-            Counter::SameNamespace => "same_namespace",
-            Counter::Dns => "dns",
-            Counter::Unrestricted => "unrestricted",
-            Counter::PolicyAllow => "policy_allow",
-            Counter::PolicyAudit => "policy_audit",
-            Counter::PolicyDrop => "policy_drop",
-            Counter::PolicyOff => "policy_off",
-            Counter::FragmentDrop => "fragment_drop",
-            Counter::FragmentPass => "fragment_pass",
-            Counter::Malformed => "malformed",
-            Counter::EventsLost => "events_lost",
-            Counter::EventsFolded => "events_folded",
-            Counter::EventsSent => "events_sent",
-            Counter::ConntrackFull => "conntrack_full",
-            Counter::ConnectDenied => "connect_denied",
-            Counter::ByAddress => "by_address",
-            Counter::FoldFull => "fold_full",
-            Counter::EventsLostUnfolded => "events_lost_unfolded",
-        }
-    }
-}
-
 /// An endpoint's identity: the value of the cgroup map and the IP tries.
 ///
 /// `id` is what the policy is keyed by (a namespace, or a namespace narrowed to the set of
@@ -244,50 +123,11 @@ pub struct CgroupKey {
     pub pad: u32,
 }
 
-/// LPM data of the IPv4 trie: `[slot, a, b, c, d]`; the prefix length counts the slot's 8 bits.
-pub type IpV4Key = [u8; 5];
-/// LPM data of the IPv6 trie: `[slot, 16 address bytes]`.
-pub type IpV6Key = [u8; 17];
-
-/// Bits of a policy LPM key before the peer id: slot, side, local id.
-pub const POLICY_PREFIX_LOCAL: u32 = 48;
-/// Bits up to and including the peer id.
-pub const POLICY_PREFIX_PEER: u32 = 80;
-/// Bits up to and including the protocol.
-pub const POLICY_PREFIX_PROTO: u32 = 88;
-/// Bits of a complete key (with the 16-bit port).
-pub const POLICY_PREFIX_FULL: u32 = 104;
-
-/// LPM data of the policy trie: `[slot, side, local id (BE), peer id (BE), proto, port (BE)]`.
-///
-/// Longest prefix wins: an entry for (local) is that side's default for every peer, (local, peer)
-/// overrides it for one peer, (…, proto) for one protocol, and (…, proto, port/len) for a port
-/// range expressed as prefixes. The compiler resolves rule order, so the kernel never loops.
-pub type PolicyKey = [u8; 13];
-
-/// Build a policy key's data. `const` so both sides compute it identically.
-#[inline(always)]
-pub const fn policy_key(
-    slot: u8,
-    side: u8,
-    local: u32,
-    peer: u32,
-    proto: u8,
-    port: u16,
-) -> PolicyKey {
-    let l = local.to_be_bytes();
-    let p = peer.to_be_bytes();
-    let o = port.to_be_bytes();
-    [
-        slot, side, l[0], l[1], l[2], l[3], p[0], p[1], p[2], p[3], proto, o[0], o[1],
-    ]
-}
-
 /// Value of the policy trie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyValue {
-    /// [`VERDICT_ALLOW`] or [`VERDICT_DENY`].
+    /// A [`PolicyVerdict`].
     pub verdict: u8,
     /// Always zero.
     pub pad: [u8; 3],
@@ -319,12 +159,26 @@ pub struct CtKey {
     pub dport: u16,
     /// IP protocol number.
     pub proto: u8,
-    /// [`SIDE_EGRESS`] or [`SIDE_INGRESS`]: each side tracks its own verdict.
+    /// The [`Side`] that let it through: each side tracks its own verdict.
     pub side: u8,
     /// 4 or 6.
     pub family: u8,
     /// Always zero.
     pub pad: u8,
+}
+
+impl CtKey {
+    /// The same connection seen from its other end.
+    #[inline(always)]
+    pub fn reversed(&self) -> CtKey {
+        CtKey {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            ..*self
+        }
+    }
 }
 
 /// Connection tracking value.
@@ -357,9 +211,9 @@ pub struct FoldKey {
     pub dport: u16,
     /// IP protocol number.
     pub proto: u8,
-    /// Side that decided.
+    /// The [`Side`] that decided.
     pub side: u8,
-    /// [`EVENT_AUDIT`] or [`EVENT_DENIED`].
+    /// An [`EventVerdict`].
     pub verdict: u8,
     /// 4 or 6.
     pub family: u8,
@@ -415,13 +269,13 @@ pub struct ViolationEvent {
     pub proto: u8,
     /// 4 or 6.
     pub family: u8,
-    /// Side that decided.
+    /// The [`Side`] that decided.
     pub side: u8,
-    /// [`EVENT_AUDIT`] or [`EVENT_DENIED`].
+    /// An [`EventVerdict`].
     pub verdict: u8,
     /// Slot of the policy that decided (the agent resolves `rule` in that slot's table).
     pub slot: u8,
-    /// `HOOK_*`.
+    /// The [`Hook`] that raised it.
     pub hook: u8,
     /// 1 when the cgroup (local end) is the connection's source.
     pub local_is_src: u8,

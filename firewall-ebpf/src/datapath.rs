@@ -8,9 +8,7 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext},
 };
 use firewall_common::{
-    Counter, EVENT_AUDIT, EVENT_DENIED, HOOK_CONNECT, HOOK_SKB_EGRESS, HOOK_SKB_INGRESS,
-    IDENTITY_F_DNS, Identity, MODE_ENFORCE, MODE_MONITOR, MODE_OFF, NS_FIRST, SIDE_EGRESS,
-    SIDE_INGRESS, VERDICT_DENY,
+    Counter, EventVerdict, Hook, Identity, IpProto, Mode, NS_FIRST, PolicyVerdict, Side, exemption,
 };
 
 use crate::{
@@ -18,7 +16,7 @@ use crate::{
     counters::count,
     events::{Violation, report},
     identity,
-    packet::{self, IPPROTO_TCP, IPPROTO_UDP, Kind, ParseError, Tuple},
+    packet::{self, Kind, ParseError, Tuple},
     policy,
 };
 
@@ -27,12 +25,12 @@ const DROP: i32 = 0;
 
 #[cgroup_skb(egress)]
 pub fn bulkhead_egress(ctx: SkBuffContext) -> i32 {
-    on_packet(&ctx, SIDE_EGRESS)
+    on_packet(&ctx, Side::Egress)
 }
 
 #[cgroup_skb(ingress)]
 pub fn bulkhead_ingress(ctx: SkBuffContext) -> i32 {
-    on_packet(&ctx, SIDE_INGRESS)
+    on_packet(&ctx, Side::Ingress)
 }
 
 #[cgroup_sock_addr(connect4)]
@@ -50,7 +48,7 @@ struct Judgement {
     /// Deciding rule of this side.
     rule: u32,
     /// This side's mode.
-    local_mode: u32,
+    local_mode: Mode,
     /// This side's policy denies (whatever its mode).
     denied: bool,
     /// This side denies and is not `off` (it logs).
@@ -58,7 +56,7 @@ struct Judgement {
     /// The destination's ingress side (looked up at the source) denies and is not `off`.
     peer_denies: bool,
     /// Mode of the destination's namespace (meaningful when `peer_denies`).
-    peer_mode: u32,
+    peer_mode: Mode,
     /// Deciding rule of the destination's ingress side.
     peer_rule: u32,
     /// Some denying side is in enforce mode.
@@ -71,38 +69,39 @@ struct Judgement {
 /// enforce mode the connection is dropped here, at the source, and that side logs too (see
 /// [`settle`]). Otherwise the destination's own ingress program decides for itself.
 #[inline(always)]
-fn judge(slot: u8, side: u8, local: &Identity, peer: &Identity, t: &Tuple) -> Judgement {
+fn judge(slot: u8, side: Side, local: &Identity, peer: &Identity, t: &Tuple) -> Judgement {
     let v = policy::lookup(slot, side, local.id, peer.id, t.proto, t.dport);
     let local_mode = identity::mode(slot, local.ns);
+    let denied = v.verdict == PolicyVerdict::Deny as u8;
     let mut j = Judgement {
         rule: v.rule,
         local_mode,
-        denied: v.verdict == VERDICT_DENY,
-        local_denies: v.verdict == VERDICT_DENY && local_mode != MODE_OFF,
+        denied,
+        local_denies: denied && local_mode != Mode::Off,
         peer_denies: false,
-        peer_mode: MODE_MONITOR,
+        peer_mode: Mode::Monitor,
         peer_rule: 0,
-        drop: v.verdict == VERDICT_DENY && local_mode == MODE_ENFORCE,
+        drop: denied && local_mode == Mode::Enforce,
     };
     // The destination's ingress side, looked up at the source (egress only, pod destinations).
-    if side == SIDE_EGRESS && peer.ns >= NS_FIRST {
-        let v2 = policy::lookup(slot, SIDE_INGRESS, peer.id, local.id, t.proto, t.dport);
-        if v2.verdict == VERDICT_DENY {
+    if side == Side::Egress && peer.ns >= NS_FIRST {
+        let v2 = policy::lookup(slot, Side::Ingress, peer.id, local.id, t.proto, t.dport);
+        if v2.verdict == PolicyVerdict::Deny as u8 {
             j.peer_mode = identity::mode(slot, peer.ns);
-            j.peer_denies = j.peer_mode != MODE_OFF;
+            j.peer_denies = j.peer_mode != Mode::Off;
             j.peer_rule = v2.rule;
-            j.drop |= j.peer_mode == MODE_ENFORCE;
+            j.drop |= j.peer_mode == Mode::Enforce;
         }
     }
     j
 }
 
 #[inline(always)]
-fn event_verdict(mode: u32) -> u8 {
-    if mode == MODE_ENFORCE {
-        EVENT_DENIED
+fn event_verdict(mode: Mode) -> EventVerdict {
+    if mode == Mode::Enforce {
+        EventVerdict::Denied
     } else {
-        EVENT_AUDIT
+        EventVerdict::Audit
     }
 }
 
@@ -113,14 +112,14 @@ fn event_verdict(mode: u32) -> u8 {
 fn settle(
     j: &Judgement,
     slot: u8,
-    side: u8,
+    side: Side,
     local: &Identity,
     peer: &Identity,
     t: &Tuple,
     cgroup_id: u64,
-    hook: u8,
+    hook: Hook,
 ) {
-    let egress = side == SIDE_EGRESS;
+    let egress = side == Side::Egress;
     let (src, dst) = if egress { (local, peer) } else { (peer, local) };
     let mut viol = Violation {
         tuple: *t,
@@ -140,12 +139,12 @@ fn settle(
         report(&viol);
     }
     if j.drop && j.peer_denies {
-        viol.side = SIDE_INGRESS;
+        viol.side = Side::Ingress;
         viol.rule = j.peer_rule;
         viol.verdict = event_verdict(j.peer_mode);
         report(&viol);
     }
-    if j.denied && j.local_mode == MODE_OFF {
+    if j.denied && j.local_mode == Mode::Off {
         count(Counter::PolicyOff);
     }
     if j.drop {
@@ -157,35 +156,20 @@ fn settle(
     }
 }
 
-/// Exemptions that hold whatever the policy says (docs/design.md#always-allowed).
+/// The "always allowed" rules (docs/design.md#always-allowed), counted by reason.
 #[inline(always)]
-fn exempt(side: u8, local: &Identity, peer: &Identity, t: &Tuple) -> bool {
-    if peer.ns == local.ns {
-        count(Counter::SameNamespace);
-        return true;
-    }
-    // Ingress from world or host (kubelet probes) is not restricted in v1alpha1.
-    if side == SIDE_INGRESS && peer.ns < NS_FIRST {
-        count(Counter::Unrestricted);
-        return true;
-    }
-    // DNS to the cluster DNS Service: its identity carries the flag (egress: the peer; ingress: us).
-    if t.dport == 53 && (t.proto == IPPROTO_UDP || t.proto == IPPROTO_TCP) {
-        let dns = if side == SIDE_EGRESS {
-            peer.flags
-        } else {
-            local.flags
-        };
-        if dns & IDENTITY_F_DNS != 0 {
-            count(Counter::Dns);
-            return true;
+fn exempt(side: Side, local: &Identity, peer: &Identity, t: &Tuple) -> bool {
+    match exemption(side, local, peer, t.proto, t.dport) {
+        Some(e) => {
+            count(e.counter());
+            true
         }
+        None => false,
     }
-    false
 }
 
 #[inline(always)]
-fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
+fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
     let skb = ctx.as_ptr() as *mut __sk_buff;
     // SAFETY: `skb` is the program's context pointer.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
@@ -202,7 +186,7 @@ fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
                 return PASS;
             };
             count(Counter::Malformed);
-            return if identity::mode(slot, local.ns) == MODE_ENFORCE {
+            return if identity::mode(slot, local.ns) == Mode::Enforce {
                 DROP
             } else {
                 PASS
@@ -210,7 +194,7 @@ fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
         }
     };
     let t = &pkt.tuple;
-    let egress = side == SIDE_EGRESS;
+    let egress = side == Side::Egress;
     let local = match by_cgroup {
         Some(l) => l,
         None => {
@@ -242,7 +226,7 @@ fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
         if peer.ns == local.ns {
             return PASS;
         }
-        if identity::mode(slot, local.ns) == MODE_ENFORCE {
+        if identity::mode(slot, local.ns) == Mode::Enforce {
             count(Counter::FragmentDrop);
             return DROP;
         }
@@ -271,9 +255,9 @@ fn on_packet(ctx: &SkBuffContext, side: u8) -> i32 {
         return PASS;
     }
     let hook = if egress {
-        HOOK_SKB_EGRESS
+        Hook::SkbEgress
     } else {
-        HOOK_SKB_INGRESS
+        Hook::SkbIngress
     };
     let j = judge(slot, side, &local, &peer, t);
     settle(&j, slot, side, &local, &peer, t, cgroup_id, hook);
@@ -298,7 +282,7 @@ fn on_connect(ctx: &SockAddrContext, family: u8) -> i32 {
             (*sa).user_ip6,
         )
     };
-    if proto != IPPROTO_TCP as u32 {
+    if proto != IpProto::Tcp as u32 {
         return PASS;
     }
     // SAFETY: helper without preconditions.
@@ -316,28 +300,29 @@ fn on_connect(ctx: &SockAddrContext, family: u8) -> i32 {
         daddr,
         sport: 0,
         dport: u16::from_be(port_be as u16),
-        proto: IPPROTO_TCP,
+        proto: IpProto::Tcp as u8,
         family,
+        ..Tuple::default()
     };
     let peer = identity::remote(slot, family, &daddr);
-    if exempt(SIDE_EGRESS, &local, &peer, &t) {
+    if exempt(Side::Egress, &local, &peer, &t) {
         return PASS;
     }
     // Only a drop is decided here; an allowed or audited connect is judged again on its SYN,
     // which logs monitor-mode violations with the real source port.
-    let j = judge(slot, SIDE_EGRESS, &local, &peer, &t);
+    let j = judge(slot, Side::Egress, &local, &peer, &t);
     if !j.drop {
         return PASS;
     }
     settle(
         &j,
         slot,
-        SIDE_EGRESS,
+        Side::Egress,
         &local,
         &peer,
         &t,
         cgroup_id,
-        HOOK_CONNECT,
+        Hook::Connect,
     );
     count(Counter::ConnectDenied);
     DROP

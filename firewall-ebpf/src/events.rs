@@ -4,7 +4,9 @@
 //! sent. User space remembers what it printed and prints the remainder later, so the counts of
 //! the log add up exactly even when the ring buffer was full.
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use firewall_common::{Counter, FOLD_WINDOW_NS, FoldKey, FoldValue, ViolationEvent};
+use firewall_common::{
+    Counter, EventVerdict, FOLD_WINDOW_NS, FoldKey, FoldValue, Hook, Side, ViolationEvent,
+};
 
 use crate::{
     counters::count,
@@ -29,13 +31,13 @@ pub struct Violation {
     /// Deciding rule index.
     pub rule: u32,
     /// Side that decided.
-    pub side: u8,
-    /// EVENT_AUDIT or EVENT_DENIED.
-    pub verdict: u8,
+    pub side: Side,
+    /// What became of it.
+    pub verdict: EventVerdict,
     /// Slot of the policy.
     pub slot: u8,
-    /// HOOK_*.
-    pub hook: u8,
+    /// Where it was raised.
+    pub hook: Hook,
     /// 1 when the local end is the source.
     pub local_is_src: u8,
 }
@@ -50,8 +52,8 @@ pub fn report(v: &Violation) {
         daddr: t.daddr,
         dport: t.dport,
         proto: t.proto,
-        side: v.side,
-        verdict: v.verdict,
+        side: v.side as u8,
+        verdict: v.verdict as u8,
         family: t.family,
         pad: [0; 2],
     };
@@ -114,10 +116,10 @@ fn send(v: &Violation, now: u64, created: u64, total: u64, folded: bool) {
         dport: t.dport,
         proto: t.proto,
         family: t.family,
-        side: v.side,
-        verdict: v.verdict,
+        side: v.side as u8,
+        verdict: v.verdict as u8,
         slot: v.slot,
-        hook: v.hook,
+        hook: v.hook as u8,
         local_is_src: v.local_is_src,
         pad: 0,
     });

@@ -1,7 +1,7 @@
 //! Identity, mode and slot lookups.
 use firewall_common::{
-    CgroupKey, Identity, MODE_MONITOR, ModeKey, NS_WORLD, SETTING_ACTIVE_SLOT,
-    SETTING_DEFAULT_MODE_SLOT0,
+    CgroupKey, IPV4_KEY_BITS, IPV6_KEY_BITS, Identity, Mode, ModeKey, NS_WORLD,
+    SETTING_ACTIVE_SLOT, SETTING_DEFAULT_MODE_SLOT0, ipv4_key, ipv6_key, ipv6_octets,
 };
 
 use crate::maps::{CGROUPS, IPV4, IPV6, MODES, SETTINGS};
@@ -37,41 +37,31 @@ pub fn remote(slot: u8, family: u8, addr: &[u32; 4]) -> Identity {
         flags: 0,
     };
     if family == 4 {
-        let a = addr[0].to_ne_bytes();
-        let key = Key::new(40, [slot, a[0], a[1], a[2], a[3]]);
+        let key = Key::new(IPV4_KEY_BITS, ipv4_key(slot, addr[0].to_ne_bytes()));
         IPV4.get(&key).copied().unwrap_or(world)
     } else {
-        let mut data = [0u8; 17];
-        data[0] = slot;
-        let mut i = 0;
-        while i < 4 {
-            let w = addr[i].to_ne_bytes();
-            data[1 + i * 4] = w[0];
-            data[2 + i * 4] = w[1];
-            data[3 + i * 4] = w[2];
-            data[4 + i * 4] = w[3];
-            i += 1;
-        }
-        IPV6.get(&Key::new(136, data)).copied().unwrap_or(world)
+        let key = Key::new(IPV6_KEY_BITS, ipv6_key(slot, ipv6_octets(addr)));
+        IPV6.get(&key).copied().unwrap_or(world)
     }
 }
 
-/// The mode of namespace `ns` (falls back to the slot's default).
+/// The mode of namespace `ns` (falls back to the slot's default, then to monitor: an unknown or
+/// unset value never drops).
 #[inline(always)]
-pub fn mode(slot: u8, ns: u32) -> u32 {
+pub fn mode(slot: u8, ns: u32) -> Mode {
+    let key = ModeKey {
+        ns,
+        slot: slot as u32,
+    };
     // SAFETY: plain-data value copied out at once.
-    if let Some(m) = unsafe {
-        MODES.get(&ModeKey {
-            ns,
-            slot: slot as u32,
-        })
-    } {
-        return *m;
-    }
-    match SETTINGS.get(SETTING_DEFAULT_MODE_SLOT0 + slot as u32) {
-        Some(m) if *m != 0 => *m,
-        _ => MODE_MONITOR,
-    }
+    let raw = match unsafe { MODES.get(&key) } {
+        Some(m) => *m,
+        None => match SETTINGS.get(SETTING_DEFAULT_MODE_SLOT0 + slot as u32) {
+            Some(m) => *m,
+            None => 0,
+        },
+    };
+    Mode::try_from(raw).unwrap_or(Mode::Monitor)
 }
 
 /// Is this address loopback (127/8 or ::1)? Always allowed.

@@ -3,22 +3,18 @@
 //! Reads go through `bpf_skb_load_bytes` (`SkBuffContext::load`), which checks bounds itself, so a
 //! truncated or lying header yields `Err` rather than a wrong classification.
 use aya_ebpf::programs::SkBuffContext;
+use firewall_common::{CtKey, IpProto};
 
 /// Ethertypes as found in `__sk_buff.protocol` (network byte order).
 pub const ETH_P_IP_BE: u32 = (0x0800u16).to_be() as u32;
 /// IPv6 ethertype in network byte order.
 pub const ETH_P_IPV6_BE: u32 = (0x86DDu16).to_be() as u32;
 
-/// IP protocol numbers.
-pub const IPPROTO_ICMP: u8 = 1;
-/// TCP.
-pub const IPPROTO_TCP: u8 = 6;
-/// UDP.
-pub const IPPROTO_UDP: u8 = 17;
-/// ICMPv6.
-pub const IPPROTO_ICMPV6: u8 = 58;
-/// SCTP.
-pub const IPPROTO_SCTP: u8 = 132;
+const ICMP: u8 = IpProto::Icmp as u8;
+const ICMPV6: u8 = IpProto::Icmpv6 as u8;
+const TCP: u8 = IpProto::Tcp as u8;
+const UDP: u8 = IpProto::Udp as u8;
+const SCTP: u8 = IpProto::Sctp as u8;
 
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
@@ -39,37 +35,10 @@ pub enum Kind {
     Fragment,
 }
 
-/// The 5-tuple of a packet in packet orientation. Ports are host order; addresses network order.
-#[derive(Clone, Copy)]
-pub struct Tuple {
-    /// Source address (IPv4 in word 0).
-    pub saddr: [u32; 4],
-    /// Destination address.
-    pub daddr: [u32; 4],
-    /// Source port, or ICMP echo id for requests, 0 for replies.
-    pub sport: u16,
-    /// Destination port, or 0 for ICMP echo requests, the echo id for replies.
-    pub dport: u16,
-    /// IP protocol.
-    pub proto: u8,
-    /// 4 or 6.
-    pub family: u8,
-}
-
-impl Tuple {
-    /// The same flow seen from the other end.
-    #[inline(always)]
-    pub fn reversed(&self) -> Tuple {
-        Tuple {
-            saddr: self.daddr,
-            daddr: self.saddr,
-            sport: self.dport,
-            dport: self.sport,
-            proto: self.proto,
-            family: self.family,
-        }
-    }
-}
+/// The 5-tuple of a packet in packet orientation, as the conntrack key holds it (`side` is set
+/// only when it keys the conntrack map). Ports are host order (ICMP: the echo id as the request's
+/// source port and the reply's destination port); addresses network order, IPv4 in word 0.
+pub type Tuple = CtKey;
 
 /// A parsed packet.
 pub struct Packet {
@@ -97,26 +66,19 @@ fn load<T>(ctx: &SkBuffContext, off: usize) -> Result<T, ParseError> {
 /// Parses the packet of `ctx` (family from `__sk_buff.protocol`).
 #[inline(always)]
 pub fn parse(ctx: &SkBuffContext, protocol_be: u32) -> Result<Packet, ParseError> {
-    let empty = Tuple {
-        saddr: [0; 4],
-        daddr: [0; 4],
-        sport: 0,
-        dport: 0,
-        proto: 0,
-        family: 0,
-    };
     let mut pkt = Packet {
-        tuple: empty,
+        tuple: Tuple::default(),
         kind: Kind::Normal,
-        inner: empty,
+        inner: Tuple::default(),
     };
-    let l4 = if protocol_be == ETH_P_IP_BE {
-        parse_ipv4(ctx, 0, &mut pkt.tuple, &mut pkt.kind)?
+    let (l4, kind) = if protocol_be == ETH_P_IP_BE {
+        parse_ipv4(ctx, 0, &mut pkt.tuple)?
     } else if protocol_be == ETH_P_IPV6_BE {
-        parse_ipv6(ctx, 0, &mut pkt.tuple, &mut pkt.kind)?
+        parse_ipv6(ctx, 0, &mut pkt.tuple)?
     } else {
         return Err(ParseError::NotIp);
     };
+    pkt.kind = kind;
     if pkt.kind == Kind::Fragment {
         return Ok(pkt);
     }
@@ -124,18 +86,22 @@ pub fn parse(ctx: &SkBuffContext, protocol_be: u32) -> Result<Packet, ParseError
     Ok(pkt)
 }
 
-/// Parses an IPv4 header at `off`; returns the transport header's offset.
+/// The first byte of an IP header at `off`, which must carry `version`.
 #[inline(always)]
-fn parse_ipv4(
-    ctx: &SkBuffContext,
-    off: usize,
-    t: &mut Tuple,
-    kind: &mut Kind,
-) -> Result<usize, ParseError> {
-    let vihl: u8 = load(ctx, off)?;
-    if vihl >> 4 != 4 {
-        return Err(ParseError::Malformed);
+fn version_byte(ctx: &SkBuffContext, off: usize, version: u8) -> Result<u8, ParseError> {
+    let b: u8 = load(ctx, off)?;
+    if b >> 4 == version {
+        Ok(b)
+    } else {
+        Err(ParseError::Malformed)
     }
+}
+
+/// Parses an IPv4 header at `off`: the transport header's offset, and `Fragment` for a
+/// non-first fragment.
+#[inline(always)]
+fn parse_ipv4(ctx: &SkBuffContext, off: usize, t: &mut Tuple) -> Result<(usize, Kind), ParseError> {
+    let vihl = version_byte(ctx, off, 4)?;
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if ihl < 20 {
         return Err(ParseError::Malformed);
@@ -145,24 +111,18 @@ fn parse_ipv4(
     t.saddr[0] = load(ctx, off + 12)?;
     t.daddr[0] = load(ctx, off + 16)?;
     t.family = 4;
-    if frag & 0x1fff != 0 {
-        *kind = Kind::Fragment;
-    }
-    Ok(off + ihl)
+    let kind = if frag & 0x1fff != 0 {
+        Kind::Fragment
+    } else {
+        Kind::Normal
+    };
+    Ok((off + ihl, kind))
 }
 
-/// Parses an IPv6 header and its extension headers at `off`; returns the transport offset.
+/// Parses an IPv6 header and its extension headers at `off`, as [`parse_ipv4`].
 #[inline(always)]
-fn parse_ipv6(
-    ctx: &SkBuffContext,
-    off: usize,
-    t: &mut Tuple,
-    kind: &mut Kind,
-) -> Result<usize, ParseError> {
-    let v: u8 = load(ctx, off)?;
-    if v >> 4 != 6 {
-        return Err(ParseError::Malformed);
-    }
+fn parse_ipv6(ctx: &SkBuffContext, off: usize, t: &mut Tuple) -> Result<(usize, Kind), ParseError> {
+    version_byte(ctx, off, 6)?;
     let mut next: u8 = load(ctx, off + 6)?;
     t.saddr = load(ctx, off + 8)?;
     t.daddr = load(ctx, off + 24)?;
@@ -185,8 +145,7 @@ fn parse_ipv6(
                 pos += 8;
                 if offlg & 0xfff8 != 0 {
                     t.proto = next;
-                    *kind = Kind::Fragment;
-                    return Ok(pos);
+                    return Ok((pos, Kind::Fragment));
                 }
             }
             // Authentication header: (len + 2) * 4 bytes.
@@ -198,7 +157,7 @@ fn parse_ipv6(
             }
             _ => {
                 t.proto = next;
-                return Ok(pos);
+                return Ok((pos, Kind::Normal));
             }
         }
     }
@@ -208,7 +167,7 @@ fn parse_ipv6(
 /// Is this ICMP (v4 or v6) type an error message that quotes another packet?
 #[inline(always)]
 fn icmp_is_error(proto: u8, ty: u8) -> bool {
-    if proto == IPPROTO_ICMP {
+    if proto == ICMP {
         ty == 3 || ty == 4 || ty == 5 || ty == 11 || ty == 12
     } else {
         ty < 128
@@ -220,19 +179,19 @@ fn icmp_is_error(proto: u8, ty: u8) -> bool {
 fn parse_l4(ctx: &SkBuffContext, off: usize, pkt: &mut Packet) -> Result<(), ParseError> {
     let t = &mut pkt.tuple;
     match t.proto {
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
+        TCP | UDP | SCTP => {
             t.sport = u16::from_be(load(ctx, off)?);
             t.dport = u16::from_be(load(ctx, off + 2)?);
-            if t.proto == IPPROTO_TCP {
+            if t.proto == TCP {
                 let flags: u8 = load(ctx, off + 13)?;
                 if flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN {
                     pkt.kind = Kind::TcpSyn;
                 }
             }
         }
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+        ICMP | ICMPV6 => {
             let ty: u8 = load(ctx, off)?;
-            let (req, rep) = if t.proto == IPPROTO_ICMP {
+            let (req, rep) = if t.proto == ICMP {
                 (8u8, 0u8)
             } else {
                 (128u8, 129u8)
@@ -262,18 +221,17 @@ fn parse_inner(
     family: u8,
     inner: &mut Tuple,
 ) -> Result<(), ParseError> {
-    let mut kind = Kind::Normal;
-    let l4 = if family == 4 {
-        parse_ipv4(ctx, off, inner, &mut kind)?
+    let (l4, _) = if family == 4 {
+        parse_ipv4(ctx, off, inner)?
     } else {
-        parse_ipv6(ctx, off, inner, &mut kind)?
+        parse_ipv6(ctx, off, inner)?
     };
     match inner.proto {
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
+        TCP | UDP | SCTP => {
             inner.sport = u16::from_be(load(ctx, l4)?);
             inner.dport = u16::from_be(load(ctx, l4 + 2)?);
         }
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+        ICMP | ICMPV6 => {
             let ty: u8 = load(ctx, l4)?;
             let id = u16::from_be(load(ctx, l4 + 4)?);
             if ty == 8 || ty == 128 {

@@ -6,11 +6,11 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use firewall_agent::{
-    compiler::{CompileOptions, IdAllocator, compile},
-    source::file::parse_objects,
-};
+use firewall_agent::source::file::parse_objects;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
 use serde_json::{Value, json};
 
 const NAMESPACES: [&str; 5] = ["a", "b", "c", "kube-system", "missing"];
@@ -111,21 +111,12 @@ fn objects(u: &mut Unstructured) -> arbitrary::Result<Vec<Value>> {
         if bool::arbitrary(u)? {
             let ns = pick(u, &NAMESPACES)?;
             let mut spec = json!({});
-            if bool::arbitrary(u)? {
-                let n = usize::from(u8::arbitrary(u)? % 3);
-                spec["ingress"] = json!(
-                    (0..n)
-                        .map(|_| rule(u, "from"))
-                        .collect::<Result<Vec<_>, _>>()?
-                );
-            }
-            if bool::arbitrary(u)? {
-                let n = usize::from(u8::arbitrary(u)? % 3);
-                spec["egress"] = json!(
-                    (0..n)
-                        .map(|_| rule(u, "to"))
-                        .collect::<Result<Vec<_>, _>>()?
-                );
+            for (direction, peer) in [("ingress", "from"), ("egress", "to")] {
+                if bool::arbitrary(u)? {
+                    let n = usize::from(u8::arbitrary(u)? % 3);
+                    let rules = (0..n).map(|_| rule(u, peer));
+                    spec[direction] = json!(rules.collect::<Result<Vec<_>, _>>()?);
+                }
             }
             out.push(
                 json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "NamespaceFirewall",
@@ -168,14 +159,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let text = json!({"apiVersion": "v1", "kind": "List", "items": objs}).to_string();
     let model = parse_objects(&text).expect("generated core objects always parse");
-    let opts = CompileOptions {
-        node_name: "node-1".into(),
-        ..Default::default()
-    };
-    let a = compile(&model, &opts, &mut IdAllocator::default());
-    let b = compile(&model, &opts, &mut IdAllocator::default());
-    assert_eq!(a.policy, b.policy, "compile is not deterministic");
-    assert_eq!(a.modes, b.modes, "compile is not deterministic");
+    let a = common::compile_twice(&model);
     // A rejected object contributes no rule name to the compiled policy.
     for r in &a.rejected {
         let label = match &r.namespace {

@@ -3,11 +3,11 @@
 //! against the previous compile, so non-determinism would rewrite maps for nothing).
 #![no_main]
 
-use firewall_agent::{
-    compiler::{CompileOptions, IdAllocator, compile},
-    source::file::parse_objects,
-};
+use firewall_agent::source::file::parse_objects;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -16,12 +16,5 @@ fuzz_target!(|data: &[u8]| {
     let Ok(model) = parse_objects(text) else {
         return;
     };
-    let opts = CompileOptions {
-        node_name: "node-1".into(),
-        ..Default::default()
-    };
-    let a = compile(&model, &opts, &mut IdAllocator::default());
-    let b = compile(&model, &opts, &mut IdAllocator::default());
-    assert_eq!(a.policy, b.policy, "compile is not deterministic");
-    assert_eq!(a.ipv4, b.ipv4, "compile is not deterministic");
+    common::compile_twice(&model);
 });

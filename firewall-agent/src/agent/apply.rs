@@ -13,7 +13,7 @@ use super::metrics::Metrics;
 use crate::{
     cgroups,
     compiler::{self, CompileOptions, Compiled, IdAllocator},
-    datapath::writer::{ApplyError, MapContents, MapWriter},
+    datapath::writer::{ApplyError, MapWriter},
     events::{NameTables, Names, names::PodName},
     model::{ClusterModel, Rejection},
 };
@@ -33,18 +33,6 @@ pub struct PolicyState {
     node_seen: bool,
     /// Pod UIDs with a cgroup on this node but no local Pod object.
     unmatched: BTreeSet<String>,
-}
-
-/// Kernel map contents of a compiled policy.
-pub fn map_contents(c: &Compiled) -> MapContents {
-    MapContents {
-        cgroups: c.cgroups.clone(),
-        ipv4: c.ipv4.clone(),
-        ipv6: c.ipv6.clone(),
-        policy: c.policy.iter().map(|(p, v)| (p.to_lpm(0), *v)).collect(),
-        modes: c.modes.clone(),
-        default_mode: c.default_mode,
-    }
 }
 
 /// The log's name tables for a model and its compiled policy.
@@ -199,18 +187,18 @@ impl PolicyState {
         }
         let compiled = compiler::compile(&model, &self.opts, &mut self.ids);
         self.report_rejections(&compiled);
-        let contents = map_contents(&compiled);
+        let contents = &compiled.maps;
         let compile_ms = started.elapsed().as_secs_f64() * 1e3;
         let objects =
             model.namespace_firewalls.len() + model.cluster_firewalls.len() + model.rejected.len();
         let rejected = compiled.rejected.len();
-        if self.ready && contents == *writer.active_contents() {
+        if self.ready && contents == writer.active_contents() {
             names.set(writer.active_slot(), name_tables(&model, &compiled));
             self.metrics
                 .policy_objects(objects.saturating_sub(rejected), rejected);
             return;
         }
-        match writer.apply(&contents) {
+        match writer.apply(contents) {
             Ok(stats) => {
                 names.set(stats.slot, name_tables(&model, &compiled));
                 self.metrics.applied(started.elapsed());

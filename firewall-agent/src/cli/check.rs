@@ -7,6 +7,7 @@ use crate::{
     source::file::parse_objects,
 };
 use anyhow::{Context as _, bail};
+use firewall_common::IpProto;
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
@@ -34,14 +35,16 @@ pub struct CheckArgs {
 }
 
 fn proto_number(p: &str) -> anyhow::Result<u8> {
-    Ok(match p.to_ascii_uppercase().as_str() {
-        "TCP" => 6,
-        "UDP" => 17,
-        "SCTP" => 132,
-        "ICMP" => 1,
-        "ICMPV6" => 58,
-        other => bail!("unknown --protocol {other:?}: expected TCP, UDP, SCTP, ICMP or ICMPv6"),
-    })
+    match IpProto::ALL
+        .iter()
+        .find(|k| k.as_str().eq_ignore_ascii_case(p))
+    {
+        Some(k) => Ok(*k as u8),
+        None => bail!(
+            "unknown --protocol {:?}: expected TCP, UDP, SCTP, ICMP or ICMPv6",
+            p.to_ascii_uppercase()
+        ),
+    }
 }
 
 /// Runs `check`.

@@ -4,7 +4,6 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::ValueEnum;
-use firewall_common::{MODE_ENFORCE, MODE_MONITOR, MODE_OFF};
 
 use crate::{
     agent::{self, RunConfig},
@@ -26,11 +25,11 @@ enum Mode {
 }
 
 impl Mode {
-    fn value(self) -> u32 {
+    fn value(self) -> firewall_common::Mode {
         match self {
-            Mode::Monitor => MODE_MONITOR,
-            Mode::Enforce => MODE_ENFORCE,
-            Mode::Off => MODE_OFF,
+            Mode::Monitor => firewall_common::Mode::Monitor,
+            Mode::Enforce => firewall_common::Mode::Enforce,
+            Mode::Off => firewall_common::Mode::Off,
         }
     }
 }

@@ -1,24 +1,20 @@
 //! Encodes per-pair verdict functions into longest-prefix-match entries
 //! (docs/design.md#policy-trie): local default, pair, protocol and port-prefix levels, each only where it differs
 //! from the level above.
-use std::{
-    collections::{BTreeMap, HashMap},
-    hash::{BuildHasherDefault, Hasher},
-};
+use std::collections::BTreeMap;
 
-use firewall_common::{NS_FIRST, PolicyValue, SIDE_EGRESS, SIDE_INGRESS};
+use firewall_common::{IpProto, NS_FIRST, PolicyPrefix, PolicyValue, Side, pair_exemption};
 
 use super::{
     evaluate::{Dst, Outside, PairValue, Plan, PlanSignature, Src, Val},
     identities::{Identities, IdentityKind},
     policy_set::PolicySet,
-    prefix::{PolicyPrefix, port_prefix_count, port_prefixes},
+    prefix::{port_prefix_count, port_prefixes},
 };
-use crate::crd::valid::PORT_PROTOCOLS;
 
 fn value((verdict, rule): Val) -> PolicyValue {
     PolicyValue {
-        verdict,
+        verdict: verdict as u8,
         pad: [0; 3],
         rule,
     }
@@ -27,54 +23,21 @@ fn value((verdict, rule): Val) -> PolicyValue {
 /// Namespace labels by name (empty for namespaces without a Namespace object).
 pub type Labels<'a> = &'a BTreeMap<String, BTreeMap<String, String>>;
 
-/// A fast non-cryptographic hasher (FxHash's multiply-rotate) for the signature memo: keys are
-/// built by the compiler, never chosen by a remote party, so flooding resistance is not needed.
-#[derive(Default)]
-struct FastHasher(u64);
-
-impl Hasher for FastHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(u64::from(v));
-    }
-
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64);
-    }
-
-    fn write_u8(&mut self, v: u8) {
-        self.write_u64(u64::from(v));
-    }
-}
-
 /// Pair evaluation shared by every pair with the same candidate rules.
 struct Evaluations<'p> {
     set: &'p PolicySet,
     /// Namespace id -> what the rules look at (looked up once, not per pair; ids are dense).
     namespaces: Vec<Option<Src<'p>>>,
-    index: HashMap<PlanSignature, usize, BuildHasherDefault<FastHasher>>,
+    /// Signature -> index in `values` (foldhash: the memo is hashed once per pair, so a fast
+    /// hash matters; its iteration order is never used, so the seed does not affect the output).
+    index: foldhash::HashMap<PlanSignature, usize>,
     values: Vec<PairValue>,
 }
 
 impl<'p> Evaluations<'p> {
     /// Index (in `values`) of the verdict function of `side` from namespace `src` to `dst`
     /// (an identity of namespace `dst_ns`).
-    fn pair(&mut self, side: u8, src: u32, dst_ns: u32, dst: &'p IdentityKind) -> Option<usize> {
+    fn pair(&mut self, side: Side, src: u32, dst_ns: u32, dst: &'p IdentityKind) -> Option<usize> {
         let src = (*self.namespaces.get(src as usize)?)?;
         let plan = match dst {
             IdentityKind::Namespace { services, .. } => {
@@ -103,6 +66,75 @@ impl<'p> Evaluations<'p> {
         self.index.insert(sig, i);
         Some(i)
     }
+
+    /// Egress: one row per source namespace, shared by its local identities.
+    fn egress_rows(&mut self, ids: &'p Identities, out: &mut BTreeMap<PolicyPrefix, PolicyValue>) {
+        let mut by_ns: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for id in &ids.local {
+            if let Some((ns, _)) = ids.kinds.get(id) {
+                by_ns.entry(*ns).or_default().push(*id);
+            }
+        }
+        for (ns, locals) in &by_ns {
+            let row: Vec<(u32, usize)> = ids
+                .kinds
+                .iter()
+                .filter(|(_, (pns, _))| pair_exemption(Side::Egress, *ns, *pns).is_none())
+                .filter_map(|(peer, (pns, kind))| {
+                    Some((*peer, self.pair(Side::Egress, *ns, *pns, kind)?))
+                })
+                .collect();
+            for local in locals {
+                emit_row(out, Side::Egress, *local, &row, &self.values);
+            }
+        }
+    }
+
+    /// Ingress: for local identities against every other namespace's identities, for the others
+    /// against the local ones. The value depends on the source's namespace only (memo indexed
+    /// by namespace id, reset after each row).
+    fn ingress_rows(&mut self, ids: &'p Identities, out: &mut BTreeMap<PolicyPrefix, PolicyValue>) {
+        let all_peers: Vec<(u32, u32)> = ids.kinds.iter().map(|(id, (ns, _))| (*id, *ns)).collect();
+        let local_peers: Vec<(u32, u32)> = all_peers
+            .iter()
+            .filter(|(id, _)| ids.local.contains(id))
+            .copied()
+            .collect();
+        let mut by_src: Vec<Option<usize>> = vec![None; self.namespaces.len()];
+        let mut touched: Vec<usize> = Vec::new();
+        for (local, (lns, kind)) in ids.kinds.iter().filter(|(_, (ns, _))| *ns >= NS_FIRST) {
+            let peers = if ids.local.contains(local) {
+                &all_peers
+            } else {
+                &local_peers
+            };
+            let mut row: Vec<(u32, usize)> = Vec::with_capacity(peers.len());
+            let judged = peers
+                .iter()
+                .filter(|(_, pns)| pair_exemption(Side::Ingress, *lns, *pns).is_none());
+            for (peer, pns) in judged {
+                let slot = *pns as usize;
+                let i = match by_src.get(slot).copied().flatten() {
+                    Some(i) => i,
+                    None => {
+                        let Some(i) = self.pair(Side::Ingress, *pns, *lns, kind) else {
+                            continue;
+                        };
+                        if let Some(s) = by_src.get_mut(slot) {
+                            *s = Some(i);
+                            touched.push(slot);
+                        }
+                        i
+                    }
+                };
+                row.push((*peer, i));
+            }
+            for slot in touched.drain(..) {
+                by_src[slot] = None;
+            }
+            emit_row(out, Side::Ingress, *local, &row, &self.values);
+        }
+    }
 }
 
 fn most_common<'a>(values: impl Iterator<Item = &'a Val>) -> Option<Val> {
@@ -119,7 +151,7 @@ fn most_common<'a>(values: impl Iterator<Item = &'a Val>) -> Option<Val> {
 /// Emits one side of one local identity; `peers` index into `values`.
 fn emit_row(
     out: &mut BTreeMap<PolicyPrefix, PolicyValue>,
-    side: u8,
+    side: Side,
     local: u32,
     peers: &[(u32, usize)],
     values: &[PairValue],
@@ -144,7 +176,7 @@ fn emit_row(
         if pv.other != default {
             out.insert(pair_key, value(pv.other));
         }
-        for (intervals, proto) in pv.protos.iter().zip(PORT_PROTOCOLS) {
+        for (intervals, proto) in pv.protos.iter().zip(IpProto::WITH_PORTS) {
             if intervals.is_empty() {
                 continue;
             }
@@ -166,7 +198,7 @@ fn emit_row(
             }
             let proto_value = best.1;
             let proto_key = PolicyPrefix {
-                proto: Some(proto),
+                proto: Some(proto as u8),
                 ..pair_key
             };
             if proto_value != pv.other {
@@ -188,13 +220,14 @@ fn emit_row(
 }
 
 /// The policy trie for every lookup the kernel of this node can make: egress of local pods,
-/// ingress of local pods from any namespace, and ingress of any pod from local pods.
+/// ingress of local pods from any namespace, and ingress of any pod from local pods. Pairs an
+/// exemption covers whatever the protocol ([`pair_exemption`]) get no entries: the kernel never
+/// looks them up.
 pub fn encode(
     set: &PolicySet,
     ids: &Identities,
     labels: Labels<'_>,
 ) -> BTreeMap<PolicyPrefix, PolicyValue> {
-    let mut out = BTreeMap::new();
     let empty = BTreeMap::new();
     let mut namespaces = vec![None; ids.ns_ids.values().max().map_or(0, |m| *m as usize + 1)];
     for (name, id) in &ids.ns_ids {
@@ -208,72 +241,11 @@ pub fn encode(
     let mut ev = Evaluations {
         set,
         namespaces,
-        index: HashMap::default(),
+        index: foldhash::HashMap::default(),
         values: Vec::new(),
     };
-    let ns_identities: Vec<(u32, u32)> = ids
-        .kinds
-        .iter()
-        .filter(|(_, (ns, _))| *ns >= NS_FIRST)
-        .map(|(id, (ns, _))| (*id, *ns))
-        .collect();
-
-    // Egress: one row per source namespace, shared by its local identities.
-    let mut by_ns: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for id in &ids.local {
-        if let Some((ns, _)) = ids.kinds.get(id) {
-            by_ns.entry(*ns).or_default().push(*id);
-        }
-    }
-    for (ns, locals) in &by_ns {
-        let row: Vec<(u32, usize)> = ids
-            .kinds
-            .iter()
-            .filter(|(_, (pns, _))| pns != ns)
-            .filter_map(|(peer, (pns, kind))| Some((*peer, ev.pair(SIDE_EGRESS, *ns, *pns, kind)?)))
-            .collect();
-        for local in locals {
-            emit_row(&mut out, SIDE_EGRESS, *local, &row, &ev.values);
-        }
-    }
-
-    // Ingress: the value depends on the source's namespace only (memo indexed by namespace id,
-    // reset after each row).
-    let local_peers: Vec<(u32, u32)> = ns_identities
-        .iter()
-        .filter(|(id, _)| ids.local.contains(id))
-        .copied()
-        .collect();
-    let mut by_src: Vec<Option<usize>> = vec![None; ev.namespaces.len()];
-    let mut touched: Vec<usize> = Vec::new();
-    for (local, (lns, kind)) in ids.kinds.iter().filter(|(_, (ns, _))| *ns >= NS_FIRST) {
-        let peers = if ids.local.contains(local) {
-            &ns_identities
-        } else {
-            &local_peers
-        };
-        let mut row: Vec<(u32, usize)> = Vec::with_capacity(peers.len());
-        for (peer, pns) in peers.iter().filter(|(_, pns)| pns != lns) {
-            let slot = *pns as usize;
-            let i = match by_src.get(slot).copied().flatten() {
-                Some(i) => i,
-                None => {
-                    let Some(i) = ev.pair(SIDE_INGRESS, *pns, *lns, kind) else {
-                        continue;
-                    };
-                    if let Some(s) = by_src.get_mut(slot) {
-                        *s = Some(i);
-                        touched.push(slot);
-                    }
-                    i
-                }
-            };
-            row.push((*peer, i));
-        }
-        for slot in touched.drain(..) {
-            by_src[slot] = None;
-        }
-        emit_row(&mut out, SIDE_INGRESS, *local, &row, &ev.values);
-    }
+    let mut out = BTreeMap::new();
+    ev.egress_rows(ids, &mut out);
+    ev.ingress_rows(ids, &mut out);
     out
 }

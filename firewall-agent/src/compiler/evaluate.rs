@@ -1,18 +1,16 @@
-//! Evaluation (docs/design.md#evaluation-order) of one side of a connection, as a list of candidate rules in precedence
-//! order ([`Plan`]), decided at one (protocol, port) or as a whole function of them.
+//! The evaluation (docs/design.md#evaluation-order) of one side of a connection, as a list of
+//! candidate rules in precedence order ([`Plan`]), decided at one (protocol, port) or as a whole
+//! function of them.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
-use firewall_common::{SIDE_EGRESS, VERDICT_ALLOW, VERDICT_DENY};
+use firewall_common::{Exemption, IpProto, PolicyVerdict, Side};
 use ipnet::IpNet;
 
-use super::policy_set::{NamespaceRules, PolicySet, RULE_DEFAULT};
-use crate::crd::{
-    Action,
-    valid::{Destinations, PORT_PROTOCOLS, Ports, ValidIngressRule},
-};
+use super::policy_set::{DirectionRules, NamespaceRules, PolicySet, RULE_DEFAULT};
+use crate::policy::{ClusterAction, Destinations, EgressRule, IngressRule, Ports};
 
 /// Which evaluation step decided a side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,13 +33,23 @@ pub enum Step {
     Default,
 }
 
+impl From<Exemption> for Step {
+    fn from(e: Exemption) -> Self {
+        match e {
+            Exemption::SameNamespace => Step::SameNamespace,
+            Exemption::Dns => Step::Dns,
+            Exemption::Unrestricted => Step::Unrestricted,
+        }
+    }
+}
+
 /// A verdict and the rule-table index that decided it (the kernel's `PolicyValue`, minus padding).
-pub type Val = (u8, u32);
+pub type Val = (PolicyVerdict, u32);
 
 /// One side's decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Decision {
-    /// `VERDICT_ALLOW` or `VERDICT_DENY`, and the rule index.
+    /// Allow or deny, and the rule index.
     pub value: Val,
     /// The step that decided.
     pub step: Step,
@@ -113,16 +121,61 @@ fn dest_matches(to: &Destinations, dst: &Dst<'_>) -> bool {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum Act {
-    Allow,
-    Deny,
-    Delegate,
+/// A namespace allow-list entry, as the evaluation sees it.
+trait AllowRule {
+    fn ports(&self) -> &Ports;
+    fn matches(&self, src: &Src<'_>, dst: &Dst<'_>) -> bool;
+}
+
+impl AllowRule for EgressRule {
+    fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    fn matches(&self, _src: &Src<'_>, dst: &Dst<'_>) -> bool {
+        dest_matches(&self.to, dst)
+    }
+}
+
+impl AllowRule for IngressRule {
+    fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    fn matches(&self, src: &Src<'_>, dst: &Dst<'_>) -> bool {
+        self.from.matches(src.name, src.labels)
+            && (self.services.is_empty()
+                || matches!(dst, Dst::Namespace { services, .. } if self.services.iter().any(|s| services.contains(s))))
+    }
+}
+
+/// Adds the entries of `list` matching the connection as allow candidates of `step`; returns
+/// the rule index naming the list (for a no-match denial).
+fn allows<'p, R: AllowRule>(
+    cands: &mut Vec<Candidate<'p>>,
+    list: &'p DirectionRules<R>,
+    step: Step,
+    src: &Src<'_>,
+    dst: &Dst<'_>,
+) -> u32 {
+    cands.extend(
+        list.rules
+            .iter()
+            .filter(|(_, r)| r.matches(src, dst))
+            .map(|(rule, r)| Candidate {
+                ports: r.ports(),
+                action: ClusterAction::Allow,
+                rule: *rule,
+                step,
+            }),
+    );
+    list.no_match
 }
 
 struct Candidate<'p> {
     ports: &'p Ports,
-    act: Act,
+    /// Namespace rules only allow; `Pass` stops the cluster rules.
+    action: ClusterAction,
     rule: u32,
     step: Step,
 }
@@ -130,7 +183,7 @@ struct Candidate<'p> {
 /// Identifies a [`Plan`]'s candidates (by rule, port set and outcome) and fallback.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PlanSignature {
-    cands: Vec<(u32, usize, Act, Step)>,
+    cands: Vec<(u32, usize, ClusterAction, Step)>,
     fallback: Decision,
 }
 
@@ -146,113 +199,65 @@ pub struct Plan<'p> {
 pub struct PairValue {
     /// Value for protocols without ports (ICMP, ...).
     pub other: Val,
-    /// Per `PORT_PROTOCOLS` entry: (first port, last port, value); empty when every port of the
+    /// Per [`IpProto::WITH_PORTS`] entry: (first port, last port, value); empty when every port of the
     /// protocol has the value `other` (the common case, without allocation).
     pub protos: [Vec<(u16, u16, Val)>; 3],
 }
 
 impl<'p> Plan<'p> {
     /// Builds the plan of `side` for a connection from namespace `src` to `dst`.
-    pub fn new(set: &'p PolicySet, side: u8, src: Src<'p>, dst: &Dst<'p>) -> Self {
-        let Src {
-            name: src,
-            labels: src_labels,
-            rules: src_rules,
-        } = src;
-        let mut cands = Vec::new();
-        for (rule, r) in &set.cluster_rules {
-            if r.from.matches(src, src_labels) && dest_matches(&r.to, dst) {
-                let act = match r.action {
-                    Action::Allow => Act::Allow,
-                    Action::Deny => Act::Deny,
-                    Action::Delegate => Act::Delegate,
-                };
-                cands.push(Candidate {
-                    ports: &r.ports,
-                    act,
-                    rule: *rule,
-                    step: Step::ClusterRule,
-                });
-            }
-        }
+    pub fn new(set: &'p PolicySet, side: Side, src: Src<'p>, dst: &Dst<'p>) -> Self {
+        let mut cands: Vec<Candidate<'p>> = set
+            .cluster_rules
+            .iter()
+            .filter(|(_, r)| r.from.matches(src.name, src.labels) && dest_matches(&r.to, dst))
+            .map(|(rule, r)| Candidate {
+                ports: &r.ports,
+                action: r.action,
+                rule: *rule,
+                step: Step::ClusterRule,
+            })
+            .collect();
         let dst_rules = match dst {
             Dst::Namespace { rules, .. } => *rules,
             Dst::Outside(_) => None,
         };
-        let egress_of_src = src_rules.and_then(|n| n.egress.as_ref());
+        let egress_of_src = src.rules.and_then(|n| n.egress.as_ref());
         let ingress_of_dst = dst_rules.and_then(|n| n.ingress.as_ref());
-        let ingress_matches = |r: &ValidIngressRule| {
-            r.from.matches(src, src_labels)
-                && (r.services.is_empty()
-                    || matches!(dst, Dst::Namespace { services, .. } if r.services.iter().any(|s| services.contains(s))))
+        // Step 2: the side's own namespace rules, when it has some for this direction.
+        let own = match side {
+            Side::Egress => {
+                egress_of_src.map(|d| allows(&mut cands, d, Step::NamespaceRule, &src, dst))
+            }
+            Side::Ingress => {
+                ingress_of_dst.map(|d| allows(&mut cands, d, Step::NamespaceRule, &src, dst))
+            }
         };
-        let (own_egress, own_ingress) = if side == SIDE_EGRESS {
-            (egress_of_src, None)
-        } else {
-            (None, ingress_of_dst)
-        };
-        let default = Decision {
-            value: match dst {
-                Dst::Namespace { .. } if !set.cross_namespace_allow => (VERDICT_DENY, RULE_DEFAULT),
-                _ => (VERDICT_ALLOW, RULE_DEFAULT),
+        let fallback = match own {
+            Some(no_match) => Decision {
+                value: (PolicyVerdict::Deny, no_match),
+                step: Step::NoMatch,
             },
-            step: Step::Default,
-        };
-        let fallback = if let Some(own) = own_egress {
-            for (rule, r) in &own.rules {
-                if dest_matches(&r.to, dst) {
-                    cands.push(Candidate {
-                        ports: &r.ports,
-                        act: Act::Allow,
-                        rule: *rule,
-                        step: Step::NamespaceRule,
-                    });
-                }
-            }
-            Decision {
-                value: (VERDICT_DENY, own.no_match),
-                step: Step::NoMatch,
-            }
-        } else if let Some(own) = own_ingress {
-            for (rule, r) in &own.rules {
-                if ingress_matches(r) {
-                    cands.push(Candidate {
-                        ports: &r.ports,
-                        act: Act::Allow,
-                        rule: *rule,
-                        step: Step::NamespaceRule,
-                    });
-                }
-            }
-            Decision {
-                value: (VERDICT_DENY, own.no_match),
-                step: Step::NoMatch,
-            }
-        } else {
-            if side == SIDE_EGRESS {
-                for (rule, r) in ingress_of_dst.iter().flat_map(|d| d.rules.iter()) {
-                    if ingress_matches(r) {
-                        cands.push(Candidate {
-                            ports: &r.ports,
-                            act: Act::Allow,
-                            rule: *rule,
-                            step: Step::OtherSide,
-                        });
+            None => {
+                // Step 3: the other side's rules; step 4: the default.
+                match (side, egress_of_src, ingress_of_dst) {
+                    (Side::Egress, _, Some(d)) => {
+                        allows(&mut cands, d, Step::OtherSide, &src, dst);
                     }
-                }
-            } else {
-                for (rule, r) in egress_of_src.iter().flat_map(|d| d.rules.iter()) {
-                    if dest_matches(&r.to, dst) {
-                        cands.push(Candidate {
-                            ports: &r.ports,
-                            act: Act::Allow,
-                            rule: *rule,
-                            step: Step::OtherSide,
-                        });
+                    (Side::Ingress, Some(d), _) => {
+                        allows(&mut cands, d, Step::OtherSide, &src, dst);
                     }
+                    _ => {}
+                }
+                let verdict = match dst {
+                    Dst::Namespace { .. } if !set.cross_namespace_allow => PolicyVerdict::Deny,
+                    _ => PolicyVerdict::Allow,
+                };
+                Decision {
+                    value: (verdict, RULE_DEFAULT),
+                    step: Step::Default,
                 }
             }
-            default
         };
         Plan { cands, fallback }
     }
@@ -263,7 +268,14 @@ impl<'p> Plan<'p> {
         let cands = self
             .cands
             .iter()
-            .map(|c| (c.rule, std::ptr::from_ref(c.ports) as usize, c.act, c.step))
+            .map(|c| {
+                (
+                    c.rule,
+                    std::ptr::from_ref(c.ports) as usize,
+                    c.action,
+                    c.step,
+                )
+            })
             .collect();
         PlanSignature {
             cands,
@@ -281,17 +293,17 @@ impl<'p> Plan<'p> {
             if !c.ports.contains(proto, port) {
                 continue;
             }
-            match c.act {
-                Act::Delegate => delegated = true,
-                Act::Allow => {
+            match c.action {
+                ClusterAction::Pass => delegated = true,
+                ClusterAction::Allow => {
                     return Decision {
-                        value: (VERDICT_ALLOW, c.rule),
+                        value: (PolicyVerdict::Allow, c.rule),
                         step: c.step,
                     };
                 }
-                Act::Deny => {
+                ClusterAction::Deny => {
                     return Decision {
-                        value: (VERDICT_DENY, c.rule),
+                        value: (PolicyVerdict::Deny, c.rule),
                         step: c.step,
                     };
                 }
@@ -302,15 +314,16 @@ impl<'p> Plan<'p> {
 
     /// The decision as a function of protocol and port.
     pub fn pair_value(&self) -> PairValue {
-        // Any protocol without ports (ICMP = 1) stands for all of them.
-        let other = self.decide(1, 0).value;
+        // Any protocol without ports stands for all of them.
+        let other = self.decide(IpProto::Icmp as u8, 0).value;
         if self.cands.iter().all(|c| c.ports.0.is_none()) {
             return PairValue {
                 other,
                 protos: Default::default(),
             };
         }
-        let protos = PORT_PROTOCOLS.map(|proto| {
+        let protos = IpProto::WITH_PORTS.map(|proto| {
+            let proto = proto as u8;
             let mut cuts: Vec<u32> = vec![0];
             for c in &self.cands {
                 for r in c.ports.0.iter().flatten().filter(|r| r.proto == proto) {

@@ -6,13 +6,13 @@ use std::{
     net::IpAddr,
 };
 
-use firewall_common::{MODE_ENFORCE, VERDICT_ALLOW};
-use firewall_common::{SIDE_EGRESS, SIDE_INGRESS};
+use firewall_common::{IDENTITY_F_DNS, Identity, Mode, PolicyVerdict, Side, exemption};
 
 use super::{
     CompileOptions,
     evaluate::{Decision, Dst, Outside, Plan, Src, Step},
-    identities::{namespace_names, pod_services},
+    identities::{Identities, IdentityKind, namespace_names},
+    ids::IdAllocator,
     modes,
     policy_set::PolicySet,
 };
@@ -32,26 +32,17 @@ pub enum Destination {
     Address(IpAddr),
 }
 
-/// A side's verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// The side lets the connection through.
-    Allow,
-    /// The side forbids it (dropped in enforce mode, logged in monitor mode).
-    Deny,
-}
-
 /// One side's decision, with what decided it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SideDecision {
-    /// Allow or deny.
-    pub verdict: Verdict,
+    /// Allow or deny (dropped in enforce mode, logged in monitor mode).
+    pub verdict: PolicyVerdict,
     /// The log's `policy` string: the deciding object/rule, or `default`.
     pub policy: String,
     /// The evaluation step (or exemption) that decided.
     pub step: Step,
-    /// This side's mode (`MODE_*`).
-    pub mode: u32,
+    /// This side's mode.
+    pub mode: Mode,
 }
 
 /// The verdict for one connection.
@@ -77,10 +68,7 @@ impl fmt::Display for Explanation {
             writeln!(
                 f,
                 "  {name}: {:?} by {} ({:?}; mode {})",
-                d.verdict,
-                d.policy,
-                d.step,
-                modes::mode_name(d.mode)
+                d.verdict, d.policy, d.step, d.mode
             )
         };
         writeln!(
@@ -100,34 +88,40 @@ impl fmt::Display for Explanation {
     }
 }
 
-/// What an address or a named destination resolves to.
-enum Resolved {
-    Namespace {
-        name: String,
-        services: BTreeSet<String>,
-        dns: bool,
-        what: String,
-    },
-    Outside {
-        addr: IpAddr,
-        what: String,
-    },
+/// What a destination resolves to: its identity (as the kernel sees it) and how to name it.
+struct Resolved<'a> {
+    identity: Identity,
+    place: Place<'a>,
+    what: String,
 }
+
+/// Where a destination is, as the rules see it.
+enum Place<'a> {
+    /// An endpoint of a namespace selected by these (referenced) Services.
+    Namespace(&'a str, &'a BTreeSet<String>),
+    /// A world or host address.
+    Outside(IpAddr),
+}
+
+/// Namespace id of a namespace the model does not know (a `check --from` typo).
+const UNKNOWN_NS: u32 = u32::MAX;
 
 /// Validated policy of one model, reusable across many explanations.
 pub struct Evaluator<'m> {
     model: &'m ClusterModel,
     opts: &'m CompileOptions,
     set: PolicySet,
+    idents: Identities,
     labels: BTreeMap<String, BTreeMap<String, String>>,
-    modes: BTreeMap<String, u32>,
-    default_mode: u32,
+    modes: BTreeMap<String, Mode>,
+    default_mode: Mode,
 }
 
 impl<'m> Evaluator<'m> {
-    /// Validates the model's policy once.
+    /// Validates the model's policy once and gives its endpoints identities, as a compile does.
     pub fn new(model: &'m ClusterModel, opts: &'m CompileOptions) -> Self {
-        let set = PolicySet::build(model);
+        let set = PolicySet::build(crate::crd::policy_input(model));
+        let idents = Identities::build(model, &set, opts, &mut IdAllocator::default());
         let names = namespace_names(model);
         let modes = modes::namespace_modes(model, &set, opts, &names);
         let default_mode = modes::default_mode(&set, opts);
@@ -140,6 +134,7 @@ impl<'m> Evaluator<'m> {
             model,
             opts,
             set,
+            idents,
             labels,
             modes,
             default_mode,
@@ -151,78 +146,80 @@ impl<'m> Evaluator<'m> {
         &self.set.rejected
     }
 
-    /// The mode of a namespace (`MODE_*`).
-    pub fn mode(&self, ns: &str) -> u32 {
+    /// The mode of a namespace.
+    pub fn mode(&self, ns: &str) -> Mode {
         self.modes.get(ns).copied().unwrap_or(self.default_mode)
     }
 
-    fn is_dns(&self, ns: &str, svc: &str) -> bool {
-        self.opts.dns_service.0 == ns && self.opts.dns_service.1 == svc
+    fn namespace_id(&self, name: &str) -> Option<u32> {
+        self.idents.ns_ids.get(name).copied()
     }
 
-    fn resolve(&self, dst: &Destination) -> Resolved {
-        let model = self.model;
-        match dst {
-            Destination::Namespace { name, services } => Resolved::Namespace {
-                name: name.clone(),
-                services: services.iter().cloned().collect(),
-                dns: services.iter().any(|s| self.is_dns(name, s)),
-                what: format!("namespace {name}"),
+    /// A named destination: a pod of `name` selected by `services`.
+    fn resolve_named<'a>(
+        &self,
+        src: &Identity,
+        src_name: &str,
+        name: &'a str,
+        services: &'a BTreeSet<String>,
+    ) -> Resolved<'a> {
+        let ns = match self.namespace_id(name) {
+            Some(id) => id,
+            None if name == src_name => src.ns,
+            None => UNKNOWN_NS - 1,
+        };
+        let (dns_ns, dns_name) = &self.opts.dns_service;
+        let dns = dns_ns == name && services.contains(dns_name);
+        Resolved {
+            identity: Identity {
+                id: ns,
+                ns,
+                flags: if dns { IDENTITY_F_DNS } else { 0 },
             },
-            Destination::Address(ip) => {
-                if let Some(pod) = model
-                    .pods
-                    .iter()
-                    .find(|p| p.is_endpoint() && p.ips.contains(ip))
-                {
-                    let dns = model
-                        .services
-                        .iter()
-                        .any(|s| self.is_dns(&s.namespace, &s.name) && s.selects(pod));
-                    return Resolved::Namespace {
-                        name: pod.namespace.clone(),
-                        services: pod_services(model, &self.set, pod),
-                        dns,
-                        what: format!("pod {}/{} ({ip})", pod.namespace, pod.name),
-                    };
-                }
-                if let Some(svc) = model.services.iter().find(|s| s.cluster_ips.contains(ip)) {
-                    let referenced = self
-                        .set
-                        .referenced_services
-                        .contains(&(svc.namespace.clone(), svc.name.clone()));
-                    return Resolved::Namespace {
-                        name: svc.namespace.clone(),
-                        services: if referenced {
-                            BTreeSet::from([svc.name.clone()])
-                        } else {
-                            BTreeSet::new()
-                        },
-                        dns: self.is_dns(&svc.namespace, &svc.name),
-                        what: format!("service {}/{} ({ip})", svc.namespace, svc.name),
-                    };
-                }
-                let host = model.nodes.iter().any(|n| n.addresses.contains(ip))
-                    || model
-                        .pods
-                        .iter()
-                        .any(|p| p.host_network && !p.terminal && p.ips.contains(ip));
-                let what = if host {
-                    format!("host {ip}")
-                } else {
-                    format!("world {ip}")
-                };
-                Resolved::Outside { addr: *ip, what }
-            }
+            place: Place::Namespace(name, services),
+            what: format!("namespace {name}"),
         }
     }
 
-    fn side(&self, d: Decision, mode: u32) -> SideDecision {
-        let verdict = if d.value.0 == VERDICT_ALLOW {
-            Verdict::Allow
-        } else {
-            Verdict::Deny
+    /// An address, resolved through the same tries the kernel looks up.
+    fn resolve_address(&self, ip: IpAddr) -> Resolved<'_> {
+        let identity = self.idents.lookup(ip);
+        let kind = self.idents.kinds.get(&identity.id).map(|k| &k.1);
+        let (place, what) = match kind {
+            Some(IdentityKind::Namespace { name, services }) => {
+                (Place::Namespace(name, services), self.endpoint_name(ip))
+            }
+            Some(IdentityKind::Outside { host: true, .. }) => {
+                (Place::Outside(ip), format!("host {ip}"))
+            }
+            _ => (Place::Outside(ip), format!("world {ip}")),
         };
+        Resolved {
+            identity,
+            place,
+            what,
+        }
+    }
+
+    /// How a namespace endpoint's address is named: its pod, else its Service (the order the
+    /// tries give addresses to identities in).
+    fn endpoint_name(&self, ip: IpAddr) -> String {
+        let model = self.model;
+        if let Some(p) = model
+            .pods
+            .iter()
+            .find(|p| p.is_endpoint() && p.ips.contains(&ip))
+        {
+            return format!("pod {}/{} ({ip})", p.namespace, p.name);
+        }
+        match model.services.iter().find(|s| s.cluster_ips.contains(&ip)) {
+            Some(s) => format!("service {}/{} ({ip})", s.namespace, s.name),
+            None => format!("address {ip}"),
+        }
+    }
+
+    fn side(&self, d: Decision, mode: Mode) -> SideDecision {
+        let verdict = d.value.0;
         let policy = self
             .set
             .rules
@@ -237,12 +234,34 @@ impl<'m> Evaluator<'m> {
         }
     }
 
-    fn exempt(&self, step: Step, mode: u32) -> SideDecision {
+    fn exempt(&self, step: Step, mode: Mode) -> SideDecision {
         SideDecision {
-            verdict: Verdict::Allow,
+            verdict: PolicyVerdict::Allow,
             policy: "default".to_owned(),
             step,
             mode,
+        }
+    }
+
+    /// One side's decision: an exemption, else the plan's.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        side: Side,
+        local: &Identity,
+        peer: &Identity,
+        src: Src<'_>,
+        dst: &Dst<'_>,
+        proto: u8,
+        port: u16,
+        mode: Mode,
+    ) -> SideDecision {
+        match exemption(side, local, peer, proto, port) {
+            Some(e) => self.exempt(e.into(), mode),
+            None => self.side(
+                Plan::new(&self.set, side, src, dst).decide(proto, port),
+                mode,
+            ),
         }
     }
 
@@ -260,51 +279,46 @@ impl<'m> Evaluator<'m> {
             labels: self.labels.get(src_namespace).unwrap_or(&empty),
             rules: self.set.namespaces.get(src_namespace),
         };
+        let src_ns = self.namespace_id(src_namespace).unwrap_or(UNKNOWN_NS);
+        let local = Identity {
+            id: src_ns,
+            ns: src_ns,
+            flags: 0,
+        };
         let src_mode = self.mode(src_namespace);
-        let resolved = self.resolve(dst);
-        let is_dns_port = port == 53 && (proto == 6 || proto == 17);
-        let (egress, ingress, destination, destination_namespace) = match &resolved {
-            Resolved::Namespace {
-                name,
-                services,
-                dns,
-                what,
-            } => {
-                let dst_mode = self.mode(name);
-                let (e, i) = if name == src_namespace {
-                    (
-                        self.exempt(Step::SameNamespace, src_mode),
-                        self.exempt(Step::SameNamespace, dst_mode),
-                    )
-                } else if *dns && is_dns_port {
-                    (
-                        self.exempt(Step::Dns, src_mode),
-                        self.exempt(Step::Dns, dst_mode),
-                    )
-                } else {
-                    let d = Dst::Namespace {
-                        name,
-                        labels: self.labels.get(name).unwrap_or(&empty),
-                        services,
-                        rules: self.set.namespaces.get(name),
-                    };
-                    let e = Plan::new(&self.set, SIDE_EGRESS, src, &d).decide(proto, port);
-                    let i = Plan::new(&self.set, SIDE_INGRESS, src, &d).decide(proto, port);
-                    (self.side(e, src_mode), self.side(i, dst_mode))
-                };
-                (e, Some(i), what.clone(), Some(name.clone()))
+        let named;
+        let resolved = match dst {
+            Destination::Namespace { name, services } => {
+                named = services.iter().cloned().collect();
+                self.resolve_named(&local, src_namespace, name, &named)
             }
-            Resolved::Outside { addr, what } => {
-                let d = Dst::Outside(Outside::Address(*addr));
-                let e = Plan::new(&self.set, SIDE_EGRESS, src, &d).decide(proto, port);
-                (self.side(e, src_mode), None, what.clone(), None)
+            Destination::Address(ip) => self.resolve_address(*ip),
+        };
+        let peer = resolved.identity;
+        let (egress, ingress, destination_namespace) = match resolved.place {
+            Place::Namespace(name, services) => {
+                let d = Dst::Namespace {
+                    name,
+                    labels: self.labels.get(name).unwrap_or(&empty),
+                    services,
+                    rules: self.set.namespaces.get(name),
+                };
+                let dst_mode = self.mode(name);
+                let e = self.decide(Side::Egress, &local, &peer, src, &d, proto, port, src_mode);
+                let i = self.decide(Side::Ingress, &peer, &local, src, &d, proto, port, dst_mode);
+                (e, Some(i), Some(name.to_owned()))
+            }
+            Place::Outside(addr) => {
+                let d = Dst::Outside(Outside::Address(addr));
+                let e = self.decide(Side::Egress, &local, &peer, src, &d, proto, port, src_mode);
+                (e, None, None)
             }
         };
-        let drops = |s: &SideDecision| s.verdict == Verdict::Deny && s.mode == MODE_ENFORCE;
+        let drops = |s: &SideDecision| s.verdict == PolicyVerdict::Deny && s.mode == Mode::Enforce;
         let dropped = drops(&egress) || ingress.as_ref().is_some_and(drops);
         Explanation {
             source_namespace: src_namespace.to_owned(),
-            destination,
+            destination: resolved.what,
             destination_namespace,
             egress,
             ingress,

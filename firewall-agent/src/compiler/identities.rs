@@ -9,7 +9,7 @@ use firewall_common::{IDENTITY_F_DNS, Identity, NS_HOST, NS_WORLD};
 use ipnet::IpNet;
 
 use super::{CompileOptions, ids::IdAllocator, policy_set::PolicySet};
-use crate::model::{ClusterModel, Pod, Service};
+use crate::model::{ClusterModel, Service};
 
 /// What an identity id stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,24 +30,6 @@ pub enum IdentityKind {
     },
 }
 
-/// A pod, for the violation log.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PodRef {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-/// Pods by address and by cgroup, for naming the ends of a violation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Endpoints {
-    /// Pod IPs (not hostNetwork).
-    pub by_ip: HashMap<IpAddr, PodRef>,
-    /// This node's pods by cgroup id.
-    pub by_cgroup: HashMap<u64, PodRef>,
-}
-
 /// All identities of a compile.
 #[derive(Clone, Debug, Default)]
 pub struct Identities {
@@ -63,8 +45,6 @@ pub struct Identities {
     pub ipv4: BTreeMap<(Ipv4Addr, u8), Identity>,
     /// IPv6 trie.
     pub ipv6: BTreeMap<(Ipv6Addr, u8), Identity>,
-    /// Pods by address and cgroup.
-    pub endpoints: Endpoints,
 }
 
 /// The names of every namespace the model mentions (objects, pods, Services, policies).
@@ -81,21 +61,6 @@ pub fn namespace_names(model: &ClusterModel) -> BTreeSet<String> {
     names
 }
 
-/// Referenced Services selecting a pod (names in its namespace).
-pub fn pod_services(model: &ClusterModel, set: &PolicySet, pod: &Pod) -> BTreeSet<String> {
-    model
-        .services
-        .iter()
-        .filter(|s| {
-            s.selects(pod)
-                && set
-                    .referenced_services
-                    .contains(&(s.namespace.clone(), s.name.clone()))
-        })
-        .map(|s| s.name.clone())
-        .collect()
-}
-
 /// Innermost named prefix containing `ip`.
 pub fn innermost(set: &PolicySet, ip: IpAddr) -> Option<IpNet> {
     set.named_cidrs
@@ -105,7 +70,31 @@ pub fn innermost(set: &PolicySet, ip: IpAddr) -> Option<IpNet> {
         .copied()
 }
 
+/// The identity of an address in address tries: the longest matching prefix, else world.
+pub fn lookup_address(
+    ipv4: &BTreeMap<(Ipv4Addr, u8), Identity>,
+    ipv6: &BTreeMap<(Ipv6Addr, u8), Identity>,
+    ip: IpAddr,
+) -> Identity {
+    let found = match ip {
+        IpAddr::V4(a) => (0..=32u8).rev().find_map(|l| {
+            let n = ipnet::Ipv4Net::new(a, l).ok()?.trunc();
+            ipv4.get(&(n.network(), l)).copied()
+        }),
+        IpAddr::V6(a) => (0..=128u8).rev().find_map(|l| {
+            let n = ipnet::Ipv6Net::new(a, l).ok()?.trunc();
+            ipv6.get(&(n.network(), l)).copied()
+        }),
+    };
+    found.unwrap_or_default()
+}
+
 impl Identities {
+    /// The identity of an address, as the kernel looks it up.
+    pub fn lookup(&self, ip: IpAddr) -> Identity {
+        lookup_address(&self.ipv4, &self.ipv6, ip)
+    }
+
     fn insert_ip(&mut self, ip: IpAddr, identity: Identity) {
         match ip {
             IpAddr::V4(a) => {
@@ -117,12 +106,14 @@ impl Identities {
         }
     }
 
+    /// The identity of endpoints of namespace `ns` selected by exactly `services`.
     fn namespace_identity(
         &mut self,
         ids: &mut IdAllocator,
         ns: &str,
         services: BTreeSet<String>,
-    ) -> u32 {
+        dns: bool,
+    ) -> Identity {
         let ns_id = self
             .ns_ids
             .get(ns)
@@ -133,16 +124,16 @@ impl Identities {
         } else {
             ids.narrowed(ns, &services)
         };
-        self.kinds.entry(id).or_insert_with(|| {
-            (
-                ns_id,
-                IdentityKind::Namespace {
-                    name: ns.to_owned(),
-                    services,
-                },
-            )
-        });
-        id
+        let kind = IdentityKind::Namespace {
+            name: ns.to_owned(),
+            services,
+        };
+        let ns = self.kinds.entry(id).or_insert((ns_id, kind)).0;
+        Identity {
+            id,
+            ns,
+            flags: if dns { IDENTITY_F_DNS } else { 0 },
+        }
     }
 
     /// Assigns identities to every endpoint of the model.
@@ -156,54 +147,42 @@ impl Identities {
         for name in namespace_names(model) {
             let id = ids.namespace(&name);
             out.ns_ids.insert(name.clone(), id);
-            out.kinds.insert(
-                id,
-                (
-                    id,
-                    IdentityKind::Namespace {
-                        name,
-                        services: BTreeSet::new(),
-                    },
-                ),
-            );
+            let kind = IdentityKind::Namespace {
+                name,
+                services: BTreeSet::new(),
+            };
+            out.kinds.insert(id, (id, kind));
         }
-        out.kinds.insert(
-            NS_WORLD,
-            (
-                NS_WORLD,
-                IdentityKind::Outside {
-                    host: false,
-                    cidr: None,
-                },
-            ),
-        );
-        out.kinds.insert(
-            NS_HOST,
-            (
-                NS_HOST,
-                IdentityKind::Outside {
-                    host: true,
-                    cidr: None,
-                },
-            ),
-        );
+        for (ns, host) in [(NS_WORLD, false), (NS_HOST, true)] {
+            let kind = IdentityKind::Outside { host, cidr: None };
+            out.kinds.insert(ns, (ns, kind));
+        }
         let (dns_ns, dns_name) = &opts.dns_service;
         let dns = model
             .services
             .iter()
             .find(|s| &s.namespace == dns_ns && &s.name == dns_name);
+        // Pods first: a pod IP wins over anything else claiming the same address.
+        out.add_pods(model, set, opts, ids, dns);
+        out.add_services(model, set, ids, dns);
+        out.add_hosts(model, set, ids);
+        out.add_named_cidrs(set, ids);
+        out
+    }
+
+    fn add_pods(
+        &mut self,
+        model: &ClusterModel,
+        set: &PolicySet,
+        opts: &CompileOptions,
+        ids: &mut IdAllocator,
+        dns: Option<&Service>,
+    ) {
         // Referenced Services by namespace: only they can narrow a pod's identity.
         let mut referenced: HashMap<&str, Vec<&Service>> = HashMap::new();
-        for s in &model.services {
-            if set
-                .referenced_services
-                .contains(&(s.namespace.clone(), s.name.clone()))
-            {
-                referenced.entry(s.namespace.as_str()).or_default().push(s);
-            }
+        for s in model.services.iter().filter(|s| is_referenced(set, s)) {
+            referenced.entry(s.namespace.as_str()).or_default().push(s);
         }
-
-        // Pods first: a pod IP wins over anything else claiming the same address.
         for pod in model.pods.iter().filter(|p| p.is_endpoint()) {
             let services: BTreeSet<String> = referenced
                 .get(pod.namespace.as_str())
@@ -212,54 +191,42 @@ impl Identities {
                 .filter(|s| s.selects(pod))
                 .map(|s| s.name.clone())
                 .collect();
-            let id = out.namespace_identity(ids, &pod.namespace, services);
-            let ns = out.kinds.get(&id).map_or(id, |k| k.0);
-            let flags = if dns.is_some_and(|d| d.selects(pod)) {
-                IDENTITY_F_DNS
-            } else {
-                0
-            };
-            let identity = Identity { id, ns, flags };
-            let pod_ref = PodRef {
-                namespace: pod.namespace.clone(),
-                name: pod.name.clone(),
-            };
+            let is_dns = dns.is_some_and(|d| d.selects(pod));
+            let identity = self.namespace_identity(ids, &pod.namespace, services, is_dns);
             for ip in &pod.ips {
-                out.insert_ip(*ip, identity);
-                out.endpoints
-                    .by_ip
-                    .entry(*ip)
-                    .or_insert_with(|| pod_ref.clone());
+                self.insert_ip(*ip, identity);
             }
             if pod.node_name.as_deref() == Some(opts.node_name.as_str()) {
-                out.local.insert(id);
+                self.local.insert(identity.id);
                 for cg in &pod.cgroup_ids {
-                    out.cgroups.insert(*cg, identity);
-                    out.endpoints.by_cgroup.insert(*cg, pod_ref.clone());
+                    self.cgroups.insert(*cg, identity);
                 }
             }
         }
+    }
+
+    fn add_services(
+        &mut self,
+        model: &ClusterModel,
+        set: &PolicySet,
+        ids: &mut IdAllocator,
+        dns: Option<&Service>,
+    ) {
         for svc in &model.services {
-            let referenced = set
-                .referenced_services
-                .contains(&(svc.namespace.clone(), svc.name.clone()));
-            let services = if referenced {
+            let services = if is_referenced(set, svc) {
                 BTreeSet::from([svc.name.clone()])
             } else {
                 BTreeSet::new()
             };
-            let id = out.namespace_identity(ids, &svc.namespace, services);
-            let ns = out.kinds.get(&id).map_or(id, |k| k.0);
             let is_dns = dns.is_some_and(|d| d.namespace == svc.namespace && d.name == svc.name);
-            let identity = Identity {
-                id,
-                ns,
-                flags: if is_dns { IDENTITY_F_DNS } else { 0 },
-            };
+            let identity = self.namespace_identity(ids, &svc.namespace, services, is_dns);
             for ip in &svc.cluster_ips {
-                out.insert_ip(*ip, identity);
+                self.insert_ip(*ip, identity);
             }
         }
+    }
+
+    fn add_hosts(&mut self, model: &ClusterModel, set: &PolicySet, ids: &mut IdAllocator) {
         let host_ips = model.nodes.iter().flat_map(|n| n.addresses.iter()).chain(
             model
                 .pods
@@ -270,30 +237,26 @@ impl Identities {
         for ip in host_ips {
             let cidr = innermost(set, *ip);
             let id = cidr.map_or(NS_HOST, |c| ids.cidr(true, c));
-            out.kinds
+            self.kinds
                 .entry(id)
                 .or_insert((NS_HOST, IdentityKind::Outside { host: true, cidr }));
-            out.insert_ip(
-                *ip,
-                Identity {
-                    id,
-                    ns: NS_HOST,
-                    flags: 0,
-                },
-            );
+            let identity = Identity {
+                id,
+                ns: NS_HOST,
+                flags: 0,
+            };
+            self.insert_ip(*ip, identity);
         }
+    }
+
+    fn add_named_cidrs(&mut self, set: &PolicySet, ids: &mut IdAllocator) {
         for net in &set.named_cidrs {
             let id = ids.cidr(false, *net);
-            out.kinds.insert(
-                id,
-                (
-                    NS_WORLD,
-                    IdentityKind::Outside {
-                        host: false,
-                        cidr: Some(*net),
-                    },
-                ),
-            );
+            let kind = IdentityKind::Outside {
+                host: false,
+                cidr: Some(*net),
+            };
+            self.kinds.insert(id, (NS_WORLD, kind));
             let identity = Identity {
                 id,
                 ns: NS_WORLD,
@@ -301,17 +264,21 @@ impl Identities {
             };
             match net {
                 IpNet::V4(n) => {
-                    out.ipv4
+                    self.ipv4
                         .entry((n.network(), n.prefix_len()))
                         .or_insert(identity);
                 }
                 IpNet::V6(n) => {
-                    out.ipv6
+                    self.ipv6
                         .entry((n.network(), n.prefix_len()))
                         .or_insert(identity);
                 }
             }
         }
-        out
     }
+}
+
+fn is_referenced(set: &PolicySet, svc: &Service) -> bool {
+    set.referenced_services
+        .contains(&(svc.namespace.clone(), svc.name.clone()))
 }

@@ -16,14 +16,13 @@ use std::{
     net::{Ipv4Addr, Ipv6Addr},
 };
 
-use firewall_common::{Identity, MODE_MONITOR, PolicyValue};
+use firewall_common::{Identity, Mode, PolicyPrefix, PolicyValue};
 
 pub use evaluate::Step;
-pub use explain::{Destination, Evaluator, Explanation, SideDecision, Verdict, explain};
-pub use identities::{Endpoints, PodRef};
+pub use explain::{Destination, Evaluator, Explanation, SideDecision, explain};
 pub use ids::{CIDR_FIRST, IdAllocator, NARROWED_FIRST};
-pub use modes::{MODE_LABEL, mode_name, parse_mode};
-pub use prefix::{PolicyPrefix, port_prefixes};
+pub use modes::MODE_LABEL;
+pub use prefix::port_prefixes;
 
 use crate::model::{ClusterModel, Rejection};
 
@@ -32,8 +31,8 @@ use crate::model::{ClusterModel, Rejection};
 pub struct CompileOptions {
     /// This node: only its pods get cgroup entries and policy rows of their own.
     pub node_name: String,
-    /// `firewall_common::MODE_*` from `--mode`, for namespaces nothing else sets a mode for.
-    pub default_mode: u32,
+    /// `--mode`, for namespaces nothing else sets a mode for.
+    pub default_mode: Mode,
     /// The cluster DNS Service (namespace, name), always reachable on port 53.
     pub dns_service: (String, String),
 }
@@ -42,15 +41,16 @@ impl Default for CompileOptions {
     fn default() -> Self {
         Self {
             node_name: String::new(),
-            default_mode: MODE_MONITOR,
+            default_mode: Mode::Monitor,
             dns_service: ("kube-system".to_owned(), "kube-dns".to_owned()),
         }
     }
 }
 
-/// Everything the map writer and the violation log need from one compile.
+/// Everything the kernel needs for one policy generation, slot-free: what the map writer writes
+/// into a slot (docs/design.md#map-layout).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Compiled {
+pub struct MapContents {
     /// This node's pods (not hostNetwork, not terminal): cgroup id -> identity.
     pub cgroups: BTreeMap<u64, Identity>,
     /// IPv4 prefixes -> identity (pods, cluster IPs and host addresses /32, named CIDRs).
@@ -59,16 +59,21 @@ pub struct Compiled {
     pub ipv6: BTreeMap<(Ipv6Addr, u8), Identity>,
     /// The policy trie.
     pub policy: BTreeMap<PolicyPrefix, PolicyValue>,
-    /// Namespace id -> `MODE_*`.
+    /// Namespace id -> [`Mode`], as the kernel map holds it.
     pub modes: BTreeMap<u32, u32>,
-    /// Mode of namespaces without an entry.
+    /// Mode of namespaces without an entry, as the settings map holds it.
     pub default_mode: u32,
+}
+
+/// What one compile gives the map writer and the violation log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Compiled {
+    /// The kernel maps' contents.
+    pub maps: MapContents,
     /// `PolicyValue::rule` -> the log's `policy` string; `[0]` is `"default"`.
     pub rules: Vec<String>,
     /// Namespace id -> name (real namespaces only).
     pub namespaces: BTreeMap<u32, String>,
-    /// Pods by address and cgroup, for the violation log.
-    pub endpoints: Endpoints,
     /// Objects not applied: undeserializable, invalid, or conflicting defaults.
     pub rejected: Vec<Rejection>,
 }
@@ -76,7 +81,7 @@ pub struct Compiled {
 /// Compiles the model for `opts.node_name`. Pure: the same model, options and allocator state
 /// give the same maps; `ids` keeps identities stable across compiles.
 pub fn compile(model: &ClusterModel, opts: &CompileOptions, ids: &mut IdAllocator) -> Compiled {
-    let set = policy_set::PolicySet::build(model);
+    let set = policy_set::PolicySet::build(crate::crd::policy_input(model));
     let idents = identities::Identities::build(model, &set, opts, ids);
     let labels: BTreeMap<String, BTreeMap<String, String>> = model
         .namespaces
@@ -89,22 +94,23 @@ pub fn compile(model: &ClusterModel, opts: &CompileOptions, ids: &mut IdAllocato
     let modes = idents
         .ns_ids
         .iter()
-        .filter_map(|(name, id)| mode_by_name.get(name).map(|m| (*id, *m)))
+        .filter_map(|(name, id)| mode_by_name.get(name).map(|m| (*id, *m as u32)))
         .collect();
     Compiled {
-        cgroups: idents.cgroups,
-        ipv4: idents.ipv4,
-        ipv6: idents.ipv6,
-        policy,
-        modes,
-        default_mode: modes::default_mode(&set, opts),
+        maps: MapContents {
+            cgroups: idents.cgroups,
+            ipv4: idents.ipv4,
+            ipv6: idents.ipv6,
+            policy,
+            modes,
+            default_mode: modes::default_mode(&set, opts) as u32,
+        },
         rules: set.rules,
         namespaces: idents
             .ns_ids
             .iter()
             .map(|(n, id)| (*id, n.clone()))
             .collect(),
-        endpoints: idents.endpoints,
         rejected: set.rejected,
     }
 }

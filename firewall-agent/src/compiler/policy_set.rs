@@ -1,27 +1,26 @@
-//! The accepted policy of a model: validated objects in evaluation order, the rule table the log
-//! resolves `PolicyValue::rule` with, cluster defaults and rejections.
+//! The accepted policy of a model: policies in evaluation order, the rule table the log resolves
+//! `PolicyValue::rule` with, cluster defaults and rejections.
 use std::collections::{BTreeMap, BTreeSet};
 
-use kube::ResourceExt as _;
+use firewall_common::{Mode, PolicyVerdict};
 
 use crate::{
-    crd::{
-        DefaultAction, DefaultMode,
-        valid::{ValidClusterRule, ValidEgressRule, ValidIngressRule},
-        validate_cluster_firewall, validate_namespace_firewall,
+    model::Rejection,
+    policy::{
+        ClusterPolicy, ClusterRule, Destinations, EgressRule, IngressRule, NamespacePolicy,
+        PolicyInput,
     },
-    model::{ClusterModel, Rejection},
 };
 
 /// Index of `"default"` in the rule table.
 pub const RULE_DEFAULT: u32 = 0;
 
-/// One namespace's NamespaceFirewall rules for one direction (the union of its objects).
+/// One namespace's rules for one direction (the union of its policies).
 #[derive(Clone, Debug)]
 pub struct DirectionRules<R> {
-    /// (rule-table index of the holding object, rule).
+    /// (rule-table index of the holding policy, rule).
     pub rules: Vec<(u32, R)>,
-    /// Rule-table index naming the objects, for "no rule matched" denials.
+    /// Rule-table index naming the policies, for "no rule matched" denials.
     pub no_match: u32,
 }
 
@@ -37,23 +36,23 @@ impl<R> Default for DirectionRules<R> {
 /// A namespace's own rules.
 #[derive(Clone, Debug, Default)]
 pub struct NamespaceRules {
-    /// `None` when no object of the namespace restricts ingress.
-    pub ingress: Option<DirectionRules<ValidIngressRule>>,
-    /// `None` when no object of the namespace restricts egress.
-    pub egress: Option<DirectionRules<ValidEgressRule>>,
+    /// `None` when no policy of the namespace restricts ingress.
+    pub ingress: Option<DirectionRules<IngressRule>>,
+    /// `None` when no policy of the namespace restricts egress.
+    pub egress: Option<DirectionRules<EgressRule>>,
 }
 
 /// The accepted policy.
 #[derive(Clone, Debug, Default)]
 pub struct PolicySet {
-    /// ClusterFirewall rules by (priority, object name, index), with their rule-table index.
-    pub cluster_rules: Vec<(u32, ValidClusterRule)>,
-    /// NamespaceFirewall rules by namespace.
+    /// Cluster rules by (priority, object name, index), with their rule-table index.
+    pub cluster_rules: Vec<(u32, ClusterRule)>,
+    /// Namespace rules by namespace.
     pub namespaces: BTreeMap<String, NamespaceRules>,
-    /// `defaults.crossNamespace` (Allow when unset).
+    /// Verdict of cross-namespace pairs no rule decides (allow unless the defaults say deny).
     pub cross_namespace_allow: bool,
-    /// `defaults.mode` of the winning ClusterFirewall.
-    pub default_mode: Option<u32>,
+    /// Default mode of the policy that sets the defaults.
+    pub default_mode: Option<Mode>,
     /// Services named by some rule: (namespace, name).
     pub referenced_services: BTreeSet<(String, String)>,
     /// Prefixes named in any `cidrs`/`except`.
@@ -62,168 +61,126 @@ pub struct PolicySet {
     pub rules: Vec<String>,
     /// Objects not applied.
     pub rejected: Vec<Rejection>,
+    index: BTreeMap<String, u32>,
 }
 
 impl PolicySet {
-    fn intern(&mut self, s: String, index: &mut BTreeMap<String, u32>) -> u32 {
-        if let Some(i) = index.get(&s) {
+    fn intern(&mut self, s: String) -> u32 {
+        if let Some(i) = self.index.get(&s) {
             return *i;
         }
         let i = self.rules.len() as u32;
-        index.insert(s.clone(), i);
+        self.index.insert(s.clone(), i);
         self.rules.push(s);
         i
     }
 
-    /// Validates the model's policy objects; invalid ones become rejections.
-    pub fn build(model: &ClusterModel) -> Self {
+    /// Orders the front ends' policies; conflicting defaults become rejections.
+    pub fn build(input: PolicyInput) -> Self {
         let mut set = PolicySet {
             cross_namespace_allow: true,
             rules: vec!["default".to_owned()],
-            rejected: model.rejected.clone(),
+            rejected: input.rejected,
+            index: BTreeMap::from([("default".to_owned(), RULE_DEFAULT)]),
             ..Default::default()
         };
-        let mut index = BTreeMap::from([("default".to_owned(), RULE_DEFAULT)]);
-
-        let mut cfws = Vec::new();
-        for obj in &model.cluster_firewalls {
-            match validate_cluster_firewall(obj) {
-                Ok(v) => cfws.push(v),
-                Err(errors) => {
-                    set.rejected
-                        .push(invalid("ClusterFirewall", None, obj.name_any(), &errors));
-                }
-            }
-        }
-        cfws.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
-        // Defaults: the object whose name sorts first wins; any other setting them is rejected.
-        let mut with_defaults: Vec<&str> = cfws
-            .iter()
-            .filter(|c| c.defaults.is_some())
-            .map(|c| c.name.as_str())
-            .collect();
-        with_defaults.sort();
-        let winner = with_defaults.first().map(|s| (*s).to_owned());
-        let mut kept = Vec::new();
-        for c in cfws {
-            if c.defaults.is_some() && Some(&c.name) != winner.as_ref() {
-                let w = winner.clone().unwrap_or_default();
-                set.rejected.push(Rejection {
-                    kind: "ClusterFirewall".to_owned(),
-                    namespace: None,
-                    name: c.name.clone(),
-                    reason: "DefaultsConflict".to_owned(),
-                    message: format!(
-                        "spec.defaults: ClusterFirewall/{w} already sets the cluster defaults"
-                    ),
-                });
-                continue;
-            }
-            if let Some(d) = c.defaults {
-                set.cross_namespace_allow = d.cross_namespace != Some(DefaultAction::Deny);
-                set.default_mode = d.mode.map(|m| match m {
-                    DefaultMode::Monitor => firewall_common::MODE_MONITOR,
-                    DefaultMode::Enforce => firewall_common::MODE_ENFORCE,
-                    DefaultMode::Off => firewall_common::MODE_OFF,
-                });
-            }
-            kept.push(c);
-        }
-        for c in kept {
-            for (i, rule) in c.rules.into_iter().enumerate() {
-                let idx = set.intern(format!("ClusterFirewall/{}:rules[{i}]", c.name), &mut index);
-                set.note_destinations(&rule.to);
-                set.cluster_rules.push((idx, rule));
-            }
-        }
-
-        let mut nsfws = Vec::new();
-        for obj in &model.namespace_firewalls {
-            match validate_namespace_firewall(obj) {
-                Ok(v) => nsfws.push(v),
-                Err(errors) => set.rejected.push(invalid(
-                    "NamespaceFirewall",
-                    obj.namespace(),
-                    obj.name_any(),
-                    &errors,
-                )),
-            }
-        }
-        nsfws.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        let mut ingress_names: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut egress_names: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for o in nsfws {
-            let label = format!("NamespaceFirewall/{}/{}", o.namespace, o.name);
-            let idx = set.intern(label.clone(), &mut index);
-            let ns = o.namespace.clone();
-            if let Some(rules) = o.ingress {
-                ingress_names
-                    .entry(ns.clone())
-                    .or_default()
-                    .push(label.clone());
-                for r in &rules {
-                    for s in &r.services {
-                        set.referenced_services.insert((ns.clone(), s.clone()));
-                    }
-                }
-                let entry = set.namespaces.entry(ns.clone()).or_default();
-                entry
-                    .ingress
-                    .get_or_insert_with(Default::default)
-                    .rules
-                    .extend(rules.into_iter().map(|r| (idx, r)));
-            }
-            if let Some(rules) = o.egress {
-                egress_names.entry(ns.clone()).or_default().push(label);
-                for r in &rules {
-                    set.note_destinations(&r.to);
-                }
-                let entry = set.namespaces.entry(ns).or_default();
-                entry
-                    .egress
-                    .get_or_insert_with(Default::default)
-                    .rules
-                    .extend(rules.into_iter().map(|r| (idx, r)));
-            }
-        }
-        for (ns, names) in ingress_names {
-            let i = set.intern(names.join(","), &mut index);
-            if let Some(d) = set.namespaces.get_mut(&ns).and_then(|n| n.ingress.as_mut()) {
-                d.no_match = i;
-            }
-        }
-        for (ns, names) in egress_names {
-            let i = set.intern(names.join(","), &mut index);
-            if let Some(d) = set.namespaces.get_mut(&ns).and_then(|n| n.egress.as_mut()) {
-                d.no_match = i;
-            }
-        }
+        set.add_cluster(input.cluster);
+        set.add_namespaces(input.namespaces);
         // Not logged here: the agent reports each rejection once, when it first appears.
         set
     }
 
-    fn note_destinations(&mut self, to: &crate::crd::valid::Destinations) {
+    fn add_cluster(&mut self, mut policies: Vec<ClusterPolicy>) {
+        policies.sort_by(|a, b| (a.priority, &a.origin.name).cmp(&(b.priority, &b.origin.name)));
+        // Defaults: the policy whose name sorts first wins; any other setting them is rejected.
+        let winner = policies
+            .iter()
+            .filter(|c| c.defaults.is_some())
+            .map(|c| c.origin.clone())
+            .min_by(|a, b| a.name.cmp(&b.name));
+        for c in policies {
+            if let Some(d) = c.defaults {
+                if Some(&c.origin) != winner.as_ref() {
+                    let w = winner.as_ref().map(ToString::to_string).unwrap_or_default();
+                    self.rejected.push(Rejection {
+                        kind: c.origin.kind.to_owned(),
+                        namespace: None,
+                        name: c.origin.name.clone(),
+                        reason: "DefaultsConflict".to_owned(),
+                        message: format!("spec.defaults: {w} already sets the cluster defaults"),
+                    });
+                    continue;
+                }
+                self.cross_namespace_allow = d.cross_namespace != Some(PolicyVerdict::Deny);
+                self.default_mode = d.mode;
+            }
+            for (i, rule) in c.rules.into_iter().enumerate() {
+                let idx = self.intern(format!("{}:rules[{i}]", c.origin));
+                self.note_destinations(&rule.to);
+                self.cluster_rules.push((idx, rule));
+            }
+        }
+    }
+
+    fn add_namespaces(&mut self, mut policies: Vec<NamespacePolicy>) {
+        policies.sort_by(|a, b| (&a.namespace, &a.origin).cmp(&(&b.namespace, &b.origin)));
+        let mut ingress_names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut egress_names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for p in policies {
+            let label = p.origin.to_string();
+            let idx = self.intern(label.clone());
+            let ns = p.namespace;
+            if let Some(rules) = p.ingress {
+                ingress_names
+                    .entry(ns.clone())
+                    .or_default()
+                    .push(label.clone());
+                for s in rules.iter().flat_map(|r| &r.services) {
+                    self.referenced_services.insert((ns.clone(), s.clone()));
+                }
+                let entry = self.namespaces.entry(ns.clone()).or_default();
+                extend(&mut entry.ingress, idx, rules);
+            }
+            if let Some(rules) = p.egress {
+                egress_names.entry(ns.clone()).or_default().push(label);
+                for r in &rules {
+                    self.note_destinations(&r.to);
+                }
+                extend(
+                    &mut self.namespaces.entry(ns).or_default().egress,
+                    idx,
+                    rules,
+                );
+            }
+        }
+        self.name_no_match(ingress_names, |n| {
+            n.ingress.as_mut().map(|d| &mut d.no_match)
+        });
+        self.name_no_match(egress_names, |n| n.egress.as_mut().map(|d| &mut d.no_match));
+    }
+
+    /// Names each namespace's "no rule matched" denials after the policies holding its list.
+    fn name_no_match(
+        &mut self,
+        names: BTreeMap<String, Vec<String>>,
+        no_match: fn(&mut NamespaceRules) -> Option<&mut u32>,
+    ) {
+        for (ns, names) in names {
+            let i = self.intern(names.join(","));
+            if let Some(d) = self.namespaces.get_mut(&ns).and_then(no_match) {
+                *d = i;
+            }
+        }
+    }
+
+    fn note_destinations(&mut self, to: &Destinations) {
         self.referenced_services.extend(to.services.iter().cloned());
         self.named_cidrs.extend(to.cidrs.iter().copied());
         self.named_cidrs.extend(to.except.iter().copied());
     }
 }
 
-fn invalid(
-    kind: &str,
-    namespace: Option<String>,
-    name: String,
-    errors: &[crate::crd::FieldError],
-) -> Rejection {
-    Rejection {
-        kind: kind.to_owned(),
-        namespace,
-        name,
-        reason: "InvalidSpec".to_owned(),
-        message: errors
-            .iter()
-            .map(|e| format!("{}: {}", e.path, e.message))
-            .collect::<Vec<_>>()
-            .join("; "),
-    }
+fn extend<R>(list: &mut Option<DirectionRules<R>>, idx: u32, rules: Vec<R>) {
+    let list = list.get_or_insert_with(Default::default);
+    list.rules.extend(rules.into_iter().map(|r| (idx, r)));
 }

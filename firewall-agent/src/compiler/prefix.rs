@@ -1,41 +1,4 @@
-//! Policy trie prefixes (docs/design.md#policy-trie) and port-interval splitting.
-use firewall_common::{
-    POLICY_PREFIX_LOCAL, POLICY_PREFIX_PEER, POLICY_PREFIX_PROTO, PolicyKey, policy_key,
-};
-
-/// One entry of the policy trie, slot-free: a local default (`peer: None`), a pair entry
-/// (`proto: None`), a protocol entry (`port: None`) or a port prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PolicyPrefix {
-    /// `SIDE_EGRESS` or `SIDE_INGRESS`.
-    pub side: u8,
-    /// Identity whose side this is.
-    pub local: u32,
-    /// The other end's identity; `None` for the local default.
-    pub peer: Option<u32>,
-    /// IP protocol; `None` for every protocol.
-    pub proto: Option<u8>,
-    /// (aligned port value, prefix bits 0..=16); `None` for every port.
-    pub port: Option<(u16, u8)>,
-}
-
-impl PolicyPrefix {
-    /// The LPM key for `slot`: (prefix length in bits including the slot byte, key data).
-    pub fn to_lpm(&self, slot: u8) -> (u32, PolicyKey) {
-        let (len, peer, proto, port) = match (self.peer, self.proto, self.port) {
-            (None, _, _) => (POLICY_PREFIX_LOCAL, 0, 0, 0),
-            (Some(p), None, _) => (POLICY_PREFIX_PEER, p, 0, 0),
-            (Some(p), Some(o), None) => (POLICY_PREFIX_PROTO, p, o, 0),
-            (Some(p), Some(o), Some((v, bits))) => {
-                (POLICY_PREFIX_PROTO + u32::from(bits.min(16)), p, o, v)
-            }
-        };
-        (
-            len,
-            policy_key(slot, self.side, self.local, peer, proto, port),
-        )
-    }
-}
+//! Port-interval splitting for the policy trie's port prefixes (docs/design.md#policy-trie).
 
 /// Splits the inclusive port interval [lo, hi] into aligned (value, prefix bits) blocks.
 pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
@@ -99,27 +62,5 @@ mod tests {
         }
         assert_eq!(port_prefixes(0, 65535), vec![(0, 0)]);
         assert_eq!(port_prefixes(1, 65534).len(), 30);
-    }
-
-    #[test]
-    fn lpm_lengths() {
-        let p = PolicyPrefix {
-            side: 1,
-            local: 2,
-            peer: None,
-            proto: None,
-            port: None,
-        };
-        assert_eq!(p.to_lpm(1).0, 48);
-        assert_eq!(p.to_lpm(1).1[0], 1);
-        let p = PolicyPrefix {
-            peer: Some(3),
-            proto: Some(6),
-            port: Some((1024, 6)),
-            ..p
-        };
-        let (len, key) = p.to_lpm(0);
-        assert_eq!(len, 94);
-        assert_eq!(key, policy_key(0, 1, 2, 3, 6, 1024));
     }
 }

@@ -1,14 +1,15 @@
-//! Scenario tests of docs/design.md#policy-semantics and a property test: a reference kernel (longest-prefix match over
-//! the compiled maps, with the datapath's exemptions) must agree with [`Evaluator::explain`] for
-//! every endpoint pair, protocol and boundary port of generated policy sets.
+//! Scenario tests of docs/design.md#policy-semantics and a property test: a reference kernel
+//! (longest-prefix match over the compiled maps, with the datapath's exemptions) must agree with
+//! [`Evaluator::explain`] for every endpoint pair, protocol and boundary port of generated policy
+//! sets.
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use firewall_common::{
-    IDENTITY_F_DNS, Identity, MODE_ENFORCE, MODE_MONITOR, MODE_OFF, NS_FIRST, PolicyValue,
-    SIDE_EGRESS, SIDE_INGRESS, VERDICT_ALLOW, VERDICT_DENY, policy_key,
+    IDENTITY_F_DNS, Identity, Mode, NS_FIRST, PolicyValue, PolicyVerdict, Side, exemption,
+    policy_key,
 };
 
 use super::*;
@@ -118,15 +119,15 @@ fn to_ip(m: &ClusterModel, src: &str, ip: &str, proto: u8, port: u16) -> Explana
     )
 }
 
-fn side(d: &SideDecision) -> (Verdict, &str, Step) {
+fn side(d: &SideDecision) -> (PolicyVerdict, &str, Step) {
     (d.verdict, d.policy.as_str(), d.step)
 }
 
-fn ingress(e: &Explanation) -> (Verdict, &str, Step) {
+fn ingress(e: &Explanation) -> (PolicyVerdict, &str, Step) {
     side(e.ingress.as_ref().unwrap())
 }
 
-use Verdict::{Allow, Deny};
+use PolicyVerdict::{Allow, Deny};
 
 #[test]
 fn cluster_rules_by_priority_then_name_then_index() {
@@ -341,9 +342,9 @@ spec:
     assert_eq!(ingress(&e).0, Allow);
     // Compiled: the api pod and cluster IP share a narrowed identity.
     let c = compile(&m, &opts(), &mut IdAllocator::default());
-    let pod = c.ipv4[&("10.244.0.2".parse().unwrap(), 32)];
-    let vip = c.ipv4[&("10.96.0.2".parse().unwrap(), 32)];
-    let other = c.ipv4[&("10.244.0.3".parse().unwrap(), 32)];
+    let pod = c.maps.ipv4[&("10.244.0.2".parse().unwrap(), 32)];
+    let vip = c.maps.ipv4[&("10.96.0.2".parse().unwrap(), 32)];
+    let other = c.maps.ipv4[&("10.244.0.3".parse().unwrap(), 32)];
     assert_eq!(pod, vip);
     assert!(pod.id >= NARROWED_FIRST && pod.id < CIDR_FIRST);
     assert_eq!(other.id, other.ns);
@@ -472,16 +473,16 @@ spec: {ingress: [], egress: []}
     // peers (the kernel exempts them), nothing for same-namespace pairs.
     let c = compile(&m, &opts(), &mut IdAllocator::default());
     assert_eq!(
-        c.ipv4[&("10.244.0.10".parse().unwrap(), 32)].flags,
+        c.maps.ipv4[&("10.244.0.10".parse().unwrap(), 32)].flags,
         IDENTITY_F_DNS
     );
     assert_eq!(
-        c.ipv4[&("10.96.0.10".parse().unwrap(), 32)].flags,
+        c.maps.ipv4[&("10.96.0.10".parse().unwrap(), 32)].flags,
         IDENTITY_F_DNS
     );
-    assert_eq!(c.ipv4[&("10.244.0.1".parse().unwrap(), 32)].flags, 0);
+    assert_eq!(c.maps.ipv4[&("10.244.0.1".parse().unwrap(), 32)].flags, 0);
     assert_eq!(
-        c.ipv4[&("192.168.0.1".parse().unwrap(), 32)],
+        c.maps.ipv4[&("192.168.0.1".parse().unwrap(), 32)],
         Identity {
             id: 1,
             ns: 1,
@@ -489,9 +490,10 @@ spec: {ingress: [], egress: []}
         }
     );
     assert!(
-        c.policy
+        c.maps
+            .policy
             .keys()
-            .all(|p| p.side != SIDE_INGRESS || p.peer.is_none_or(|x| x >= NS_FIRST))
+            .all(|p| p.side != Side::Ingress || p.peer.is_none_or(|x| x >= NS_FIRST))
     );
     let a = c
         .namespaces
@@ -500,7 +502,8 @@ spec: {ingress: [], egress: []}
         .map(|(id, _)| *id)
         .unwrap();
     assert!(
-        c.policy
+        c.maps
+            .policy
             .keys()
             .all(|p| !(p.local == a && p.peer == Some(a)))
     );
@@ -508,6 +511,9 @@ spec: {ingress: [], egress: []}
 
 #[test]
 fn modes_precedence() {
+    const ENFORCE: u32 = Mode::Enforce as u32;
+    const OFF: u32 = Mode::Off as u32;
+    const MONITOR: u32 = Mode::Monitor as u32;
     let text = r#"
 apiVersion: v1
 kind: Namespace
@@ -527,7 +533,7 @@ metadata: {name: plain}
 "#;
     let cfw = "\n---\napiVersion: bulkhead.dev/v1alpha1\nkind: ClusterFirewall\nmetadata: {name: d}\nspec: {defaults: {mode: Monitor}}\n";
     let o = CompileOptions {
-        default_mode: MODE_ENFORCE,
+        default_mode: Mode::Enforce,
         ..opts()
     };
     let c = compile(
@@ -535,8 +541,9 @@ metadata: {name: plain}
         &o,
         &mut IdAllocator::default(),
     );
-    let mode =
-        |c: &Compiled, ns: &str| c.modes[c.namespaces.iter().find(|(_, n)| *n == ns).unwrap().0];
+    let mode = |c: &Compiled, ns: &str| {
+        c.maps.modes[c.namespaces.iter().find(|(_, n)| *n == ns).unwrap().0]
+    };
     assert_eq!(
         (
             mode(&c, "e"),
@@ -544,9 +551,9 @@ metadata: {name: plain}
             mode(&c, "bad"),
             mode(&c, "plain")
         ),
-        (MODE_ENFORCE, MODE_OFF, MODE_ENFORCE, MODE_ENFORCE)
+        (ENFORCE, OFF, ENFORCE, ENFORCE)
     );
-    assert_eq!(c.default_mode, MODE_ENFORCE);
+    assert_eq!(c.maps.default_mode, ENFORCE);
     let c = compile(
         &parse_objects(&format!("{text}{cfw}")).unwrap(),
         &o,
@@ -559,9 +566,9 @@ metadata: {name: plain}
             mode(&c, "bad"),
             mode(&c, "plain")
         ),
-        (MODE_ENFORCE, MODE_OFF, MODE_MONITOR, MODE_MONITOR)
+        (ENFORCE, OFF, MONITOR, MONITOR)
     );
-    assert_eq!(c.default_mode, MODE_MONITOR);
+    assert_eq!(c.maps.default_mode, MONITOR);
 }
 
 #[test]
@@ -647,18 +654,15 @@ spec:
     let c = compile(&m, &opts(), &mut IdAllocator::default());
     assert_eq!(c.rules[0], "default");
     assert!(c.rules.contains(&"NamespaceFirewall/b/default".to_owned()));
+    // The log names the ends of a violation from the model and the compile.
+    let names = crate::agent::apply::name_tables(&m, &c);
+    let pod = &names.by_cgroup[&77];
+    assert_eq!((pod.namespace.as_str(), pod.name.as_str()), ("a", "a1"));
     assert_eq!(
-        c.endpoints.by_cgroup[&77],
-        PodRef {
-            namespace: "a".into(),
-            name: "a1".into()
-        }
-    );
-    assert_eq!(
-        c.endpoints.by_ip[&"10.244.0.3".parse::<IpAddr>().unwrap()].name,
+        names.by_ip[&"10.244.0.3".parse::<IpAddr>().unwrap()].name,
         "b-other"
     );
-    assert_eq!(c.cgroups.len(), 1);
+    assert_eq!(c.maps.cgroups.len(), 1);
     assert!(c.namespaces.values().any(|n| n == "kube-system"));
 }
 
@@ -966,7 +970,7 @@ type Row = Vec<(u32, [u8; 13], PolicyValue)>;
 /// The kernel's view: longest-prefix match over the compiled trie.
 struct Kernel<'c> {
     c: &'c Compiled,
-    rows: BTreeMap<(u8, u32), Row>,
+    rows: BTreeMap<(Side, u32), Row>,
 }
 
 fn prefix_match(len: u32, a: &[u8; 13], b: &[u8; 13]) -> bool {
@@ -986,8 +990,8 @@ fn prefix_match(len: u32, a: &[u8; 13], b: &[u8; 13]) -> bool {
 
 impl<'c> Kernel<'c> {
     fn new(c: &'c Compiled) -> Self {
-        let mut rows: BTreeMap<(u8, u32), Row> = BTreeMap::new();
-        for (p, v) in &c.policy {
+        let mut rows: BTreeMap<(Side, u32), Row> = BTreeMap::new();
+        for (p, v) in &c.maps.policy {
             let (len, key) = p.to_lpm(0);
             rows.entry((p.side, p.local))
                 .or_default()
@@ -997,27 +1001,11 @@ impl<'c> Kernel<'c> {
     }
 
     fn identity(&self, ip: IpAddr) -> Identity {
-        let world = Identity::default();
-        match ip {
-            IpAddr::V4(a) => (0..=32u8)
-                .rev()
-                .find_map(|l| {
-                    let n = ipnet::Ipv4Net::new(a, l).unwrap().trunc();
-                    self.c.ipv4.get(&(n.network(), l)).copied()
-                })
-                .unwrap_or(world),
-            IpAddr::V6(a) => (0..=128u8)
-                .rev()
-                .find_map(|l| {
-                    let n = ipnet::Ipv6Net::new(a, l).unwrap().trunc();
-                    self.c.ipv6.get(&(n.network(), l)).copied()
-                })
-                .unwrap_or(world),
-        }
+        identities::lookup_address(&self.c.maps.ipv4, &self.c.maps.ipv6, ip)
     }
 
-    fn lookup(&self, side: u8, local: u32, peer: u32, proto: u8, port: u16) -> PolicyValue {
-        let key = policy_key(0, side, local, peer, proto, port);
+    fn lookup(&self, side: Side, local: u32, peer: u32, proto: u8, port: u16) -> PolicyValue {
+        let key = policy_key(0, side as u8, local, peer, proto, port);
         self.rows
             .get(&(side, local))
             .into_iter()
@@ -1026,18 +1014,21 @@ impl<'c> Kernel<'c> {
             .max_by_key(|(len, _, _)| *len)
             .map(|e| e.2)
             .unwrap_or(PolicyValue {
-                verdict: VERDICT_ALLOW,
+                verdict: Allow as u8,
                 pad: [0; 3],
                 rule: 0,
             })
     }
 
-    fn mode(&self, ns: u32) -> u32 {
-        self.c
+    fn mode(&self, ns: u32) -> Mode {
+        let raw = self
+            .c
+            .maps
             .modes
             .get(&ns)
             .copied()
-            .unwrap_or(self.c.default_mode)
+            .unwrap_or(self.c.maps.default_mode);
+        Mode::try_from(raw).unwrap()
     }
 }
 
@@ -1069,11 +1060,7 @@ fn probe_addresses(m: &ClusterModel) -> Vec<IpAddr> {
 }
 
 fn check_side(what: &str, kernel: PolicyValue, exp: &SideDecision, c: &Compiled) {
-    let verdict = if exp.verdict == Allow {
-        VERDICT_ALLOW
-    } else {
-        VERDICT_DENY
-    };
+    let verdict = exp.verdict as u8;
     assert_eq!(
         kernel.verdict, verdict,
         "{what}: kernel {kernel:?} vs {exp:?}"
@@ -1105,7 +1092,7 @@ fn run_property(seed: u64) -> usize {
         .collect();
     let mut checked = 0;
     for src in &sources {
-        let local = c.cgroups[&src.cgroup_ids[0]];
+        let local = c.maps.cgroups[&src.cgroup_ids[0]];
         for dst_ip in probe_addresses(&m) {
             let peer = k.identity(dst_ip);
             let icmp = if dst_ip.is_ipv4() { 1 } else { 58 };
@@ -1123,20 +1110,18 @@ fn run_property(seed: u64) -> usize {
                     let exp =
                         ev.explain(&src.namespace, &Destination::Address(dst_ip), proto, port);
                     assert_eq!(exp.egress.mode, k.mode(local.ns), "{what}: egress mode");
-                    let dns =
-                        port == 53 && matches!(proto, 6 | 17) && peer.flags & IDENTITY_F_DNS != 0;
                     // The egress program at the source.
-                    if peer.ns == local.ns || dns {
+                    if exemption(Side::Egress, &local, &peer, proto, port).is_some() {
                         assert_eq!(exp.egress.verdict, Allow, "{what}: exempt");
                         assert!(
                             matches!(exp.egress.step, Step::SameNamespace | Step::Dns),
                             "{what}: {exp:?}"
                         );
                     } else {
-                        let v = k.lookup(SIDE_EGRESS, local.id, peer.id, proto, port);
+                        let v = k.lookup(Side::Egress, local.id, peer.id, proto, port);
                         check_side(&format!("{what} egress"), v, &exp.egress, &c);
                         if peer.ns >= NS_FIRST {
-                            let v2 = k.lookup(SIDE_INGRESS, peer.id, local.id, proto, port);
+                            let v2 = k.lookup(Side::Ingress, peer.id, local.id, proto, port);
                             let ing = exp.ingress.as_ref().unwrap();
                             check_side(&format!("{what} ingress (at source)"), v2, ing, &c);
                             assert_eq!(ing.mode, k.mode(peer.ns), "{what}: ingress mode");
@@ -1152,16 +1137,13 @@ fn run_property(seed: u64) -> usize {
                     });
                     let src_ip = src.ips.iter().find(|i| i.is_ipv4() == dst_ip.is_ipv4());
                     if let (Some(dst_pod), Some(src_ip)) = (dst_pod, src_ip) {
-                        let dlocal = c.cgroups[&dst_pod.cgroup_ids[0]];
+                        let dlocal = c.maps.cgroups[&dst_pod.cgroup_ids[0]];
                         let speer = k.identity(*src_ip);
-                        let dns_in = port == 53
-                            && matches!(proto, 6 | 17)
-                            && dlocal.flags & IDENTITY_F_DNS != 0;
                         let ing = exp.ingress.as_ref().unwrap();
-                        if speer.ns == dlocal.ns || speer.ns < NS_FIRST || dns_in {
+                        if exemption(Side::Ingress, &dlocal, &speer, proto, port).is_some() {
                             assert_eq!(ing.verdict, Allow, "{what}: ingress exempt");
                         } else {
-                            let v = k.lookup(SIDE_INGRESS, dlocal.id, speer.id, proto, port);
+                            let v = k.lookup(Side::Ingress, dlocal.id, speer.id, proto, port);
                             check_side(&format!("{what} ingress (at destination)"), v, ing, &c);
                         }
                     }
@@ -1206,11 +1188,12 @@ fn compile_is_deterministic_and_sparse() {
     let c = compile(&empty, &opts(), &mut IdAllocator::default());
     // Without policy every row is a single allow default.
     assert!(
-        c.policy
+        c.maps
+            .policy
             .iter()
-            .all(|(p, v)| p.peer.is_none() && v.verdict == VERDICT_ALLOW && v.rule == 0),
+            .all(|(p, v)| p.peer.is_none() && v.verdict == Allow as u8 && v.rule == 0),
         "{:?}",
-        c.policy
+        c.maps.policy
     );
 }
 

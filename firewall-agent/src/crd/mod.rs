@@ -4,8 +4,7 @@ mod cluster_firewall;
 mod common;
 mod namespace_firewall;
 pub mod syntax;
-pub mod valid;
-pub mod validate;
+mod to_policy;
 
 pub use cluster_firewall::{
     Action, ClusterDefaults, ClusterFirewall, ClusterFirewallSpec, ClusterRule, DefaultAction,
@@ -16,7 +15,9 @@ pub use common::{
     PortSpec,
 };
 pub use namespace_firewall::{EgressRule, IngressRule, NamespaceFirewall, NamespaceFirewallSpec};
-pub use validate::{FieldError, validate_cluster_firewall, validate_namespace_firewall};
+pub use to_policy::{
+    FieldError, policy_input, validate_cluster_firewall, validate_namespace_firewall,
+};
 
 use kube::CustomResourceExt as _;
 

@@ -245,29 +245,7 @@ impl Datapath {
             for name in ALL_MAPS {
                 loader.map_pin_path(name, p.map(name));
             }
-            // A pinned map keeps the size it was created with: adopting it is the only way to
-            // keep enforcing without a gap, so its size wins over the flag, loudly.
-            for (name, configured, flag) in [
-                (maps::CGROUPS, &mut caps.cgroups, "--cgroup-entries"),
-                (maps::IPV4, &mut caps.ipv4, "--address-entries"),
-                (maps::IPV6, &mut caps.ipv6, "--address-entries"),
-                (maps::POLICY, &mut caps.policy, "--policy-entries"),
-                (maps::CONNTRACK, &mut conntrack, "--conntrack-entries"),
-            ] {
-                if let Ok(info) = MapInfo::from_pin(p.map(name)) {
-                    let pinned = info.max_entries();
-                    if pinned != *configured {
-                        warn!(
-                            map = name,
-                            pinned,
-                            configured = *configured,
-                            flag,
-                            "the pinned map keeps its size; {flag} takes effect only after `firewall-agent cleanup` (which stops enforcement until the next start)"
-                        );
-                        *configured = pinned;
-                    }
-                }
-            }
+            keep_pinned_sizes(p, &mut caps, &mut conntrack);
         }
         loader.map_max_entries(maps::CONNTRACK, conntrack);
         loader.map_max_entries(maps::POLICY, caps.policy);
@@ -288,16 +266,7 @@ impl Datapath {
             },
             e => LoadError::Load(e),
         })?;
-        for name in [programs::EGRESS, programs::INGRESS] {
-            let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
-            prog.load()
-                .map_err(|source| LoadError::Program { name, source })?;
-        }
-        for name in [programs::CONNECT4, programs::CONNECT6] {
-            let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-            prog.load()
-                .map_err(|source| LoadError::Program { name, source })?;
-        }
+        load_programs(&mut ebpf)?;
         let state = StateMaps {
             settings: take!(ebpf, maps::SETTINGS),
             capacities: caps,
@@ -313,18 +282,15 @@ impl Datapath {
             counters: take!(ebpf, maps::COUNTERS),
             conntrack: take!(ebpf, maps::CONNTRACK),
         };
-        Ok((
-            Self {
-                ebpf,
-                cgroup_root: PathBuf::new(),
-                pin,
-                adopted,
-                links: Vec::new(),
-                replaced: Vec::new(),
-            },
-            state,
-            events,
-        ))
+        let datapath = Self {
+            ebpf,
+            cgroup_root: PathBuf::new(),
+            pin,
+            adopted,
+            links: Vec::new(),
+            replaced: Vec::new(),
+        };
+        Ok((datapath, state, events))
     }
 
     /// Attaches every program at `cgroup_root`, which covers every cgroup below it.
@@ -354,12 +320,7 @@ impl Datapath {
                 .attach(&dir, ty, CgroupAttachMode::Single)
                 .map_err(|source| LoadError::Program { name, source })?;
             if self.pin.is_some() {
-                let link = prog
-                    .take_link(id)
-                    .map_err(|source| LoadError::Program { name, source })?;
-                let fd = FdLink::try_from(link)
-                    .map_err(|source| LoadError::LinkType { name, source })?;
-                fd_links.push((name, fd));
+                fd_links.push((name, fd_link(name, prog.take_link(id))?));
             }
         }
         for name in [programs::CONNECT4, programs::CONNECT6] {
@@ -368,12 +329,7 @@ impl Datapath {
                 .attach(&dir, CgroupAttachMode::Single)
                 .map_err(|source| LoadError::Program { name, source })?;
             if self.pin.is_some() {
-                let link = prog
-                    .take_link(id)
-                    .map_err(|source| LoadError::Program { name, source })?;
-                let fd = FdLink::try_from(link)
-                    .map_err(|source| LoadError::LinkType { name, source })?;
-                fd_links.push((name, fd));
+                fd_links.push((name, fd_link(name, prog.take_link(id))?));
             }
         }
         self.cgroup_root = cgroup_root.to_owned();
@@ -425,14 +381,58 @@ impl Datapath {
     pub fn cgroup_root(&self) -> &Path {
         &self.cgroup_root
     }
+}
 
-    /// Kernel program ids (for `kernel.bpf_stats_enabled` accounting in benchmarks).
-    pub fn program_ids(&self) -> Vec<(String, u32)> {
-        self.ebpf
-            .programs()
-            .filter_map(|(name, p)| p.info().ok().map(|i| (name.to_owned(), i.id())))
-            .collect()
+/// A pinned map keeps the size it was created with: adopting it is the only way to keep
+/// enforcing without a gap, so its size wins over the flag, loudly.
+fn keep_pinned_sizes(p: &PinDir, caps: &mut Capacities, conntrack: &mut u32) {
+    for (name, configured, flag) in [
+        (maps::CGROUPS, &mut caps.cgroups, "--cgroup-entries"),
+        (maps::IPV4, &mut caps.ipv4, "--address-entries"),
+        (maps::IPV6, &mut caps.ipv6, "--address-entries"),
+        (maps::POLICY, &mut caps.policy, "--policy-entries"),
+        (maps::CONNTRACK, conntrack, "--conntrack-entries"),
+    ] {
+        if let Ok(info) = MapInfo::from_pin(p.map(name)) {
+            let pinned = info.max_entries();
+            if pinned != *configured {
+                warn!(
+                    map = name,
+                    pinned,
+                    configured = *configured,
+                    flag,
+                    "the pinned map keeps its size; {flag} takes effect only after `firewall-agent cleanup` (which stops enforcement until the next start)"
+                );
+                *configured = pinned;
+            }
+        }
     }
+}
+
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    for name in [programs::EGRESS, programs::INGRESS] {
+        let prog: &mut CgroupSkb = program(ebpf, name)?;
+        prog.load()
+            .map_err(|source| LoadError::Program { name, source })?;
+    }
+    for name in [programs::CONNECT4, programs::CONNECT6] {
+        let prog: &mut CgroupSockAddr = program(ebpf, name)?;
+        prog.load()
+            .map_err(|source| LoadError::Program { name, source })?;
+    }
+    Ok(())
+}
+
+/// The attachment `link` as a bpf_link, which can be pinned.
+fn fd_link<L>(
+    name: &'static str,
+    link: Result<L, aya::programs::ProgramError>,
+) -> Result<FdLink, LoadError>
+where
+    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+{
+    let link = link.map_err(|source| LoadError::Program { name, source })?;
+    FdLink::try_from(link).map_err(|source| LoadError::LinkType { name, source })
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>

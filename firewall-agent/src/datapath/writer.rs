@@ -11,28 +11,13 @@ use std::{
 
 use aya::maps::{MapError, lpm_trie::Key};
 use firewall_common::{
-    CgroupKey, Identity, ModeKey, PolicyKey, PolicyValue, SETTING_ACTIVE_SLOT,
-    SETTING_DEFAULT_MODE_SLOT0, maps,
+    CgroupKey, IpV4Key, IpV6Key, ModeKey, PolicyKey, PolicyPrefix, SETTING_ACTIVE_SLOT,
+    SETTING_DEFAULT_MODE_SLOT0, ip_addr_bits, ip_key_bits, ipv4_key, ipv6_key, maps,
 };
+use tracing::warn;
 
 use super::loader::StateMaps;
-
-/// Everything the kernel needs for one policy generation, slot-free.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct MapContents {
-    /// Local pods: cgroup id -> identity.
-    pub cgroups: BTreeMap<u64, Identity>,
-    /// IPv4 prefixes -> identity.
-    pub ipv4: BTreeMap<(Ipv4Addr, u8), Identity>,
-    /// IPv6 prefixes -> identity.
-    pub ipv6: BTreeMap<(Ipv6Addr, u8), Identity>,
-    /// Policy: (prefix length in bits including the slot byte, key data with slot byte 0).
-    pub policy: BTreeMap<(u32, PolicyKey), PolicyValue>,
-    /// Namespace id -> mode.
-    pub modes: BTreeMap<u32, u32>,
-    /// Mode of namespaces without an entry.
-    pub default_mode: u32,
-}
+use crate::compiler::MapContents;
 
 /// A write that failed, naming the map.
 #[derive(Debug, thiserror::Error)]
@@ -120,30 +105,17 @@ fn sync<K: Ord + Clone, V: PartialEq + Clone>(
     Ok(())
 }
 
-fn v4_key(slot: u8, (addr, len): &(Ipv4Addr, u8)) -> Key<[u8; 5]> {
-    let o = addr.octets();
-    Key::new(8 + u32::from(*len), [slot, o[0], o[1], o[2], o[3]])
+fn v4_key(slot: u8, (addr, len): &(Ipv4Addr, u8)) -> Key<IpV4Key> {
+    Key::new(ip_key_bits(*len), ipv4_key(slot, addr.octets()))
 }
 
-fn v6_key(slot: u8, (addr, len): &(Ipv6Addr, u8)) -> Key<[u8; 17]> {
-    let mut data = [0u8; 17];
-    data[0] = slot;
-    data[1..].copy_from_slice(&addr.octets());
-    Key::new(8 + u32::from(*len), data)
+fn v6_key(slot: u8, (addr, len): &(Ipv6Addr, u8)) -> Key<IpV6Key> {
+    Key::new(ip_key_bits(*len), ipv6_key(slot, addr.octets()))
 }
 
-fn policy_key(slot: u8, (len, data): &(u32, PolicyKey)) -> Key<PolicyKey> {
-    let mut d = *data;
-    d[0] = slot;
-    Key::new(*len, d)
-}
-
-/// The address prefix length of a trie key whose first 8 bits are the slot byte.
-fn prefix(key_bits: u32, max: u8) -> Option<u8> {
-    key_bits
-        .checked_sub(8)
-        .and_then(|l| u8::try_from(l).ok())
-        .filter(|l| *l <= max)
+fn policy_key(slot: u8, prefix: &PolicyPrefix) -> Key<PolicyKey> {
+    let (len, data) = prefix.to_lpm(slot);
+    Key::new(len, data)
 }
 
 impl MapWriter {
@@ -185,7 +157,9 @@ impl MapWriter {
         for e in maps.ipv4.iter() {
             let (k, v) = e.map_err(err(maps::IPV4))?;
             let d = k.data();
-            if let (Some(s), Some(len)) = (slot_of(u32::from(d[0])), prefix(k.prefix_len(), 32)) {
+            if let (Some(s), Some(len)) =
+                (slot_of(u32::from(d[0])), ip_addr_bits(k.prefix_len(), 32))
+            {
                 slots[s]
                     .ipv4
                     .insert((Ipv4Addr::new(d[1], d[2], d[3], d[4]), len), v);
@@ -196,16 +170,20 @@ impl MapWriter {
             let d = k.data();
             let mut o = [0u8; 16];
             o.copy_from_slice(&d[1..]);
-            if let (Some(s), Some(len)) = (slot_of(u32::from(d[0])), prefix(k.prefix_len(), 128)) {
+            if let (Some(s), Some(len)) =
+                (slot_of(u32::from(d[0])), ip_addr_bits(k.prefix_len(), 128))
+            {
                 slots[s].ipv6.insert((Ipv6Addr::from(o), len), v);
             }
         }
         for e in maps.policy.iter() {
             let (k, v) = e.map_err(err(maps::POLICY))?;
-            let mut d = k.data();
-            if let Some(s) = slot_of(u32::from(d[0])) {
-                d[0] = 0;
-                slots[s].policy.insert((k.prefix_len(), d), v);
+            match PolicyPrefix::from_lpm(k.prefix_len(), &k.data()) {
+                Some((s, p)) if s < 2 => {
+                    slots[usize::from(s)].policy.insert(p, v);
+                }
+                // No agent of this layout writes such a key; it is left alone.
+                _ => warn!(key = ?k.data(), len = k.prefix_len(), "ignoring unknown policy key"),
             }
         }
         for e in maps.modes.iter() {

@@ -1,7 +1,7 @@
 //! The violation log line (docs/design.md#violation-log): one JSON object per line on stdout.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use firewall_common::{EVENT_DENIED, FoldKey, SIDE_EGRESS, ViolationEvent};
+use firewall_common::{EventVerdict, FoldKey, IpProto, Side, ViolationEvent};
 use serde::Serialize;
 use time::{OffsetDateTime, format_description::BorrowedFormatItem, macros::format_description};
 
@@ -55,13 +55,9 @@ pub fn format_ts(unix_ns: i128) -> String {
 
 /// Protocol name for the log.
 pub fn protocol_name(proto: u8) -> String {
-    match proto {
-        6 => "TCP".into(),
-        17 => "UDP".into(),
-        132 => "SCTP".into(),
-        1 => "ICMP".into(),
-        58 => "ICMPv6".into(),
-        n => n.to_string(),
+    match IpProto::try_from(proto) {
+        Ok(p) => p.as_str().into(),
+        Err(_) => proto.to_string(),
     }
 }
 
@@ -123,15 +119,15 @@ pub fn from_event(
     LogLine {
         ts,
         kind: "violation",
-        verdict: if ev.verdict == EVENT_DENIED {
-            "DENIED"
+        verdict: if ev.verdict == EventVerdict::Denied as u8 {
+            EventVerdict::Denied.as_str()
         } else {
-            "AUDIT"
+            EventVerdict::Audit.as_str()
         },
-        direction: if ev.side == SIDE_EGRESS {
-            "egress"
+        direction: if ev.side == Side::Egress as u8 {
+            Side::Egress.as_str()
         } else {
-            "ingress"
+            Side::Ingress.as_str()
         },
         node: node.to_owned(),
         protocol: protocol_name(ev.proto),

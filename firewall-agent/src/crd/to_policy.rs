@@ -1,18 +1,23 @@
-//! Validation of policy objects: an object is accepted whole or rejected whole, with every
-//! problem named by its JSON path (docs/design.md#invalid-objects: invalid objects never half-apply).
+//! The Bulkhead CRDs' front end: each object converts into the policy IR ([`crate::policy`]) or
+//! is rejected whole, with every problem named by its JSON path (docs/design.md#invalid-objects:
+//! invalid objects never half-apply).
 use std::{collections::BTreeSet, fmt, net::IpAddr};
 
+use firewall_common::{IpProto, Mode, PolicyVerdict};
 use ipnet::IpNet;
 use kube::ResourceExt as _;
 
 use super::{
-    ClusterFirewall, NamespaceFirewall,
+    Action, ClusterFirewall, DefaultAction, DefaultMode, NamespaceFirewall,
     common::{DestPeer, EgressPeer, LabelSelector, Peer, PortSpec},
     syntax,
-    valid::{
-        Destinations, NamespaceSet, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PortRange, Ports,
-        Requirement, Selector, ValidCfw, ValidClusterRule, ValidDefaults, ValidEgressRule,
-        ValidIngressRule, ValidNsfw,
+};
+use crate::{
+    model::{ClusterModel, Rejection},
+    policy::{
+        ClusterAction, ClusterPolicy, ClusterRule, Defaults, Destinations, EgressRule, IngressRule,
+        NamespacePolicy, NamespaceSet, Origin, PolicyInput, PortRange, Ports, Requirement,
+        Selector,
     },
 };
 
@@ -44,20 +49,25 @@ impl Checker {
         });
     }
 
-    fn namespace_names(&mut self, path: &str, names: Option<&Vec<String>>) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        for (i, n) in names.into_iter().flatten().enumerate() {
-            match syntax::dns1123_label_error(n) {
-                Some(why) => self.err(
-                    &format!("{path}[{i}]"),
-                    format_args!("invalid namespace name {n:?}: {why}"),
-                ),
-                None => {
-                    out.insert(n.clone());
+    /// The names that pass `check`; each other one is an error naming it a `what` name.
+    fn checked_names<C: FromIterator<String>>(
+        &mut self,
+        path: &str,
+        names: Option<&Vec<String>>,
+        what: &str,
+        check: fn(&str) -> Option<&'static str>,
+    ) -> C {
+        let names = names.into_iter().flatten().enumerate();
+        names
+            .filter_map(|(i, n)| match check(n) {
+                Some(why) => {
+                    let p = format!("{path}[{i}]");
+                    self.err(&p, format_args!("invalid {what} name {n:?}: {why}"));
+                    None
                 }
-            }
-        }
-        out
+                None => Some(n.clone()),
+            })
+            .collect()
     }
 
     fn selector(&mut self, path: &str, sel: &LabelSelector) -> Selector {
@@ -137,7 +147,12 @@ impl Checker {
         selector: Option<&LabelSelector>,
         others_select: bool,
     ) -> NamespaceSet {
-        let names = self.namespace_names(&format!("{path}.namespaces"), names);
+        let names: BTreeSet<String> = self.checked_names(
+            &format!("{path}.namespaces"),
+            names,
+            "namespace",
+            syntax::dns1123_label_error,
+        );
         let selector = selector.map(|s| self.selector(&format!("{path}.namespaceSelector"), s));
         NamespaceSet {
             all: names.is_empty() && selector.is_none() && !others_select,
@@ -228,40 +243,10 @@ impl Checker {
 
     fn dest_peer(&mut self, path: &str, peer: &DestPeer) -> Destinations {
         let (cidrs, except) = self.addresses(path, peer.cidrs.as_ref(), peer.except.as_ref());
-        let mut services = Vec::new();
-        for (i, s) in peer.services.iter().flatten().enumerate() {
-            let p = format!("{path}.services[{i}]");
-            match s.split_once('/') {
-                Some((ns, name)) => {
-                    let mut ok = true;
-                    if let Some(why) = syntax::dns1123_label_error(ns) {
-                        self.err(
-                            &p,
-                            format_args!(
-                                "invalid namespace name {ns:?} in Service reference {s:?}: {why}"
-                            ),
-                        );
-                        ok = false;
-                    }
-                    if let Some(why) = syntax::dns1035_label_error(name) {
-                        self.err(
-                            &p,
-                            format_args!(
-                                "invalid Service name {name:?} in Service reference {s:?}: {why}"
-                            ),
-                        );
-                        ok = false;
-                    }
-                    if ok {
-                        services.push((ns.to_owned(), name.to_owned()));
-                    }
-                }
-                None => self.err(
-                    &p,
-                    format_args!("invalid Service reference {s:?}: expected namespace/name"),
-                ),
-            }
-        }
+        let services = peer.services.iter().flatten().enumerate();
+        let services: Vec<(String, String)> = services
+            .filter_map(|(i, s)| self.service_ref(&format!("{path}.services[{i}]"), s))
+            .collect();
         // Services select namespace endpoints by themselves; cidrs alone select no namespace.
         let others = !cidrs.is_empty() && services.is_empty();
         let namespaces = self.namespace_set(
@@ -278,18 +263,29 @@ impl Checker {
         }
     }
 
-    fn service_names(&mut self, path: &str, names: Option<&Vec<String>>) -> Vec<String> {
-        let mut out = Vec::new();
-        for (i, n) in names.into_iter().flatten().enumerate() {
-            match syntax::dns1035_label_error(n) {
-                Some(why) => self.err(
-                    &format!("{path}[{i}]"),
-                    format_args!("invalid Service name {n:?}: {why}"),
-                ),
-                None => out.push(n.clone()),
+    /// A `namespace/name` Service reference.
+    fn service_ref(&mut self, path: &str, s: &str) -> Option<(String, String)> {
+        let Some((ns, name)) = s.split_once('/') else {
+            self.err(
+                path,
+                format_args!("invalid Service reference {s:?}: expected namespace/name"),
+            );
+            return None;
+        };
+        let mut ok = true;
+        for (why, what, part) in [
+            (syntax::dns1123_label_error(ns), "namespace", ns),
+            (syntax::dns1035_label_error(name), "Service", name),
+        ] {
+            if let Some(why) = why {
+                self.err(
+                    path,
+                    format_args!("invalid {what} name {part:?} in Service reference {s:?}: {why}"),
+                );
+                ok = false;
             }
         }
-        out
+        ok.then(|| (ns.to_owned(), name.to_owned()))
     }
 
     fn port_number(&mut self, path: &str, field: &str, v: i32) -> Option<u16> {
@@ -310,11 +306,10 @@ impl Checker {
         let mut out = Vec::new();
         for (i, spec) in list.iter().enumerate() {
             let p = format!("{path}[{i}]");
-            let proto = match spec.protocol.as_str() {
-                "TCP" => Some(PROTO_TCP),
-                "UDP" => Some(PROTO_UDP),
-                "SCTP" => Some(PROTO_SCTP),
-                other => {
+            let proto = match IpProto::from_name(&spec.protocol) {
+                Some(p) if IpProto::WITH_PORTS.contains(&p) => Some(p as u8),
+                _ => {
+                    let other = &spec.protocol;
                     self.err(
                         &format!("{p}.protocol"),
                         format_args!("unknown protocol {other:?} (expected TCP, UDP or SCTP)"),
@@ -361,109 +356,205 @@ impl Checker {
     }
 }
 
-/// Validates a NamespaceFirewall; on success the parsed form the compiler uses.
-pub fn validate_namespace_firewall(obj: &NamespaceFirewall) -> Result<ValidNsfw, Vec<FieldError>> {
-    let namespace = obj.namespace().unwrap_or_default();
-    let name = obj.name_any();
-    let mut c = Checker {
-        object: format!("NamespaceFirewall/{namespace}/{name}"),
-        errors: Vec::new(),
-    };
-    if let Some(why) = syntax::dns1123_label_error(&namespace) {
-        c.err(
-            "metadata.namespace",
-            format_args!("invalid namespace name {namespace:?}: {why}"),
-        );
-    }
-    let ingress = obj.spec.ingress.as_ref().map(|rules| {
-        rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let p = format!("spec.ingress[{i}]");
-                ValidIngressRule {
-                    from: c.peer(&format!("{p}.from"), &r.from),
-                    services: c.service_names(&format!("{p}.services"), r.services.as_ref()),
-                    ports: c.ports(&format!("{p}.ports"), r.ports.as_ref()),
-                }
-            })
-            .collect()
-    });
-    let egress = obj.spec.egress.as_ref().map(|rules| {
-        rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let p = format!("spec.egress[{i}]");
-                ValidEgressRule {
-                    to: c.egress_peer(&format!("{p}.to"), &r.to),
-                    ports: c.ports(&format!("{p}.ports"), r.ports.as_ref()),
-                }
-            })
-            .collect()
-    });
-    c.finish(ValidNsfw {
-        namespace,
-        name,
-        ingress,
-        egress,
-    })
-}
-
-/// Validates a ClusterFirewall; on success the parsed form the compiler uses.
-pub fn validate_cluster_firewall(obj: &ClusterFirewall) -> Result<ValidCfw, Vec<FieldError>> {
-    let name = obj.name_any();
-    let mut c = Checker {
-        object: format!("ClusterFirewall/{name}"),
-        errors: Vec::new(),
-    };
-    let rules = obj
-        .spec
-        .rules
+/// A list field's items converted one by one, each with its JSON path (`{path}[{i}]`).
+fn each<T, R>(
+    c: &mut Checker,
+    path: &str,
+    items: &[T],
+    mut f: impl FnMut(&mut Checker, &str, &T) -> R,
+) -> Vec<R> {
+    items
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            let p = format!("spec.rules[{i}]");
-            ValidClusterRule {
-                action: r.action,
+        .map(|(i, item)| f(c, &format!("{path}[{i}]"), item))
+        .collect()
+}
+
+impl TryFrom<&NamespaceFirewall> for NamespacePolicy {
+    type Error = Vec<FieldError>;
+
+    fn try_from(obj: &NamespaceFirewall) -> Result<Self, Vec<FieldError>> {
+        let origin = Origin {
+            kind: "NamespaceFirewall",
+            namespace: Some(obj.namespace().unwrap_or_default()),
+            name: obj.name_any(),
+        };
+        let namespace = origin.namespace.clone().unwrap_or_default();
+        let mut c = Checker {
+            object: origin.to_string(),
+            errors: Vec::new(),
+        };
+        if let Some(why) = syntax::dns1123_label_error(&namespace) {
+            c.err(
+                "metadata.namespace",
+                format_args!("invalid namespace name {namespace:?}: {why}"),
+            );
+        }
+        let spec = &obj.spec;
+        let ingress = spec.ingress.as_ref().map(|rules| {
+            each(&mut c, "spec.ingress", rules, |c, p, r| IngressRule {
+                from: c.peer(&format!("{p}.from"), &r.from),
+                services: c.checked_names(
+                    &format!("{p}.services"),
+                    r.services.as_ref(),
+                    "Service",
+                    syntax::dns1035_label_error,
+                ),
+                ports: c.ports(&format!("{p}.ports"), r.ports.as_ref()),
+            })
+        });
+        let egress = spec.egress.as_ref().map(|rules| {
+            each(&mut c, "spec.egress", rules, |c, p, r| EgressRule {
+                to: c.egress_peer(&format!("{p}.to"), &r.to),
+                ports: c.ports(&format!("{p}.ports"), r.ports.as_ref()),
+            })
+        });
+        c.finish(NamespacePolicy {
+            origin,
+            namespace,
+            ingress,
+            egress,
+        })
+    }
+}
+
+fn every_namespace() -> NamespaceSet {
+    NamespaceSet {
+        all: true,
+        ..Default::default()
+    }
+}
+
+impl TryFrom<&ClusterFirewall> for ClusterPolicy {
+    type Error = Vec<FieldError>;
+
+    fn try_from(obj: &ClusterFirewall) -> Result<Self, Vec<FieldError>> {
+        let origin = Origin {
+            kind: "ClusterFirewall",
+            namespace: None,
+            name: obj.name_any(),
+        };
+        let mut c = Checker {
+            object: origin.to_string(),
+            errors: Vec::new(),
+        };
+        let rules = each(&mut c, "spec.rules", &obj.spec.rules, |c, p, r| {
+            ClusterRule {
+                action: match r.action {
+                    Action::Allow => ClusterAction::Allow,
+                    Action::Deny => ClusterAction::Deny,
+                    Action::Delegate => ClusterAction::Pass,
+                },
                 from: r
                     .from
                     .as_ref()
-                    .map(|f| c.peer(&format!("{p}.from"), f))
-                    .unwrap_or(NamespaceSet {
-                        all: true,
+                    .map_or_else(every_namespace, |f| c.peer(&format!("{p}.from"), f)),
+                to: r.to.as_ref().map_or_else(
+                    || Destinations {
+                        namespaces: every_namespace(),
                         ..Default::default()
-                    }),
-                to: r
-                    .to
-                    .as_ref()
-                    .map(|t| c.dest_peer(&format!("{p}.to"), t))
-                    .unwrap_or_else(|| Destinations {
-                        namespaces: NamespaceSet {
-                            all: true,
-                            ..Default::default()
-                        },
-                        ..Default::default()
-                    }),
+                    },
+                    |t| c.dest_peer(&format!("{p}.to"), t),
+                ),
                 ports: c.ports(&format!("{p}.ports"), r.ports.as_ref()),
             }
+        });
+        let defaults = obj
+            .spec
+            .defaults
+            .as_ref()
+            .map(|d| Defaults {
+                cross_namespace: d.cross_namespace.map(|a| match a {
+                    DefaultAction::Allow => PolicyVerdict::Allow,
+                    DefaultAction::Deny => PolicyVerdict::Deny,
+                }),
+                mode: d.mode.map(|m| match m {
+                    DefaultMode::Monitor => Mode::Monitor,
+                    DefaultMode::Enforce => Mode::Enforce,
+                    DefaultMode::Off => Mode::Off,
+                }),
+            })
+            .filter(|d| d.cross_namespace.is_some() || d.mode.is_some());
+        c.finish(ClusterPolicy {
+            origin,
+            priority: obj.spec.priority,
+            rules,
+            defaults,
         })
-        .collect();
-    let defaults = obj
-        .spec
-        .defaults
-        .as_ref()
-        .map(|d| ValidDefaults {
-            cross_namespace: d.cross_namespace,
-            mode: d.mode,
-        })
-        .filter(|d| d.cross_namespace.is_some() || d.mode.is_some());
-    c.finish(ValidCfw {
-        name,
-        priority: obj.spec.priority,
-        rules,
-        defaults,
-    })
+    }
+}
+
+/// Validates a NamespaceFirewall: its policy, or every problem found.
+pub fn validate_namespace_firewall(
+    obj: &NamespaceFirewall,
+) -> Result<NamespacePolicy, Vec<FieldError>> {
+    obj.try_into()
+}
+
+/// Validates a ClusterFirewall: its policy, or every problem found.
+pub fn validate_cluster_firewall(obj: &ClusterFirewall) -> Result<ClusterPolicy, Vec<FieldError>> {
+    obj.try_into()
+}
+
+fn invalid(origin: Origin, errors: &[FieldError]) -> Rejection {
+    Rejection {
+        kind: origin.kind.to_owned(),
+        namespace: origin.namespace,
+        name: origin.name,
+        reason: "InvalidSpec".to_owned(),
+        message: errors
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// Converts each object into `accepted`, or a rejection naming `origin(object)`.
+fn convert<O, P>(
+    objects: &[O],
+    origin: impl Fn(&O) -> Origin,
+    accepted: &mut Vec<P>,
+    rejected: &mut Vec<Rejection>,
+) where
+    for<'o> P: TryFrom<&'o O, Error = Vec<FieldError>>,
+{
+    for obj in objects {
+        match P::try_from(obj) {
+            Ok(p) => accepted.push(p),
+            Err(errors) => rejected.push(invalid(origin(obj), &errors)),
+        }
+    }
+}
+
+/// The policy of a model's Bulkhead objects; invalid objects (and those the source could not
+/// deserialize) become rejections.
+pub fn policy_input(model: &ClusterModel) -> PolicyInput {
+    let mut input = PolicyInput {
+        rejected: model.rejected.clone(),
+        ..Default::default()
+    };
+    convert(
+        &model.cluster_firewalls,
+        |o| Origin {
+            kind: "ClusterFirewall",
+            namespace: None,
+            name: o.name_any(),
+        },
+        &mut input.cluster,
+        &mut input.rejected,
+    );
+    convert(
+        &model.namespace_firewalls,
+        |o| Origin {
+            kind: "NamespaceFirewall",
+            namespace: o.namespace(),
+            name: o.name_any(),
+        },
+        &mut input.namespaces,
+        &mut input.rejected,
+    );
+    input
 }
 
 #[cfg(test)]
@@ -525,12 +616,12 @@ egress:
             ingress[0].ports.0.as_deref().unwrap(),
             &[
                 PortRange {
-                    proto: PROTO_TCP,
+                    proto: IpProto::Tcp as u8,
                     lo: 8443,
                     hi: 8443
                 },
                 PortRange {
-                    proto: PROTO_UDP,
+                    proto: IpProto::Udp as u8,
                     lo: 53,
                     hi: 60
                 }
@@ -546,7 +637,7 @@ egress:
         assert_eq!(
             egress[1].ports.0.as_deref().unwrap()[1],
             PortRange {
-                proto: PROTO_SCTP,
+                proto: IpProto::Sctp as u8,
                 lo: 0,
                 hi: 65535
             }

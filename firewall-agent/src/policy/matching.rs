@@ -1,19 +1,7 @@
-//! Validated policy objects: what the compiler consumes. Every string of the CRDs has been
-//! parsed here (CIDRs, protocols, ports, selectors), so compiling cannot fail.
+//! What a rule matches: namespaces (by name or label), Services, addresses and ports.
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
-
-use super::cluster_firewall::{Action, DefaultAction, DefaultMode};
-
-/// IP protocol numbers used in the policy trie.
-pub const PROTO_TCP: u8 = 6;
-/// UDP.
-pub const PROTO_UDP: u8 = 17;
-/// SCTP.
-pub const PROTO_SCTP: u8 = 132;
-/// The protocols that have ports; every other protocol only has port-less rules.
-pub const PORT_PROTOCOLS: [u8; 3] = [PROTO_TCP, PROTO_UDP, PROTO_SCTP];
 
 /// One protocol and an inclusive port interval.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -55,7 +43,7 @@ pub enum Requirement {
     DoesNotExist(String),
 }
 
-/// A validated label selector; the empty selector selects everything.
+/// A label selector; the empty selector selects everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Selector {
     /// `matchLabels`.
@@ -117,72 +105,4 @@ impl Destinations {
     pub fn matches_address(&self, inside: impl Fn(&IpNet) -> bool) -> bool {
         self.cidrs.iter().any(&inside) && !self.except.iter().any(&inside)
     }
-}
-
-/// A validated NamespaceFirewall ingress rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValidIngressRule {
-    /// Source namespaces.
-    pub from: NamespaceSet,
-    /// When non-empty, only endpoints of these Services of the object's namespace.
-    pub services: Vec<String>,
-    /// Protocols and ports.
-    pub ports: Ports,
-}
-
-/// A validated NamespaceFirewall egress rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValidEgressRule {
-    /// Destinations.
-    pub to: Destinations,
-    /// Protocols and ports.
-    pub ports: Ports,
-}
-
-/// A NamespaceFirewall that passed validation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValidNsfw {
-    /// Namespace of the object (its rules apply there).
-    pub namespace: String,
-    /// Object name.
-    pub name: String,
-    /// `None`: this object does not restrict ingress.
-    pub ingress: Option<Vec<ValidIngressRule>>,
-    /// `None`: this object does not restrict egress.
-    pub egress: Option<Vec<ValidEgressRule>>,
-}
-
-/// A validated ClusterFirewall rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValidClusterRule {
-    /// What a match does.
-    pub action: Action,
-    /// Source namespaces.
-    pub from: NamespaceSet,
-    /// Destinations.
-    pub to: Destinations,
-    /// Protocols and ports.
-    pub ports: Ports,
-}
-
-/// Validated cluster defaults.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ValidDefaults {
-    /// Verdict for undecided cross-namespace pairs.
-    pub cross_namespace: Option<DefaultAction>,
-    /// Mode of namespaces without a label.
-    pub mode: Option<DefaultMode>,
-}
-
-/// A ClusterFirewall that passed validation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValidCfw {
-    /// Object name.
-    pub name: String,
-    /// Lower runs first.
-    pub priority: i32,
-    /// Ordered rules.
-    pub rules: Vec<ValidClusterRule>,
-    /// Defaults, if this object sets any.
-    pub defaults: Option<ValidDefaults>,
 }

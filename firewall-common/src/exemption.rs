@@ -1,0 +1,106 @@
+//! The "always allowed" rules (docs/design.md#always-allowed), written once: the kernel applies
+//! them before its policy lookup, the compiler emits no policy rows for the pairs they cover, and
+//! `firewall-agent check` reports them, all through these functions.
+use crate::{Counter, IDENTITY_F_DNS, Identity, IpProto, NS_FIRST, Side};
+
+/// Why a connection passes whatever the policy says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Exemption {
+    /// Both ends are in one namespace.
+    SameNamespace,
+    /// Ingress from world or host (kubelet probes): not restricted in v1alpha1.
+    Unrestricted,
+    /// DNS (UDP or TCP port 53) to the cluster DNS Service.
+    Dns,
+}
+
+/// The DNS port.
+pub const DNS_PORT: u16 = 53;
+
+impl Exemption {
+    /// The counter the kernel counts this exemption in.
+    #[inline(always)]
+    pub const fn counter(self) -> Counter {
+        match self {
+            Exemption::SameNamespace => Counter::SameNamespace,
+            Exemption::Unrestricted => Counter::Unrestricted,
+            Exemption::Dns => Counter::Dns,
+        }
+    }
+}
+
+/// The exemption that holds for every protocol and port between a `local` end in namespace
+/// `local_ns` and a peer in `peer_ns`, seen from `side`.
+#[inline(always)]
+pub fn pair_exemption(side: Side, local_ns: u32, peer_ns: u32) -> Option<Exemption> {
+    if peer_ns == local_ns {
+        return Some(Exemption::SameNamespace);
+    }
+    if matches!(side, Side::Ingress) && peer_ns < NS_FIRST {
+        return Some(Exemption::Unrestricted);
+    }
+    None
+}
+
+/// The exemption of a new connection between `local` (the end whose side decides) and `peer`,
+/// to destination port `dport` over IP protocol `proto`.
+#[inline(always)]
+pub fn exemption(
+    side: Side,
+    local: &Identity,
+    peer: &Identity,
+    proto: u8,
+    dport: u16,
+) -> Option<Exemption> {
+    if let Some(e) = pair_exemption(side, local.ns, peer.ns) {
+        return Some(e);
+    }
+    // The DNS Service's identity carries the flag: the peer's on egress, ours on ingress.
+    let destination = match side {
+        Side::Egress => peer,
+        Side::Ingress => local,
+    };
+    let dns_proto = proto == IpProto::Udp as u8 || proto == IpProto::Tcp as u8;
+    if dport == DNS_PORT && dns_proto && destination.flags & IDENTITY_F_DNS != 0 {
+        return Some(Exemption::Dns);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ns: u32, flags: u32) -> Identity {
+        Identity { id: ns, ns, flags }
+    }
+
+    #[test]
+    fn exemptions() {
+        let (a, b, dns) = (id(2, 0), id(3, 0), id(4, IDENTITY_F_DNS));
+        let tcp = IpProto::Tcp as u8;
+        assert_eq!(
+            exemption(Side::Egress, &a, &a, tcp, 80),
+            Some(Exemption::SameNamespace)
+        );
+        assert_eq!(exemption(Side::Egress, &a, &b, tcp, 80), None);
+        assert_eq!(
+            exemption(Side::Ingress, &a, &id(1, 0), tcp, 80),
+            Some(Exemption::Unrestricted)
+        );
+        assert_eq!(exemption(Side::Egress, &a, &id(0, 0), tcp, 80), None);
+        assert_eq!(
+            exemption(Side::Egress, &a, &dns, tcp, 53),
+            Some(Exemption::Dns)
+        );
+        assert_eq!(
+            exemption(Side::Ingress, &dns, &a, IpProto::Udp as u8, 53),
+            Some(Exemption::Dns)
+        );
+        assert_eq!(
+            exemption(Side::Egress, &a, &dns, IpProto::Sctp as u8, 53),
+            None
+        );
+        assert_eq!(exemption(Side::Ingress, &a, &dns, tcp, 53), None);
+    }
+}
