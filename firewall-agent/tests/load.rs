@@ -3,30 +3,27 @@
     unused_crate_dependencies,
     reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
 )]
+use bulkhead_tests::{cgroup::TempCgroup, require_root};
 use firewall_agent::{
+    cgroups::cgroup2_root,
     compiler::MapContents,
     datapath::{Datapath, LoadOptions, writer::MapWriter},
 };
 
+/// A fresh cgroup below the cgroup2 mount, removed at the end of the test.
+fn temp_cgroup(prefix: &str) -> TempCgroup {
+    let root = cgroup2_root().expect("a cgroup2 mount");
+    TempCgroup::create(&root, &format!("{prefix}-{}", std::process::id())).expect("test cgroup")
+}
+
 #[test]
 fn loads_attaches_and_flips_slots() {
-    if !bulkhead_tests::require_root("loads_attaches_and_flips_slots") {
+    if !require_root("loads_attaches_and_flips_slots") {
         return;
     }
     let (mut dp, state, _events) = Datapath::load(&LoadOptions::default()).expect("load");
-    let root = firewall_agent::cgroups::cgroup2_root().expect("a cgroup2 mount");
-    let dir =
-        std::path::Path::new(&root).join(format!("bulkhead-load-test-{}", std::process::id()));
-    std::fs::create_dir(&dir).unwrap();
-    // Removes the cgroup even when an assertion below fails (the kernel detaches any links left on it).
-    struct Rmdir(std::path::PathBuf);
-    impl Drop for Rmdir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir(&self.0);
-        }
-    }
-    let _guard = Rmdir(dir.clone());
-    dp.attach(&dir).expect("attach");
+    let cg = temp_cgroup("bulkhead-load-test");
+    dp.attach(cg.path()).expect("attach");
     let mut w = MapWriter::new(state).unwrap();
     let mut c = MapContents::default();
     c.modes.insert(2, firewall_common::Mode::Enforce as u32);
@@ -43,9 +40,7 @@ fn loads_attaches_and_flips_slots() {
 fn a_policy_that_does_not_fit_is_refused_before_anything_is_written() {
     use firewall_agent::datapath::writer::ApplyError;
     use firewall_common::Identity;
-    if !bulkhead_tests::require_root(
-        "a_policy_that_does_not_fit_is_refused_before_anything_is_written",
-    ) {
+    if !require_root("a_policy_that_does_not_fit_is_refused_before_anything_is_written") {
         return;
     }
     // Room for 5 cgroup entries over both slots.
@@ -105,24 +100,23 @@ fn a_policy_that_does_not_fit_is_refused_before_anything_is_written() {
 fn pinned_maps_are_adopted_and_links_replaced() {
     use firewall_agent::datapath::pin;
     use firewall_common::{Identity, PolicyPrefix, PolicyValue, Side};
-    if !bulkhead_tests::require_root("pinned_maps_are_adopted_and_links_replaced") {
+    if !require_root("pinned_maps_are_adopted_and_links_replaced") {
         return;
     }
     let bpffs = std::path::PathBuf::from(format!(
         "/sys/fs/bpf/bulkhead-load-test-{}",
         std::process::id()
     ));
-    struct Cleanup(std::path::PathBuf, std::path::PathBuf);
-    impl Drop for Cleanup {
+    // Unpins before the cgroup (declared first) is removed.
+    struct Unpin(std::path::PathBuf);
+    impl Drop for Unpin {
         fn drop(&mut self) {
             let _ = pin::cleanup(&self.0);
-            let _ = std::fs::remove_dir(&self.1);
         }
     }
-    let root = firewall_agent::cgroups::cgroup2_root().expect("a cgroup2 mount");
-    let cg = std::path::Path::new(&root).join(format!("bulkhead-pin-test-{}", std::process::id()));
-    std::fs::create_dir(&cg).unwrap();
-    let _guard = Cleanup(bpffs.clone(), cg.clone());
+    let temp = temp_cgroup("bulkhead-pin-test");
+    let cg = temp.path().to_owned();
+    let _unpin = Unpin(bpffs.clone());
     let opts = LoadOptions {
         pin_dir: Some(bpffs.clone()),
         cgroup_entries: 100,

@@ -10,12 +10,12 @@
 )]
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
     sync::atomic::{AtomicU16, Ordering},
 };
 
+use bulkhead_tests::{cgroup::TempCgroup, require_root};
 use firewall_agent::{
+    cgroups::cgroup2_root,
     compiler::{CompileOptions, IdAllocator, compile},
     datapath::{Datapath, LoadOptions, test_run::TestRunError, writer::MapWriter},
     source::file::parse_objects,
@@ -192,46 +192,6 @@ fn frag_ext(offset: u16, more: bool) -> Vec<u8> {
 }
 
 // ---------- the harness ----------
-
-/// Moves this process into `dir` and back to where it was when dropped, then removes `dir`.
-struct InCgroup {
-    dir: PathBuf,
-    home: PathBuf,
-}
-
-impl InCgroup {
-    fn enter(root: &Path, name: &str) -> Self {
-        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
-        let rel = own
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .expect("cgroup v2 membership")
-            .trim_start_matches('/')
-            .to_owned();
-        let dir = root.join(name);
-        std::fs::create_dir(&dir).expect("create test cgroup");
-        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
-            .expect("join test cgroup");
-        InCgroup {
-            dir,
-            home: root.join(rel),
-        }
-    }
-
-    fn id(&self) -> u64 {
-        std::fs::metadata(&self.dir).expect("cgroup inode").ino()
-    }
-}
-
-impl Drop for InCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::write(
-            self.home.join("cgroup.procs"),
-            std::process::id().to_string(),
-        );
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
 
 struct Case {
     what: &'static str,
@@ -471,18 +431,19 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn crafted_packets_are_never_allowed_where_policy_denies() {
-    if !bulkhead_tests::require_root("crafted_packets_are_never_allowed_where_policy_denies") {
+    if !require_root("crafted_packets_are_never_allowed_where_policy_denies") {
         return;
     }
     let (dp, state, _events) = Datapath::load(&LoadOptions::default()).expect("load");
-    let cg = InCgroup::enter(
-        &firewall_agent::cgroups::cgroup2_root().expect("a cgroup2 mount"),
+    let cg = TempCgroup::enter(
+        &cgroup2_root().expect("a cgroup2 mount"),
         &format!("bulkhead-packets-test-{}", std::process::id()),
-    );
+    )
+    .expect("test cgroup");
     let mut model = parse_objects(CLUSTER).expect("cluster");
     for p in &mut model.pods {
         if p.uid == "test-pod" {
-            p.cgroup_ids = vec![cg.id()];
+            p.cgroup_ids = vec![cg.id().expect("cgroup id")];
         }
     }
     let opts = CompileOptions {

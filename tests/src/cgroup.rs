@@ -114,6 +114,63 @@ pub fn ensure_below(mount: &Path, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A cgroup a test creates directly below `root` and removes again on drop (the kernel detaches
+/// any programs left attached to it), even when an assertion fails first.
+#[derive(Debug)]
+pub struct TempCgroup {
+    dir: PathBuf,
+    /// The cgroup this process came from, while [`TempCgroup::enter`] moved it here.
+    home: Option<PathBuf>,
+}
+
+impl TempCgroup {
+    /// Creates `root/name`.
+    pub fn create(root: &Path, name: &str) -> anyhow::Result<TempCgroup> {
+        let dir = root.join(name);
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(TempCgroup { dir, home: None })
+    }
+
+    /// Creates `root/name` and moves this process into it (a socket it creates, and a
+    /// `BPF_PROG_TEST_RUN` it issues, then belong to that cgroup) until drop.
+    pub fn enter(root: &Path, name: &str) -> anyhow::Result<TempCgroup> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").context("/proc/self/cgroup")?;
+        let rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .context("no cgroup v2 membership in /proc/self/cgroup")?
+            .trim_start_matches('/');
+        let mut cg = Self::create(root, name)?;
+        let home = root.join(rel);
+        std::fs::write(cg.dir.join("cgroup.procs"), std::process::id().to_string())
+            .with_context(|| format!("joining {}", cg.dir.display()))?;
+        cg.home = Some(home);
+        Ok(cg)
+    }
+
+    /// Its directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Its cgroup id (the directory's inode number).
+    pub fn id(&self) -> anyhow::Result<u64> {
+        use std::os::unix::fs::MetadataExt as _;
+        Ok(std::fs::metadata(&self.dir)
+            .with_context(|| format!("reading {}", self.dir.display()))?
+            .ino())
+    }
+}
+
+impl Drop for TempCgroup {
+    fn drop(&mut self) {
+        if let Some(home) = &self.home {
+            let _ = std::fs::write(home.join("cgroup.procs"), std::process::id().to_string());
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,10 +9,12 @@ pub mod agent;
 pub mod apiserver;
 pub mod cgroup;
 pub mod kustomize;
+pub mod policy;
 pub mod probe;
 pub mod root;
 pub mod scenario;
 pub mod source;
+pub mod synthetic;
 pub mod testbed;
 
 pub use apiserver::{ApiServer, RequestRecord};

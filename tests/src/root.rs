@@ -1,5 +1,5 @@
-//! Root checks for everything that needs the kernel: the e2e tests, the kernel-level tests of
-//! firewall-agent, the testbed, the demo and the bench.
+//! Root: the kernel-level tests need it (eBPF, network namespaces, cgroups). Without it a test
+//! skips loudly; in CI (`CI=true`) a missing root is a failure, never a silent skip.
 use std::io::Write as _;
 
 /// Whether we run as root.
@@ -8,17 +8,26 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// True when running as root; otherwise prints a loud SKIPPED line, so a test that checked
-/// nothing never passes quietly.
+/// Whether CI runs us (`CI=true`): there a skipped kernel test would check nothing unnoticed.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// True when running as root; otherwise prints a loud SKIPPED line and returns false, or panics
+/// under CI.
 pub fn require_root(test: &str) -> bool {
     if is_root() {
         return true;
     }
+    assert!(
+        !in_ci(),
+        "{test} needs root (eBPF, network namespaces, cgroups) and CI=true never skips"
+    );
     // Written to the real stderr, not through eprintln!: the test harness would capture that and
     // hide the skip of a passing test.
     let _ = writeln!(
         std::io::stderr(),
-        "\n!!!!! SKIPPED {test}: needs root (eBPF programs, network namespaces, cgroups) !!!!!\n"
+        "\n!!!!! SKIPPED {test}: needs root (eBPF, network namespaces, cgroups) !!!!!\n"
     );
     false
 }

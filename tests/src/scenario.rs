@@ -3,7 +3,13 @@
 //! One YAML file describes everything a test or a demo needs, so that the same cluster can be
 //! brought up by `cargo xtask testbed up`, by an end-to-end test and by the demo. Every error names
 //! the offending field (`pods[2].namespace: ...`), because a typo in a scenario should cost seconds.
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr, net::Ipv6Addr, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::Ipv4Addr,
+    net::Ipv6Addr,
+    path::Path,
+};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
@@ -209,36 +215,36 @@ impl Scenario {
             );
         }
         dns_label("nodeName", &self.node_name)?;
-        let mut namespaces = BTreeMap::new();
+        let mut namespaces = BTreeSet::new();
         for (i, ns) in self.namespaces.iter().enumerate() {
             dns_label(&format!("namespaces[{i}].name"), &ns.name)?;
-            if namespaces.insert(ns.name.as_str(), i).is_some() {
+            if !namespaces.insert(ns.name.as_str()) {
                 bail!("namespaces[{i}].name: {:?} is declared twice", ns.name);
             }
         }
+        self.validate_pods(&namespaces)?;
+        self.validate_services(&namespaces)?;
+        self.validate_objects()
+    }
+
+    fn validate_pods(&self, namespaces: &BTreeSet<&str>) -> anyhow::Result<()> {
         if self.pods.len() > MAX_PODS {
             bail!(
                 "pods: {} pods, at most {MAX_PODS} fit in one /24",
                 self.pods.len()
             );
         }
-        let mut pods = BTreeMap::new();
+        let mut pods = BTreeSet::new();
         for (i, p) in self.pods.iter().enumerate() {
-            dns_label(&format!("pods[{i}].name"), &p.name)?;
-            if !namespaces.contains_key(p.namespace.as_str()) {
-                bail!(
-                    "pods[{i}].namespace: namespace {:?} is not declared in namespaces",
-                    p.namespace
-                );
-            }
-            if pods.insert(p.key(), i).is_some() {
+            let field = format!("pods[{i}]");
+            dns_label(&format!("{field}.name"), &p.name)?;
+            declared(namespaces, &field, &p.namespace)?;
+            if !pods.insert(p.key()) {
                 bail!("pods[{i}]: pod {} is declared twice", p.key());
             }
-            let mut seen = std::collections::BTreeSet::new();
+            let mut seen = BTreeSet::new();
             for (j, port) in p.serve.iter().enumerate() {
-                if port.port == 0 {
-                    bail!("pods[{i}].serve[{j}].port: must be 1..=65535");
-                }
+                nonzero_port(&format!("pods[{i}].serve[{j}]"), port)?;
                 if !seen.insert(*port) {
                     bail!(
                         "pods[{i}].serve[{j}]: {} {} is listed twice",
@@ -261,19 +267,16 @@ impl Scenario {
                 }
             }
         }
-        let mut services = BTreeMap::new();
+        Ok(())
+    }
+
+    fn validate_services(&self, namespaces: &BTreeSet<&str>) -> anyhow::Result<()> {
+        let mut services = BTreeSet::new();
         for (i, s) in self.services.iter().enumerate() {
-            dns_label(&format!("services[{i}].name"), &s.name)?;
-            if !namespaces.contains_key(s.namespace.as_str()) {
-                bail!(
-                    "services[{i}].namespace: namespace {:?} is not declared in namespaces",
-                    s.namespace
-                );
-            }
-            if services
-                .insert((s.namespace.as_str(), s.name.as_str()), i)
-                .is_some()
-            {
+            let field = format!("services[{i}]");
+            dns_label(&format!("{field}.name"), &s.name)?;
+            declared(namespaces, &field, &s.namespace)?;
+            if !services.insert((s.namespace.as_str(), s.name.as_str())) {
                 bail!(
                     "services[{i}]: service {}/{} is declared twice",
                     s.namespace,
@@ -281,14 +284,16 @@ impl Scenario {
                 );
             }
             for (j, port) in s.ports.iter().flatten().enumerate() {
-                if port.port == 0 {
-                    bail!("services[{i}].ports[{j}].port: must be 1..=65535");
-                }
+                nonzero_port(&format!("services[{i}].ports[{j}]"), port)?;
             }
         }
         if self.services.len() > 245 {
             bail!("services: at most 245 services");
         }
+        Ok(())
+    }
+
+    fn validate_objects(&self) -> anyhow::Result<()> {
         for (i, o) in self.objects.iter().enumerate() {
             for field in ["apiVersion", "kind"] {
                 if o.get(field).and_then(|v| v.as_str()).is_none() {
@@ -388,6 +393,22 @@ fn dns_label(field: &str, v: &str) -> anyhow::Result<()> {
         bail!(
             "{field}: {v:?} is not a DNS label ([a-z0-9-], 1..63 characters, no leading or trailing '-')"
         );
+    }
+    Ok(())
+}
+
+/// `FIELD.namespace` names a declared namespace.
+fn declared(namespaces: &BTreeSet<&str>, field: &str, namespace: &str) -> anyhow::Result<()> {
+    if !namespaces.contains(namespace) {
+        bail!("{field}.namespace: namespace {namespace:?} is not declared in namespaces");
+    }
+    Ok(())
+}
+
+/// `FIELD.port` is not 0.
+fn nonzero_port(field: &str, port: &PortSpec) -> anyhow::Result<()> {
+    if port.port == 0 {
+        bail!("{field}.port: must be 1..=65535");
     }
     Ok(())
 }

@@ -1,14 +1,18 @@
 //! The objects the agent reads (docs/design.md#sources, `--source file:PATH`): what the API server would serve
 //! for the scenario, as typed objects would serialize, so the agent's real parser (k8s-openapi
 //! types) accepts them unchanged.
-use std::path::Path;
+use std::{
+    fs::{self, File},
+    io::Write as _,
+    path::Path,
+};
 
 use anyhow::Context as _;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
-    scenario::{PortSpec, Scenario, ServiceSpec},
-    testbed::{plan_pods, pod_uid},
+    scenario::{NamespaceSpec, PodSpec, PortSpec, Scenario, ServiceSpec},
+    testbed::{Pod, plan_pods, pod_uid},
 };
 
 /// The Kubernetes objects the agent should see: the Node, Namespaces, Pods, Services, then the
@@ -18,56 +22,19 @@ pub fn scenario_objects(
     extra: &[serde_yaml::Value],
 ) -> anyhow::Result<Vec<serde_yaml::Value>> {
     let pods = plan_pods(s, Path::new(""), Path::new(""));
-    let mut objs: Vec<serde_json::Value> = Vec::new();
-    let mut node_addrs = vec![json!({"type": "InternalIP", "address": s.node_ipv4().to_string()})];
-    if s.ipv6 {
-        node_addrs.push(json!({"type": "InternalIP", "address": s.node_ipv6().to_string()}));
-    }
-    node_addrs.push(json!({"type": "Hostname", "address": s.node_name}));
-    objs.push(json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": s.node_name, "labels": {"kubernetes.io/hostname": s.node_name}},
-        "status": {"addresses": node_addrs},
-    }));
-    for ns in &s.namespaces {
-        let mut labels = ns.labels.clone();
-        labels.insert("kubernetes.io/metadata.name".into(), ns.name.clone());
-        objs.push(json!({
-            "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": ns.name, "labels": labels},
-            "status": {"phase": "Active"},
-        }));
-    }
-    for (i, pod) in pods.iter().enumerate() {
-        let spec = &s.pods[i];
-        let mut ips = vec![json!({"ip": pod.ipv4.to_string()})];
-        ips.extend(pod.ipv6.map(|v6| json!({"ip": v6.to_string()})));
-        let ports: Vec<_> = spec
-            .serve
+    let mut objs = vec![node_object(s)];
+    objs.extend(s.namespaces.iter().map(namespace_object));
+    objs.extend(
+        pods.iter()
+            .zip(&s.pods)
+            .map(|(pod, spec)| pod_object(s, pod, spec)),
+    );
+    objs.extend(
+        s.services
             .iter()
-            .map(|p| json!({"containerPort": p.port, "protocol": p.protocol.as_str()}))
-            .collect();
-        objs.push(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": spec.name, "namespace": spec.namespace, "uid": pod.uid, "labels": spec.labels},
-            "spec": {
-                "nodeName": s.node_name,
-                "hostNetwork": spec.host_network,
-                "containers": [{"name": "main", "image": "bulkhead-pod", "ports": ports}],
-            },
-            "status": {
-                "phase": "Running",
-                "qosClass": spec.qos.kube_name(),
-                "hostIP": s.node_ipv4().to_string(),
-                "podIP": pod.ipv4.to_string(),
-                "podIPs": ips,
-                "containerStatuses": [{"name": "main", "ready": true, "started": true, "restartCount": 0, "image": "bulkhead-pod", "imageID": "bulkhead-pod", "containerID": format!("containerd://{}", pod.container_id), "state": {"running": {}}}],
-            },
-        }));
-    }
-    for (j, svc) in s.services.iter().enumerate() {
-        objs.push(service_object(s, j, svc));
-    }
+            .enumerate()
+            .map(|(j, svc)| service_object(s, j, svc)),
+    );
     let mut out: Vec<serde_yaml::Value> = objs
         .into_iter()
         .map(serde_yaml::to_value)
@@ -78,7 +45,72 @@ pub fn scenario_objects(
     Ok(out)
 }
 
-fn service_object(s: &Scenario, j: usize, svc: &ServiceSpec) -> serde_json::Value {
+/// Writes `text` to `path` atomically (a temporary file renamed over it), so an agent polling the
+/// file never reads half of it.
+pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp-bulkhead");
+    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all().ok();
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// The container runtime prefix of `containerID` (kubelet reports `<runtime>://<id>`).
+const CONTAINERD: &str = "containerd://";
+
+fn node_object(s: &Scenario) -> Value {
+    let mut node_addrs = vec![json!({"type": "InternalIP", "address": s.node_ipv4().to_string()})];
+    if s.ipv6 {
+        node_addrs.push(json!({"type": "InternalIP", "address": s.node_ipv6().to_string()}));
+    }
+    node_addrs.push(json!({"type": "Hostname", "address": s.node_name}));
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": s.node_name, "labels": {"kubernetes.io/hostname": s.node_name}},
+        "status": {"addresses": node_addrs},
+    })
+}
+
+fn namespace_object(ns: &NamespaceSpec) -> Value {
+    let mut labels = ns.labels.clone();
+    labels.insert("kubernetes.io/metadata.name".into(), ns.name.clone());
+    json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": ns.name, "labels": labels},
+        "status": {"phase": "Active"},
+    })
+}
+
+fn pod_object(s: &Scenario, pod: &Pod, spec: &PodSpec) -> Value {
+    let mut ips = vec![json!({"ip": pod.ipv4.to_string()})];
+    ips.extend(pod.ipv6.map(|v6| json!({"ip": v6.to_string()})));
+    let ports: Vec<_> = spec
+        .serve
+        .iter()
+        .map(|p| json!({"containerPort": p.port, "protocol": p.protocol.as_str()}))
+        .collect();
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "uid": pod.uid, "labels": spec.labels},
+        "spec": {
+            "nodeName": s.node_name,
+            "hostNetwork": spec.host_network,
+            "containers": [{"name": "main", "image": "bulkhead-pod", "ports": ports}],
+        },
+        "status": {
+            "phase": "Running",
+            "qosClass": spec.qos.kube_name(),
+            "hostIP": s.node_ipv4().to_string(),
+            "podIP": pod.ipv4.to_string(),
+            "podIPs": ips,
+            "containerStatuses": [{"name": "main", "ready": true, "started": true, "restartCount": 0, "image": "bulkhead-pod", "imageID": "bulkhead-pod", "containerID": format!("{CONTAINERD}{}", pod.container_id), "state": {"running": {}}}],
+        },
+    })
+}
+
+fn service_object(s: &Scenario, j: usize, svc: &ServiceSpec) -> Value {
     let ports: Vec<PortSpec> = match &svc.ports {
         Some(p) => p.clone(),
         None => {
@@ -134,9 +166,8 @@ mod tests {
 
     #[test]
     fn objects_deserialize_as_the_agent_reads_them() {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/saas.yaml"))
-                .expect("saas");
+        let text = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/saas.yaml"))
+            .expect("saas");
         let s = Scenario::parse(&text).expect("valid");
         let objs = scenario_objects(&s, &[]).expect("objects");
         let kinds: Vec<&str> = objs.iter().filter_map(|o| o["kind"].as_str()).collect();

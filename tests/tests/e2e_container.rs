@@ -38,12 +38,11 @@ use std::{
     time::Duration,
 };
 
-use common::{
-    agent::agent_bin,
-    node::Node,
+use bulkhead_tests::{
     policy::{admit, baseline},
     require_root,
 };
+use common::{agent::agent_bin, node::Node};
 use manifest::AgentPod;
 use podman::{Container, Engine, Extra, podman};
 

@@ -11,8 +11,10 @@ mod common;
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
-use bulkhead_tests::{Options, Protocol, Scenario, Target, Testbed, scenario::PortSpec};
-use common::{agent::Agent, require_root};
+use bulkhead_tests::{
+    Options, Protocol, Scenario, Target, Testbed, require_root, scenario::PortSpec,
+};
+use common::agent::Agent;
 
 /// One expected verdict from a scenario header.
 #[derive(Debug)]

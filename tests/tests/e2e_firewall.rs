@@ -10,13 +10,15 @@ mod common;
 
 use std::time::Duration;
 
+use bulkhead_tests::{
+    policy::{baseline, ingress_from, web_to_api},
+    require_root,
+};
 use common::{
     agent::{Agent, pretty},
     find,
     http::{free_port, http_status},
     node::Node,
-    policy::baseline,
-    require_root,
 };
 use serde_json::{Value, json};
 
@@ -40,26 +42,16 @@ services:
 "#
 }
 
-const DB_FROM_PAYMENTS: &str = r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: default, namespace: db}
-spec:
-  ingress:
-    - from: {namespaces: [payments]}
-      ports: [{protocol: TCP, port: 5432}, {protocol: UDP, port: 5353}]
-"#;
-
-const PAYMENTS_API_FROM_FRONTEND: &str = r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: web-to-api, namespace: payments}
-spec:
-  ingress:
-    - from: {namespaces: [frontend]}
-      services: [payments-api]
-      ports: [{protocol: TCP, port: 8443}]
-"#;
+/// db admits payments on TCP 5432 and UDP 5353.
+fn db_from_payments() -> String {
+    ingress_from(
+        "default",
+        "db",
+        &["payments"],
+        &[],
+        &[("TCP", 5432), ("UDP", 5353)],
+    )
+}
 
 fn line<'a>(lines: &'a [Value], direction: &str, dst_pod: &str, dst_port: u16) -> Vec<&'a Value> {
     lines
@@ -81,7 +73,7 @@ fn monitor_mode_logs_audit_and_lets_traffic_through() {
         "mon",
         11,
         pods(),
-        &[&baseline("Deny", "Monitor"), DB_FROM_PAYMENTS],
+        &[&baseline("Deny", "Monitor"), &db_from_payments()],
     );
     let agent = node.agent(&[]);
     // Forbidden but monitored: the connection works and both denying sides log AUDIT.
@@ -141,8 +133,8 @@ fn enforce_mode_drops_fast_and_keeps_allowed_pairs_working() {
         pods(),
         &[
             &baseline("Deny", "Enforce"),
-            DB_FROM_PAYMENTS,
-            PAYMENTS_API_FROM_FRONTEND,
+            &db_from_payments(),
+            &web_to_api(),
         ],
     );
     let agent = node.agent(&[]);
@@ -206,7 +198,7 @@ fn services_restrict_a_rule_to_the_backing_pods() {
         "svc",
         13,
         pods(),
-        &[&baseline("Allow", "Enforce"), PAYMENTS_API_FROM_FRONTEND],
+        &[&baseline("Allow", "Enforce"), &web_to_api()],
     );
     let agent = node.agent(&[]);
     assert_eq!(node.tcp("frontend/web", "payments/api", 8443).result, "ok");
@@ -275,7 +267,7 @@ fn namespace_mode_label_overrides_the_default() {
         "lbl",
         15,
         &pods,
-        &[&baseline("Deny", "Monitor"), DB_FROM_PAYMENTS],
+        &[&baseline("Deny", "Monitor"), &db_from_payments()],
     );
     let agent = node.agent(&[]);
     // db enforces: its ingress side drops (at the source, so the client fails fast).
@@ -317,7 +309,7 @@ fn ipv6_flows_are_classified_too() {
         "six",
         16,
         pods(),
-        &[&baseline("Deny", "Enforce"), DB_FROM_PAYMENTS],
+        &[&baseline("Deny", "Enforce"), &db_from_payments()],
     );
     let agent = node.agent(&[]);
     let pg6 = node.ip6("db/postgres");
@@ -340,7 +332,7 @@ fn udp_request_and_reply() {
         "udp",
         17,
         pods(),
-        &[&baseline("Deny", "Enforce"), DB_FROM_PAYMENTS],
+        &[&baseline("Deny", "Enforce"), &db_from_payments()],
     );
     let agent = node.agent(&[]);
     // The reply comes back through conntrack although db -> payments is not allowed by policy.
@@ -440,7 +432,7 @@ fn editing_the_source_flips_the_verdict_without_a_restart() {
     let agent = node.agent(&[]);
     assert_eq!(node.tcp("frontend/web", "db/postgres", 5432).result, "ok");
     let applied = agent.logs_with("policy applied").len();
-    node.set_policies(&[&baseline("Allow", "Enforce"), DB_FROM_PAYMENTS]);
+    node.set_policies(&[&baseline("Allow", "Enforce"), &db_from_payments()]);
     agent.wait_for_log_count("policy applied", applied + 1, Duration::from_secs(5));
     assert_eq!(
         node.tcp("frontend/web", "db/postgres", 5432).result,
@@ -493,7 +485,7 @@ fn a_storm_of_denied_connections_folds_into_few_lines_whose_counts_add_up() {
         "storm",
         21,
         pods(),
-        &[&baseline("Deny", "Enforce"), DB_FROM_PAYMENTS],
+        &[&baseline("Deny", "Enforce"), &db_from_payments()],
     );
     let agent = node.agent(&[]);
     let storm = node.storm("frontend/web", "db/postgres", 5432, 10_000);
@@ -534,7 +526,7 @@ fn a_policy_that_overflows_a_map_is_refused_and_the_previous_one_stays() {
         "full",
         22,
         pods(),
-        &[&baseline("Deny", "Enforce"), DB_FROM_PAYMENTS],
+        &[&baseline("Deny", "Enforce"), &db_from_payments()],
     );
     // How many policy entries this policy takes...
     let entries = {
@@ -556,8 +548,8 @@ fn a_policy_that_overflows_a_map_is_refused_and_the_previous_one_stays() {
     );
     node.set_policies(&[
         &baseline("Deny", "Enforce"),
-        DB_FROM_PAYMENTS,
-        PAYMENTS_API_FROM_FRONTEND,
+        &db_from_payments(),
+        &web_to_api(),
     ]);
     agent.wait_for_log("policy not applied", Duration::from_secs(5));
     let err = agent.logs_with("policy not applied")[0]["error"]
@@ -590,7 +582,7 @@ fn an_empty_source_file_keeps_the_last_good_policy() {
         "empty",
         20,
         pods(),
-        &[&baseline("Allow", "Enforce"), DB_FROM_PAYMENTS],
+        &[&baseline("Allow", "Enforce"), &db_from_payments()],
     );
     let agent = node.agent(&[]);
     assert_eq!(

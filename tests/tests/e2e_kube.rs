@@ -9,14 +9,16 @@ mod common;
 
 use std::{thread, time::Duration};
 
-use bulkhead_tests::Protocol;
+use bulkhead_tests::{
+    Protocol,
+    policy::{self, admit, ingress_from},
+    require_root,
+};
 use common::{
     agent::pretty,
     find,
     http::{free_port, http_get, http_status, sample},
     kube_node::{AGENT_NAMESPACE, KubeNode, object, wait_for},
-    policy::{self, admit},
-    require_root,
 };
 use serde_json::{Value, json};
 
@@ -354,20 +356,12 @@ fn an_invalid_object_is_refused_in_its_status_while_valid_ones_keep_working() {
         "metadata": {"name": "bulkhead-status", "namespace": AGENT_NAMESPACE},
         "spec": {"holderIdentity": "node-2", "leaseDurationSeconds": 3600, "acquireTime": now, "renewTime": now},
     });
-    let broken = r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: typo, namespace: c}
-spec:
-  ingress:
-    - from: {namespaces: [a]}
-      ports: [{protocol: TCP, port: 70000}]
-"#;
+    let broken = ingress_from("typo", "c", &["a"], &[], &[("TCP", 70000)]);
     let node = KubeNode::up(
         "kbad",
         35,
         PODS,
-        &[&baseline("Enforce"), &b_from_a(), broken],
+        &[&baseline("Enforce"), &b_from_a(), &broken],
         &[],
     );
     node.api.apply(other).expect("lease of another agent");

@@ -13,11 +13,10 @@ use std::{
     process::{Command, Stdio},
 };
 
+use bulkhead_tests::{policy::baseline, require_root};
 use common::{
     agent::{Agent, agent_bin},
     node::Node,
-    policy::baseline,
-    require_root,
 };
 
 const PODS: &str = r#"

@@ -22,12 +22,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bulkhead_tests::{Protocol, Target};
+use bulkhead_tests::{
+    Protocol, Target,
+    policy::{admit, baseline},
+    require_root,
+};
 use common::{
     agent::{agent_bin, pretty},
     node::Node,
-    policy::{admit, baseline},
-    require_root,
 };
 
 const PODS: &str = r#"

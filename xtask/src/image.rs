@@ -11,10 +11,11 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, ensure};
 
-use crate::{
-    manifests::step,
-    util::{cargo, target_dir, workspace_root},
-};
+use crate::util::{cargo, target_dir, workspace_root};
+
+fn step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    crate::util::step(name, cmd, false)
+}
 
 /// The Rust target of the image's binary: this machine's architecture, musl.
 pub fn rust_target() -> String {

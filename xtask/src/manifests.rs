@@ -21,7 +21,7 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use serde_yaml::Value;
 
 use bulkhead_tests::kustomize::{Object, render};
@@ -160,16 +160,6 @@ fn kubernetes_validate(files: &[PathBuf]) -> anyhow::Result<()> {
         &format!("kubernetes-validate (Kubernetes {KUBERNETES_VERSION}, strict)"),
         &mut cmd,
     )
-}
-
-/// Runs `cmd`, named `name` in the output; fails unless it succeeds.
-pub fn step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
-    eprintln!("==> {name}");
-    let status = cmd.status().with_context(|| format!("running {name}"))?;
-    if !status.success() {
-        bail!("{name} failed ({status})");
-    }
-    Ok(())
 }
 
 fn strs(v: &Value) -> Vec<&str> {
@@ -396,4 +386,8 @@ fn check_scenario(root: &Path, example: &str, objs: &[Object]) -> anyhow::Result
     }
     eprintln!("==> scenario {}: matches the example", path.display());
     Ok(())
+}
+
+fn step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    crate::util::step(name, cmd, false)
 }

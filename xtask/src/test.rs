@@ -2,12 +2,14 @@
 //!
 //! Formatting and lints first (cheap), then unit tests, the offline manifest checks
 //! (`cargo xtask manifests`), the fuzz targets for 30 s each (`cargo xtask fuzz`), then (as root)
-//! the agent image (`cargo xtask image`) and the kernel-level end-to-end tests, which need root. In CI (`CI=true`) a missing root is an error, never a silent skip.
+//! the agent image (`cargo xtask image`) and the kernel-level end-to-end tests, which need root.
+//! In CI (`CI=true`) a missing root is an error, never a silent skip.
 use std::process::Command;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
+use bulkhead_tests::root::in_ci;
 
-use crate::util::{cargo, is_root, target_dir};
+use crate::util::{build_bins_command, cargo, is_root, target_dir};
 
 /// Runs every check; fails on the first failing step.
 pub fn run() -> anyhow::Result<()> {
@@ -23,18 +25,8 @@ pub fn run() -> anyhow::Result<()> {
             "warnings",
         ]),
     )?;
-    step(
-        "build",
-        cargo().args([
-            "build",
-            "-p",
-            "firewall-agent",
-            "-p",
-            "bulkhead-tests",
-            "--bins",
-        ]),
-    )?;
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    step("build", &mut build_bins_command(false))?;
+    let ci = in_ci();
     if !is_root() {
         if ci {
             bail!("CI must run as root: the end-to-end tests load eBPF programs");
@@ -81,10 +73,5 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
-    eprintln!("==> {name}: {cmd:?}");
-    let status = cmd.status().with_context(|| format!("running {name}"))?;
-    if !status.success() {
-        bail!("{name} failed ({status})");
-    }
-    Ok(())
+    crate::util::step(name, cmd, true)
 }

@@ -1,6 +1,9 @@
 //! `cargo xtask testbed up|probe|down SCENARIO.yaml`: a simulated node (docs/design.md#testbed) by hand, to try
 //! the agent against it or to look at the connectivity matrix.
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use bulkhead_tests::{Options, Scenario, Testbed};
@@ -65,105 +68,121 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     match args.action {
         Action::Up {
-            scenario: path,
+            scenario,
             source_out,
             source,
             apiserver_port,
-        } => {
-            let scenario = Scenario::load(&path)?;
-            let pod_binary = build_binary("bulkhead-pod")?;
-            let apiserver_binary = match source {
-                Some(SourceKind::Kube) => Some(build_binary("bulkhead-apiserver")?),
-                None => None,
-            };
-            let tb = Testbed::up(&scenario, &Options { pod_binary })?;
-            println!(
-                "testbed {} is up (bridge {}, node {} / {})",
-                tb.name(),
-                tb.bridge(),
-                tb.node_ipv4(),
-                if scenario.ipv6 {
-                    tb.node_ipv6().to_string()
-                } else {
-                    "-".to_owned()
-                }
-            );
-            println!(
-                "cgroup root (agent --cgroup-root): {}",
-                tb.cgroup_root().display()
-            );
-            for p in tb.pods() {
-                let v6 = p.ipv6.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
-                println!("  {:<28} {:<15} {:<22} uid {}", p.key, p.ipv4, v6, p.uid);
-                println!("  {:<28} cgroup {}", "", p.container_cgroup.display());
-            }
-            if let Some(path) = source_out {
-                tb.write_source(&path, &[])?;
-                println!(
-                    "agent source: firewall-agent run --source file:{} --node-name {} --cgroup-root {}",
-                    path.display(),
-                    scenario.node_name,
-                    tb.cgroup_root().display()
-                );
-            }
-            if let Some(bin) = apiserver_binary {
-                let api = tb.start_apiserver(&bin, apiserver_port, &[])?;
-                println!(
-                    "API server emulator: {} (pid {}, objects {})",
-                    api.url,
-                    api.pid,
-                    api.objects.display()
-                );
-                println!("kubeconfig: {}", api.kubeconfig.display());
-                println!(
-                    "agent: firewall-agent run --source kube --kubeconfig {} --node-name {} --cgroup-root {}",
-                    api.kubeconfig.display(),
-                    scenario.node_name,
-                    tb.cgroup_root().display()
-                );
-            }
-            tb.keep_running();
-            println!(
-                "remove it with: cargo xtask testbed down {}",
-                path.display()
-            );
-            Ok(())
-        }
+        } => up(&scenario, source_out, source, apiserver_port),
         Action::Probe {
             scenario,
             timeout_ms,
             ipv6,
-        } => {
-            let scenario = Scenario::load(&scenario)?;
-            let tb = Testbed::attach(&scenario.name)?;
-            if tb.scenario() != &scenario {
-                eprintln!("note: the scenario file changed since `up`; probing what is running");
-            }
-            let timeout = Duration::from_millis(timeout_ms);
-            let m = if ipv6 {
-                tb.matrix6(timeout)?
-            } else {
-                tb.matrix(timeout)?
-            };
-            println!("{m}");
-            Ok(())
-        }
-        Action::Down { scenario } => {
-            let text = std::fs::read_to_string(&scenario)
-                .with_context(|| format!("reading {}", scenario.display()))?;
-            // Down must work even if the file no longer validates: only the name is needed.
-            let name = match Scenario::parse(&text) {
-                Ok(s) => s.name,
-                Err(_) => serde_yaml_name(&text).context("scenario file has no usable `name`")?,
-            };
-            if Testbed::down_by_name(&name)? {
-                println!("testbed {name} removed");
-            } else {
-                println!("testbed {name} is not running (no state file)");
-            }
-            Ok(())
-        }
+        } => probe(&scenario, timeout_ms, ipv6),
+        Action::Down { scenario } => down(&scenario),
     }
+}
+
+fn up(
+    path: &Path,
+    source_out: Option<PathBuf>,
+    source: Option<SourceKind>,
+    apiserver_port: u16,
+) -> anyhow::Result<()> {
+    let scenario = Scenario::load(path)?;
+    let pod_binary = build_binary("bulkhead-pod")?;
+    let apiserver_binary = match source {
+        Some(SourceKind::Kube) => Some(build_binary("bulkhead-apiserver")?),
+        None => None,
+    };
+    let tb = Testbed::up(&scenario, &Options { pod_binary })?;
+    print_testbed(&tb);
+    if let Some(path) = source_out {
+        tb.write_source(&path, &[])?;
+        println!(
+            "agent source: firewall-agent run --source file:{} --node-name {} --cgroup-root {}",
+            path.display(),
+            scenario.node_name,
+            tb.cgroup_root().display()
+        );
+    }
+    if let Some(bin) = apiserver_binary {
+        let api = tb.start_apiserver(&bin, apiserver_port, &[])?;
+        println!(
+            "API server emulator: {} (pid {}, objects {})",
+            api.url,
+            api.pid,
+            api.objects.display()
+        );
+        println!("kubeconfig: {}", api.kubeconfig.display());
+        println!(
+            "agent: firewall-agent run --source kube --kubeconfig {} --node-name {} --cgroup-root {}",
+            api.kubeconfig.display(),
+            scenario.node_name,
+            tb.cgroup_root().display()
+        );
+    }
+    tb.keep_running();
+    println!(
+        "remove it with: cargo xtask testbed down {}",
+        path.display()
+    );
+    Ok(())
+}
+
+/// The node's addresses, its cgroup root and every pod.
+fn print_testbed(tb: &Testbed) {
+    println!(
+        "testbed {} is up (bridge {}, node {} / {})",
+        tb.name(),
+        tb.bridge(),
+        tb.node_ipv4(),
+        if tb.scenario().ipv6 {
+            tb.node_ipv6().to_string()
+        } else {
+            "-".to_owned()
+        }
+    );
+    println!(
+        "cgroup root (agent --cgroup-root): {}",
+        tb.cgroup_root().display()
+    );
+    for p in tb.pods() {
+        let v6 = p.ipv6.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        println!("  {:<28} {:<15} {:<22} uid {}", p.key, p.ipv4, v6, p.uid);
+        println!("  {:<28} cgroup {}", "", p.container_cgroup.display());
+    }
+}
+
+fn probe(path: &Path, timeout_ms: u64, ipv6: bool) -> anyhow::Result<()> {
+    let scenario = Scenario::load(path)?;
+    let tb = Testbed::attach(&scenario.name)?;
+    if tb.scenario() != &scenario {
+        eprintln!("note: the scenario file changed since `up`; probing what is running");
+    }
+    let timeout = Duration::from_millis(timeout_ms);
+    let m = if ipv6 {
+        tb.matrix6(timeout)?
+    } else {
+        tb.matrix(timeout)?
+    };
+    println!("{m}");
+    Ok(())
+}
+
+fn down(path: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // Down must work even if the file no longer validates: only the name is needed.
+    let name = match Scenario::parse(&text) {
+        Ok(s) => s.name,
+        Err(_) => serde_yaml_name(&text).context("scenario file has no usable `name`")?,
+    };
+    if Testbed::down_by_name(&name)? {
+        println!("testbed {name} removed");
+    } else {
+        println!("testbed {name} is not running (no state file)");
+    }
+    Ok(())
 }
 
 fn serde_yaml_name(text: &str) -> Option<String> {

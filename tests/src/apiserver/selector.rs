@@ -66,23 +66,26 @@ fn valid_value(v: &str) -> bool {
 }
 
 fn key(k: &str, whole: &str) -> Result<String, SelectorError> {
-    let k = k.trim();
-    if valid_key(k) {
-        Ok(k.to_owned())
-    } else {
-        Err(SelectorError(format!(
-            "unable to parse requirement: invalid label key {k:?} in {whole:?}"
-        )))
-    }
+    checked(k, whole, "key", valid_key)
 }
 
 fn value(v: &str, whole: &str) -> Result<String, SelectorError> {
-    let v = v.trim();
-    if valid_value(v) {
-        Ok(v.to_owned())
+    checked(v, whole, "value", valid_value)
+}
+
+/// `s` trimmed, if `valid`; else the API server's error naming the label `what` (key or value).
+fn checked(
+    s: &str,
+    whole: &str,
+    what: &str,
+    valid: fn(&str) -> bool,
+) -> Result<String, SelectorError> {
+    let s = s.trim();
+    if valid(s) {
+        Ok(s.to_owned())
     } else {
         Err(SelectorError(format!(
-            "unable to parse requirement: invalid label value {v:?} in {whole:?}"
+            "unable to parse requirement: invalid label {what} {s:?} in {whole:?}"
         )))
     }
 }

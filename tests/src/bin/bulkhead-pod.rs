@@ -441,24 +441,34 @@ fn payload() -> Vec<u8> {
     format!("bulkhead-probe {} {nanos}\n", std::process::id()).into_bytes()
 }
 
-fn tcp_probe(addr: SocketAddr, timeout: Duration) -> ProbeResult {
-    let start = Instant::now();
-    let done = |result, errno| ProbeResult {
+/// The result of a probe of `addr` started at `start`: `echo` says whether the echo came back
+/// intact; `mismatch` is the outcome when it did not.
+fn probe_result(
+    addr: SocketAddr,
+    protocol: Protocol,
+    start: Instant,
+    echo: io::Result<bool>,
+    mismatch: Outcome,
+) -> ProbeResult {
+    let (result, errno) = match echo {
+        Ok(true) => (Outcome::Ok, None),
+        Ok(false) => (mismatch, None),
+        Err(e) => classify(&e),
+    };
+    ProbeResult {
         target: addr,
-        protocol: Protocol::Tcp,
+        protocol,
         result,
         ms: ms(start),
         errno,
-    };
-    let mut stream = match TcpStream::connect_timeout(&addr, timeout) {
-        Ok(s) => s,
-        Err(e) => {
-            let (o, errno) = classify(&e);
-            return done(o, errno);
-        }
-    };
+    }
+}
+
+fn tcp_probe(addr: SocketAddr, timeout: Duration) -> ProbeResult {
+    let start = Instant::now();
     let msg = payload();
     let echo = (|| -> io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_read_timeout(Some(remaining(start, timeout)))?;
         stream.set_write_timeout(Some(remaining(start, timeout)))?;
         stream.write_all(&msg)?;
@@ -466,25 +476,11 @@ fn tcp_probe(addr: SocketAddr, timeout: Duration) -> ProbeResult {
         stream.read_exact(&mut buf)?;
         Ok(buf == msg)
     })();
-    match echo {
-        Ok(true) => done(Outcome::Ok, None),
-        Ok(false) => done(Outcome::Error, None),
-        Err(e) => {
-            let (o, errno) = classify(&e);
-            done(o, errno)
-        }
-    }
+    probe_result(addr, Protocol::Tcp, start, echo, Outcome::Error)
 }
 
 fn udp_probe(addr: SocketAddr, timeout: Duration) -> ProbeResult {
     let start = Instant::now();
-    let done = |result, errno| ProbeResult {
-        target: addr,
-        protocol: Protocol::Udp,
-        result,
-        ms: ms(start),
-        errno,
-    };
     let local: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0".parse()
     } else {
@@ -509,14 +505,7 @@ fn udp_probe(addr: SocketAddr, timeout: Duration) -> ProbeResult {
             sock.set_read_timeout(Some(remaining(start, timeout)))?;
         }
     })();
-    match r {
-        Ok(true) => done(Outcome::Ok, None),
-        Ok(false) => done(Outcome::Timeout, None),
-        Err(e) => {
-            let (o, errno) = classify(&e);
-            done(o, errno)
-        }
-    }
+    probe_result(addr, Protocol::Udp, start, r, Outcome::Timeout)
 }
 
 fn linger_zero(s: &TcpStream) {

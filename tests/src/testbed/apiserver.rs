@@ -1,14 +1,28 @@
-//! Hooking a testbed up to the API server emulator: starting `bulkhead-apiserver` detached with
-//! the testbed's objects, and stopping it safely (pid and start time).
-use super::*;
+//! The API server hookup: a detached `bulkhead-apiserver` serving the testbed's objects, recorded
+//! by pid and start time so cleanup stops it and never signals a recycled pid; and the agent's
+//! `file:` source with the same objects.
+use std::{
+    fs::{self, File},
+    io::{BufRead as _, BufReader},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
 
-/// A detached `bulkhead-apiserver`, identified by pid *and* start time so that cleanup never
-/// signals a recycled pid.
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+use super::{STATE_DIR, Testbed};
+use crate::source::{scenario_objects, write_atomic};
+
+/// A detached `bulkhead-apiserver`, identified by pid *and* start time.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(super) struct ApiServerProcess {
-    pub(super) pid: u32,
+    pid: u32,
     /// Field 22 of `/proc/PID/stat` (clock ticks since boot).
-    pub(super) start_time: u64,
+    start_time: u64,
 }
 
 /// A running API server emulator serving a testbed's objects.
@@ -24,12 +38,21 @@ pub struct ApiServerInfo {
     pub pid: u32,
 }
 
-/// Field 22 of `/proc/PID/stat`: the process start time, `None` if the process is gone.
-pub(super) fn proc_start_time(pid: u32) -> Option<u64> {
+/// The fields of `/proc/PID/stat` after the command name (which may contain spaces), `None` if
+/// the process is gone.
+fn proc_stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces: count fields after its closing paren.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Field 22 of `/proc/PID/stat`: the process start time.
+fn proc_start_time(pid: u32) -> Option<u64> {
+    proc_stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+fn is_zombie(pid: u32) -> bool {
+    proc_stat_fields(pid).is_some_and(|f| f.first().is_some_and(|st| st == "Z"))
 }
 
 /// Stops a recorded API server: SIGTERM, then SIGKILL after 3 s. Only if the pid still is the
@@ -64,16 +87,6 @@ pub(super) fn stop_apiserver(p: &ApiServerProcess) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn is_zombie(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .and_then(|i| s[i + 1..].split_whitespace().next().map(|st| st == "Z"))
-        })
-        .unwrap_or(false)
-}
-
 impl Testbed {
     /// Starts `bulkhead-apiserver` (the API server emulator, `binary`) detached, on
     /// 127.0.0.1 (`port` 0 = any), serving [`Testbed::source_objects`]`(extra)`, and records its
@@ -86,10 +99,7 @@ impl Testbed {
         extra: &[serde_yaml::Value],
     ) -> anyhow::Result<ApiServerInfo> {
         let (dir, running) = {
-            let st = self
-                .state
-                .lock()
-                .map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
+            let st = self.state()?;
             (st.log_dir.clone(), st.apiserver.clone())
         };
         if let Some(p) = running {
@@ -102,8 +112,8 @@ impl Testbed {
         let log = dir.join("apiserver.log");
         self.write_source(&objects, extra)?;
         let log_file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = Command::new(binary);
-        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        let mut child = Command::new(binary)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .arg("--objects")
@@ -112,8 +122,7 @@ impl Testbed {
             .stdout(Stdio::piped())
             .stderr(log_file)
             // Its own process group: a Ctrl-C in the terminal that ran `up` does not reach it.
-            .process_group(0);
-        let mut child = cmd
+            .process_group(0)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let pid = child.id();
@@ -121,22 +130,17 @@ impl Testbed {
         self.record(|st| st.apiserver = Some(ApiServerProcess { pid, start_time }))?;
         let stdout = child.stdout.take().context("apiserver stdout")?;
         let mut line = String::new();
-        let read = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
-        let url = match (read, line.trim().strip_prefix("ready ")) {
-            (Ok(_), Some(url)) => url.to_owned(),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "bulkhead-apiserver did not start: {}",
-                    fs::read_to_string(&log).unwrap_or_default().trim()
-                );
-            }
+        let read = BufReader::new(stdout).read_line(&mut line);
+        let Some(url) = read.ok().and(line.trim().strip_prefix("ready ")) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = fs::read_to_string(&log).unwrap_or_default();
+            bail!("bulkhead-apiserver did not start: {}", log.trim());
         };
         // Not waited for: it outlives this process; cleanup stops it by pid.
         drop(child);
         Ok(ApiServerInfo {
-            url,
+            url: url.to_owned(),
             kubeconfig,
             objects,
             pid,
@@ -149,7 +153,7 @@ impl Testbed {
         &self,
         extra: &[serde_yaml::Value],
     ) -> anyhow::Result<Vec<serde_yaml::Value>> {
-        crate::source::scenario_objects(&self.scenario, extra)
+        scenario_objects(&self.scenario, extra)
     }
 
     /// Writes the agent's `file:` source (a YAML stream) atomically, so an agent polling the file
@@ -160,12 +164,6 @@ impl Testbed {
             text.push_str("---\n");
             text.push_str(&serde_yaml::to_string(&o).context("serializing an object")?);
         }
-        let tmp = path.with_extension("tmp-bulkhead");
-        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(text.as_bytes())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().ok();
-        fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        write_atomic(path, &text)
     }
 }

@@ -1,53 +1,39 @@
 //! The testbed: a simulated Kubernetes node (docs/design.md#testbed) built from a [`Scenario`].
 //!
 //! Per pod: a network namespace, a veth into a shared bridge, a kubelet-style cgroup and an echo
-//! server started inside both. Everything created is recorded in a state file *before* it is
-//! created, so that `down` works from another process and a crashed run is cleaned by the next `up`
-//! of the same name, and so that cleanup never touches anything it did not create.
-use std::{
-    fs::{self, File},
-    io::Write as _,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::Mutex,
-    thread,
-    time::{Duration, Instant},
-};
-
-use anyhow::{Context as _, bail};
-use serde::{Deserialize, Serialize};
-
-use crate::{
-    cgroup::{cgroup2_mount, ensure_below, pod_cgroup_chain, populated},
-    probe::{HoldReport, Matrix, MatrixColumn, ProbeResult, StormReport, Target},
-    root::is_root,
-    scenario::{PortSpec, Protocol, Scenario},
-};
-
+//! server started inside both. One module per job: [`state`] (the record of what was created, and
+//! the cleanup that removes exactly that), [`network`], [`pods`] (ids, cgroups, lookups),
+//! [`servers`] and [`process`] (processes inside pods), [`probes`], [`world`] servers, and
+//! [`apiserver`] (the API server emulator and the agent's `file:` source).
 mod apiserver;
-mod ids;
 mod network;
 mod pods;
+mod probes;
 mod process;
+mod servers;
 mod state;
 mod world;
 
-pub use apiserver::ApiServerInfo;
-pub use ids::{container_id, pod_uid};
-pub use network::names;
-pub use pods::Pod;
-pub(crate) use pods::plan_pods;
-pub use process::HoldHandle;
-pub use state::STATE_DIR;
-pub use world::WorldServer;
-use {
-    apiserver::{ApiServerProcess, stop_apiserver},
-    network::{link_exists, netns_exists, run},
-    process::{command_in, serve_args},
-    state::{State, cleanup, state_path, subnet_user},
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    process::Child,
+    sync::{Mutex, MutexGuard},
 };
+
+use anyhow::{Context as _, bail};
+
+pub(crate) use self::pods::plan_pods;
+use self::state::{State, cleanup, state_path, subnet_user};
+pub use self::{
+    apiserver::ApiServerInfo,
+    network::names,
+    pods::{Pod, container_id, pod_uid},
+    probes::HoldHandle,
+    state::STATE_DIR,
+    world::WorldServer,
+};
+use crate::{cgroup::cgroup2_mount, root::is_root, scenario::Scenario};
 
 /// How to bring a testbed up.
 #[derive(Clone, Debug)]
@@ -74,16 +60,6 @@ impl std::fmt::Debug for Testbed {
             .field("name", &self.scenario.name)
             .field("pods", &self.pods)
             .finish()
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        if self.owned
-            && let Err(e) = self.teardown()
-        {
-            eprintln!("testbed {}: cleanup failed: {e:#}", self.scenario.name);
-        }
     }
 }
 
@@ -144,6 +120,17 @@ impl Testbed {
         Ok(tb)
     }
 
+    fn build(&self) -> anyhow::Result<()> {
+        self.create_bridge()?;
+        for pod in &self.pods {
+            if let (Some(ns), Some(link)) = (&pod.netns, &pod.host_link) {
+                self.create_netns(ns, link, &[pod.ipv4], pod.ipv6.as_slice())?;
+            }
+        }
+        self.create_pod_cgroups()?;
+        self.start_pod_servers()
+    }
+
     /// Attaches to a testbed another process brought up (from its state file). Dropping the
     /// result leaves the testbed running; call [`Testbed::down_by_name`] to remove it.
     pub fn attach(name: &str) -> anyhow::Result<Testbed> {
@@ -194,23 +181,25 @@ impl Testbed {
     }
 
     fn teardown(&self) -> anyhow::Result<()> {
-        let state = self
-            .state
-            .lock()
-            .map_err(|_| anyhow::anyhow!("state lock poisoned"))?
-            .clone();
-        let mut children = self
-            .children
-            .lock()
-            .map_err(|_| anyhow::anyhow!("children lock poisoned"))?;
-        cleanup(&state, &mut children)
+        let state = self.state()?.clone();
+        cleanup(&state, &mut self.children()?)
     }
 
-    fn record(&self, f: impl FnOnce(&mut State)) -> anyhow::Result<()> {
-        let mut st = self
-            .state
+    fn state(&self) -> anyhow::Result<MutexGuard<'_, State>> {
+        self.state
             .lock()
-            .map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
+            .map_err(|_| anyhow::anyhow!("state lock poisoned"))
+    }
+
+    fn children(&self) -> anyhow::Result<MutexGuard<'_, Vec<Child>>> {
+        self.children
+            .lock()
+            .map_err(|_| anyhow::anyhow!("children lock poisoned"))
+    }
+
+    /// Changes the state and saves it (before the recorded thing is created).
+    fn record(&self, f: impl FnOnce(&mut State)) -> anyhow::Result<()> {
+        let mut st = self.state()?;
         f(&mut st);
         st.save()
     }
@@ -223,6 +212,11 @@ impl Testbed {
     /// The scenario name.
     pub fn name(&self) -> &str {
         &self.scenario.name
+    }
+
+    /// All pods, in scenario order.
+    pub fn pods(&self) -> &[Pod] {
+        &self.pods
     }
 
     /// The testbed cgroup root: what the agent gets as `--cgroup-root`.
@@ -243,5 +237,15 @@ impl Testbed {
     /// The node's IPv6 address (on the bridge; configured only with `ipv6: true`).
     pub fn node_ipv6(&self) -> Ipv6Addr {
         self.scenario.node_ipv6()
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        if self.owned
+            && let Err(e) = self.teardown()
+        {
+            eprintln!("testbed {}: cleanup failed: {e:#}", self.scenario.name);
+        }
     }
 }

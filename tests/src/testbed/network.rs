@@ -1,32 +1,15 @@
-//! Network setup: the bridge, each pod's network namespace, veth, addresses and routes.
-use super::*;
+//! The node's network: the bridge (the node's own addresses) and, per pod or world server, a
+//! network namespace with a veth into it, addresses and default routes via the node.
+use std::{
+    fs,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+    process::{Command, Stdio},
+};
 
-/// Runs a command, failing with its stderr.
-pub(super) fn run(args: &[&str]) -> anyhow::Result<()> {
-    let (prog, rest) = args.split_first().context("empty command")?;
-    let out = Command::new(prog)
-        .args(rest)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {prog} (is iproute2 installed?)"))?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
+use anyhow::{Context as _, bail};
 
-pub(super) fn link_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
-}
-
-pub(super) fn netns_exists(name: &str) -> bool {
-    Path::new("/run/netns").join(name).exists()
-}
+use super::{Testbed, process::ensure_success};
 
 /// The testbed's names, all derived from the scenario name.
 pub mod names {
@@ -48,16 +31,45 @@ pub mod names {
     }
 }
 
+/// Runs a command, failing with its stderr.
+pub(super) fn run(args: &[&str]) -> anyhow::Result<()> {
+    let (prog, rest) = args.split_first().context("empty command")?;
+    let out = Command::new(prog)
+        .args(rest)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {prog} (is iproute2 installed?)"))?;
+    ensure_success(out, format!("`{}`", args.join(" "))).map(drop)
+}
+
+/// `ip -n NS ARGS...`.
+fn ip_in(ns: &str, args: &[&str]) -> anyhow::Result<()> {
+    let mut all = vec!["ip", "-n", ns];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+pub(super) fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+pub(super) fn netns_exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+fn refuse_existing(what: &str, name: &str, remove: &str) -> anyhow::Result<()> {
+    bail!(
+        "{what} {name} already exists and no testbed state records it; remove it yourself ({remove} {name})"
+    )
+}
+
 impl Testbed {
-    pub(super) fn build(&self) -> anyhow::Result<()> {
+    /// The bridge with the node's addresses, up.
+    pub(super) fn create_bridge(&self) -> anyhow::Result<()> {
         let s = &self.scenario;
-        let name = s.name.as_str();
-        // The bridge: the node's own addresses.
-        let bridge = names::bridge(name);
+        let bridge = names::bridge(&s.name);
         if link_exists(&bridge) {
-            bail!(
-                "interface {bridge} already exists and no testbed state records it; remove it yourself (ip link del {bridge})"
-            );
+            return refuse_existing("interface", &bridge, "ip link del");
         }
         self.record(|st| st.bridge = Some(bridge.clone()))?;
         run(&[
@@ -72,76 +84,17 @@ impl Testbed {
             "stp_state",
             "0",
         ])?;
-        let v6conf = Path::new("/proc/sys/net/ipv6/conf").join(&bridge);
+        let v4 = format!("{}/24", s.node_ipv4());
+        run(&["ip", "addr", "add", &v4, "dev", &bridge])?;
         if s.ipv6 {
             // No duplicate address detection: v6 must work the moment `up` returns.
+            let v6conf = Path::new("/proc/sys/net/ipv6/conf").join(&bridge);
             fs::write(v6conf.join("disable_ipv6"), "0").context("enabling IPv6 on the bridge")?;
             fs::write(v6conf.join("accept_dad"), "0").context("disabling DAD on the bridge")?;
+            let v6 = format!("{}/64", s.node_ipv6());
+            run(&["ip", "addr", "add", &v6, "dev", &bridge, "nodad"])?;
         }
-        run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/24", s.node_ipv4()),
-            "dev",
-            &bridge,
-        ])?;
-        if s.ipv6 {
-            run(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/64", s.node_ipv6()),
-                "dev",
-                &bridge,
-                "nodad",
-            ])?;
-        }
-        run(&["ip", "link", "set", &bridge, "up"])?;
-
-        // Pod networks.
-        for pod in &self.pods {
-            let (Some(ns), Some(link)) = (&pod.netns, &pod.host_link) else {
-                continue;
-            };
-            self.create_netns(ns, link, &[pod.ipv4], pod.ipv6.as_slice())?;
-        }
-
-        // Cgroups, laid out as kubelet would.
-        self.mkdir_cgroup(&self.cgroup_root)?;
-        for (i, pod) in self.pods.iter().enumerate() {
-            let spec = &s.pods[i];
-            for rel in pod_cgroup_chain(s.cgroup_driver, spec.qos, &pod.uid, &pod.container_id) {
-                self.mkdir_cgroup(&self.cgroup_root.join(rel))?;
-            }
-        }
-
-        // Servers.
-        let log_dir = self
-            .state
-            .lock()
-            .map_err(|_| anyhow::anyhow!("state lock poisoned"))?
-            .log_dir
-            .clone();
-        if let Some(d) = &log_dir {
-            fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-        }
-        let mut servers = Vec::new();
-        for (i, pod) in self.pods.iter().enumerate() {
-            let spec = &s.pods[i];
-            let mut cmd = self.pod_command(&pod.key, &self.pod_binary)?;
-            cmd.arg("serve").args(serve_args(&spec.serve));
-            if pod.host_network {
-                // Only the node's testbed addresses: never the host's real interfaces.
-                cmd.args(["--bind", &s.node_ipv4().to_string()]);
-                if s.ipv6 {
-                    cmd.args(["--bind", &s.node_ipv6().to_string()]);
-                }
-            }
-            let child = self.spawn_server(cmd, &pod.log, &format!("pod {}", pod.key))?;
-            servers.push((format!("pod {}", pod.key), pod.log.clone(), child));
-        }
-        self.wait_ready(&servers)
+        run(&["ip", "link", "set", &bridge, "up"])
     }
 
     /// A network namespace `ns` with a veth (`link` on the bridge, `eth0` inside), the given
@@ -155,14 +108,10 @@ impl Testbed {
     ) -> anyhow::Result<()> {
         let s = &self.scenario;
         if netns_exists(ns) {
-            bail!(
-                "network namespace {ns} already exists and no testbed state records it; remove it yourself (ip netns del {ns})"
-            );
+            return refuse_existing("network namespace", ns, "ip netns del");
         }
         if link_exists(link) {
-            bail!(
-                "interface {link} already exists and no testbed state records it; remove it yourself (ip link del {link})"
-            );
+            return refuse_existing("interface", link, "ip link del");
         }
         self.record(|st| st.netns.push(ns.to_owned()))?;
         run(&["ip", "netns", "add", ns])?;
@@ -184,57 +133,24 @@ impl Testbed {
             "ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns,
         ])?;
         run(&["ip", "link", "set", link, "master", &self.bridge(), "up"])?;
-        run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        ip_in(ns, &["link", "set", "lo", "up"])?;
         for a in v4 {
-            run(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{a}/24"),
-                "dev",
-                "eth0",
-            ])?;
+            ip_in(ns, &["addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
         }
         if s.ipv6 {
             for a in v6 {
-                run(&[
-                    "ip",
-                    "-n",
+                ip_in(
                     ns,
-                    "addr",
-                    "add",
-                    &format!("{a}/64"),
-                    "dev",
-                    "eth0",
-                    "nodad",
-                ])?;
+                    &["addr", "add", &format!("{a}/64"), "dev", "eth0", "nodad"],
+                )?;
             }
         }
-        run(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
-        run(&[
-            "ip",
-            "-n",
-            ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &s.node_ipv4().to_string(),
-        ])?;
+        ip_in(ns, &["link", "set", "eth0", "up"])?;
+        let via = s.node_ipv4().to_string();
+        ip_in(ns, &["route", "add", "default", "via", &via])?;
         if s.ipv6 {
-            run(&[
-                "ip",
-                "-n",
-                ns,
-                "-6",
-                "route",
-                "add",
-                "default",
-                "via",
-                &s.node_ipv6().to_string(),
-            ])?;
+            let via = s.node_ipv6().to_string();
+            ip_in(ns, &["-6", "route", "add", "default", "via", &via])?;
         }
         Ok(())
     }

@@ -1,6 +1,19 @@
-//! Pods and their cgroups: planning names, addresses and kubelet-style cgroup paths, creating
-//! the cgroups, and looking pods up.
-use super::*;
+//! The simulated pods: their stable ids, their kubelet-style cgroups, and the lookups tests use
+//! (addresses, cgroups, service IPs).
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+
+use super::{Testbed, network::names};
+use crate::{
+    cgroup::{ensure_below, pod_cgroup_chain},
+    probe::Target,
+    scenario::{Protocol, Scenario},
+};
 
 /// One simulated pod.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +46,46 @@ pub struct Pod {
     pub host_network: bool,
 }
 
+/// Deterministic 64-bit hash (FNV-1a + a finalizer): ids must not change between runs or Rust releases.
+fn hash64(seed: u64, parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0xff)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The pod UID the testbed gives `namespace/name` in scenario `scenario` (UUID v4 format).
+pub fn pod_uid(scenario: &str, namespace: &str, name: &str) -> String {
+    let a = hash64(1, &[scenario, namespace, name]);
+    let b = hash64(2, &[scenario, namespace, name]);
+    let a = (a & !0xf000) | 0x4000; // version 4
+    let b = (b & !(0xc << 60)) | (0x8 << 60); // RFC 4122 variant
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// The container id the testbed gives a pod's (single) container: 64 hex digits.
+pub fn container_id(scenario: &str, namespace: &str, name: &str) -> String {
+    (10..14)
+        .map(|seed| format!("{:016x}", hash64(seed, &[scenario, namespace, name])))
+        .collect()
+}
+
+/// The pods of scenario `s`, with their cgroups below `cgroup_root` and logs in `log_dir`.
 pub(crate) fn plan_pods(s: &Scenario, cgroup_root: &Path, log_dir: &Path) -> Vec<Pod> {
     s.pods
         .iter()
@@ -62,12 +115,10 @@ pub(crate) fn plan_pods(s: &Scenario, cgroup_root: &Path, log_dir: &Path) -> Vec
 }
 
 impl Testbed {
+    /// Creates a cgroup (recorded first), refusing one this testbed did not create.
     pub(super) fn mkdir_cgroup(&self, dir: &Path) -> anyhow::Result<()> {
         {
-            let st = self
-                .state
-                .lock()
-                .map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
+            let st = self.state()?;
             if st.cgroups.iter().any(|c| c == dir) {
                 return Ok(());
             }
@@ -83,9 +134,25 @@ impl Testbed {
         fs::create_dir(dir).with_context(|| format!("creating cgroup {}", dir.display()))
     }
 
-    /// All pods, in scenario order.
-    pub fn pods(&self) -> &[Pod] {
-        &self.pods
+    /// The testbed cgroup root and every pod's cgroups, laid out as kubelet would.
+    pub(super) fn create_pod_cgroups(&self) -> anyhow::Result<()> {
+        let s = &self.scenario;
+        self.mkdir_cgroup(&self.cgroup_root)?;
+        for (pod, spec) in self.pods.iter().zip(&s.pods) {
+            for rel in pod_cgroup_chain(s.cgroup_driver, spec.qos, &pod.uid, &pod.container_id) {
+                self.mkdir_cgroup(&self.cgroup_root.join(rel))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A container (re)start: a new, empty container cgroup below pod `key`'s cgroup, as the
+    /// runtime creates for every container start (recorded for cleanup). Probe from it with
+    /// [`Testbed::probe_in`].
+    pub fn new_container_cgroup(&self, key: &str, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.pod(key)?.pod_cgroup.join(name);
+        self.mkdir_cgroup(&dir)?;
+        Ok(dir)
     }
 
     /// The pod `namespace/name`.
@@ -114,20 +181,14 @@ impl Testbed {
 
     /// A target at pod `to`'s IPv4 address.
     pub fn target(&self, to: &str, protocol: Protocol, port: u16) -> anyhow::Result<Target> {
-        Ok(Target {
-            ip: IpAddr::V4(self.pod_ipv4(to)?),
-            protocol,
-            port,
-        })
+        let ip = IpAddr::V4(self.pod_ipv4(to)?);
+        Ok(Target { ip, protocol, port })
     }
 
     /// A target at pod `to`'s IPv6 address.
     pub fn target6(&self, to: &str, protocol: Protocol, port: u16) -> anyhow::Result<Target> {
-        Ok(Target {
-            ip: IpAddr::V6(self.pod_ipv6(to)?),
-            protocol,
-            port,
-        })
+        let ip = IpAddr::V6(self.pod_ipv6(to)?);
+        Ok(Target { ip, protocol, port })
     }
 
     /// The pod's `metadata.uid`.
@@ -157,15 +218,22 @@ impl Testbed {
         ips.extend(self.scenario.service_ipv6(j).map(IpAddr::V6));
         Ok(ips)
     }
+}
 
-    // ---------- running things in pods ----------
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// A container (re)start: a new, empty container cgroup below pod `key`'s cgroup, as the
-    /// runtime creates for every container start (recorded for cleanup). Probe from it with
-    /// [`Testbed::probe_in`].
-    pub fn new_container_cgroup(&self, key: &str, name: &str) -> anyhow::Result<PathBuf> {
-        let dir = self.pod(key)?.pod_cgroup.join(name);
-        self.mkdir_cgroup(&dir)?;
-        Ok(dir)
+    #[test]
+    fn ids_are_stable_and_well_formed() {
+        let a = pod_uid("saas", "frontend", "web");
+        assert_eq!(a, pod_uid("saas", "frontend", "web"));
+        assert_ne!(a, pod_uid("saas", "frontend", "web2"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.as_bytes()[14], b'4');
+        let c = container_id("saas", "frontend", "web");
+        assert_eq!(c.len(), 64);
+        assert!(c.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(names::host_link("abcdef", 244).len() <= 15);
     }
 }

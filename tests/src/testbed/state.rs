@@ -1,6 +1,25 @@
-//! The state file: everything one testbed created, recorded before it is created, and the
-//! cleanup that removes exactly that.
-use super::*;
+//! What a testbed created, recorded in a state file *before* it is created, and the cleanup that
+//! removes exactly that: so `down` works from another process, a crashed run is cleaned by the
+//! next `up` of the same name, and cleanup never touches anything it did not create.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Child,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    apiserver::{ApiServerProcess, stop_apiserver},
+    network::{link_exists, netns_exists, run},
+};
+use crate::{
+    cgroup::{ensure_below, populated},
+    scenario::Scenario,
+};
 
 /// Where state files live: `/run` is wiped at reboot, exactly when the kernel objects vanish too.
 pub const STATE_DIR: &str = "/run/bulkhead-testbed";
@@ -29,8 +48,8 @@ pub(super) struct State {
     pub(super) worlds: u32,
     /// Server pids (informational: processes are killed through `cgroup.kill`, never by pid).
     pub(super) pids: Vec<u32>,
-    /// The `bulkhead-apiserver` started by [`Testbed::start_apiserver`]: it runs outside the
-    /// testbed's cgroups (it is the control plane, not a pod), so cleanup stops it by pid.
+    /// The `bulkhead-apiserver` started by [`super::Testbed::start_apiserver`]: it runs outside
+    /// the testbed's cgroups (it is the control plane, not a pod), so cleanup stops it by pid.
     #[serde(default)]
     pub(super) apiserver: Option<ApiServerProcess>,
 }
@@ -86,49 +105,9 @@ pub(super) fn cleanup(state: &State, children: &mut [Child]) -> anyhow::Result<(
     {
         errors.push(format!("{e:#}"));
     }
-    let root = &state.cgroup_root;
-    let root_ours =
-        state.cgroups.first() == Some(root) && ensure_below(&state.cgroup_mount, root).is_ok();
-    // 1. Processes: every process in the testbed's cgroups, at once.
-    if root_ours
-        && root.is_dir()
-        && let Err(e) = kill_cgroup(state, root, children)
-    {
-        errors.push(format!("{e:#}"));
-    }
-    for c in children.iter_mut() {
-        let _ = c.try_wait();
-    }
-    // 2. Cgroups, children first.
-    for dir in state.cgroups.iter().rev() {
-        if ensure_below(&state.cgroup_mount, dir).is_err() || !dir.starts_with(root) {
-            errors.push(format!(
-                "refusing to remove {}: outside the testbed cgroup root",
-                dir.display()
-            ));
-            continue;
-        }
-        if let Err(e) = rmdir_retry(dir) {
-            errors.push(format!("removing cgroup {}: {e}", dir.display()));
-        }
-    }
-    // 3. Network namespaces (their veth ends go with them), then leftover links, then the bridge.
-    for ns in &state.netns {
-        if netns_exists(ns)
-            && let Err(e) = run(&["ip", "netns", "del", ns])
-        {
-            errors.push(format!("{e:#}"));
-        }
-    }
-    for link in state.links.iter().chain(state.bridge.iter()) {
-        if link_exists(link)
-            && let Err(e) = run(&["ip", "link", "del", link])
-            && link_exists(link)
-        {
-            errors.push(format!("{e:#}"));
-        }
-    }
-    // 4. Logs and the state file.
+    remove_processes_and_cgroups(state, children, &mut errors);
+    remove_network(state, &mut errors);
+    // Logs and the state file, only once everything else is gone.
     if errors.is_empty() {
         if let Some(d) = &state.log_dir
             && d.starts_with(STATE_DIR)
@@ -151,11 +130,54 @@ pub(super) fn cleanup(state: &State, children: &mut [Child]) -> anyhow::Result<(
     }
 }
 
-pub(super) fn kill_cgroup(
-    state: &State,
-    root: &Path,
-    children: &mut [Child],
-) -> anyhow::Result<()> {
+/// Every process in the testbed's cgroups at once, then the cgroups, children first.
+fn remove_processes_and_cgroups(state: &State, children: &mut [Child], errors: &mut Vec<String>) {
+    let root = &state.cgroup_root;
+    let root_ours =
+        state.cgroups.first() == Some(root) && ensure_below(&state.cgroup_mount, root).is_ok();
+    if root_ours
+        && root.is_dir()
+        && let Err(e) = kill_cgroup(state, root, children)
+    {
+        errors.push(format!("{e:#}"));
+    }
+    for c in children.iter_mut() {
+        let _ = c.try_wait();
+    }
+    for dir in state.cgroups.iter().rev() {
+        if ensure_below(&state.cgroup_mount, dir).is_err() || !dir.starts_with(root) {
+            errors.push(format!(
+                "refusing to remove {}: outside the testbed cgroup root",
+                dir.display()
+            ));
+            continue;
+        }
+        if let Err(e) = rmdir_retry(dir) {
+            errors.push(format!("removing cgroup {}: {e}", dir.display()));
+        }
+    }
+}
+
+/// Network namespaces (their veth ends go with them), then leftover links, then the bridge.
+fn remove_network(state: &State, errors: &mut Vec<String>) {
+    for ns in &state.netns {
+        if netns_exists(ns)
+            && let Err(e) = run(&["ip", "netns", "del", ns])
+        {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    for link in state.links.iter().chain(state.bridge.iter()) {
+        if link_exists(link)
+            && let Err(e) = run(&["ip", "link", "del", link])
+            && link_exists(link)
+        {
+            errors.push(format!("{e:#}"));
+        }
+    }
+}
+
+fn kill_cgroup(state: &State, root: &Path, children: &mut [Child]) -> anyhow::Result<()> {
     let kill = root.join("cgroup.kill");
     if kill.exists() {
         fs::write(&kill, "1").with_context(|| format!("writing {}", kill.display()))?;
@@ -191,7 +213,7 @@ pub(super) fn kill_cgroup(
     }
 }
 
-pub(super) fn rmdir_retry(dir: &Path) -> std::io::Result<()> {
+fn rmdir_retry(dir: &Path) -> std::io::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         match fs::remove_dir(dir) {

@@ -1,5 +1,14 @@
-//! World servers: hosts outside every namespace, for egress and CIDR rules.
-use super::*;
+//! World servers: hosts outside every namespace (the firewall's "world"), each its own netns on
+//! the bridge with a server in a cgroup that belongs to no pod.
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
+
+use anyhow::bail;
+
+use super::{Testbed, process::command_in, servers::serve_args};
+use crate::scenario::PortSpec;
 
 /// A host outside every namespace, from [`Testbed::world_server`].
 #[derive(Clone, Debug, PartialEq)]
@@ -26,33 +35,7 @@ impl Testbed {
     /// earlier world servers; 192..=254 is a good range.
     pub fn world_server(&self, hosts: &[u8], serve: &[PortSpec]) -> anyhow::Result<WorldServer> {
         let s = &self.scenario;
-        if hosts.is_empty() {
-            bail!("world_server: no host numbers given");
-        }
-        // Validate and reserve the host numbers and the index in one critical section.
-        let k = {
-            let mut st = self
-                .state
-                .lock()
-                .map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
-            for &h in hosts {
-                let pod_range = 10..10 + s.pods.len();
-                if h < 2
-                    || h == 255
-                    || pod_range.contains(&usize::from(h))
-                    || st.world_hosts.contains(&h)
-                {
-                    bail!(
-                        "world_server: host number {h} is the node's, a pod's, broadcast or already taken"
-                    );
-                }
-            }
-            let k = st.worlds;
-            st.worlds += 1;
-            st.world_hosts.extend_from_slice(hosts);
-            st.save()?;
-            k
-        };
+        let k = self.reserve_world(hosts)?;
         let ns = format!("bh-{}-w{k}", s.name);
         let link = format!("bh{}w{k}", s.name);
         let v4: Vec<Ipv4Addr> = hosts
@@ -72,13 +55,7 @@ impl Testbed {
         self.mkdir_cgroup(&world)?;
         let cgroup = world.join(format!("w{k}"));
         self.mkdir_cgroup(&cgroup)?;
-        let log_dir = self
-            .state
-            .lock()
-            .map_err(|_| anyhow::anyhow!("state lock poisoned"))?
-            .log_dir
-            .clone();
-        let log = log_dir
+        let log = (self.state()?.log_dir.clone())
             .unwrap_or_else(std::env::temp_dir)
             .join(format!("world-w{k}.log"));
         let mut cmd = command_in(Some(&ns), &cgroup, &self.pod_binary)?;
@@ -95,5 +72,30 @@ impl Testbed {
             cgroup,
             log,
         })
+    }
+
+    /// Validates and reserves the host numbers and the next world index, in one critical section.
+    fn reserve_world(&self, hosts: &[u8]) -> anyhow::Result<u32> {
+        if hosts.is_empty() {
+            bail!("world_server: no host numbers given");
+        }
+        let pod_range = 10..10 + self.scenario.pods.len();
+        let mut st = self.state()?;
+        for &h in hosts {
+            if h < 2
+                || h == 255
+                || pod_range.contains(&usize::from(h))
+                || st.world_hosts.contains(&h)
+            {
+                bail!(
+                    "world_server: host number {h} is the node's, a pod's, broadcast or already taken"
+                );
+            }
+        }
+        let k = st.worlds;
+        st.worlds += 1;
+        st.world_hosts.extend_from_slice(hosts);
+        st.save()?;
+        Ok(k)
     }
 }

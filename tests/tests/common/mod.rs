@@ -6,9 +6,7 @@ pub mod agent;
 pub mod http;
 pub mod kube_node;
 pub mod node;
-pub mod policy;
 
-pub use bulkhead_tests::require_root;
 use serde_json::Value;
 
 /// Lines matching `pred`.

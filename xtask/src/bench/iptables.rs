@@ -8,6 +8,7 @@
 use std::{collections::BTreeMap, io::Write as _, process::Command, time::Duration};
 
 use anyhow::{Context as _, bail};
+use bulkhead_tests::synthetic::{ns_net, pair};
 use serde_json::{Value, json};
 
 use super::{
@@ -16,7 +17,7 @@ use super::{
     interrupt,
     report::progress,
     setup::{CLIENT, ECHO_PORT, Env, IPERF_PORT, SERVER, Sysctl},
-    source::{self, Spec, ns_net, pair},
+    source::{self, Spec},
     stats::{median, ratio, rotated},
 };
 

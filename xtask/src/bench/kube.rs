@@ -11,12 +11,12 @@ use serde_json::{Value, json};
 
 use super::{
     Plan,
-    agent::{Agent, num},
-    compile::{Ready, ready, spec},
+    agent::Agent,
+    compile::{cluster_summary, measure_change, ready, spec},
     report::progress,
     setup::Env,
-    source::{self, SYN_NAMESPACES, SYN_PODS},
-    stats::{median, quantile},
+    source,
+    stats::dist,
 };
 
 /// Runs the stage.
@@ -34,7 +34,7 @@ pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
     let kubeconfig = env.dir.join("kubeconfig.yaml");
     api.write_kubeconfig(&kubeconfig)?;
     let kc = kubeconfig.display().to_string();
-    let mut agent = Agent::start_with(
+    let agent = Agent::start_with(
         env,
         &[
             "--source",
@@ -48,12 +48,7 @@ pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
         &[],
         Duration::from_secs(120),
     )?;
-    let Ready {
-        start_to_ready_ms,
-        first,
-        rss0,
-        hwm0,
-    } = ready(&mut agent)?;
+    let ready = ready(&agent)?;
     // The object the changes rewrite.
     let changed = |port: u16| -> anyhow::Result<Value> {
         source::policy(&spec(Some(port)))
@@ -61,41 +56,34 @@ pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
             .find(|o| o["kind"] == "NamespaceFirewall")
             .ok_or_else(|| anyhow::anyhow!("no NamespaceFirewall in the bench policy"))
     };
-    let mut total = Vec::new();
-    let mut wall = Vec::new();
+    let (mut total, mut wall) = (Vec::new(), Vec::new());
     for i in 0..plan.changes {
-        let before = agent.messages("policy applied").len();
         let obj = changed(7100 + i as u16)?;
-        let t0 = Instant::now();
-        api.apply(obj)?;
-        let (t1, v) = agent.wait_message("policy applied", before + 1, Duration::from_secs(30))?;
-        let g = |k: &str| {
-            num(&v[k])
-                .or_else(|| num(&v["fields"][k]))
-                .unwrap_or(f64::NAN)
-        };
-        let w = t1.saturating_duration_since(t0).as_secs_f64() * 1e3;
+        let c = measure_change(&agent, || {
+            let t0 = Instant::now();
+            api.apply(obj)?;
+            Ok(t0)
+        })?;
         progress(&format!(
-            "  change {}/{}: API write -> applied {w:.0} ms (compile + apply {:.1} ms)",
+            "  change {}/{}: API write -> applied {:.0} ms (compile + apply {:.1} ms)",
             i + 1,
             plan.changes,
-            g("total_ms"),
+            c.wall_ms,
+            c.total_ms,
         ));
-        total.push(g("total_ms"));
-        wall.push(w);
+        total.push(c.total_ms);
+        wall.push(c.wall_ms);
     }
     let (rss, hwm) = agent.rss_kib()?;
     let requests = api.requests().len();
     agent.stop()?;
-    let dist = |v: &[f64]| json!({"p50": median(v), "p99": quantile(v, 0.99), "max": quantile(v, 1.0), "runs": v});
     Ok(json!({
-        "cluster": {"pods": SYN_PODS + 3, "namespaces": SYN_NAMESPACES + 3, "policy_objects": SYN_NAMESPACES + 2,
-                    "local_pods": SYN_PODS / source::LOCAL_EVERY + 3, "objects": count},
-        "start_to_ready_ms": start_to_ready_ms,
-        "first_apply": first,
+        "cluster": cluster_summary("objects", count as u64),
+        "start_to_ready_ms": ready.start_to_ready_ms,
+        "first_apply": ready.first,
         "change_api_to_applied_ms": dist(&wall),
         "change_total_ms": dist(&total),
-        "rss_kib_after_ready": rss0, "hwm_kib_after_ready": hwm0,
+        "rss_kib_after_ready": ready.rss0, "hwm_kib_after_ready": ready.hwm0,
         "rss_kib_end": rss, "hwm_kib_end": hwm,
         "api_requests": requests,
     }))

@@ -5,6 +5,7 @@
 use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use anyhow::{Context as _, bail};
+use bulkhead_tests::synthetic::SYN_PODS;
 use serde_json::{Value, json};
 
 use super::{
@@ -13,7 +14,7 @@ use super::{
     interrupt,
     report::progress,
     setup::{Env, Sysctl},
-    source::{self, SYN_PODS, Spec},
+    source::{self, Spec},
     stats::median,
 };
 

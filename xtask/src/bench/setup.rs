@@ -11,7 +11,7 @@ use bulkhead_tests::{Options, Scenario, Testbed};
 use serde_json::{Value, json};
 
 use super::{interrupt, report::progress};
-use crate::util::{cargo, target_dir, workspace_root};
+use crate::util::build_bins;
 
 /// The testbed scenario: subnet 40, names starting with `bench`.
 const SCENARIO: &str = r#"
@@ -104,23 +104,7 @@ fn on_path(bin: &str) -> bool {
 /// Builds the agent and the pod binary in release mode.
 pub fn build() -> anyhow::Result<Bins> {
     progress("building firewall-agent and bulkhead-pod (release)");
-    let status = cargo()
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "firewall-agent",
-            "-p",
-            "bulkhead-tests",
-            "--bins",
-        ])
-        .current_dir(workspace_root())
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("release build failed ({status})");
-    }
-    let dir = target_dir()?.join("release");
+    let dir = build_bins(true)?;
     let bins = Bins {
         agent: dir.join("firewall-agent"),
         pod: dir.join("bulkhead-pod"),

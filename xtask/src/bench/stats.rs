@@ -1,4 +1,10 @@
 //! Medians, percentiles and ratios.
+use serde_json::{Value, json};
+
+/// p50, p99 and max of `v`, with every run.
+pub fn dist(v: &[f64]) -> Value {
+    json!({"p50": median(v), "p99": quantile(v, 0.99), "max": quantile(v, 1.0), "runs": v})
+}
 
 /// The median of `v` (mean of the two middle values for an even count); 0 when empty.
 pub fn median(v: &[f64]) -> f64 {
