@@ -2,10 +2,12 @@
 //! the library's pipeline. Errors become exit status 1 and `firewall-agent: <error>` on stderr.
 mod check;
 mod cleanup;
+mod cluster;
 mod crds;
 mod inputs;
 mod run;
 mod structure;
+mod suggest;
 mod validate;
 
 use std::process::ExitCode;
@@ -45,6 +47,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Uninstall from this node: remove pinned programs, links and maps.
     Cleanup(cleanup::CleanupArgs),
+    /// Suggest NamespaceFirewall objects allowing the connections a log observed.
+    Suggest(suggest::SuggestArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -76,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Cleanup(args) => cleanup::run(args),
+        Command::Suggest(args) => suggest::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

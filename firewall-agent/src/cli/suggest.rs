@@ -1,0 +1,139 @@
+//! `firewall-agent suggest LOG...`: the NamespaceFirewall objects that allow exactly the
+//! cross-namespace connections a log observed (docs/design.md#agent-cli), as a YAML stream on
+//! stdout; notes (what no rule can allow) and the summary on stderr.
+use std::{io::Write as _, path::PathBuf};
+
+use anyhow::{Context as _, bail};
+
+use super::cluster;
+use crate::{
+    compiler::CompileOptions,
+    observed::{
+        Flows, ReadStats, read_inputs,
+        render::render,
+        rules::RuleOptions,
+        suggest::{SuggestOptions, Suggestion, suggest},
+    },
+    source::SourceSpec,
+};
+
+#[derive(clap::Args)]
+pub struct SuggestArgs {
+    /// Log files (plain or gzip) or `-` for standard input; lines of many nodes in any order.
+    #[arg(required = true)]
+    pub logs: Vec<PathBuf>,
+    /// Only the objects of this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// `metadata.name` of the objects (more objects of one namespace get `-2`, `-3`, ...).
+    #[arg(long, default_value = "suggested")]
+    pub name: String,
+    /// Write IPv4 destinations as prefixes of this length instead of /32 (widens the rule to
+    /// the whole prefix).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=32), default_value_t = 32)]
+    pub cidr_prefix: u8,
+    /// Write IPv6 destinations as prefixes of this length instead of /128.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=128), default_value_t = 128)]
+    pub cidr_prefix_v6: u8,
+    /// Write ports as ranges: alone, consecutive ports (allows nothing more); `=N`, ports at most
+    /// N apart (allows the ports in between).
+    #[arg(long, num_args = 0..=1, default_missing_value = "1", value_parser = clap::value_parser!(u16).range(1..))]
+    pub merge_ports: Option<u16>,
+    /// `file:PATH` or `kube`: the namespaces, pods and Services, to narrow ingress rules to a
+    /// Service (`services:`).
+    #[arg(long)]
+    pub source: Option<SourceSpec>,
+    /// `file:PATH` or `kube`: the policy in force; only what it does not allow yet is printed.
+    #[arg(long)]
+    pub against: Option<SourceSpec>,
+    /// kubeconfig for `kube`.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The cluster DNS Service, as the agents are given it (for `--against`).
+    #[arg(
+        long,
+        env = "BULKHEAD_DNS_SERVICE",
+        default_value = "kube-system/kube-dns"
+    )]
+    pub dns_service: String,
+    /// Skip lines that are not JSON or not well-formed records (counted on stderr).
+    #[arg(long)]
+    pub lenient: bool,
+}
+
+/// Reads the logs into flows and says on stderr what was skipped.
+pub fn read_flows(logs: &[PathBuf], lenient: bool) -> anyhow::Result<(Flows, ReadStats)> {
+    let mut flows = Flows::default();
+    let stats = read_inputs(logs, lenient, |r| flows.add(&r))?;
+    if stats.bad > 0 {
+        eprintln!("skipped {} unreadable line(s) (--lenient)", stats.bad);
+    }
+    Ok((flows, stats))
+}
+
+fn options(args: &SuggestArgs) -> anyhow::Result<SuggestOptions> {
+    let Some((ns, name)) = args.dns_service.split_once('/') else {
+        bail!(
+            "invalid --dns-service {:?}: expected NAMESPACE/NAME",
+            args.dns_service
+        );
+    };
+    Ok(SuggestOptions {
+        namespace: args.namespace.clone(),
+        rules: RuleOptions {
+            name: args.name.clone(),
+            cidr_prefix_v4: args.cidr_prefix,
+            cidr_prefix_v6: args.cidr_prefix_v6,
+            merge_gap: args.merge_ports,
+        },
+        compile: CompileOptions {
+            dns_service: (ns.to_owned(), name.to_owned()),
+            ..CompileOptions::default()
+        },
+    })
+}
+
+/// Runs `suggest`.
+pub fn run(args: SuggestArgs) -> anyhow::Result<()> {
+    let opts = options(&args)?;
+    let kubeconfig = args.kubeconfig.as_deref();
+    let (flows, stats) = read_flows(&args.logs, args.lenient)?;
+    let against = match &args.against {
+        Some(spec) => Some(cluster::read(spec, kubeconfig).context("--against")?),
+        None => None,
+    };
+    let source = match &args.source {
+        Some(spec) if Some(spec) == args.against.as_ref() => against.clone(),
+        Some(spec) => Some(cluster::read(spec, kubeconfig).context("--source")?),
+        None => None,
+    };
+    // The policy's own source knows the pods too when it is the cluster (`kube`, or a full file).
+    let cluster = source.as_ref().or(against.as_ref());
+    let Suggestion { objects, notes } = suggest(&flows, &opts, cluster, against.as_ref());
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    let text = render(&objects)?;
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("writing standard output")?;
+    let what = if args.against.is_some() {
+        "not allowed yet"
+    } else {
+        "observed"
+    };
+    if objects.is_empty() {
+        eprintln!(
+            "nothing to suggest: no cross-namespace connection {what} needs a rule ({} record(s) read)",
+            stats.records
+        );
+    } else {
+        eprintln!(
+            "{} object(s) from {} record(s), {} flow(s)",
+            objects.len(),
+            stats.records,
+            flows.flows.len()
+        );
+    }
+    Ok(())
+}
