@@ -137,3 +137,61 @@ pub fn run(args: SuggestArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{
+        super::{Cli, Command, validate},
+        *,
+    };
+
+    fn temp(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("bulkhead-suggest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const LOG: &str = concat!(
+        r#"{"ts":"2026-11-23T04:00:00.000001Z","type":"violation","verdict":"AUDIT","direction":"ingress","node":"n1","protocol":"TCP","src":{"namespace":"web","pod":"w","ip":"10.0.0.1","port":40000},"dst":{"namespace":"db","pod":"pg-0","ip":"10.0.1.9","port":5432},"policy":"default","count":3}"#,
+        "\n",
+        r#"{"ts":"2026-11-23T04:00:00.000002Z","type":"flow","verdict":"ALLOWED","direction":"egress","node":"n1","protocol":"UDP","src":{"namespace":"web","pod":"w","ip":"10.0.0.1","port":40001},"dst":{"namespace":null,"pod":null,"ip":"2001:db8::1","port":443},"policy":"default","count":1}"#,
+        "\n",
+        r#"{"ts":"2026-11-23T04:00:00.000003Z","type":"flow","verdict":"ALLOWED","direction":"egress","node":"n2","protocol":"TCP","src":{"namespace":"batch","pod":"b","ip":"10.0.2.1","port":40002},"dst":{"namespace":"db","pod":"pg-1","ip":"10.0.1.10","port":5432},"policy":"default","count":2}"#,
+        "\n",
+    );
+
+    /// The output of `suggest` passes `validate`'s own code.
+    #[test]
+    fn the_suggestion_passes_validate() {
+        let log = temp("log", LOG);
+        let args = SuggestArgs::try_parse_from_log(&log);
+        let opts = options(&args).unwrap();
+        let (flows, _) = read_flows(&args.logs, false).unwrap();
+        let s = suggest(&flows, &opts, None, None);
+        let text = render(&s.objects).unwrap();
+        assert_eq!(s.objects.len(), 3, "{text}");
+        let out = temp("suggested.yaml", &text);
+        let cli = Cli::try_parse_from(["firewall-agent", "validate", &out.display().to_string()])
+            .unwrap();
+        let Command::Validate(v) = cli.command else {
+            unreachable!("parsed as validate")
+        };
+        validate::run(v).expect("the suggestion is valid");
+    }
+
+    impl SuggestArgs {
+        fn try_parse_from_log(log: &std::path::Path) -> SuggestArgs {
+            let cli =
+                Cli::try_parse_from(["firewall-agent", "suggest", &log.display().to_string()])
+                    .unwrap();
+            match cli.command {
+                Command::Suggest(a) => a,
+                _ => unreachable!("parsed as suggest"),
+            }
+        }
+    }
+}

@@ -7,6 +7,8 @@ pub mod render;
 pub mod report;
 pub mod rules;
 pub mod suggest;
+#[cfg(test)]
+mod suggest_tests;
 
 pub use flows::{Dest, FlowKey, FlowStats, Flows, SideStats};
 pub use lines::{LineError, LogRecord, ReadStats, Verdict, read_inputs};
