@@ -1,0 +1,222 @@
+//! `firewall-agent suggest` and `report` as a user runs them: logs of two nodes (one gzip, one
+//! plain, one on stdin), mixed with the agent's other output; the suggestion checked by
+//! `firewall-agent validate`, byte-for-byte stable across line orders, and converging against
+//! the policy once applied.
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+};
+
+/// Node 1: web -> db denied at ingress (db in monitor), web -> world, an `events_lost` line and
+/// a diagnostic line.
+const NODE1: &[&str] = &[
+    r#"{"ts":"2026-11-23T04:00:00.000001Z","type":"violation","verdict":"AUDIT","direction":"ingress","node":"node-1","protocol":"TCP","src":{"namespace":"web","pod":"web-0","ip":"10.0.0.1","port":40000},"dst":{"namespace":"db","pod":"pg-0","ip":"10.0.1.9","port":5432},"policy":"default","count":3,"sides":[{"side":"ingress","namespace":"db","mode":"monitor","policy":"default"}]}"#,
+    r#"{"ts":"2026-11-23T04:00:01.000000Z","type":"events_lost","node":"node-1","count":2}"#,
+    r#"{"timestamp":"2026-11-23T04:00:01.5Z","level":"INFO","fields":{"message":"policy applied"},"target":"firewall_agent"}"#,
+    r#"{"ts":"2026-11-23T04:00:02.000002Z","type":"flow","verdict":"ALLOWED","direction":"egress","node":"node-1","protocol":"UDP","src":{"namespace":"web","pod":"web-0","ip":"10.0.0.1","port":40001},"dst":{"namespace":null,"pod":null,"ip":"192.0.2.53","port":53},"policy":"default","count":1}"#,
+];
+
+/// Node 2: batch -> db, audited on both sides in one line; an ICMP probe.
+const NODE2: &[&str] = &[
+    r#"{"ts":"2026-11-23T04:00:03.000003Z","type":"violation","verdict":"AUDIT","direction":"egress","node":"node-2","protocol":"TCP","src":{"namespace":"batch","pod":"job-0","ip":"10.0.2.1","port":40002},"dst":{"namespace":"db","pod":"pg-0","ip":"10.0.1.9","port":5432},"policy":"default","count":1,"sides":[{"side":"egress","namespace":"batch","mode":"monitor","policy":"default"},{"side":"ingress","namespace":"db","mode":"monitor","policy":"default"}]}"#,
+    r#"{"ts":"2026-11-23T04:00:04.000004Z","type":"violation","verdict":"AUDIT","direction":"egress","node":"node-2","protocol":"ICMP","src":{"namespace":"batch","pod":"job-0","ip":"10.0.2.1","port":null},"dst":{"namespace":"db","pod":"pg-0","ip":"10.0.1.9","port":null},"policy":"default","count":1}"#,
+];
+
+/// What the rules say NODE1 + NODE2 need (docs/design.md#agent-cli).
+const EXPECTED: &str = "---
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata:
+  name: suggested
+  namespace: batch
+spec:
+  egress:
+  # 1 connection(s), first seen 2026-11-23T04:00:03.000003Z, last seen 2026-11-23T04:00:03.000003Z
+  - to:
+      namespaces:
+      - db
+    ports:
+    - protocol: TCP
+      port: 5432
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata:
+  name: suggested
+  namespace: db
+spec:
+  ingress:
+  # 1 connection(s), first seen 2026-11-23T04:00:03.000003Z, last seen 2026-11-23T04:00:03.000003Z
+  - from:
+      namespaces:
+      - batch
+    ports:
+    - protocol: TCP
+      port: 5432
+  # 3 connection(s), first seen 2026-11-23T04:00:00.000001Z, last seen 2026-11-23T04:00:00.000001Z
+  - from:
+      namespaces:
+      - web
+    ports:
+    - protocol: TCP
+      port: 5432
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata:
+  name: suggested
+  namespace: web
+spec:
+  egress:
+  # 1 connection(s), first seen 2026-11-23T04:00:02.000002Z, last seen 2026-11-23T04:00:02.000002Z
+  - to:
+      cidrs:
+      - 192.0.2.53/32
+    ports:
+    - protocol: UDP
+      port: 53
+";
+
+fn agent(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_firewall-agent"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn firewall-agent");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin).expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("wait")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("bulkhead-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("temp dir");
+        Dir(d)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> String {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).expect("write");
+        p.display().to_string()
+    }
+}
+
+fn lines(l: &[&str]) -> String {
+    l.iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn gzip(s: &str) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(s.as_bytes()).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+#[test]
+fn suggests_from_two_nodes_gzip_and_stdin_and_the_output_validates() {
+    let dir = Dir::new("suggest-cli");
+    // The name says nothing: gzip is told by its bytes.
+    let one = dir.write("node-1.log", &gzip(&lines(NODE1)));
+    let o = agent(&["suggest", &one, "-"], lines(NODE2).as_bytes());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), EXPECTED);
+    let err = text(&o.stderr);
+    assert!(err.contains("note: ICMP batch -> db"), "{err}");
+    let v = agent(&["validate", "-"], &o.stdout);
+    assert!(v.status.success(), "{}{}", text(&v.stdout), text(&v.stderr));
+    assert_eq!(text(&v.stdout), "3 policy object(s) valid\n");
+}
+
+#[test]
+fn same_bytes_whatever_the_order_of_files_and_lines() {
+    let dir = Dir::new("suggest-order");
+    let mut all: Vec<&str> = NODE1.iter().chain(NODE2).copied().collect();
+    let a = dir.write("a.log", lines(&all).as_bytes());
+    all.reverse();
+    let b = dir.write("b.log", lines(&all[..3]).as_bytes());
+    let c = dir.write("c.log", lines(&all[3..]).as_bytes());
+    let first = agent(&["suggest", &a], b"");
+    let second = agent(&["suggest", &c, &b], b"");
+    assert!(first.status.success() && second.status.success());
+    assert_eq!(first.stdout, second.stdout);
+    assert_eq!(text(&first.stdout), EXPECTED);
+}
+
+#[test]
+fn a_line_that_is_not_json_fails_with_its_place_unless_lenient() {
+    let dir = Dir::new("suggest-bad");
+    let log = dir.write(
+        "mixed.log",
+        format!("{}starting agent\n{}", lines(NODE1), lines(NODE2)).as_bytes(),
+    );
+    let o = agent(&["suggest", &log], b"");
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("mixed.log:5: not a JSON line"), "{err}");
+    let o = agent(&["suggest", "--lenient", &log], b"");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), EXPECTED);
+    assert!(text(&o.stderr).contains("skipped 1 unreadable line(s)"));
+}
+
+#[test]
+fn against_the_applied_suggestion_nothing_is_left_to_add() {
+    let dir = Dir::new("suggest-against");
+    let log = dir.write("all.log", lines(&[NODE1, NODE2].concat()).as_bytes());
+    // A cluster that denies across namespaces by default, in monitor mode.
+    let baseline = "apiVersion: bulkhead.dev/v1alpha1
+kind: ClusterFirewall
+metadata: {name: baseline}
+spec:
+  defaults: {crossNamespace: Deny, mode: Monitor}
+";
+    let policy = dir.write("policy.yaml", baseline.as_bytes());
+    let o = agent(
+        &["suggest", &log, "--against", &format!("file:{policy}")],
+        b"",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let first = text(&o.stdout);
+    // The default denies both sides of web -> db and batch -> db. web's first egress rule
+    // then denies its world flow too, so that is needed as well.
+    for needed in [
+        "namespace: batch",
+        "namespace: db",
+        "namespace: web",
+        "192.0.2.53/32",
+    ] {
+        assert!(first.contains(needed), "{needed}: {first}");
+    }
+    let applied = dir.write("applied.yaml", format!("{baseline}{first}").as_bytes());
+    let o = agent(
+        &["suggest", &log, "--against", &format!("file:{applied}")],
+        b"",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "");
+    assert!(
+        text(&o.stderr).contains("nothing to suggest"),
+        "{}",
+        text(&o.stderr)
+    );
+}
