@@ -159,10 +159,10 @@ impl Flows {
             for (side, policy) in denying_sides(r) {
                 let s = stats.denied.entry(side).or_default();
                 s.seen.add(r.count, &r.ts);
-                if let Some(p) = policy.filter(|p| p.starts_with("ClusterFirewall/")) {
-                    if s.cluster_rule.as_deref().is_none_or(|c| p < c) {
-                        s.cluster_rule = Some(p.to_owned());
-                    }
+                if let Some(p) = policy.filter(|p| p.starts_with("ClusterFirewall/"))
+                    && s.cluster_rule.as_deref().is_none_or(|c| p < c)
+                {
+                    s.cluster_rule = Some(p.to_owned());
                 }
             }
         }

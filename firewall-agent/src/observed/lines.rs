@@ -236,7 +236,7 @@ pub fn read_inputs(
                 break;
             }
             number += 1;
-            if progress && number % PROGRESS_EVERY == 0 {
+            if progress && number.is_multiple_of(PROGRESS_EVERY) {
                 eprint!("\r{name}: {number} lines");
             }
             if buf.iter().all(u8::is_ascii_whitespace) {
@@ -278,7 +278,7 @@ mod tests {
         let path = dir.join(format!("{}.log", text.len()));
         std::fs::write(&path, text).unwrap();
         let mut out = Vec::new();
-        let r = read_inputs(&[path.clone()], lenient, |r| out.push(r));
+        let r = read_inputs(std::slice::from_ref(&path), lenient, |r| out.push(r));
         std::fs::remove_file(&path).unwrap();
         r.map(|s| (s, out))
     }

@@ -590,7 +590,7 @@ fn against_prints_only_what_the_policy_does_not_allow_and_converges() {
         ]
     );
     // Applied, the same observations need nothing more.
-    let mut applied = policy.clone();
+    let mut applied = policy;
     applied.namespace_firewalls.extend(objects(&text));
     let (again, s) = run(&lines, &opts(), None, Some(&applied));
     assert_eq!(again, "", "{:?}", s.notes);
