@@ -220,3 +220,41 @@ spec:
         text(&o.stderr)
     );
 }
+
+#[test]
+fn report_prints_the_matrix_and_writes_a_page() {
+    let dir = Dir::new("report-cli");
+    let one = dir.write("node-1.log.gz", &gzip(&lines(NODE1)));
+    let page = dir.0.join("flows.html");
+    let page_arg = page.display().to_string();
+    let o = agent(
+        &["report", &one, "-", "--html", &page_arg],
+        lines(NODE2).as_bytes(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // web -> db: 3 AUDIT; batch -> db: 1 AUDIT (one line, both sides) + 1 ICMP AUDIT;
+    // web -> world: 1 ALLOWED.
+    assert_eq!(
+        text(&o.stdout),
+        "connections (ALLOWED/AUDIT/DENIED), source namespace by destination:
+FROM \\ TO  (world)    db
+batch      -          2 (0/2/0)
+web        1 (1/0/0)  3 (0/3/0)
+
+batch -> db: 2 connection(s): ALLOWED 0, AUDIT 2, DENIED 0; ICMP TCP/5432
+web -> (world): 1 connection(s): ALLOWED 1, AUDIT 0, DENIED 0; UDP/53
+web -> db: 3 connection(s): ALLOWED 0, AUDIT 3, DENIED 0; TCP/5432
+"
+    );
+    let html = std::fs::read_to_string(&page).expect("the page");
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..roxmltree::ParsingOptions::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&html, opts).expect("well-formed");
+    let circles = doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "circle")
+        .count();
+    assert_eq!(circles, 4);
+}

@@ -5,6 +5,7 @@ mod cleanup;
 mod cluster;
 mod crds;
 mod inputs;
+mod report;
 mod run;
 mod structure;
 mod suggest;
@@ -49,6 +50,8 @@ enum Command {
     Cleanup(cleanup::CleanupArgs),
     /// Suggest NamespaceFirewall objects allowing the connections a log observed.
     Suggest(suggest::SuggestArgs),
+    /// Who talks to whom in a log: a namespace matrix, and an HTML page with `--html`.
+    Report(report::ReportArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Cleanup(args) => cleanup::run(args),
         Command::Suggest(args) => suggest::run(args),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
