@@ -6,16 +6,14 @@
     unused_crate_dependencies,
     reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
 )]
-use std::{
-    io::Write as _,
-    path::PathBuf,
-    process::{Command, Output, Stdio},
-};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 
 /// Node 1: web -> db denied at ingress (db in monitor), web -> world, an `events_lost` line and
 /// a diagnostic line.
 const NODE1: &[&str] = &[
-    r#"{"ts":"2026-11-23T04:00:00.000001Z","type":"violation","verdict":"AUDIT","direction":"ingress","node":"node-1","protocol":"TCP","src":{"namespace":"web","pod":"web-0","ip":"10.0.0.1","port":40000},"dst":{"namespace":"db","pod":"pg-0","ip":"10.0.1.9","port":5432},"policy":"default","count":3,"sides":[{"side":"ingress","namespace":"db","mode":"monitor","policy":"default"}]}"#,
+    r#"{"ts":"2026-11-23T04:00:00.000001Z","type":"violation","verdict":"AUDIT","direction":"ingress","node":"node-1","protocol":"TCP","src":{"namespace":"web","pod":"web-0","ip":"10.0.0.1","port":40000},"dst":{"namespace":"db","pod":"mysql-0","ip":"10.0.1.9","port":3306},"policy":"default","count":3,"sides":[{"side":"ingress","namespace":"db","mode":"monitor","policy":"default"}]}"#,
     r#"{"ts":"2026-11-23T04:00:01.000000Z","type":"events_lost","node":"node-1","count":2}"#,
     r#"{"timestamp":"2026-11-23T04:00:01.5Z","level":"INFO","fields":{"message":"policy applied"},"target":"firewall_agent"}"#,
     r#"{"ts":"2026-11-23T04:00:02.000002Z","type":"flow","verdict":"ALLOWED","direction":"egress","node":"node-1","protocol":"UDP","src":{"namespace":"web","pod":"web-0","ip":"10.0.0.1","port":40001},"dst":{"namespace":null,"pod":null,"ip":"192.0.2.53","port":53},"policy":"default","count":1}"#,
@@ -64,7 +62,7 @@ spec:
       - web
     ports:
     - protocol: TCP
-      port: 5432
+      port: 3306
 ---
 apiVersion: bulkhead.dev/v1alpha1
 kind: NamespaceFirewall
@@ -82,18 +80,18 @@ spec:
       port: 53
 ";
 
+/// Runs the agent with `stdin` as its standard input (from a file, so a large input cannot
+/// block on a full pipe).
 fn agent(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_firewall-agent"))
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = Dir::new(&format!("stdin-{n}"));
+    let input = std::fs::File::open(dir.write("stdin", stdin)).expect("stdin file");
+    Command::new(env!("CARGO_BIN_EXE_firewall-agent"))
         .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn firewall-agent");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin).expect("write stdin");
-    drop(input);
-    child.wait_with_output().expect("wait")
+        .stdin(Stdio::from(input))
+        .output()
+        .expect("run firewall-agent")
 }
 
 fn text(b: &[u8]) -> String {
@@ -243,7 +241,7 @@ web        1 (1/0/0)  3 (0/3/0)
 
 batch -> db: 2 connection(s): ALLOWED 0, AUDIT 2, DENIED 0; ICMP TCP/5432
 web -> (world): 1 connection(s): ALLOWED 1, AUDIT 0, DENIED 0; UDP/53
-web -> db: 3 connection(s): ALLOWED 0, AUDIT 3, DENIED 0; TCP/5432
+web -> db: 3 connection(s): ALLOWED 0, AUDIT 3, DENIED 0; TCP/3306
 "
     );
     let html = std::fs::read_to_string(&page).expect("the page");

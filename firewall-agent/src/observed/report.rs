@@ -37,6 +37,19 @@ impl Cell {
         self.by_verdict.get(&v).copied().unwrap_or(0)
     }
 
+    /// `N connection(s): ALLOWED a, AUDIT b, DENIED c; PORTS`, for the list and the tooltips.
+    pub fn summary(&self) -> String {
+        let ports: Vec<&str> = self.ports.iter().map(String::as_str).collect();
+        format!(
+            "{} connection(s): ALLOWED {}, AUDIT {}, DENIED {}; {}",
+            self.total(),
+            self.count(Verdict::Allowed),
+            self.count(Verdict::Audit),
+            self.count(Verdict::Denied),
+            ports.join(" ")
+        )
+    }
+
     /// The verdict an edge is drawn in: the most severe one seen.
     pub fn worst(&self) -> Verdict {
         Verdict::ALL
@@ -130,16 +143,7 @@ impl Matrix {
         }
         out.push('\n');
         for ((s, d), c) in &self.cells {
-            let ports: Vec<&str> = c.ports.iter().map(String::as_str).collect();
-            let _ = writeln!(
-                out,
-                "{s} -> {d}: {} connection(s): ALLOWED {}, AUDIT {}, DENIED {}; {}",
-                c.total(),
-                c.count(Verdict::Allowed),
-                c.count(Verdict::Audit),
-                c.count(Verdict::Denied),
-                ports.join(" ")
-            );
+            let _ = writeln!(out, "{s} -> {d}: {}", c.summary());
         }
         out
     }
@@ -249,15 +253,7 @@ fn edge(s: &mut String, a: (f64, f64), b: (f64, f64), c: &Cell, max: f64, src: &
         (start.0 + 2.0 * ctrl.0 + end.0) / 4.0,
         (start.1 + 2.0 * ctrl.1 + end.1) / 4.0,
     );
-    let ports: Vec<&str> = c.ports.iter().map(String::as_str).collect();
-    let title = format!(
-        "{src} -> {dst}: {} connection(s): ALLOWED {}, AUDIT {}, DENIED {}; {}",
-        c.total(),
-        c.count(Verdict::Allowed),
-        c.count(Verdict::Audit),
-        c.count(Verdict::Denied),
-        ports.join(" ")
-    );
+    let title = format!("{src} -> {dst}: {}", c.summary());
     let _ = write!(
         s,
         r##"<g><title>{t}</title><path d="M{:.1},{:.1} Q{:.1},{:.1} {:.1},{:.1}" fill="none" stroke="{col}" stroke-width="{width:.1}" marker-end="url(#arrow-{id})"/><text x="{:.1}" y="{:.1}" text-anchor="middle" fill="{col}" stroke="#ffffff" stroke-width="3" paint-order="stroke">{n}</text></g>"##,

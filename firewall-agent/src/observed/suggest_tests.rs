@@ -95,6 +95,20 @@ fn objects(text: &str) -> Vec<NamespaceFirewall> {
         .collect()
 }
 
+/// (namespace, name, spec as JSON) of each object of a stream.
+fn summary(text: &str) -> Vec<(String, String, String)> {
+    objects(text)
+        .iter()
+        .map(|o| {
+            (
+                o.metadata.namespace.clone().unwrap_or_default(),
+                o.metadata.name.clone().unwrap_or_default(),
+                serde_json::to_string(&o.spec).unwrap(),
+            )
+        })
+        .collect()
+}
+
 const T1: &str = "2026-11-23T04:00:00.000001Z";
 const T2: &str = "2026-11-23T04:00:05.000002Z";
 const T3: &str = "2026-11-23T04:01:00.000003Z";
@@ -102,10 +116,28 @@ const T3: &str = "2026-11-23T04:01:00.000003Z";
 #[test]
 fn writes_each_denying_side_with_its_count_and_times() {
     let lines = vec![
-        // Ingress denied at db (twice, two seconds), egress denied at web once.
-        audit(T2, "ingress", "web", ("db", "postgres-0", "10.0.1.9"), 5432),
-        audit(T1, "ingress", "web", ("db", "postgres-0", "10.0.1.9"), 5432),
-        audit(T3, "egress", "web", ("db", "postgres-0", "10.0.1.9"), 6432),
+        // Ingress denied at orders (twice, two seconds), egress denied at shop once.
+        audit(
+            T2,
+            "ingress",
+            "shop",
+            ("orders", "postgres-0", "10.0.1.9"),
+            5433,
+        ),
+        audit(
+            T1,
+            "ingress",
+            "shop",
+            ("orders", "postgres-0", "10.0.1.9"),
+            5433,
+        ),
+        audit(
+            T3,
+            "egress",
+            "shop",
+            ("orders", "postgres-0", "10.0.1.9"),
+            6432,
+        ),
         // To the world, on the egress side.
         line(
             T1,
@@ -113,10 +145,10 @@ fn writes_each_denying_side_with_its_count_and_times() {
             "DENIED",
             "egress",
             "UDP",
-            ("web", "client"),
+            ("shop", "client"),
             ("", "", "192.0.2.7"),
             Some(123),
-            "NamespaceFirewall/web/old",
+            "NamespaceFirewall/shop/old",
             4,
         ),
     ];
@@ -127,28 +159,28 @@ apiVersion: bulkhead.dev/v1alpha1
 kind: NamespaceFirewall
 metadata:
   name: suggested
-  namespace: db
+  namespace: orders
 spec:
   ingress:
   # 2 connection(s), first seen {T1}, last seen {T2}
   - from:
       namespaces:
-      - web
+      - shop
     ports:
     - protocol: TCP
-      port: 5432
+      port: 5433
 ---
 apiVersion: bulkhead.dev/v1alpha1
 kind: NamespaceFirewall
 metadata:
   name: suggested
-  namespace: web
+  namespace: shop
 spec:
   egress:
   # 1 connection(s), first seen {T3}, last seen {T3}
   - to:
       namespaces:
-      - db
+      - orders
     ports:
     - protocol: TCP
       port: 6432
@@ -188,33 +220,23 @@ fn flow_lines_need_both_sides_and_sides_name_the_denying_ones() {
         r#"{"ts":"2026-11-23T04:00:00.000001Z","type":"violation","verdict":"DENIED","direction":"egress","node":"n","protocol":"SCTP","src":{"namespace":"web","pod":"c","ip":"10.0.0.1","port":9},"dst":{"namespace":"sig","pod":"s","ip":"10.0.1.4","port":3868},"policy":"default","count":1,"sides":[{"side":"egress","namespace":"web","mode":"enforce","policy":"default"},{"side":"ingress","namespace":"sig","mode":"monitor","policy":"default"}]}"#.to_owned(),
     ];
     let (text, _) = run(&lines, &opts(), None, None);
-    let got = objects(&text);
-    let names: Vec<(String, String)> = got
-        .iter()
-        .map(|o| {
-            (
-                o.metadata.namespace.clone().unwrap(),
-                serde_json::to_string(&o.spec).unwrap(),
-            )
-        })
-        .collect();
+    let ingress = |proto: &str, port: u16| {
+        format!(
+            r#"{{"ingress":[{{"from":{{"namespaces":["web"]}},"ports":[{{"protocol":"{proto}","port":{port}}}]}}]}}"#
+        )
+    };
+    let s = |x: &str| x.to_owned();
     assert_eq!(
-        names,
+        summary(&text),
         vec![
+            (s("api"), s("suggested"), ingress("TCP", 443)),
+            (s("sig"), s("suggested"), ingress("SCTP", 3868)),
             (
-                "api".to_owned(),
-                r#"{"ingress":[{"from":{"namespaces":["web"]},"ports":[{"protocol":"TCP","port":443}]}]}"#
-                    .to_owned()
-            ),
-            (
-                "sig".to_owned(),
-                r#"{"ingress":[{"from":{"namespaces":["web"]},"ports":[{"protocol":"SCTP","port":3868}]}]}"#
-                    .to_owned()
-            ),
-            (
-                "web".to_owned(),
-                r#"{"egress":[{"to":{"namespaces":["api"]},"ports":[{"protocol":"TCP","port":443}]},{"to":{"namespaces":["sig"]},"ports":[{"protocol":"SCTP","port":3868}]}]}"#
-                    .to_owned()
+                s("web"),
+                s("suggested"),
+                s(
+                    r#"{"egress":[{"to":{"namespaces":["api"]},"ports":[{"protocol":"TCP","port":443}]},{"to":{"namespaces":["sig"]},"ports":[{"protocol":"SCTP","port":3868}]}]}"#
+                )
             ),
         ]
     );
@@ -533,10 +555,7 @@ spec:
 apiVersion: bulkhead.dev/v1alpha1
 kind: NamespaceFirewall
 metadata: {name: suggested, namespace: db}
-spec:
-  ingress:
-  - from: {namespaces: [web]}
-    ports: [{protocol: TCP, port: 5432}]
+spec: {ingress: [{from: {namespaces: [web]}, ports: [{protocol: TCP, port: 5432}]}]}
 ";
 
 #[test]
@@ -561,16 +580,7 @@ fn against_prints_only_what_the_policy_does_not_allow_and_converges() {
         ),
     ];
     let (text, _) = run(&lines, &opts(), None, Some(&policy));
-    let got: Vec<(String, String, String)> = objects(&text)
-        .iter()
-        .map(|o| {
-            (
-                o.metadata.namespace.clone().unwrap(),
-                o.metadata.name.clone().unwrap(),
-                serde_json::to_string(&o.spec).unwrap(),
-            )
-        })
-        .collect();
+    let got = summary(&text);
     // db admits web already: nothing for db. cache needs its ingress rule. web gets egress
     // rules for cache, and therefore (its first egress rules) also for db and the world
     // address, which were allowed only while web had no egress rules.
@@ -601,17 +611,17 @@ fn against_never_replaces_an_object_in_force() {
     let policy = parse_objects(POLICY).unwrap();
     let lines = vec![audit(T1, "ingress", "web", ("db", "pg", "10.0.1.9"), 5433)];
     let (text, _) = run(&lines, &opts(), None, Some(&policy));
-    let got: Vec<(Option<String>, Option<String>)> = objects(&text)
+    let got: Vec<(String, String)> = summary(&text)
         .into_iter()
-        .map(|o| (o.metadata.namespace, o.metadata.name))
+        .map(|(ns, n, _)| (ns, n))
         .collect();
     // `suggested` is in force in db: its addition is a new object. web's egress side is denied
     // by the default too (db's rule names 5432 only), and web has no object of that name.
     assert_eq!(
         got,
         vec![
-            (Some("db".into()), Some("suggested-2".into())),
-            (Some("web".into()), Some("suggested".into())),
+            ("db".into(), "suggested-2".into()),
+            ("web".into(), "suggested".into()),
         ]
     );
 }
