@@ -117,14 +117,14 @@ pub fn run(args: SuggestArgs) -> anyhow::Result<()> {
     std::io::stdout()
         .write_all(text.as_bytes())
         .context("writing standard output")?;
-    let what = if args.against.is_some() {
-        "not allowed yet"
-    } else {
-        "observed"
-    };
     if objects.is_empty() {
+        let why = if args.against.is_some() {
+            "the policy in force allows every observed cross-namespace connection a rule can express"
+        } else {
+            "no observed cross-namespace connection needs a rule a NamespaceFirewall can express"
+        };
         eprintln!(
-            "nothing to suggest: no cross-namespace connection {what} needs a rule ({} record(s) read)",
+            "nothing to suggest: {why} ({} record(s) read)",
             stats.records
         );
     } else {
