@@ -256,3 +256,102 @@ web -> db: 3 connection(s): ALLOWED 0, AUDIT 3, DENIED 0; TCP/3306
         .count();
     assert_eq!(circles, 4);
 }
+
+#[test]
+fn against_the_live_cluster_narrows_to_a_service_and_prints_only_what_is_missing() {
+    use serde_json::json;
+    let server = bulkhead_tests::ApiServer::start().expect("API server emulator");
+    let ns = |n: &str| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}});
+    let pod = |n: &str, app: &str, ip: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": n, "namespace": "db", "uid": format!("uid-{n}"), "labels": {"app": app}},
+               "spec": {"nodeName": "node-1"}, "status": {"phase": "Running", "podIP": ip}})
+    };
+    server
+        .apply_all([
+            ns("web"),
+            ns("batch"),
+            ns("db"),
+            pod("pg-0", "pg", "10.0.1.9"),
+            pod("mysql-0", "mysql", "10.0.1.8"),
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "pg", "namespace": "db"},
+                   "spec": {"selector": {"app": "pg"}, "clusterIP": "10.96.0.9"}}),
+            // db already admits batch on 5432; nothing else is allowed across namespaces.
+            json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "ClusterFirewall",
+                   "metadata": {"name": "baseline"},
+                   "spec": {"defaults": {"crossNamespace": "Deny", "mode": "Monitor"}}}),
+            json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "NamespaceFirewall",
+                   "metadata": {"name": "suggested", "namespace": "db"},
+                   "spec": {"ingress": [{"from": {"namespaces": ["batch"]},
+                                         "ports": [{"protocol": "TCP", "port": 5432}]}]}}),
+        ])
+        .expect("seeding the API server");
+    let dir = Dir::new("suggest-kube");
+    let kc = dir.0.join("kubeconfig.yaml");
+    server.write_kubeconfig(&kc).expect("kubeconfig");
+    let log = dir.write("all.log", lines(&[NODE1, NODE2].concat()).as_bytes());
+    let kc = kc.display().to_string();
+    let o = agent(
+        &["suggest", &log, "--against", "kube", "--kubeconfig", &kc],
+        b"",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    // db: only web's ingress is missing, as `suggested-2` (`suggested` is in force); mysql-0 is
+    // no backend of `pg`, so the rule is namespace-wide. batch's egress side is allowed by db's
+    // rule (step 3) while batch has no egress rules; web's egress needs rules, both of them.
+    let ingress = out
+        .split("---\n")
+        .find(|d| d.contains("namespace: db"))
+        .expect("db object");
+    assert!(ingress.contains("name: suggested-2"), "{out}");
+    assert!(
+        ingress.contains("- web") && !ingress.contains("- batch"),
+        "{out}"
+    );
+    assert!(!ingress.contains("services:"), "{out}");
+    assert!(!out.contains("namespace: batch"), "{out}");
+    let web = out
+        .split("---\n")
+        .find(|d| d.contains("namespace: web"))
+        .expect("web object");
+    assert!(
+        web.contains("port: 3306") && web.contains("192.0.2.53/32"),
+        "{out}"
+    );
+    // The pods narrow a rule to their Service: batch -> pg-0 on 5433, a port db does not admit.
+    let pg = dir.write(
+        "pg.log",
+        NODE2[0]
+            .replace("5432", "5433")
+            .replace("ClusterFirewall", "x")
+            .as_bytes(),
+    );
+    let o = agent(
+        &[
+            "suggest",
+            &pg,
+            "--against",
+            "kube",
+            "--kubeconfig",
+            &kc,
+            "--namespace",
+            "db",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("services:\n    - pg\n"), "{out}");
+    drop(server);
+    let o = agent(
+        &["suggest", &log, "--against", "kube", "--kubeconfig", &kc],
+        b"",
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "an unreachable API server is an error"
+    );
+}
