@@ -184,19 +184,22 @@ fn classify(bytes: &[u8], name: &str, line: u64) -> Result<Line, LineError> {
     let Some(obj) = value.as_object() else {
         return Ok(Line::Other);
     };
-    match obj.get("type").and_then(Value::as_str) {
-        Some(kind @ ("violation" | "flow")) => serde_json::from_value(value.clone())
-            .map(|r| Line::Record(Box::new(r)))
-            .map_err(|source| LineError::BadRecord {
-                name: name.to_owned(),
-                line,
-                kind: kind.to_owned(),
-                source,
-            }),
-        Some(_) => Ok(Line::Other),
-        None if obj.contains_key("level") || obj.contains_key("fields") => Ok(Line::Diagnostic),
-        None => Ok(Line::Other),
-    }
+    let kind = match obj.get("type").and_then(Value::as_str) {
+        Some(kind @ ("violation" | "flow")) => kind.to_owned(),
+        Some(_) => return Ok(Line::Other),
+        None if obj.contains_key("level") || obj.contains_key("fields") => {
+            return Ok(Line::Diagnostic);
+        }
+        None => return Ok(Line::Other),
+    };
+    serde_json::from_value(value)
+        .map(|r| Line::Record(Box::new(r)))
+        .map_err(|source| LineError::BadRecord {
+            name: name.to_owned(),
+            line,
+            kind,
+            source,
+        })
 }
 
 /// Reads every input in order and hands each record to `sink`.
