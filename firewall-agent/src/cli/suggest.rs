@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use super::cluster;
 use crate::{
     compiler::CompileOptions,
+    crd::syntax::dns1123_label_error,
     observed::{
         Flows, ReadStats, read_inputs,
         render::render,
@@ -78,6 +79,16 @@ fn options(args: &SuggestArgs) -> anyhow::Result<SuggestOptions> {
             args.dns_service
         );
     };
+    // A name the API server would refuse fails here, not at `kubectl apply`. Labels of at most
+    // 60 characters leave room for the `-N` of a split.
+    let name_error = args
+        .name
+        .split('.')
+        .find_map(dns1123_label_error)
+        .or((args.name.len() > 60).then_some("must be at most 60 characters"));
+    if let Some(why) = name_error {
+        bail!("invalid --name {:?}: {why}", args.name);
+    }
     Ok(SuggestOptions {
         namespace: args.namespace.clone(),
         rules: RuleOptions {
@@ -181,6 +192,19 @@ mod tests {
             unreachable!("parsed as validate")
         };
         validate::run(v).expect("the suggestion is valid");
+    }
+
+    #[test]
+    fn a_name_the_api_server_would_refuse_is_an_error() {
+        let log = temp("log", LOG);
+        for bad in ["Suggested", "a_b", "-x", "", &"x".repeat(61)] {
+            let mut args = SuggestArgs::try_parse_from_log(&log);
+            args.name = bad.to_owned();
+            assert!(options(&args).is_err(), "{bad:?}");
+        }
+        let mut args = SuggestArgs::try_parse_from_log(&log);
+        args.name = "rollout.v2".to_owned();
+        assert!(options(&args).is_ok());
     }
 
     impl SuggestArgs {
