@@ -7,16 +7,17 @@ use std::{
 };
 
 use firewall_common::{IDENTITY_F_DNS, Identity, Mode, PolicyVerdict, Side, exemption};
+use ipnet::IpNet;
 
 use super::{
     CompileOptions,
     evaluate::{Decision, Dst, Outside, Plan, Src, Step},
     identities::{Identities, IdentityKind, namespace_names},
     ids::IdAllocator,
-    modes,
+    modes::{self, MODE_LABEL},
     policy_set::PolicySet,
 };
-use crate::model::{ClusterModel, Rejection};
+use crate::model::{ClusterModel, Pod, Rejection};
 
 /// The destination of a connection to explain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,8 +29,93 @@ pub enum Destination {
         /// Services selecting the destination pod.
         services: Vec<String>,
     },
+    /// A pod of the model, identified as its own node identifies it (by its cgroup): its
+    /// namespace and the referenced Services whose selector matches its labels. Resolved as a
+    /// pod of its namespace selected by no Service when the model has no such pod.
+    Pod {
+        /// Namespace name.
+        namespace: String,
+        /// Pod name.
+        name: String,
+    },
     /// An address, resolved as the kernel would: pod IP, cluster IP, node address, else world.
     Address(IpAddr),
+}
+
+/// The source of a connection to explain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A pod of this namespace (rules select sources by namespace only).
+    Namespace(String),
+    /// An address, resolved as the kernel would: a pod's address is that pod's namespace, any
+    /// other address is world or host.
+    Address(IpAddr),
+    /// The host (a hostNetwork pod without a reported address).
+    Host,
+}
+
+/// Where a namespace's mode comes from (docs/design.md#modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeFrom {
+    /// Its `bulkhead.dev/mode` label.
+    Label,
+    /// The ClusterFirewall `defaults.mode`.
+    ClusterDefault,
+    /// The agent's `--mode` (for `check`, its own `--mode`, which should match the agents').
+    Flag,
+}
+
+impl ModeFrom {
+    /// A stable name (`label`, `cluster-default`, `flag`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModeFrom::Label => "label",
+            ModeFrom::ClusterDefault => "cluster-default",
+            ModeFrom::Flag => "flag",
+        }
+    }
+}
+
+impl fmt::Display for ModeFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ModeFrom::Label => "label bulkhead.dev/mode",
+            ModeFrom::ClusterDefault => "ClusterFirewall defaults.mode",
+            ModeFrom::Flag => "--mode",
+        })
+    }
+}
+
+/// What one side does with a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Allowed, or denied in mode `off` (passes without a line).
+    Allowed,
+    /// Denied in monitor mode: an `AUDIT` line, the connection passes.
+    Logged,
+    /// Denied in enforce mode: a `DENIED` line, the connection is dropped.
+    Dropped,
+}
+
+impl Outcome {
+    /// A stable name (`allowed`, `logged`, `dropped`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Logged => "logged",
+            Outcome::Dropped => "dropped",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Logged => "would be logged (monitor)",
+            Outcome::Dropped => "dropped (enforce)",
+        })
+    }
 }
 
 /// One side's decision, with what decided it.
@@ -43,6 +129,20 @@ pub struct SideDecision {
     pub step: Step,
     /// This side's mode.
     pub mode: Mode,
+    /// Where that mode comes from.
+    pub mode_from: ModeFrom,
+}
+
+impl SideDecision {
+    /// What this side does with the connection (docs/design.md#evaluation-order: a denying side
+    /// drops in enforce, logs in monitor, and passes silently in off).
+    pub fn outcome(&self) -> Outcome {
+        match (self.verdict, self.mode) {
+            (PolicyVerdict::Deny, Mode::Enforce) => Outcome::Dropped,
+            (PolicyVerdict::Deny, Mode::Monitor) => Outcome::Logged,
+            _ => Outcome::Allowed,
+        }
+    }
 }
 
 /// The verdict for one connection.
@@ -60,6 +160,22 @@ pub struct Explanation {
     pub ingress: Option<SideDecision>,
     /// Whether the connection is dropped (a denying side is in enforce mode).
     pub dropped: bool,
+}
+
+impl Explanation {
+    /// The connection's fate: the worst of its sides.
+    pub fn outcome(&self) -> Outcome {
+        worst(Some(&self.egress), self.ingress.as_ref())
+    }
+}
+
+fn worst(egress: Option<&SideDecision>, ingress: Option<&SideDecision>) -> Outcome {
+    egress
+        .into_iter()
+        .chain(ingress)
+        .map(SideDecision::outcome)
+        .max()
+        .unwrap_or(Outcome::Allowed)
 }
 
 impl fmt::Display for Explanation {
@@ -80,12 +196,43 @@ impl fmt::Display for Explanation {
         if let Some(i) = &self.ingress {
             side(f, "ingress", i)?;
         }
-        writeln!(
-            f,
-            "  result: {}",
-            if self.dropped { "dropped" } else { "passes" }
-        )
+        writeln!(f, "  result: {}", self.outcome())
     }
+}
+
+/// The verdict for one connection from any source: a source outside the cluster's pods has no
+/// egress side (nothing judges at a world or host sender).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Judgement {
+    /// The source as resolved (`namespace web`, `pod web/app (10.0.0.1)`, `world 1.1.1.1`).
+    pub source: String,
+    /// Source namespace, when the source is a pod.
+    pub source_namespace: Option<String>,
+    /// The destination as resolved.
+    pub destination: String,
+    /// Destination namespace, when the destination is a namespace endpoint.
+    pub destination_namespace: Option<String>,
+    /// The egress side (at the source pod); `None` for a world or host source.
+    pub egress: Option<SideDecision>,
+    /// The ingress side (at the destination pod); `None` for world and host destinations.
+    pub ingress: Option<SideDecision>,
+}
+
+impl Judgement {
+    /// The connection's fate: the worst of its sides.
+    pub fn outcome(&self) -> Outcome {
+        worst(self.egress.as_ref(), self.ingress.as_ref())
+    }
+}
+
+/// Addresses of a CIDR that share one identity, judged through one of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CidrPart {
+    /// The address judged.
+    pub address: IpAddr,
+    /// Address-table entries (pods, cluster IPs, node addresses, named CIDRs) of the CIDR with
+    /// this identity; 0 for the addresses no entry of the CIDR claims.
+    pub entries: usize,
 }
 
 /// What a destination resolves to: its identity (as the kernel sees it) and how to name it.
@@ -98,7 +245,7 @@ struct Resolved<'a> {
 /// Where a destination is, as the rules see it.
 enum Place<'a> {
     /// An endpoint of a namespace selected by these (referenced) Services.
-    Namespace(&'a str, &'a BTreeSet<String>),
+    Namespace(&'a str, std::borrow::Cow<'a, BTreeSet<String>>),
     /// A world or host address.
     Outside(IpAddr),
 }
@@ -151,25 +298,65 @@ impl<'m> Evaluator<'m> {
         self.modes.get(ns).copied().unwrap_or(self.default_mode)
     }
 
+    /// Where the mode of a namespace comes from: its label when that is what set the mode
+    /// (an invalid label is ignored), else the cluster default, else the flag.
+    pub fn mode_from(&self, ns: &str) -> ModeFrom {
+        let label = self
+            .labels
+            .get(ns)
+            .and_then(|l| l.get(MODE_LABEL))
+            .and_then(|v| Mode::from_name(&v.to_ascii_lowercase()));
+        match label {
+            Some(m) if m == self.mode(ns) => ModeFrom::Label,
+            _ if self.set.default_mode.is_some() => ModeFrom::ClusterDefault,
+            _ => ModeFrom::Flag,
+        }
+    }
+
+    /// The referenced Services (those some rule names) whose selector matches `pod`: the
+    /// Services that narrow its identity.
+    pub fn narrowing_services(&self, pod: &Pod) -> BTreeSet<String> {
+        self.model
+            .services
+            .iter()
+            .filter(|s| {
+                s.selects(pod)
+                    && self
+                        .set
+                        .referenced_services
+                        .contains(&(s.namespace.clone(), s.name.clone()))
+            })
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// Whether some rule names the Service `namespace/name` (only then does it narrow identities).
+    pub fn is_referenced(&self, namespace: &str, name: &str) -> bool {
+        self.set
+            .referenced_services
+            .contains(&(namespace.to_owned(), name.to_owned()))
+    }
+
     fn namespace_id(&self, name: &str) -> Option<u32> {
         self.idents.ns_ids.get(name).copied()
     }
 
-    /// A named destination: a pod of `name` selected by `services`.
+    /// A named destination: a pod of `name` selected by `services` (`dns`: the cluster DNS
+    /// Service's).
     fn resolve_named<'a>(
         &self,
         src: &Identity,
-        src_name: &str,
+        src_name: Option<&str>,
         name: &'a str,
-        services: &'a BTreeSet<String>,
+        services: std::borrow::Cow<'a, BTreeSet<String>>,
+        dns: bool,
+        what: String,
     ) -> Resolved<'a> {
         let ns = match self.namespace_id(name) {
             Some(id) => id,
-            None if name == src_name => src.ns,
+            None if src_name == Some(name) => src.ns,
             None => UNKNOWN_NS - 1,
         };
-        let (dns_ns, dns_name) = &self.opts.dns_service;
-        let dns = dns_ns == name && services.contains(dns_name);
         Resolved {
             identity: Identity {
                 id: ns,
@@ -177,7 +364,61 @@ impl<'m> Evaluator<'m> {
                 flags: if dns { IDENTITY_F_DNS } else { 0 },
             },
             place: Place::Namespace(name, services),
-            what: format!("namespace {name}"),
+            what,
+        }
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        local: &Identity,
+        src_name: Option<&str>,
+        dst: &'a Destination,
+    ) -> Resolved<'a> {
+        let (dns_ns, dns_name) = &self.opts.dns_service;
+        match dst {
+            Destination::Namespace { name, services } => {
+                let dns = dns_ns == name && services.contains(dns_name);
+                let services = std::borrow::Cow::Owned(services.iter().cloned().collect());
+                let what = format!("namespace {name}");
+                self.resolve_named(local, src_name, name, services, dns, what)
+            }
+            Destination::Pod { namespace, name } => {
+                let pod = self
+                    .model
+                    .pods
+                    .iter()
+                    .find(|p| &p.namespace == namespace && &p.name == name);
+                match pod {
+                    Some(p) if p.host_network => match p.ips.first() {
+                        Some(ip) => self.resolve_address(*ip),
+                        None => Resolved {
+                            identity: Identity {
+                                id: firewall_common::NS_HOST,
+                                ns: firewall_common::NS_HOST,
+                                flags: 0,
+                            },
+                            place: Place::Outside(IpAddr::from([0, 0, 0, 0])),
+                            what: format!("hostNetwork pod {namespace}/{name} (host)"),
+                        },
+                    },
+                    Some(p) => {
+                        let dns =
+                            self.model.services.iter().any(|s| {
+                                &s.namespace == dns_ns && &s.name == dns_name && s.selects(p)
+                            });
+                        let ips: Vec<String> = p.ips.iter().map(ToString::to_string).collect();
+                        let what = format!("pod {namespace}/{name} ({})", ips.join(", "));
+                        let services = std::borrow::Cow::Owned(self.narrowing_services(p));
+                        self.resolve_named(local, src_name, namespace, services, dns, what)
+                    }
+                    None => {
+                        let what = format!("namespace {namespace}");
+                        let services = std::borrow::Cow::Owned(BTreeSet::new());
+                        self.resolve_named(local, src_name, namespace, services, false, what)
+                    }
+                }
+            }
+            Destination::Address(ip) => self.resolve_address(*ip),
         }
     }
 
@@ -186,9 +427,10 @@ impl<'m> Evaluator<'m> {
         let identity = self.idents.lookup(ip);
         let kind = self.idents.kinds.get(&identity.id).map(|k| &k.1);
         let (place, what) = match kind {
-            Some(IdentityKind::Namespace { name, services }) => {
-                (Place::Namespace(name, services), self.endpoint_name(ip))
-            }
+            Some(IdentityKind::Namespace { name, services }) => (
+                Place::Namespace(name, std::borrow::Cow::Borrowed(services)),
+                self.endpoint_name(ip),
+            ),
             Some(IdentityKind::Outside { host: true, .. }) => {
                 (Place::Outside(ip), format!("host {ip}"))
             }
@@ -218,7 +460,7 @@ impl<'m> Evaluator<'m> {
         }
     }
 
-    fn side(&self, d: Decision, mode: Mode) -> SideDecision {
+    fn side(&self, d: Decision, mode: Mode, mode_from: ModeFrom) -> SideDecision {
         let verdict = d.value.0;
         let policy = self
             .set
@@ -231,36 +473,37 @@ impl<'m> Evaluator<'m> {
             policy,
             step: d.step,
             mode,
+            mode_from,
         }
     }
 
-    fn exempt(&self, step: Step, mode: Mode) -> SideDecision {
-        SideDecision {
-            verdict: PolicyVerdict::Allow,
-            policy: "default".to_owned(),
-            step,
-            mode,
-        }
-    }
-
-    /// One side's decision: an exemption, else the plan's.
+    /// One side's decision: an exemption, else the plan's. `ns` names the side's namespace
+    /// (for its mode).
     #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         side: Side,
+        ns: &str,
         local: &Identity,
         peer: &Identity,
         src: Src<'_>,
         dst: &Dst<'_>,
         proto: u8,
         port: u16,
-        mode: Mode,
     ) -> SideDecision {
+        let (mode, mode_from) = (self.mode(ns), self.mode_from(ns));
         match exemption(side, local, peer, proto, port) {
-            Some(e) => self.exempt(e.into(), mode),
+            Some(e) => SideDecision {
+                verdict: PolicyVerdict::Allow,
+                policy: "default".to_owned(),
+                step: e.into(),
+                mode,
+                mode_from,
+            },
             None => self.side(
                 Plan::new(&self.set, side, src, dst).decide(proto, port),
                 mode,
+                mode_from,
             ),
         }
     }
@@ -273,56 +516,184 @@ impl<'m> Evaluator<'m> {
         proto: u8,
         port: u16,
     ) -> Explanation {
-        let empty = BTreeMap::new();
-        let src = Src {
-            name: src_namespace,
-            labels: self.labels.get(src_namespace).unwrap_or(&empty),
-            rules: self.set.namespaces.get(src_namespace),
-        };
-        let src_ns = self.namespace_id(src_namespace).unwrap_or(UNKNOWN_NS);
-        let local = Identity {
-            id: src_ns,
-            ns: src_ns,
-            flags: 0,
-        };
-        let src_mode = self.mode(src_namespace);
-        let named;
-        let resolved = match dst {
-            Destination::Namespace { name, services } => {
-                named = services.iter().cloned().collect();
-                self.resolve_named(&local, src_namespace, name, &named)
+        let j = self.judge(
+            &Source::Namespace(src_namespace.to_owned()),
+            dst,
+            proto,
+            port,
+        );
+        let egress = j
+            .egress
+            .unwrap_or_else(|| unreachable!("a namespace source always has an egress side"));
+        let ingress = j.ingress;
+        let dropped = [Some(&egress), ingress.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|s| s.outcome() == Outcome::Dropped);
+        Explanation {
+            source_namespace: src_namespace.to_owned(),
+            destination: j.destination,
+            destination_namespace: j.destination_namespace,
+            egress,
+            ingress,
+            dropped,
+        }
+    }
+
+    /// The source's namespace (`None`: world or host) and how to name it.
+    fn resolve_source(&self, src: &Source) -> (Option<String>, String) {
+        match src {
+            Source::Namespace(ns) => (Some(ns.clone()), format!("namespace {ns}")),
+            Source::Host => (None, "host".to_owned()),
+            Source::Address(ip) => {
+                let r = self.resolve_address(*ip);
+                match r.place {
+                    Place::Namespace(ns, _) => (Some(ns.to_owned()), r.what),
+                    Place::Outside(_) => (None, r.what),
+                }
             }
-            Destination::Address(ip) => self.resolve_address(*ip),
+        }
+    }
+
+    /// Judges a connection from `src` to `dst` with `proto`/`port`, each side as the kernel
+    /// decides it.
+    pub fn judge(&self, src: &Source, dst: &Destination, proto: u8, port: u16) -> Judgement {
+        let empty = BTreeMap::new();
+        let (src_ns, source) = self.resolve_source(src);
+        let src_name = src_ns.as_deref().unwrap_or_default();
+        let rules_src = Src {
+            name: src_name,
+            labels: self.labels.get(src_name).unwrap_or(&empty),
+            rules: src_ns.as_ref().and_then(|n| self.set.namespaces.get(n)),
         };
+        let local = match &src_ns {
+            Some(ns) => {
+                let id = self.namespace_id(ns).unwrap_or(UNKNOWN_NS);
+                Identity {
+                    id,
+                    ns: id,
+                    flags: 0,
+                }
+            }
+            // World and host: the peer an ingress side sees (exempt: not restricted).
+            None => Identity::default(),
+        };
+        let resolved = self.resolve(&local, src_ns.as_deref(), dst);
         let peer = resolved.identity;
-        let (egress, ingress, destination_namespace) = match resolved.place {
+        let (egress, ingress, destination_namespace) = match &resolved.place {
             Place::Namespace(name, services) => {
                 let d = Dst::Namespace {
                     name,
-                    labels: self.labels.get(name).unwrap_or(&empty),
+                    labels: self.labels.get(*name).unwrap_or(&empty),
                     services,
-                    rules: self.set.namespaces.get(name),
+                    rules: self.set.namespaces.get(*name),
                 };
-                let dst_mode = self.mode(name);
-                let e = self.decide(Side::Egress, &local, &peer, src, &d, proto, port, src_mode);
-                let i = self.decide(Side::Ingress, &peer, &local, src, &d, proto, port, dst_mode);
-                (e, Some(i), Some(name.to_owned()))
+                let e = src_ns.as_ref().map(|ns| {
+                    self.decide(Side::Egress, ns, &local, &peer, rules_src, &d, proto, port)
+                });
+                let i = self.decide(
+                    Side::Ingress,
+                    name,
+                    &peer,
+                    &local,
+                    rules_src,
+                    &d,
+                    proto,
+                    port,
+                );
+                (e, Some(i), Some((*name).to_owned()))
             }
             Place::Outside(addr) => {
-                let d = Dst::Outside(Outside::Address(addr));
-                let e = self.decide(Side::Egress, &local, &peer, src, &d, proto, port, src_mode);
+                let d = Dst::Outside(Outside::Address(*addr));
+                let e = src_ns.as_ref().map(|ns| {
+                    self.decide(Side::Egress, ns, &local, &peer, rules_src, &d, proto, port)
+                });
                 (e, None, None)
             }
         };
-        let drops = |s: &SideDecision| s.verdict == PolicyVerdict::Deny && s.mode == Mode::Enforce;
-        let dropped = drops(&egress) || ingress.as_ref().is_some_and(drops);
-        Explanation {
-            source_namespace: src_namespace.to_owned(),
+        Judgement {
+            source,
+            source_namespace: src_ns,
             destination: resolved.what,
             destination_namespace,
             egress,
             ingress,
-            dropped,
+        }
+    }
+
+    /// The parts of `net` that the kernel tells apart: one per identity its addresses resolve
+    /// to, each with one address to judge it by. Every address of one identity gets the same
+    /// verdicts (docs/design.md#identities: named prefixes make "in `cidrs` minus `except`"
+    /// exact per identity), so judging one address per part judges the whole CIDR.
+    pub fn cidr_parts(&self, net: IpNet) -> Vec<CidrPart> {
+        let inner: Vec<IpNet> = self
+            .entries()
+            .filter(|e| e.prefix_len() > net.prefix_len() && net.contains(e))
+            .collect();
+        // An address of `net` no inner entry claims (if any): `net`'s first or last address, or
+        // one next to an inner entry.
+        let covered = |a: &IpAddr| inner.iter().any(|e| e.contains(a));
+        let mut candidates = vec![net.network(), net.broadcast()];
+        for e in &inner {
+            candidates.extend(step(e.network(), -1));
+            candidates.extend(step(e.broadcast(), 1));
+        }
+        let rest = candidates
+            .into_iter()
+            .find(|a| net.contains(a) && !covered(a));
+        let mut parts: Vec<(Identity, CidrPart)> = Vec::new();
+        let mut add = |address: IpAddr, entries: usize| {
+            let id = self.idents.lookup(address);
+            match parts.iter_mut().find(|(i, _)| *i == id) {
+                Some((_, p)) => p.entries += entries,
+                None => parts.push((id, CidrPart { address, entries })),
+            }
+        };
+        if let Some(a) = rest {
+            add(a, 0);
+        }
+        for e in &inner {
+            add(e.network(), 1);
+        }
+        parts.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Every address-table entry as a prefix.
+    fn entries(&self) -> impl Iterator<Item = IpNet> + '_ {
+        let v4 = self
+            .idents
+            .ipv4
+            .keys()
+            .filter_map(|(a, l)| ipnet::Ipv4Net::new(*a, *l).ok().map(IpNet::V4));
+        let v6 = self
+            .idents
+            .ipv6
+            .keys()
+            .filter_map(|(a, l)| ipnet::Ipv6Net::new(*a, *l).ok().map(IpNet::V6));
+        v4.chain(v6)
+    }
+}
+
+/// The address `by` (±1) away from `a`, unless that wraps.
+fn step(a: IpAddr, by: i8) -> Option<IpAddr> {
+    match a {
+        IpAddr::V4(v) => {
+            let n = u32::from(v);
+            let m = if by < 0 {
+                n.checked_sub(1)
+            } else {
+                n.checked_add(1)
+            };
+            m.map(|m| IpAddr::V4(m.into()))
+        }
+        IpAddr::V6(v) => {
+            let n = u128::from(v);
+            let m = if by < 0 {
+                n.checked_sub(1)
+            } else {
+                n.checked_add(1)
+            };
+            m.map(|m| IpAddr::V6(m.into()))
         }
     }
 }
