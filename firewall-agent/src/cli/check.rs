@@ -80,13 +80,20 @@ enum Endpoint {
 
 const FORMS: &str = "NAMESPACE, NAMESPACE/POD, NAMESPACE/svc/SERVICE, an IP address or a CIDR";
 
-/// A Kubernetes object name: DNS subdomain characters (namespaces and Services are labels, a
-/// subset), so a typo such as `Web` or `a b` is refused instead of judged as an empty namespace.
-fn valid_name(s: &str) -> bool {
+/// A DNS label (namespaces, Services), so a typo such as `Web` or `a b` is refused instead of
+/// judged as an unknown namespace.
+fn valid_label(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 253
+        && s.len() <= 63
+        && !s.starts_with('-')
+        && !s.ends_with('-')
         && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A DNS subdomain (pods): labels joined by dots.
+fn valid_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(valid_label)
 }
 
 impl FromStr for Endpoint {
@@ -107,16 +114,13 @@ impl FromStr for Endpoint {
             });
         }
         let parts: Vec<&str> = s.split('/').collect();
-        if !parts.iter().all(|p| valid_name(p)) {
-            bail!("{s:?} is not an endpoint: expected {FORMS}");
-        }
         Ok(match parts.as_slice() {
-            [ns] => Endpoint::Namespace((*ns).to_owned()),
-            [ns, pod] => Endpoint::Pod {
+            [ns] if valid_label(ns) => Endpoint::Namespace((*ns).to_owned()),
+            [ns, pod] if valid_label(ns) && valid_subdomain(pod) => Endpoint::Pod {
                 namespace: (*ns).to_owned(),
                 name: (*pod).to_owned(),
             },
-            [ns, "svc", name] => Endpoint::Service {
+            [ns, "svc", name] if valid_label(ns) && valid_label(name) => Endpoint::Service {
                 namespace: (*ns).to_owned(),
                 name: (*name).to_owned(),
             },
@@ -161,7 +165,7 @@ fn port(proto: IpProto, port: Option<u16>) -> anyhow::Result<u16> {
 
 fn parse_dns_service(s: &str) -> anyhow::Result<(String, String)> {
     match s.split_once('/') {
-        Some((ns, name)) if valid_name(ns) && valid_name(name) => Ok((ns.into(), name.into())),
+        Some((ns, name)) if valid_label(ns) && valid_label(name) => Ok((ns.into(), name.into())),
         _ => bail!("invalid --dns-service {s:?}: expected NAMESPACE/NAME"),
     }
 }
@@ -347,9 +351,13 @@ fn side_report(namespace: &str, d: &SideDecision) -> SideReport {
         mode_from: d.mode_from.as_str(),
         result: outcome.as_str(),
         text: format!(
-            "{} by {} ({}); mode {} (from {mode_from}): {effect}",
+            "{}{} ({}); mode {} (from {mode_from}): {effect}",
             d.verdict.as_str(),
-            d.policy,
+            match d.step {
+                // Exemptions are decided before any rule: no rule to name.
+                Step::SameNamespace | Step::Dns | Step::Unrestricted => String::new(),
+                _ => format!(" by {}", d.policy),
+            },
             step_text(d.step),
             d.mode.as_str(),
         ),
@@ -426,19 +434,17 @@ impl Resolver<'_> {
                 self.namespace(ns);
                 Source::Namespace(ns.clone())
             }
-            Endpoint::Pod { namespace, name } => match self.pod(namespace, name) {
-                Some(p) if p.host_network => {
-                    let src = p
-                        .ips
-                        .first()
-                        .map_or(Source::Host, |ip| Source::Address(*ip));
+            Endpoint::Pod { namespace, name } => {
+                if self.pod(namespace, name).is_some_and(|p| p.host_network) {
                     self.warnings.push(format!(
                         "pod {namespace}/{name} uses the host network: its connections are the host's"
                     ));
-                    src
                 }
-                _ => Source::Namespace(namespace.clone()),
-            },
+                Source::Pod {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                }
+            }
             Endpoint::Address(ip) => Source::Address(*ip),
             Endpoint::Service { .. } | Endpoint::Cidr(_) => {
                 unreachable!("refused by the argument checks")
@@ -591,7 +597,7 @@ fn report(args: &CheckArgs, q: &Query, model: &ClusterModel, ev: &Evaluator<'_>)
         .collect();
     if judgements.iter().all(|j| j.egress.is_none()) {
         r.warnings.push(format!(
-            "{} is no pod: traffic from world or host is not restricted (v1alpha1), only its destination's side could judge it",
+            "{} is no pod: connections from world or host are not restricted in v1alpha1 (always allowed by design)",
             args.from
         ));
     }
@@ -651,18 +657,28 @@ impl Report {
         for j in &self.judgements {
             let indent = if many { "    " } else { "  " };
             let _ = writeln!(out, "{}{} -> {}", &indent[2..], j.source, j.destination);
-            if let Some(n) = j.entries {
-                let _ = writeln!(
-                    out,
-                    "{indent}(stands for {})",
-                    match n {
-                        0 => "the addresses no entry of the CIDR claims".to_owned(),
-                        n => format!(
-                            "{n} address-table entr{} of this identity",
-                            if n == 1 { "y" } else { "ies" }
-                        ),
-                    }
-                );
+            match j.entries {
+                Some(_) if !many => {
+                    let _ = writeln!(
+                        out,
+                        "{indent}(every address of {} has this identity)",
+                        self.to
+                    );
+                }
+                Some(0) => {
+                    let _ = writeln!(
+                        out,
+                        "{indent}(stands for the addresses no narrower entry claims)"
+                    );
+                }
+                Some(n) => {
+                    let s = if n == 1 { "y" } else { "ies" };
+                    let _ = writeln!(
+                        out,
+                        "{indent}(stands for {n} address-table entr{s} of this identity)"
+                    );
+                }
+                None => {}
             }
             match &j.egress {
                 Some(e) => {
@@ -754,6 +770,10 @@ mod tests {
             "a/x/b",
             "a/svc/b/c",
             "10.0.0.0/33",
+            "a.b",
+            "a/svc/b.c",
+            "-a",
+            "a/b..c",
         ] {
             let e = s.parse::<Endpoint>().unwrap_err().to_string();
             assert!(e.contains("expected NAMESPACE"), "{s:?}: {e}");
@@ -782,48 +802,48 @@ mod tests {
 
     #[test]
     fn the_worst_side_decides() {
-        let side = |verdict, mode| SideDecision {
-            verdict,
-            policy: "default".into(),
-            step: Step::Default,
-            mode,
-            mode_from: ModeFrom::Flag,
-        };
         use firewall_common::PolicyVerdict::{Allow, Deny};
-        let j = |e, i| Judgement {
-            source: String::new(),
-            source_namespace: None,
-            destination: String::new(),
-            destination_namespace: None,
-            egress: e,
-            ingress: i,
+        let side = |s: Option<(_, _)>| {
+            s.map(|(verdict, mode)| SideDecision {
+                verdict,
+                policy: "default".into(),
+                step: Step::Default,
+                mode,
+                mode_from: ModeFrom::Flag,
+            })
         };
+        let (enforce, monitor, off) = (Mode::Enforce, Mode::Monitor, Mode::Off);
+        // (egress, ingress, the connection's fate)
         let cases = [
             (
-                Some(side(Allow, Mode::Enforce)),
-                Some(side(Allow, Mode::Enforce)),
+                Some((Allow, enforce)),
+                Some((Allow, enforce)),
                 Outcome::Allowed,
             ),
+            (Some((Deny, off)), Some((Allow, enforce)), Outcome::Allowed),
             (
-                Some(side(Deny, Mode::Off)),
-                Some(side(Allow, Mode::Enforce)),
-                Outcome::Allowed,
-            ),
-            (
-                Some(side(Deny, Mode::Monitor)),
-                Some(side(Allow, Mode::Enforce)),
+                Some((Deny, monitor)),
+                Some((Allow, enforce)),
                 Outcome::Logged,
             ),
             (
-                Some(side(Deny, Mode::Monitor)),
-                Some(side(Deny, Mode::Enforce)),
+                Some((Deny, monitor)),
+                Some((Deny, enforce)),
                 Outcome::Dropped,
             ),
-            (None, Some(side(Deny, Mode::Monitor)), Outcome::Logged),
+            (None, Some((Deny, monitor)), Outcome::Logged),
             (None, None, Outcome::Allowed),
         ];
         for (e, i, want) in cases {
-            assert_eq!(j(e.clone(), i.clone()).outcome(), want, "{e:?} {i:?}");
+            let j = Judgement {
+                source: String::new(),
+                source_namespace: None,
+                destination: String::new(),
+                destination_namespace: None,
+                egress: side(e),
+                ingress: side(i),
+            };
+            assert_eq!(j.outcome(), want, "{e:?} {i:?}");
         }
     }
 }

@@ -47,6 +47,14 @@ pub enum Destination {
 pub enum Source {
     /// A pod of this namespace (rules select sources by namespace only).
     Namespace(String),
+    /// A pod of the model: its namespace, or the host's address for a hostNetwork pod (whose
+    /// sockets pass as the host's do). A pod of that namespace when the model has no such pod.
+    Pod {
+        /// Namespace name.
+        namespace: String,
+        /// Pod name.
+        name: String,
+    },
     /// An address, resolved as the kernel would: a pod's address is that pod's namespace, any
     /// other address is world or host.
     Address(IpAddr),
@@ -196,7 +204,11 @@ impl fmt::Display for Explanation {
         if let Some(i) = &self.ingress {
             side(f, "ingress", i)?;
         }
-        writeln!(f, "  result: {}", self.outcome())
+        writeln!(
+            f,
+            "  result: {}",
+            if self.dropped { "dropped" } else { "passes" }
+        )
     }
 }
 
@@ -337,6 +349,13 @@ impl<'m> Evaluator<'m> {
             .contains(&(namespace.to_owned(), name.to_owned()))
     }
 
+    fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
+        self.model
+            .pods
+            .iter()
+            .find(|p| p.namespace == namespace && p.name == name)
+    }
+
     fn namespace_id(&self, name: &str) -> Option<u32> {
         self.idents.ns_ids.get(name).copied()
     }
@@ -383,11 +402,7 @@ impl<'m> Evaluator<'m> {
                 self.resolve_named(local, src_name, name, services, dns, what)
             }
             Destination::Pod { namespace, name } => {
-                let pod = self
-                    .model
-                    .pods
-                    .iter()
-                    .find(|p| &p.namespace == namespace && &p.name == name);
+                let pod = self.pod(namespace, name);
                 match pod {
                     Some(p) if p.host_network => match p.ips.first() {
                         Some(ip) => self.resolve_address(*ip),
@@ -406,8 +421,7 @@ impl<'m> Evaluator<'m> {
                             self.model.services.iter().any(|s| {
                                 &s.namespace == dns_ns && &s.name == dns_name && s.selects(p)
                             });
-                        let ips: Vec<String> = p.ips.iter().map(ToString::to_string).collect();
-                        let what = format!("pod {namespace}/{name} ({})", ips.join(", "));
+                        let what = pod_name(p);
                         let services = std::borrow::Cow::Owned(self.narrowing_services(p));
                         self.resolve_named(local, src_name, namespace, services, dns, what)
                     }
@@ -545,6 +559,17 @@ impl<'m> Evaluator<'m> {
         match src {
             Source::Namespace(ns) => (Some(ns.clone()), format!("namespace {ns}")),
             Source::Host => (None, "host".to_owned()),
+            Source::Pod { namespace, name } => {
+                let pod = self.pod(namespace, name);
+                match pod {
+                    Some(p) if p.host_network => match p.ips.first() {
+                        Some(ip) => self.resolve_source(&Source::Address(*ip)),
+                        None => (None, format!("hostNetwork pod {namespace}/{name} (host)")),
+                    },
+                    Some(p) => (Some(namespace.clone()), pod_name(p)),
+                    None => (Some(namespace.clone()), format!("namespace {namespace}")),
+                }
+            }
             Source::Address(ip) => {
                 let r = self.resolve_address(*ip);
                 match r.place {
@@ -635,8 +660,8 @@ impl<'m> Evaluator<'m> {
         let covered = |a: &IpAddr| inner.iter().any(|e| e.contains(a));
         let mut candidates = vec![net.network(), net.broadcast()];
         for e in &inner {
-            candidates.extend(step(e.network(), -1));
-            candidates.extend(step(e.broadcast(), 1));
+            candidates.extend(step(e.network(), false));
+            candidates.extend(step(e.broadcast(), true));
         }
         let rest = candidates
             .into_iter()
@@ -674,28 +699,27 @@ impl<'m> Evaluator<'m> {
     }
 }
 
-/// The address `by` (±1) away from `a`, unless that wraps.
-fn step(a: IpAddr, by: i8) -> Option<IpAddr> {
-    match a {
-        IpAddr::V4(v) => {
-            let n = u32::from(v);
-            let m = if by < 0 {
-                n.checked_sub(1)
-            } else {
-                n.checked_add(1)
-            };
-            m.map(|m| IpAddr::V4(m.into()))
-        }
-        IpAddr::V6(v) => {
-            let n = u128::from(v);
-            let m = if by < 0 {
-                n.checked_sub(1)
-            } else {
-                n.checked_add(1)
-            };
-            m.map(|m| IpAddr::V6(m.into()))
-        }
-    }
+/// `pod NS/NAME (its addresses)`.
+fn pod_name(p: &Pod) -> String {
+    let ips: Vec<String> = p.ips.iter().map(ToString::to_string).collect();
+    format!("pod {}/{} ({})", p.namespace, p.name, ips.join(", "))
+}
+
+/// The address next to `a` (above it when `up`), unless that wraps.
+fn step(a: IpAddr, up: bool) -> Option<IpAddr> {
+    let n = match a {
+        IpAddr::V4(v) => u128::from(u32::from(v)),
+        IpAddr::V6(v) => u128::from(v),
+    };
+    let m = if up {
+        n.checked_add(1)?
+    } else {
+        n.checked_sub(1)?
+    };
+    Some(match a {
+        IpAddr::V4(_) => IpAddr::V4(u32::try_from(m).ok()?.into()),
+        IpAddr::V6(_) => IpAddr::V6(m.into()),
+    })
 }
 
 /// Explains one connection (validates the model's policy each call; use [`Evaluator`] for many).
