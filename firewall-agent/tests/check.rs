@@ -189,29 +189,28 @@ fn expect_rules(src: &Path, cluster_firewall: &str, cases: &[(&str, &str, Option
 fn security_zones_example_names_the_rule_and_the_mode_of_each_side() {
     let src = example("security-zones", true);
     // Every namespace is labelled enforce. Rule 3 (from a zone, `to: {}`: every namespace)
-    // is the first to match dmz -> data on both sides.
+    // is the first to match dmz -> data on both sides; rule 0 allows dmz -> app on TCP 8443.
+    for (args, verdict, rule, result) in [
+        ("--from dmz --to data --port 5432", "deny", 3, "dropped"),
+        ("--from dmz --to app --port 8443", "allow", 0, "allowed"),
+    ] {
+        let c = check(&src, args);
+        let policy = format!("ClusterFirewall/security-zones:rules[{rule}]");
+        for side in ["egress", "ingress"] {
+            let want = (
+                verdict,
+                policy.as_str(),
+                "ClusterRule",
+                "enforce",
+                "label",
+                result,
+            );
+            assert_eq!(c.decided(side), want, "{args}");
+        }
+        assert_eq!(c.json["protocol"], "TCP", "{args}");
+    }
     let c = check(&src, "--from dmz --to data --port 5432");
-    let r3 = "ClusterFirewall/security-zones:rules[3]";
-    for side in ["egress", "ingress"] {
-        assert_eq!(
-            c.decided(side),
-            ("deny", r3, "ClusterRule", "enforce", "label", "dropped")
-        );
-    }
-    assert_eq!(
-        (c.result(), c.json["port"].as_u64()),
-        ("dropped", Some(5432))
-    );
-    assert_eq!(c.json["protocol"], "TCP");
-    // Rule 0: dmz -> app on TCP 8443.
-    let c = check(&src, "--from dmz --to app --port 8443");
-    let r0 = "ClusterFirewall/security-zones:rules[0]";
-    for side in ["egress", "ingress"] {
-        assert_eq!(
-            c.decided(side),
-            ("allow", r0, "ClusterRule", "enforce", "label", "allowed")
-        );
-    }
+    assert_eq!(c.json["port"].as_u64(), Some(5432));
     // (command line, side, deciding rule, result)
     let cases = [
         // Rule 2: a public address on 443.
@@ -266,7 +265,10 @@ fn security_zones_example_names_the_rule_and_the_mode_of_each_side() {
         (c.json["protocol"].as_str(), c.json["port"].as_u64()),
         (Some("ICMP"), None)
     );
-    assert_eq!(c.decided("egress").1, r3);
+    assert_eq!(
+        c.decided("egress").1,
+        "ClusterFirewall/security-zones:rules[3]"
+    );
     assert_eq!(c.result(), "dropped");
     assert_eq!(c.json["warnings"], serde_json::json!([]));
 }
