@@ -604,6 +604,23 @@ spec: {defaults: {mode: Enforce}}
             "dropped"
         )
     );
+    // An invalid label is ignored (docs/design.md#modes), and said so.
+    let loud = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: db, labels: {bulkhead.dev/mode: loud}}
+";
+    let src = scenario_source("saas", &[DB_FROM_FRONTEND, loud]);
+    let c = check(&src, "--from payments/api --to db/postgres --port 5432");
+    assert!(
+        c.warned("invalid bulkhead.dev/mode label \"loud\""),
+        "{:#}",
+        c.json
+    );
+    assert_eq!(
+        (c.decided("ingress").3, c.decided("ingress").4),
+        ("monitor", "flag")
+    );
 }
 
 #[test]

@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::{
     compiler::{
-        CompileOptions, Destination, Evaluator, Judgement, ModeFrom, Outcome, SideDecision, Source,
-        Step,
+        CompileOptions, Destination, Evaluator, Judgement, MODE_LABEL, ModeFrom, Outcome,
+        SideDecision, Source, Step,
     },
     model::{ClusterModel, Pod, Rejection},
     source::{SourceSpec, file, kube},
@@ -402,6 +402,19 @@ impl Resolver<'_> {
         if !self.model.namespaces.is_empty() && !self.model.namespaces.contains_key(ns) {
             self.warnings.push(format!(
                 "unknown namespace {ns}: no such Namespace; judged with no labels and the default mode"
+            ));
+        }
+        let label = self
+            .model
+            .namespaces
+            .get(ns)
+            .and_then(|n| n.labels.get(MODE_LABEL));
+        if let Some(v) = label
+            && self.ev.mode_from(ns) != ModeFrom::Label
+        {
+            self.warnings.push(format!(
+                "namespace {ns}: invalid {MODE_LABEL} label {v:?} (expected enforce, monitor or off): the agents keep its last valid mode; this answer assumes the default, {}",
+                self.ev.mode(ns).as_str()
             ));
         }
         if !self.namespaces.iter().any(|n| n == ns) {
