@@ -398,7 +398,12 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    /// Notes a namespace of the pair (once), warning about what the model does not know of it.
     fn namespace(&mut self, ns: &str) {
+        if self.namespaces.iter().any(|n| n == ns) {
+            return;
+        }
+        self.namespaces.push(ns.to_owned());
         if !self.model.namespaces.is_empty() && !self.model.namespaces.contains_key(ns) {
             self.warnings.push(format!(
                 "unknown namespace {ns}: no such Namespace; judged with no labels and the default mode"
@@ -416,9 +421,6 @@ impl Resolver<'_> {
                 "namespace {ns}: invalid {MODE_LABEL} label {v:?} (expected enforce, monitor or off): the agents keep its last valid mode; this answer assumes the default, {}",
                 self.ev.mode(ns).as_str()
             ));
-        }
-        if !self.namespaces.iter().any(|n| n == ns) {
-            self.namespaces.push(ns.to_owned());
         }
     }
 
@@ -597,13 +599,12 @@ fn report(args: &CheckArgs, q: &Query, model: &ClusterModel, ev: &Evaluator<'_>)
         .into_iter()
         .map(|(dst, address, entries)| {
             let j = ev.judge(&src, &dst, q.proto as u8, q.port);
+            // Addresses resolve to namespaces too.
             for ns in [&j.source_namespace, &j.destination_namespace]
                 .into_iter()
                 .flatten()
             {
-                if !r.namespaces.contains(ns) {
-                    r.namespaces.push(ns.clone());
-                }
+                r.namespace(ns);
             }
             judgement_report(&j, address, entries)
         })

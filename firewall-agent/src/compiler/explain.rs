@@ -651,21 +651,7 @@ impl<'m> Evaluator<'m> {
     /// verdicts (docs/design.md#identities: named prefixes make "in `cidrs` minus `except`"
     /// exact per identity), so judging one address per part judges the whole CIDR.
     pub fn cidr_parts(&self, net: IpNet) -> Vec<CidrPart> {
-        let inner: Vec<IpNet> = self
-            .entries()
-            .filter(|e| e.prefix_len() > net.prefix_len() && net.contains(e))
-            .collect();
-        // An address of `net` no inner entry claims (if any): `net`'s first or last address, or
-        // one next to an inner entry.
-        let covered = |a: &IpAddr| inner.iter().any(|e| e.contains(a));
-        let mut candidates = vec![net.network(), net.broadcast()];
-        for e in &inner {
-            candidates.extend(step(e.network(), false));
-            candidates.extend(step(e.broadcast(), true));
-        }
-        let rest = candidates
-            .into_iter()
-            .find(|a| net.contains(a) && !covered(a));
+        let inner: Vec<IpNet> = self.entries().filter(|e| inside(e, &net)).collect();
         let mut parts: Vec<(Identity, CidrPart)> = Vec::new();
         let mut add = |address: IpAddr, entries: usize| {
             let id = self.idents.lookup(address);
@@ -674,13 +660,24 @@ impl<'m> Evaluator<'m> {
                 None => parts.push((id, CidrPart { address, entries })),
             }
         };
-        if let Some(a) = rest {
+        // The addresses of `net` no entry inside it claims, then each entry by an address of its
+        // own (a single-address entry is its address; a prefix may hold longer entries).
+        if let Some(a) = unclaimed(net, &inner) {
             add(a, 0);
         }
         for e in &inner {
-            add(e.network(), 1);
+            let own = if e.prefix_len() == e.max_prefix_len() {
+                Some(e.network())
+            } else {
+                unclaimed(*e, &inner)
+            };
+            if let Some(a) = own {
+                add(a, 1);
+            }
         }
-        parts.into_iter().map(|(_, p)| p).collect()
+        let mut parts: Vec<CidrPart> = parts.into_iter().map(|(_, p)| p).collect();
+        parts.sort_by_key(|p| p.address);
+        parts
     }
 
     /// Every address-table entry as a prefix.
@@ -705,20 +702,42 @@ fn pod_name(p: &Pod) -> String {
     format!("pod {}/{} ({})", p.namespace, p.name, ips.join(", "))
 }
 
-/// The address next to `a` (above it when `up`), unless that wraps.
-fn step(a: IpAddr, up: bool) -> Option<IpAddr> {
-    let n = match a {
+/// Whether `e` is a strictly narrower prefix inside `net`.
+fn inside(e: &IpNet, net: &IpNet) -> bool {
+    e.prefix_len() > net.prefix_len() && net.contains(e)
+}
+
+/// A prefix's first and last address as numbers (IPv4 in the low 32 bits).
+fn bounds(n: &IpNet) -> (u128, u128) {
+    let num = |a: IpAddr| match a {
         IpAddr::V4(v) => u128::from(u32::from(v)),
         IpAddr::V6(v) => u128::from(v),
     };
-    let m = if up {
-        n.checked_add(1)?
-    } else {
-        n.checked_sub(1)?
-    };
-    Some(match a {
-        IpAddr::V4(_) => IpAddr::V4(u32::try_from(m).ok()?.into()),
-        IpAddr::V6(_) => IpAddr::V6(m.into()),
+    (num(n.network()), num(n.broadcast()))
+}
+
+/// The first address of `net` that no prefix of `entries` strictly inside it contains.
+fn unclaimed(net: IpNet, entries: &[IpNet]) -> Option<IpAddr> {
+    let (lo, hi) = bounds(&net);
+    let mut claimed: Vec<(u128, u128)> = entries
+        .iter()
+        .filter(|e| inside(e, &net))
+        .map(bounds)
+        .collect();
+    claimed.sort_unstable();
+    let mut next = lo;
+    for (a, b) in claimed {
+        if a > next {
+            break;
+        }
+        next = next.max(b.checked_add(1)?);
+    }
+    if next > hi {
+        return None;
+    }
+    Some(match net {
+        IpNet::V4(_) => IpAddr::V4(u32::try_from(next).ok()?.into()),
+        IpNet::V6(_) => IpAddr::V6(next.into()),
     })
 }
 
@@ -732,4 +751,73 @@ pub fn explain(
     port: u16,
 ) -> Explanation {
     Evaluator::new(model, opts).explain(src_namespace, dst, proto, port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::file::parse_objects;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn unclaimed_addresses() {
+        let e = [net("10.0.0.0/32"), net("10.0.0.1/32"), net("10.0.0.4/30")];
+        assert_eq!(unclaimed(net("10.0.0.0/31"), &e), None);
+        assert_eq!(
+            unclaimed(net("10.0.0.0/29"), &e),
+            Some("10.0.0.2".parse().unwrap())
+        );
+        assert_eq!(
+            unclaimed(net("10.0.0.4/30"), &e),
+            Some("10.0.0.4".parse().unwrap())
+        );
+        assert_eq!(
+            unclaimed(net("::/0"), &[net("::/1"), net("8000::/1")]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_cidr_is_split_by_identity() {
+        // A named /16 whose first address is a pod: the pod, the rest of the /16, another pod
+        // and the rest of the /8 are four identities.
+        let m = parse_objects(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: first, namespace: a}
+status: {podIP: 10.1.0.0}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: b}
+status: {podIP: 10.2.0.5}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: default, namespace: a}
+spec:
+  egress: [{to: {cidrs: [10.1.0.0/16]}}]
+"#,
+        )
+        .unwrap();
+        let opts = CompileOptions::default();
+        let ev = Evaluator::new(&m, &opts);
+        let parts: Vec<(String, usize)> = ev
+            .cidr_parts(net("10.0.0.0/8"))
+            .into_iter()
+            .map(|p| (p.address.to_string(), p.entries))
+            .collect();
+        let want = [
+            ("10.0.0.0", 0),
+            ("10.1.0.0", 1),
+            ("10.1.0.1", 1),
+            ("10.2.0.5", 1),
+        ];
+        let want: Vec<(String, usize)> = want.iter().map(|(a, n)| ((*a).to_owned(), *n)).collect();
+        assert_eq!(parts, want);
+    }
 }
