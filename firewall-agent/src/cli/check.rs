@@ -27,7 +27,7 @@ pub struct CheckArgs {
     /// kubeconfig for `--source kube`.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// Source: NAMESPACE (any pod of it), NAMESPACE/POD, or an IP address.
+    /// Source: NAMESPACE (a pod of it), NAMESPACE/POD, or an IP address.
     #[arg(long)]
     from: String,
     /// Destination: NAMESPACE, NAMESPACE/POD, NAMESPACE/svc/SERVICE, an IP address or a CIDR.

@@ -39,7 +39,8 @@ enum Command {
     Run(run::RunArgs),
     /// Print the CRD YAML (generated from the Rust types).
     Crds,
-    /// Explain the verdict for a namespace pair and port, naming the deciding rule.
+    /// Judge one connection as the agents would: per side the deciding rule, step and mode; exit
+    /// 0 allowed, 2 a violation (logged or dropped), 1 an error.
     Check(check::CheckArgs),
     /// Check policy objects in YAML files with the agent's own validation (before applying them).
     Validate(validate::ValidateArgs),
