@@ -202,7 +202,7 @@ fn security_zones_example_names_the_rule_and_the_mode_of_each_side() {
                 policy.as_str(),
                 "ClusterRule",
                 "enforce",
-                "label",
+                "Label",
                 result,
             );
             assert_eq!(c.decided(side), want, "{args}");
@@ -282,7 +282,7 @@ fn a_source_without_namespace_objects_says_the_answer_assumes_defaults() {
     assert!(c.warned("no Namespace objects"), "{:#}", c.json);
     assert_eq!(
         c.decided("egress"),
-        ("allow", "default", "Default", "monitor", "flag", "allowed")
+        ("allow", "default", "Default", "monitor", "Flag", "allowed")
     );
     // The agents' --mode, when given, is the mode assumed.
     let c = check(&src, "--from dmz --to data --port 5432 --mode enforce");
@@ -394,6 +394,33 @@ spec:
   ingress: [{from: {namespaces: [frontend]}, services: [payments-api], ports: [{protocol: TCP, port: 8443}]}]
 ";
 
+/// kube-system's object that does not validate (port 0), a ClusterFirewall that does not
+/// deserialize, a cluster default mode, and a mode label that is no mode.
+const BROKEN_KUBE_SYSTEM: &str = "
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: broken, namespace: kube-system}
+spec:
+  ingress: [{from: {namespaces: [frontend]}, ports: [{protocol: TCP, port: 0}]}]
+";
+const BROKEN_CLUSTER_FIREWALL: &str = "
+apiVersion: bulkhead.dev/v1alpha1
+kind: ClusterFirewall
+metadata: {name: broken}
+spec: {rules: [{action: Maybe}]}
+";
+const MODE_DEFAULT_ENFORCE: &str = "
+apiVersion: bulkhead.dev/v1alpha1
+kind: ClusterFirewall
+metadata: {name: defaults}
+spec: {defaults: {mode: Enforce}}
+";
+const DB_LOUD_LABEL: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: db, labels: {bulkhead.dev/mode: loud}}
+";
+
 #[test]
 fn pods_services_and_modes_on_the_saas_scenario() {
     // No namespace of saas has a mode label and no ClusterFirewall sets one: --mode (monitor).
@@ -404,11 +431,11 @@ fn pods_services_and_modes_on_the_saas_scenario() {
     let db = "NamespaceFirewall/db/default";
     assert_eq!(
         c.decided("egress"),
-        ("allow", db, "OtherSide", "monitor", "flag", "allowed")
+        ("allow", db, "OtherSide", "monitor", "Flag", "allowed")
     );
     assert_eq!(
         c.decided("ingress"),
-        ("allow", db, "NamespaceRule", "monitor", "flag", "allowed")
+        ("allow", db, "NamespaceRule", "monitor", "Flag", "allowed")
     );
     assert!(c.side("ingress")["namespace"] == "db" && c.side("egress")["namespace"] == "frontend");
     // payments is not admitted by db: step 2 "no match" denies on db's side, in monitor: logged
@@ -416,11 +443,11 @@ fn pods_services_and_modes_on_the_saas_scenario() {
     let c = check(&src, "--from payments/api --to db/postgres --port 5432");
     assert_eq!(
         c.decided("egress"),
-        ("allow", "default", "Default", "monitor", "flag", "allowed")
+        ("allow", "default", "Default", "monitor", "Flag", "allowed")
     );
     assert_eq!(
         c.decided("ingress"),
-        ("deny", db, "NoMatch", "monitor", "flag", "logged")
+        ("deny", db, "NoMatch", "monitor", "Flag", "logged")
     );
     assert_eq!(c.result(), "logged");
     // The agents' --mode enforce makes it a drop.
@@ -522,14 +549,7 @@ fn world_sources_and_cidrs() {
 
 #[test]
 fn unknown_names_and_rejected_objects_are_warned_about() {
-    let broken_dns = "
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: broken, namespace: kube-system}
-spec:
-  ingress: [{from: {namespaces: [frontend]}, ports: [{protocol: TCP, port: 0}]}]
-";
-    let src = scenario_source("saas", &[DB_FROM_FRONTEND, broken_dns]);
+    let src = scenario_source("saas", &[DB_FROM_FRONTEND, BROKEN_KUBE_SYSTEM]);
     let c = check(&src, "--from frontend/nope --to db/postgres --port 5432");
     assert!(c.warned("unknown pod frontend/nope"), "{:#}", c.json);
     // Judged as a pod of frontend: admitted by db.
@@ -566,13 +586,7 @@ spec:
         )
     );
     // A rejected ClusterFirewall bears on every pair.
-    let broken_cluster = "
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: broken}
-spec: {rules: [{action: Maybe}]}
-";
-    let src = scenario_source("saas", &[broken_cluster]);
+    let src = scenario_source("saas", &[BROKEN_CLUSTER_FIREWALL]);
     let c = check(&src, "--from frontend --to db --port 5432");
     assert!(
         c.warned("ClusterFirewall/broken: InvalidSpec"),
@@ -580,18 +594,18 @@ spec: {rules: [{action: Maybe}]}
         c.json
     );
     assert_eq!(c.json["rejected"][0]["kind"], "ClusterFirewall");
+    // Judged alone, a rejected object was never accepted: it is enforced fail closed
+    // (docs/design.md#invalid-objects), so its rule with an unreadable action denies, here in
+    // monitor.
+    assert_eq!(c.json["rejected"][0]["inForce"], "FailClosed");
+    assert_eq!(c.decided("egress").1, "ClusterFirewall/broken:rules[0]");
+    assert_eq!(c.result(), "logged");
 }
 
 #[test]
 fn the_mode_names_where_it_comes_from() {
     // The ClusterFirewall default sets the mode of namespaces without a label.
-    let defaults = "
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: defaults}
-spec: {defaults: {mode: Enforce}}
-";
-    let src = scenario_source("saas", &[DB_FROM_FRONTEND, defaults]);
+    let src = scenario_source("saas", &[DB_FROM_FRONTEND, MODE_DEFAULT_ENFORCE]);
     let c = check(&src, "--from payments/api --to db/postgres --port 5432");
     assert_eq!(
         c.decided("ingress"),
@@ -600,26 +614,21 @@ spec: {defaults: {mode: Enforce}}
             "NamespaceFirewall/db/default",
             "NoMatch",
             "enforce",
-            "cluster-default",
+            "ClusterDefault",
             "dropped"
         )
     );
     // An invalid label is ignored (docs/design.md#modes), and said so.
-    let loud = "
-apiVersion: v1
-kind: Namespace
-metadata: {name: db, labels: {bulkhead.dev/mode: loud}}
-";
-    let src = scenario_source("saas", &[DB_FROM_FRONTEND, loud]);
+    let src = scenario_source("saas", &[DB_FROM_FRONTEND, DB_LOUD_LABEL]);
     let c = check(&src, "--from payments/api --to db/postgres --port 5432");
     assert!(
-        c.warned("invalid bulkhead.dev/mode label \"loud\""),
+        c.warned("bulkhead.dev/mode label \"loud\" is no mode"),
         "{:#}",
         c.json
     );
     assert_eq!(
         (c.decided("ingress").3, c.decided("ingress").4),
-        ("monitor", "flag")
+        ("monitor", "Flag")
     );
 }
 
@@ -669,7 +678,7 @@ fn text_output_names_port_protocol_rule_and_mode() {
         "TCP port 5432",
         "egress at dmz: deny by ClusterFirewall/security-zones:rules[3]",
         "ingress at data: deny by ClusterFirewall/security-zones:rules[3]",
-        "mode enforce (from label bulkhead.dev/mode)",
+        "mode enforce (from label)",
         "result: dropped (enforce)",
     ] {
         assert!(out.contains(want), "{want:?} missing:\n{out}");
@@ -708,7 +717,7 @@ fn the_live_cluster_is_the_default_source() {
             "NamespaceFirewall/db/default",
             "NoMatch",
             "monitor",
-            "flag",
+            "Flag",
             "logged"
         )
     );

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{
     compiler::{
-        CompileOptions, Destination, Evaluator, Judgement, MODE_LABEL, ModeFrom, Outcome,
+        CompileOptions, Destination, Evaluator, Judgement, MODE_LABEL, ModeSource, Outcome,
         SideDecision, Source, Step,
     },
     model::{ClusterModel, Pod, Rejection},
@@ -265,8 +265,9 @@ struct Report {
     #[serde(skip)]
     outcome: Outcome,
     warnings: Vec<String>,
-    /// Rejected policy objects of either namespace, and every rejected ClusterFirewall.
-    rejected: Vec<RejectedReport>,
+    /// Rejected policy objects of either namespace, and every rejected ClusterFirewall, each
+    /// judged fail closed (`inForce`: `FailClosed`, as for an object never accepted).
+    rejected: Vec<Rejection>,
 }
 
 #[derive(Serialize)]
@@ -299,21 +300,12 @@ struct SideReport {
     /// `OtherSide` or `Default`.
     step: String,
     mode: &'static str,
-    /// `label`, `cluster-default` or `flag`.
-    mode_from: &'static str,
+    /// `Label`, `ClusterDefault` or `Flag` (`LastValidLabel` is for agents, which remember).
+    mode_from: ModeSource,
     /// `allowed`, `logged` or `dropped`.
     result: &'static str,
     #[serde(skip)]
     text: String,
-}
-
-#[derive(Serialize)]
-struct RejectedReport {
-    kind: String,
-    namespace: Option<String>,
-    name: String,
-    reason: String,
-    message: String,
 }
 
 /// How an evaluation step reads.
@@ -338,20 +330,16 @@ fn side_report(namespace: &str, d: &SideDecision) -> SideReport {
         }
         _ => outcome.to_string(),
     };
-    let mode_from = match d.mode_from {
-        ModeFrom::Flag => "--mode".to_owned(),
-        other => other.to_string(),
-    };
     SideReport {
         namespace: namespace.to_owned(),
         verdict: d.verdict.as_str(),
         policy: d.policy.clone(),
         step: format!("{:?}", d.step),
         mode: d.mode.as_str(),
-        mode_from: d.mode_from.as_str(),
+        mode_from: d.mode_from,
         result: outcome.as_str(),
         text: format!(
-            "{}{} ({}); mode {} (from {mode_from}): {effect}",
+            "{}{} ({}); mode {} (from {}): {effect}",
             d.verdict.as_str(),
             match d.step {
                 // Exemptions are decided before any rule: no rule to name.
@@ -360,6 +348,7 @@ fn side_report(namespace: &str, d: &SideDecision) -> SideReport {
             },
             step_text(d.step),
             d.mode.as_str(),
+            d.mode_from.as_str(),
         ),
     }
 }
@@ -371,18 +360,18 @@ fn judgement_report(
 ) -> JudgementReport {
     let outcome = j.outcome();
     JudgementReport {
-        source: j.source.clone(),
-        destination: j.destination.clone(),
+        source: j.source.0.clone(),
+        destination: j.destination.0.clone(),
         address,
         entries,
         egress: j
             .egress
             .as_ref()
-            .map(|d| side_report(j.source_namespace.as_deref().unwrap_or_default(), d)),
+            .map(|d| side_report(j.source.1.as_deref().unwrap_or_default(), d)),
         ingress: j
             .ingress
             .as_ref()
-            .map(|d| side_report(j.destination_namespace.as_deref().unwrap_or_default(), d)),
+            .map(|d| side_report(j.destination.1.as_deref().unwrap_or_default(), d)),
         result: outcome.as_str(),
         outcome,
     }
@@ -409,17 +398,17 @@ impl Resolver<'_> {
                 "unknown namespace {ns}: no such Namespace; judged with no labels and the default mode"
             ));
         }
-        let label = self
-            .model
-            .namespaces
-            .get(ns)
-            .and_then(|n| n.labels.get(MODE_LABEL));
-        if let Some(v) = label
-            && self.ev.mode_from(ns) != ModeFrom::Label
+        for l in self
+            .ev
+            .invalid_mode_labels()
+            .iter()
+            .filter(|l| l.namespace == ns)
         {
             self.warnings.push(format!(
-                "namespace {ns}: invalid {MODE_LABEL} label {v:?} (expected enforce, monitor or off): the agents keep its last valid mode; this answer assumes the default, {}",
-                self.ev.mode(ns).as_str()
+                "namespace {ns}: {MODE_LABEL} label {:?} is no mode (expected enforce, monitor or off): the agents keep its last valid mode; judged alone, this answer uses {} (from {})",
+                l.value,
+                l.in_force.mode.as_str(),
+                l.in_force.source.as_str()
             ));
         }
     }
@@ -570,16 +559,6 @@ impl Resolver<'_> {
     }
 }
 
-fn rejected_report(r: &Rejection) -> RejectedReport {
-    RejectedReport {
-        kind: r.kind.clone(),
-        namespace: r.namespace.clone(),
-        name: r.name.clone(),
-        reason: r.reason.clone(),
-        message: r.message.clone(),
-    }
-}
-
 fn report(args: &CheckArgs, q: &Query, model: &ClusterModel, ev: &Evaluator<'_>) -> Report {
     let mut r = Resolver {
         model,
@@ -600,10 +579,7 @@ fn report(args: &CheckArgs, q: &Query, model: &ClusterModel, ev: &Evaluator<'_>)
         .map(|(dst, address, entries)| {
             let j = ev.judge(&src, &dst, q.proto as u8, q.port);
             // Addresses resolve to namespaces too.
-            for ns in [&j.source_namespace, &j.destination_namespace]
-                .into_iter()
-                .flatten()
-            {
+            for ns in [&j.source.1, &j.destination.1].into_iter().flatten() {
                 r.namespace(ns);
             }
             judgement_report(&j, address, entries)
@@ -626,12 +602,12 @@ fn report(args: &CheckArgs, q: &Query, model: &ClusterModel, ev: &Evaluator<'_>)
                 .is_none_or(|ns| r.namespaces.contains(ns))
         })
         .collect();
-    r.warnings.extend(
-        bearing
-            .iter()
-            .map(|x| format!("rejected policy object {x}")),
-    );
-    let rejected = bearing.into_iter().map(rejected_report).collect();
+    r.warnings.extend(bearing.iter().map(|x| {
+        format!(
+            "rejected policy object {x}; judged fail closed here (the agents enforce its last accepted version instead if they accepted one)"
+        )
+    }));
+    let rejected = bearing.into_iter().cloned().collect();
     let outcome = judgements
         .iter()
         .map(|j| j.outcome)
@@ -823,7 +799,7 @@ mod tests {
                 policy: "default".into(),
                 step: Step::Default,
                 mode,
-                mode_from: ModeFrom::Flag,
+                mode_from: ModeSource::Flag,
             })
         };
         let (enforce, monitor, off) = (Mode::Enforce, Mode::Monitor, Mode::Off);
@@ -850,12 +826,10 @@ mod tests {
         ];
         for (e, i, want) in cases {
             let j = Judgement {
-                source: String::new(),
-                source_namespace: None,
-                destination: String::new(),
-                destination_namespace: None,
                 egress: side(e),
                 ingress: side(i),
+                source: Default::default(),
+                destination: Default::default(),
             };
             assert_eq!(j.outcome(), want, "{e:?} {i:?}");
         }

@@ -14,10 +14,13 @@ use super::{
     evaluate::{Decision, Dst, Outside, Plan, Src, Step},
     identities::{Identities, IdentityKind, namespace_names},
     ids::IdAllocator,
-    modes::{self, MODE_LABEL},
+    modes::{self, InvalidModeLabel, ModeSource, NamespaceMode},
     policy_set::PolicySet,
 };
-use crate::model::{ClusterModel, Pod, Rejection};
+use crate::{
+    model::{ClusterModel, Pod, Rejection},
+    policy::LastAccepted,
+};
 
 /// The destination of a connection to explain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,38 +63,6 @@ pub enum Source {
     Address(IpAddr),
     /// The host (a hostNetwork pod without a reported address).
     Host,
-}
-
-/// Where a namespace's mode comes from (docs/design.md#modes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ModeFrom {
-    /// Its `bulkhead.dev/mode` label.
-    Label,
-    /// The ClusterFirewall `defaults.mode`.
-    ClusterDefault,
-    /// The agent's `--mode` (for `check`, its own `--mode`, which should match the agents').
-    Flag,
-}
-
-impl ModeFrom {
-    /// A stable name (`label`, `cluster-default`, `flag`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModeFrom::Label => "label",
-            ModeFrom::ClusterDefault => "cluster-default",
-            ModeFrom::Flag => "flag",
-        }
-    }
-}
-
-impl fmt::Display for ModeFrom {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ModeFrom::Label => "label bulkhead.dev/mode",
-            ModeFrom::ClusterDefault => "ClusterFirewall defaults.mode",
-            ModeFrom::Flag => "--mode",
-        })
-    }
 }
 
 /// What one side does with a connection.
@@ -138,7 +109,7 @@ pub struct SideDecision {
     /// This side's mode.
     pub mode: Mode,
     /// Where that mode comes from.
-    pub mode_from: ModeFrom,
+    pub mode_from: ModeSource,
 }
 
 impl SideDecision {
@@ -216,18 +187,15 @@ impl fmt::Display for Explanation {
 /// egress side (nothing judges at a world or host sender).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Judgement {
-    /// The source as resolved (`namespace web`, `pod web/app (10.0.0.1)`, `world 1.1.1.1`).
-    pub source: String,
-    /// Source namespace, when the source is a pod.
-    pub source_namespace: Option<String>,
-    /// The destination as resolved.
-    pub destination: String,
-    /// Destination namespace, when the destination is a namespace endpoint.
-    pub destination_namespace: Option<String>,
     /// The egress side (at the source pod); `None` for a world or host source.
     pub egress: Option<SideDecision>,
     /// The ingress side (at the destination pod); `None` for world and host destinations.
     pub ingress: Option<SideDecision>,
+    /// The source as resolved (`namespace web`, `pod web/app (10.0.0.1)`, `world 1.1.1.1`), and
+    /// its namespace when it is a pod.
+    pub source: (String, Option<String>),
+    /// The destination as resolved, and its namespace when it is a namespace endpoint.
+    pub destination: (String, Option<String>),
 }
 
 impl Judgement {
@@ -272,17 +240,20 @@ pub struct Evaluator<'m> {
     set: PolicySet,
     idents: Identities,
     labels: BTreeMap<String, BTreeMap<String, String>>,
-    modes: BTreeMap<String, Mode>,
-    default_mode: Mode,
+    modes: BTreeMap<String, NamespaceMode>,
+    default_mode: NamespaceMode,
+    invalid_mode_labels: Vec<InvalidModeLabel>,
 }
 
 impl<'m> Evaluator<'m> {
     /// Validates the model's policy once and gives its endpoints identities, as a compile does.
     pub fn new(model: &'m ClusterModel, opts: &'m CompileOptions) -> Self {
-        let set = PolicySet::build(crate::crd::policy_input(model));
+        // Judged alone: a refused object is shown by its fail-closed stand-in.
+        let set = PolicySet::in_force(model, &mut LastAccepted::default());
         let idents = Identities::build(model, &set, opts, &mut IdAllocator::default());
         let names = namespace_names(model);
-        let modes = modes::namespace_modes(model, &set, opts, &names);
+        let (modes, invalid_mode_labels) =
+            modes::namespace_modes(model, &set, opts, &names, &mut Default::default());
         let default_mode = modes::default_mode(&set, opts);
         let labels = model
             .namespaces
@@ -297,6 +268,7 @@ impl<'m> Evaluator<'m> {
             labels,
             modes,
             default_mode,
+            invalid_mode_labels,
         }
     }
 
@@ -305,24 +277,19 @@ impl<'m> Evaluator<'m> {
         &self.set.rejected
     }
 
-    /// The mode of a namespace.
-    pub fn mode(&self, ns: &str) -> Mode {
+    /// The mode of a namespace, and where it comes from.
+    pub fn namespace_mode(&self, ns: &str) -> NamespaceMode {
         self.modes.get(ns).copied().unwrap_or(self.default_mode)
     }
 
-    /// Where the mode of a namespace comes from: its label when that is what set the mode
-    /// (an invalid label is ignored), else the cluster default, else the flag.
-    pub fn mode_from(&self, ns: &str) -> ModeFrom {
-        let label = self
-            .labels
-            .get(ns)
-            .and_then(|l| l.get(MODE_LABEL))
-            .and_then(|v| Mode::from_name(&v.to_ascii_lowercase()));
-        match label {
-            Some(m) if m == self.mode(ns) => ModeFrom::Label,
-            _ if self.set.default_mode.is_some() => ModeFrom::ClusterDefault,
-            _ => ModeFrom::Flag,
-        }
+    /// The mode of a namespace.
+    pub fn mode(&self, ns: &str) -> Mode {
+        self.namespace_mode(ns).mode
+    }
+
+    /// Mode labels whose value is no mode (judged alone, such a namespace has the default).
+    pub fn invalid_mode_labels(&self) -> &[InvalidModeLabel] {
+        &self.invalid_mode_labels
     }
 
     /// The referenced Services (those some rule names) whose selector matches `pod`: the
@@ -474,7 +441,7 @@ impl<'m> Evaluator<'m> {
         }
     }
 
-    fn side(&self, d: Decision, mode: Mode, mode_from: ModeFrom) -> SideDecision {
+    fn side(&self, d: Decision, mode: Mode, mode_from: ModeSource) -> SideDecision {
         let verdict = d.value.0;
         let policy = self
             .set
@@ -505,7 +472,10 @@ impl<'m> Evaluator<'m> {
         proto: u8,
         port: u16,
     ) -> SideDecision {
-        let (mode, mode_from) = (self.mode(ns), self.mode_from(ns));
+        let NamespaceMode {
+            mode,
+            source: mode_from,
+        } = self.namespace_mode(ns);
         match exemption(side, local, peer, proto, port) {
             Some(e) => SideDecision {
                 verdict: PolicyVerdict::Allow,
@@ -544,10 +514,11 @@ impl<'m> Evaluator<'m> {
             .into_iter()
             .flatten()
             .any(|s| s.outcome() == Outcome::Dropped);
+        let (destination, destination_namespace) = j.destination;
         Explanation {
             source_namespace: src_namespace.to_owned(),
-            destination: j.destination,
-            destination_namespace: j.destination_namespace,
+            destination,
+            destination_namespace,
             egress,
             ingress,
             dropped,
@@ -637,12 +608,10 @@ impl<'m> Evaluator<'m> {
             }
         };
         Judgement {
-            source,
-            source_namespace: src_ns,
-            destination: resolved.what,
-            destination_namespace,
             egress,
             ingress,
+            source: (source, src_ns),
+            destination: (resolved.what, destination_namespace),
         }
     }
 
