@@ -587,7 +587,7 @@ fn report(args: &CheckArgs, q: &Query, model: &ClusterModel, ev: &Evaluator<'_>)
         .collect();
     if judgements.iter().all(|j| j.egress.is_none()) {
         r.warnings.push(format!(
-            "{} is no pod: connections from world or host are not restricted in v1alpha1 (always allowed by design)",
+            "the source {} is world or host: connections from world or host are not restricted in v1alpha1 (always allowed by design)",
             args.from
         ));
     }
