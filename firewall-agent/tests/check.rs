@@ -547,6 +547,58 @@ fn world_sources_and_cidrs() {
     assert_eq!(c.result(), "logged");
 }
 
+/// A hostNetwork pod on the node's address, and a pod of the payments-api Service that has no
+/// IP yet.
+const HOST_AND_PENDING_PODS: &str = "
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: agent, namespace: kube-system}
+  spec: {hostNetwork: true, nodeName: node-1, containers: []}
+  status: {phase: Running, podIP: 198.18.7.1}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: api-2, namespace: payments, labels: {app: api}}
+  spec: {nodeName: node-1, containers: []}
+  status: {phase: Pending}
+";
+
+#[test]
+fn host_network_and_pending_pods() {
+    let src = scenario_source(
+        "saas",
+        &[
+            DB_FROM_FRONTEND,
+            PAYMENTS_API_FROM_FRONTEND,
+            HOST_AND_PENDING_PODS,
+        ],
+    );
+    // A hostNetwork pod's connections are the host's: no egress side, ingress from host exempt.
+    let c = check(
+        &src,
+        "--from kube-system/agent --to db/postgres --port 5432",
+    );
+    assert!(c.side("egress").is_null());
+    assert_eq!(c.decided("ingress").2, "Unrestricted");
+    assert!(c.warned("uses the host network"));
+    assert_eq!(c.result(), "allowed");
+    // As a destination it is the host: no ingress side; frontend has no egress rules (step 4).
+    let c = check(
+        &src,
+        "--from frontend/web --to kube-system/agent --port 10250",
+    );
+    assert!(c.side("ingress").is_null());
+    assert_eq!(c.decided("egress").2, "Default");
+    // A pod without an IP is judged by its labels, as its own node identifies it: payments-api
+    // selects it, so payments admits frontend on 8443.
+    let c = check(&src, "--from frontend/web --to payments/api-2 --port 8443");
+    assert!(c.warned("has no IP yet"));
+    assert_eq!(c.decided("ingress").2, "NamespaceRule");
+    assert_eq!(c.result(), "allowed");
+}
+
 #[test]
 fn unknown_names_and_rejected_objects_are_warned_about() {
     let src = scenario_source("saas", &[DB_FROM_FRONTEND, BROKEN_KUBE_SYSTEM]);
