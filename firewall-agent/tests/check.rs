@@ -595,8 +595,8 @@ fn host_network_and_pending_pods() {
     // selects it, so payments admits frontend on 8443.
     let c = check(&src, "--from frontend/web --to payments/api-2 --port 8443");
     assert!(c.warned("has no IP yet"));
-    assert_eq!(c.decided("ingress").2, "NamespaceRule");
-    assert_eq!(c.result(), "allowed");
+    let judged = (c.decided("ingress").2, c.result());
+    assert_eq!(judged, ("NamespaceRule", "allowed"));
 }
 
 #[test]
