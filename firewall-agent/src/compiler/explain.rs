@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use super::{
     CompileOptions,
     evaluate::{Decision, Dst, Outside, Plan, Src, Step},
-    identities::{Identities, IdentityKind, namespace_names},
+    identities::{Identities, IdentityKind, is_referenced, namespace_names, narrowing},
     ids::IdAllocator,
     modes::{self, InvalidModeLabel, ModeSource, NamespaceMode},
     policy_set::PolicySet,
@@ -295,25 +295,12 @@ impl<'m> Evaluator<'m> {
     /// The referenced Services (those some rule names) whose selector matches `pod`: the
     /// Services that narrow its identity.
     pub fn narrowing_services(&self, pod: &Pod) -> BTreeSet<String> {
-        self.model
+        let referenced = self
+            .model
             .services
             .iter()
-            .filter(|s| {
-                s.selects(pod)
-                    && self
-                        .set
-                        .referenced_services
-                        .contains(&(s.namespace.clone(), s.name.clone()))
-            })
-            .map(|s| s.name.clone())
-            .collect()
-    }
-
-    /// Whether some rule names the Service `namespace/name` (only then does it narrow identities).
-    pub fn is_referenced(&self, namespace: &str, name: &str) -> bool {
-        self.set
-            .referenced_services
-            .contains(&(namespace.to_owned(), name.to_owned()))
+            .filter(|s| is_referenced(&self.set, s));
+        narrowing(referenced, pod)
     }
 
     fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
