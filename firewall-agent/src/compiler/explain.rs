@@ -1,6 +1,7 @@
 //! Explains the verdict for one connection, naming the deciding rule on each side
 //! (`firewall-agent check`, and the reference the compiled maps are tested against).
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet},
     fmt,
     net::IpAddr,
@@ -225,7 +226,7 @@ struct Resolved<'a> {
 /// Where a destination is, as the rules see it.
 enum Place<'a> {
     /// An endpoint of a namespace selected by these (referenced) Services.
-    Namespace(&'a str, std::borrow::Cow<'a, BTreeSet<String>>),
+    Namespace(&'a str, Cow<'a, BTreeSet<String>>),
     /// A world or host address.
     Outside(IpAddr),
 }
@@ -321,7 +322,7 @@ impl<'m> Evaluator<'m> {
         src: &Identity,
         src_name: Option<&str>,
         name: &'a str,
-        services: std::borrow::Cow<'a, BTreeSet<String>>,
+        services: Cow<'a, BTreeSet<String>>,
         dns: bool,
         what: String,
     ) -> Resolved<'a> {
@@ -351,7 +352,7 @@ impl<'m> Evaluator<'m> {
         match dst {
             Destination::Namespace { name, services } => {
                 let dns = dns_ns == name && services.contains(dns_name);
-                let services = std::borrow::Cow::Owned(services.iter().cloned().collect());
+                let services = Cow::Owned(services.iter().cloned().collect());
                 let what = format!("namespace {name}");
                 self.resolve_named(local, src_name, name, services, dns, what)
             }
@@ -376,12 +377,12 @@ impl<'m> Evaluator<'m> {
                                 &s.namespace == dns_ns && &s.name == dns_name && s.selects(p)
                             });
                         let what = pod_name(p);
-                        let services = std::borrow::Cow::Owned(self.narrowing_services(p));
+                        let services = Cow::Owned(self.narrowing_services(p));
                         self.resolve_named(local, src_name, namespace, services, dns, what)
                     }
                     None => {
                         let what = format!("namespace {namespace}");
-                        let services = std::borrow::Cow::Owned(BTreeSet::new());
+                        let services = Cow::Owned(BTreeSet::new());
                         self.resolve_named(local, src_name, namespace, services, false, what)
                     }
                 }
@@ -396,7 +397,7 @@ impl<'m> Evaluator<'m> {
         let kind = self.idents.kinds.get(&identity.id).map(|k| &k.1);
         let (place, what) = match kind {
             Some(IdentityKind::Namespace { name, services }) => (
-                Place::Namespace(name, std::borrow::Cow::Borrowed(services)),
+                Place::Namespace(name, Cow::Borrowed(services)),
                 self.endpoint_name(ip),
             ),
             Some(IdentityKind::Outside { host: true, .. }) => {
