@@ -8,6 +8,7 @@ pub mod apply;
 pub mod health;
 mod lifecycle;
 pub mod metrics;
+pub mod status;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -30,6 +31,7 @@ use crate::{
 use apply::PolicyState;
 use health::Health;
 use metrics::Metrics;
+use status::StatusBoard;
 
 /// Everything `run` needs, already validated by the CLI.
 #[derive(Clone, Debug)]
@@ -44,7 +46,7 @@ pub struct RunConfig {
     pub poll: Duration,
     /// Settings of `--source kube`.
     pub kube: KubeConfig,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    /// Where `/metrics`, `/healthz`, `/readyz` and `/status` are served.
     pub metrics_addr: Option<SocketAddr>,
 }
 
@@ -52,6 +54,7 @@ pub struct RunConfig {
 struct Agent {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    status: Arc<StatusBoard>,
     datapath: Datapath,
     writer: MapWriter,
     names: Names,
@@ -99,12 +102,21 @@ impl Agent {
                     .state
                     .set_model(model, &mut self.writer, &mut self.names);
                 source.applied(changed, self.state.rejected());
+                if changed {
+                    self.publish_status();
+                }
             }
             Err(e) if self.state.ready => {
                 error!(error = %e, "source unusable; the last good policy stays in force");
             }
             Err(e) => error!(error = %e, "source unusable; no policy applied yet"),
         }
+    }
+
+    /// Republishes `/status` (after each apply).
+    fn publish_status(&self) {
+        self.status
+            .publish(&status::snapshot(&self.state, &self.writer, &self.datapath));
     }
 
     fn every_second(&mut self, source: &Source) {
@@ -115,6 +127,7 @@ impl Agent {
         if self.state.rediscover() {
             info!("pod cgroups changed");
             self.state.apply(&mut self.writer, &mut self.names);
+            self.publish_status();
         }
         self.log
             .sweep(&mut self.fold, &self.counters, &self.names, false);

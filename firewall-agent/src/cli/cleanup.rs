@@ -5,8 +5,8 @@ use anyhow::Context as _;
 
 #[derive(clap::Args)]
 pub struct CleanupArgs {
-    /// Pin directory.
-    #[arg(long, default_value = "/sys/fs/bpf/bulkhead")]
+    /// Pin directory (the one `run` pins under unless told otherwise).
+    #[arg(long, default_value = crate::datapath::pin::DEFAULT_DIR)]
     bpffs: PathBuf,
 }
 

@@ -9,7 +9,7 @@ use crate::{
     agent::{self, RunConfig},
     cgroups,
     compiler::CompileOptions,
-    datapath::LoadOptions,
+    datapath::{LoadOptions, pin},
     source::{SourceSpec, kube::KubeConfig},
 };
 
@@ -59,12 +59,15 @@ pub struct RunArgs {
     /// cgroup v2 directory to attach at (default: the cgroup2 mount from /proc/self/mountinfo).
     #[arg(long)]
     cgroup_root: Option<PathBuf>,
-    /// bpffs directory for pinned state, e.g. /sys/fs/bpf/bulkhead (bpffs is mounted on its
-    /// parent if missing). With it, enforcement survives the agent (SIGKILL, SIGTERM, upgrade)
-    /// and a new agent adopts the state; without it, stopping the agent detaches everything.
+    /// bpffs directory for pinned state (bpffs is mounted on its parent if missing): enforcement
+    /// survives the agent (SIGKILL, SIGTERM, upgrade) and a new agent adopts the state.
+    #[arg(long, default_value = pin::DEFAULT_DIR, conflicts_with = "no_pin")]
+    bpffs: PathBuf,
+    /// Pin nothing, for throwaway runs: stopping the agent in any way detaches everything, and a
+    /// restart is a window without enforcement.
     #[arg(long)]
-    bpffs: Option<PathBuf>,
-    /// Address for /healthz and /readyz (e.g. 0.0.0.0:9090).
+    no_pin: bool,
+    /// Address for /metrics, /healthz, /readyz and /status (e.g. 0.0.0.0:9090).
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
     /// kubeconfig for `--source kube` (default: in-cluster config).
@@ -143,7 +146,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             policy_entries: args.policy_entries,
             cgroup_entries: args.cgroup_entries,
             address_entries: args.address_entries,
-            pin_dir: args.bpffs,
+            pin_dir: (!args.no_pin).then_some(args.bpffs),
         },
         poll: Duration::from_millis(args.poll_ms.max(10)),
         kube: KubeConfig {

@@ -1,6 +1,6 @@
 //! Pinned state in bpffs, so enforcement outlives the agent (docs/design.md#pinning-and-restarts).
 //!
-//! Layout under the pin directory (`--bpffs`, e.g. `/sys/fs/bpf/bulkhead`):
+//! Layout under the pin directory (`--bpffs`, [`DEFAULT_DIR`] unless told otherwise):
 //! - `maps/<NAME>`: every map of the object, pinned by name. The next agent's loader opens these
 //!   instead of creating new maps, so the policy, conntrack, fold state, counters and the ring
 //!   buffer carry over.
@@ -20,6 +20,10 @@ use std::{
 };
 
 use aya::programs::links::PinnedLink;
+
+/// Where `run` pins and `cleanup` and `status` look unless told otherwise: one constant, so an
+/// agent started without flags and the commands that inspect or remove its state agree.
+pub const DEFAULT_DIR: &str = "/sys/fs/bpf/bulkhead";
 
 /// The bpffs filesystem magic (`BPF_FS_MAGIC` in linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -188,6 +192,17 @@ pub fn generation() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{nanos}-{}", std::process::id())
+}
+
+/// One link pin's name, `<program>@<generation>`, split; `None` for other files.
+pub fn parse_link_pin(pin: &Path) -> Option<(&str, &str)> {
+    pin.file_name()?.to_str()?.split_once('@')
+}
+
+/// The process id a generation tag names (`<unix ns>-<pid>`, see [`generation`]): the agent that
+/// attached it, in that agent's PID namespace.
+pub fn generation_pid(generation: &str) -> Option<u32> {
+    generation.rsplit_once('-')?.1.parse().ok()
 }
 
 /// Unpins the given links, which detaches each one unless some process still holds it open (an

@@ -72,8 +72,9 @@ pub struct Node {
     pub addresses: Vec<IpAddr>,
 }
 
-/// A policy object that is not applied, and why (logged and reported in its status).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A policy object that is not applied, and why (logged and reported in its status and by
+/// the agent's `/status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rejection {
     /// `NamespaceFirewall` or `ClusterFirewall`.
     pub kind: String,

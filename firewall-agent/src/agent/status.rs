@@ -1,0 +1,239 @@
+//! `/status`: what only the running agent knows (namespace names and where each mode comes from,
+//! rejected objects, invalid mode labels, the local pods it found), beside what the pins show too
+//! (slot, generation, map fill). `firewall-agent status` reads it; the loop republishes it after
+//! every apply.
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, RwLock},
+};
+
+use firewall_common::Mode;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    compiler::{CompileOptions, Compiled, MODE_LABEL},
+    model::{ClusterModel, Rejection},
+};
+
+/// Where a namespace's mode comes from (docs/design.md#modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModeSource {
+    /// Its `bulkhead.dev/mode` label.
+    Label,
+    /// The ClusterFirewall `defaults.mode`.
+    ClusterDefault,
+    /// The agent's `--mode`.
+    Flag,
+}
+
+impl ModeSource {
+    /// As `status` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModeSource::Label => "label",
+            ModeSource::ClusterDefault => "cluster default",
+            ModeSource::Flag => "flag --mode",
+        }
+    }
+}
+
+/// One namespace as the policy in force sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceStatus {
+    pub name: String,
+    /// Its id in the kernel maps.
+    pub id: u32,
+    /// `enforce`, `monitor` or `off`.
+    pub mode: String,
+    pub source: ModeSource,
+}
+
+/// A `bulkhead.dev/mode` label whose value is not a mode: the namespace keeps another mode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidLabel {
+    pub namespace: String,
+    pub value: String,
+}
+
+/// A pod of this node with the cgroups found for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalPod {
+    pub namespace: String,
+    pub name: String,
+    /// Container cgroups found under the cgroup root (0: not classified by cgroup yet).
+    pub cgroups: usize,
+}
+
+/// Entries and capacity of one map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapFill {
+    pub name: String,
+    pub entries: usize,
+    pub capacity: u32,
+}
+
+impl MapFill {
+    /// From `(name, entries, capacity)`.
+    pub fn list(fill: &[(&'static str, usize, u32)]) -> Vec<MapFill> {
+        fill.iter()
+            .map(|(name, entries, capacity)| MapFill {
+                name: (*name).to_owned(),
+                entries: *entries,
+                capacity: *capacity,
+            })
+            .collect()
+    }
+}
+
+/// What the last compile decided, kept by the policy state for `/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyView {
+    /// Mode of namespaces without an entry, and where it comes from.
+    pub default_mode: String,
+    pub default_source: Option<ModeSource>,
+    pub namespaces: Vec<NamespaceStatus>,
+    pub invalid_mode_labels: Vec<InvalidLabel>,
+    pub local_pods: Vec<LocalPod>,
+}
+
+/// The agent's status, as `/status` serves it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: String,
+    pub commit: String,
+    pub node: String,
+    pub pid: u32,
+    /// A policy is applied and this node is known (`/readyz`).
+    pub ready: bool,
+    /// The pin directory; `None` with `--no-pin`.
+    pub pin_dir: Option<String>,
+    /// This agent's link generation (pinned only).
+    pub link_generation: Option<String>,
+    /// Whether the maps were adopted from an earlier agent's pins.
+    pub adopted: bool,
+    pub active_slot: u8,
+    /// When a policy was last written (unix ms; 0: never).
+    pub applied_unix_ms: u64,
+    /// The last apply's error, while the previous policy stays in force.
+    pub apply_error: Option<String>,
+    /// `None` until a policy has been compiled.
+    pub policy: Option<PolicyView>,
+    pub rejected: Vec<Rejection>,
+    /// Pod cgroups under the cgroup root that belong to no local Pod.
+    pub unmatched_pod_cgroups: usize,
+    pub maps: Vec<MapFill>,
+}
+
+/// The latest snapshot, shared by the loop (writer) and the HTTP server (reader), kept as its
+/// JSON so a request costs no serialization.
+#[derive(Debug, Default)]
+pub struct StatusBoard(RwLock<Arc<String>>);
+
+impl StatusBoard {
+    /// Replaces the published snapshot.
+    pub fn publish(&self, s: &Snapshot) {
+        let json = serde_json::to_string_pretty(s).unwrap_or_else(|e| {
+            serde_json::json!({ "error": format!("serializing the status: {e}") }).to_string()
+        });
+        if let Ok(mut g) = self.0.write() {
+            *g = Arc::new(json + "\n");
+        }
+    }
+
+    /// The published snapshot as JSON.
+    pub fn json(&self) -> Arc<String> {
+        self.0.read().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+fn mode_name(v: u32) -> String {
+    Mode::try_from(v).map_or_else(|_| format!("unknown ({v})"), |m| m.as_str().to_owned())
+}
+
+/// What `compiled` (from `model`, with the cgroups found per pod UID) decided, by namespace name.
+pub fn policy_view(
+    model: &ClusterModel,
+    compiled: &Compiled,
+    opts: &CompileOptions,
+    cgroup_ids: &BTreeMap<String, Vec<u64>>,
+) -> PolicyView {
+    let m = &compiled.maps;
+    // Until the compiler reports each mode's source: a label that names a mode wins, otherwise
+    // the default, which comes from a ClusterFirewall when it differs from the flag's.
+    let default_source = if m.default_mode == opts.default_mode as u32 {
+        ModeSource::Flag
+    } else {
+        ModeSource::ClusterDefault
+    };
+    let mut invalid_mode_labels = Vec::new();
+    let namespaces = compiled
+        .namespaces
+        .iter()
+        .map(|(id, name)| {
+            let label = model
+                .namespaces
+                .get(name)
+                .and_then(|n| n.labels.get(MODE_LABEL));
+            let source = match label {
+                Some(v) if Mode::from_name(v).is_some() => ModeSource::Label,
+                Some(v) => {
+                    invalid_mode_labels.push(InvalidLabel {
+                        namespace: name.clone(),
+                        value: v.clone(),
+                    });
+                    default_source
+                }
+                None => default_source,
+            };
+            NamespaceStatus {
+                name: name.clone(),
+                id: *id,
+                mode: mode_name(m.modes.get(id).copied().unwrap_or(m.default_mode)),
+                source,
+            }
+        })
+        .collect();
+    let local_pods = model
+        .pods
+        .iter()
+        .filter(|p| p.node_name.as_deref() == Some(opts.node_name.as_str()) && p.is_endpoint())
+        .map(|p| LocalPod {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            cgroups: cgroup_ids.get(&p.uid).map_or(0, Vec::len),
+        })
+        .collect();
+    PolicyView {
+        default_mode: mode_name(m.default_mode),
+        default_source: Some(default_source),
+        namespaces,
+        invalid_mode_labels,
+        local_pods,
+    }
+}
+
+/// The snapshot of a running agent: its policy state, writer and datapath.
+pub fn snapshot(
+    state: &super::apply::PolicyState,
+    writer: &crate::datapath::writer::MapWriter,
+    datapath: &crate::datapath::Datapath,
+) -> Snapshot {
+    Snapshot {
+        version: crate::VERSION.to_owned(),
+        commit: crate::COMMIT.to_owned(),
+        node: state.opts.node_name.clone(),
+        pid: std::process::id(),
+        ready: state.serving(),
+        pin_dir: datapath.pin_dir().map(|p| p.display().to_string()),
+        link_generation: datapath.generation().map(str::to_owned),
+        adopted: datapath.adopted(),
+        active_slot: writer.active_slot(),
+        applied_unix_ms: state.applied_unix_ms,
+        apply_error: state.apply_error.clone(),
+        policy: state.view.clone(),
+        rejected: state.rejected().to_vec(),
+        unmatched_pod_cgroups: state.unmatched_pod_cgroups(),
+        maps: MapFill::list(&writer.fill()),
+    }
+}
