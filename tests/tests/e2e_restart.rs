@@ -430,6 +430,9 @@ pods:
         Some(65_536.into()),
         "{s:#}"
     );
+    let (ok, text, _) = status(&["--endpoint", &endpoint]);
+    eprintln!("status:\n{text}");
+    assert!(ok && text.contains("beta: \"enforcing\""), "{text}");
     let slot = agent["active_slot"].clone();
     let namespaces = m.len();
 
@@ -463,6 +466,7 @@ pods:
             "{s:#}"
         );
         let (ok, text, _) = status(&["--endpoint", &endpoint]);
+        eprintln!("status with no agent:\n{text}");
         assert!(ok && text.contains("agent: none answers"), "{text}");
         assert_eq!(node.tcp("alpha/a", "gamma/c", 9090).result, "denied");
     };
