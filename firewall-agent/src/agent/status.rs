@@ -237,3 +237,127 @@ pub fn snapshot(
         maps: MapFill::list(&writer.fill()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        compiler::{IdAllocator, compile},
+        source::file::parse_objects,
+    };
+
+    const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: a, labels: {bulkhead.dev/mode: off}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: b, labels: {bulkhead.dev/mode: enforcing}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: c}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a1, namespace: a, uid: ua1}
+spec: {nodeName: n1, containers: []}
+status: {podIP: 10.244.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b1, namespace: b, uid: ub1}
+spec: {nodeName: n2, containers: []}
+status: {podIP: 10.244.0.2}
+"#;
+
+    fn view(extra: &str) -> PolicyView {
+        let model = parse_objects(&format!("{CLUSTER}{extra}")).expect("model");
+        let opts = CompileOptions {
+            node_name: "n1".into(),
+            default_mode: Mode::Monitor,
+            ..Default::default()
+        };
+        let compiled = compile(&model, &opts, &mut IdAllocator::default());
+        let cgroups = BTreeMap::from([("ua1".to_owned(), vec![7, 8])]);
+        policy_view(&model, &compiled, &opts, &cgroups)
+    }
+
+    fn modes(v: &PolicyView) -> Vec<(&str, &str, ModeSource)> {
+        v.namespaces
+            .iter()
+            .map(|n| (n.name.as_str(), n.mode.as_str(), n.source))
+            .collect()
+    }
+
+    #[test]
+    fn modes_name_their_source() {
+        let v = view("");
+        // docs/design.md#modes: label > ClusterFirewall default > --mode; an invalid label
+        // counts as none and is reported.
+        assert_eq!(
+            modes(&v),
+            [
+                ("a", "off", ModeSource::Label),
+                ("b", "monitor", ModeSource::Flag),
+                ("c", "monitor", ModeSource::Flag),
+            ]
+        );
+        assert_eq!(
+            v.invalid_mode_labels,
+            [InvalidLabel {
+                namespace: "b".into(),
+                value: "enforcing".into()
+            }]
+        );
+        assert_eq!(
+            (v.default_mode.as_str(), v.default_source),
+            ("monitor", Some(ModeSource::Flag))
+        );
+        // Only this node's pods, with the cgroups found for them.
+        assert_eq!(
+            v.local_pods,
+            [LocalPod {
+                namespace: "a".into(),
+                name: "a1".into(),
+                cgroups: 2
+            }]
+        );
+        let cfw = r#"
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: ClusterFirewall
+metadata: {name: base}
+spec: {defaults: {mode: Enforce}}
+"#;
+        let v = view(cfw);
+        assert_eq!(
+            modes(&v),
+            [
+                ("a", "off", ModeSource::Label),
+                ("b", "enforce", ModeSource::ClusterDefault),
+                ("c", "enforce", ModeSource::ClusterDefault),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_board_serves_the_last_snapshot_as_json() {
+        let board = StatusBoard::default();
+        let s = Snapshot {
+            node: "n1".into(),
+            rejected: vec![Rejection {
+                kind: "NamespaceFirewall".into(),
+                namespace: Some("a".into()),
+                name: "x".into(),
+                reason: "InvalidSpec".into(),
+                message: "m".into(),
+            }],
+            ..Default::default()
+        };
+        board.publish(&s);
+        let back: Snapshot = serde_json::from_str(&board.json()).expect("snapshot JSON");
+        assert_eq!(back, s);
+    }
+}

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 pub struct CleanupArgs {
     /// Pin directory (the one `run` pins under unless told otherwise).
     #[arg(long, default_value = crate::datapath::pin::DEFAULT_DIR)]
-    bpffs: PathBuf,
+    pub(super) bpffs: PathBuf,
 }
 
 /// Removes pinned programs, links and maps, naming each.

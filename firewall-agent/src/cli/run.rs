@@ -104,6 +104,13 @@ pub struct RunArgs {
     poll_ms: u64,
 }
 
+impl RunArgs {
+    /// Where to pin: `--bpffs` (default [`pin::DEFAULT_DIR`]) unless `--no-pin`.
+    fn pin_dir(&self) -> Option<PathBuf> {
+        (!self.no_pin).then(|| self.bpffs.clone())
+    }
+}
+
 fn parse_dns_service(s: &str) -> anyhow::Result<(String, String)> {
     match s.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
@@ -125,6 +132,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if matches!(args.attach, Attach::Tc) {
         bail!("--attach tc is not implemented yet; use --attach cgroup");
     }
+    let pin_dir = args.pin_dir();
     let node_name = args
         .node_name
         .or_else(hostname)
@@ -146,7 +154,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             policy_entries: args.policy_entries,
             cgroup_entries: args.cgroup_entries,
             address_entries: args.address_entries,
-            pin_dir: (!args.no_pin).then_some(args.bpffs),
+            pin_dir,
         },
         poll: Duration::from_millis(args.poll_ms.max(10)),
         kube: KubeConfig {
@@ -157,4 +165,41 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics_addr: args.metrics_addr,
     };
     agent::run(cfg).await
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn pin_dir(args: &[&str]) -> Result<Option<PathBuf>, clap::Error> {
+        let cli = Cli::try_parse_from(["firewall-agent", "run"].iter().chain(args))?;
+        match cli.command {
+            Command::Run(r) => Ok(r.pin_dir()),
+            _ => unreachable!("parsed as run"),
+        }
+    }
+
+    #[test]
+    fn run_pins_by_default_where_cleanup_looks() {
+        let default = Some(PathBuf::from(pin::DEFAULT_DIR));
+        assert_eq!(pin_dir(&[]).ok(), Some(default));
+        assert_eq!(
+            pin_dir(&["--bpffs", "/sys/fs/bpf/x"]).ok(),
+            Some(Some(PathBuf::from("/sys/fs/bpf/x")))
+        );
+        assert_eq!(pin_dir(&["--no-pin"]).ok(), Some(None));
+        let both = pin_dir(&["--no-pin", "--bpffs", "/sys/fs/bpf/x"]);
+        assert_eq!(
+            both.err().map(|e| e.kind()),
+            Some(clap::error::ErrorKind::ArgumentConflict)
+        );
+        let cli = Cli::try_parse_from(["firewall-agent", "cleanup"]).expect("cleanup");
+        match cli.command {
+            Command::Cleanup(c) => assert_eq!(c.bpffs, PathBuf::from(pin::DEFAULT_DIR)),
+            _ => unreachable!("parsed as cleanup"),
+        }
+    }
 }

@@ -253,3 +253,20 @@ pub fn cleanup(root: &Path) -> Result<Vec<PathBuf>, PinError> {
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pins_name_their_program_generation_and_agent() {
+        let g = generation();
+        let pin = PinDir::new(DEFAULT_DIR)
+            .links()
+            .join(format!("bulkhead_egress@{g}"));
+        assert_eq!(parse_link_pin(&pin), Some(("bulkhead_egress", g.as_str())));
+        assert_eq!(generation_pid(&g), Some(std::process::id()));
+        assert_eq!(parse_link_pin(Path::new("/x/stray")), None);
+        assert_eq!(generation_pid("garbage"), None);
+    }
+}
