@@ -312,23 +312,22 @@ fn restart_without_flags_holds_enforcement() {
         !default.exists(),
         "{DEFAULT_PINS} exists before the test: something on this machine pins there (remove it with `firewall-agent cleanup` if it is a leftover)"
     );
-    const LABELLED: &str = r#"
-namespaces:
-  - {name: alpha, labels: {bulkhead.dev/mode: enforce}}
-  - {name: beta, labels: {bulkhead.dev/mode: enforcing}}
-  - {name: gamma}
-pods:
-  - {name: a, namespace: alpha, labels: {app: a}}
-  - {name: b, namespace: beta, labels: {app: b}, serve: [{protocol: TCP, port: 8080}]}
-  - {name: c, namespace: gamma, labels: {app: c}, serve: [{protocol: TCP, port: 9090}]}
-"#;
+    let labelled = PODS
+        .replace(
+            "{name: alpha}",
+            "{name: alpha, labels: {bulkhead.dev/mode: enforce}}",
+        )
+        .replace(
+            "{name: beta}",
+            "{name: beta, labels: {bulkhead.dev/mode: enforcing}}",
+        );
     // A NamespaceFirewall that is never valid (port 0), in a namespace that admits nothing anyway.
     let broken =
         bulkhead_tests::policy::ingress_from("broken", "gamma", &["alpha"], &[], &[("TCP", 0)]);
     let node = Node::up(
         "rdeflt",
         27,
-        LABELLED,
+        &labelled,
         &[
             &baseline("Deny", "Enforce"),
             &admit("beta", "alpha", 8080),

@@ -246,30 +246,14 @@ mod tests {
         source::file::parse_objects,
     };
 
+    /// One flow-style document per line: namespaces with a valid label, an invalid one and none;
+    /// a pod on this node and one elsewhere.
     const CLUSTER: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: a, labels: {bulkhead.dev/mode: off}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: b, labels: {bulkhead.dev/mode: enforcing}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: c}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: a1, namespace: a, uid: ua1}
-spec: {nodeName: n1, containers: []}
-status: {podIP: 10.244.0.1}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: b1, namespace: b, uid: ub1}
-spec: {nodeName: n2, containers: []}
-status: {podIP: 10.244.0.2}
+{apiVersion: v1, kind: Namespace, metadata: {name: a, labels: {bulkhead.dev/mode: off}}}
+--- {apiVersion: v1, kind: Namespace, metadata: {name: b, labels: {bulkhead.dev/mode: enforcing}}}
+--- {apiVersion: v1, kind: Namespace, metadata: {name: c}}
+--- {apiVersion: v1, kind: Pod, metadata: {name: a1, namespace: a, uid: ua1}, spec: {nodeName: n1, containers: []}, status: {podIP: 10.244.0.1}}
+--- {apiVersion: v1, kind: Pod, metadata: {name: b1, namespace: b, uid: ub1}, spec: {nodeName: n2, containers: []}, status: {podIP: 10.244.0.2}}
 "#;
 
     fn view(extra: &str) -> PolicyView {
@@ -324,13 +308,7 @@ status: {podIP: 10.244.0.2}
                 cgroups: 2
             }]
         );
-        let cfw = r#"
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: base}
-spec: {defaults: {mode: Enforce}}
-"#;
+        let cfw = "--- {apiVersion: bulkhead.dev/v1alpha1, kind: ClusterFirewall, metadata: {name: base}, spec: {defaults: {mode: Enforce}}}";
         let v = view(cfw);
         assert_eq!(
             modes(&v),

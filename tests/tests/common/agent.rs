@@ -32,19 +32,6 @@ impl Agent {
         Self::start_wrapped(&[], source, cgroup_root, node, extra)
     }
 
-    /// Like [`Agent::start`], pinning as `pin` says.
-    pub fn start_pinned(
-        pin: Pinning<'_>,
-        source: &Path,
-        cgroup_root: &Path,
-        node: &str,
-        extra: &[&str],
-    ) -> Agent {
-        let source = file_source(source);
-        let source = ["--source", source.as_str()];
-        Self::launch(&[], pin, &source, cgroup_root, node, extra, "ready")
-    }
-
     /// Starts `firewall-agent run --source kube --kubeconfig KUBECONFIG ...` (the API server
     /// emulator's kubeconfig) and waits until it has applied a policy from a complete sync.
     pub fn start_kube(kubeconfig: &Path, cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
@@ -86,17 +73,21 @@ impl Agent {
         node: &str,
         extra: &[&str],
     ) -> Agent {
+        Self::start_pinned(wrapper, Pinning::Off, source, cgroup_root, node, extra)
+    }
+
+    /// Like [`Agent::start_wrapped`], pinning as `pin` says.
+    pub fn start_pinned(
+        wrapper: &[String],
+        pin: Pinning<'_>,
+        source: &Path,
+        cgroup_root: &Path,
+        node: &str,
+        extra: &[&str],
+    ) -> Agent {
         let source = file_source(source);
         let source = ["--source", source.as_str()];
-        Self::launch(
-            wrapper,
-            Pinning::Off,
-            &source,
-            cgroup_root,
-            node,
-            extra,
-            "ready",
-        )
+        Self::launch(wrapper, pin, &source, cgroup_root, node, extra, "ready")
     }
 
     fn launch(

@@ -67,7 +67,7 @@ impl Node {
     /// Starts the agent on this node, pinning as `pin` says.
     pub fn agent_pinned(&self, pin: Pinning<'_>, extra: &[&str]) -> Agent {
         let root = self.tb.cgroup_root();
-        Agent::start_pinned(pin, &self.source, root, "node-1", extra)
+        Agent::start_pinned(&[], pin, &self.source, root, "node-1", extra)
     }
 
     /// Rewrites the source file with the scenario's objects plus `policies` (atomically).
