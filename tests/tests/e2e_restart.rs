@@ -352,8 +352,8 @@ fn restart_without_flags_holds_enforcement() {
     // status against the running agent: its view and the pins'.
     let s = status_json(&["--endpoint", &endpoint]);
     let agent = &s["agent"];
-    assert_eq!(s["pin_dir"], DEFAULT_PINS, "{s:#}");
-    assert_eq!(agent["pin_dir"], DEFAULT_PINS, "{s:#}");
+    assert_eq!(s["pinDir"], DEFAULT_PINS, "{s:#}");
+    assert_eq!(agent["pinDir"], DEFAULT_PINS, "{s:#}");
     assert_eq!(agent["pid"], first.pid(), "{s:#}");
     assert_eq!(agent["ready"], true, "{s:#}");
     assert!(
@@ -364,16 +364,16 @@ fn restart_without_flags_holds_enforcement() {
     let mode = |ns: &str| m.get(ns).cloned().unwrap_or_default();
     let (enforce, label, cluster) = (
         "enforce".to_owned(),
-        "label".to_owned(),
-        "cluster-default".to_owned(),
+        "Label".to_owned(),
+        "ClusterDefault".to_owned(),
     );
     assert_eq!(mode("alpha"), (enforce.clone(), label), "{s:#}");
     // An invalid label keeps the cluster default (it never had a valid one) and is reported.
     assert_eq!(mode("beta"), (enforce.clone(), cluster.clone()), "{s:#}");
     assert_eq!(mode("gamma"), (enforce, cluster), "{s:#}");
     assert_eq!(
-        agent["policy"]["invalid_mode_labels"],
-        serde_json::json!([{"namespace": "beta", "value": "enforcing"}]),
+        agent["policy"]["invalidModeLabels"],
+        serde_json::json!([{"namespace": "beta", "value": "enforcing", "mode": "enforce", "source": "ClusterDefault"}]),
         "{s:#}"
     );
     let rejected = agent["rejected"].as_array().expect("rejected");
@@ -382,18 +382,19 @@ fn restart_without_flags_holds_enforcement() {
         (
             &rejected[0]["kind"],
             &rejected[0]["namespace"],
-            &rejected[0]["name"]
+            &rejected[0]["name"],
+            &rejected[0]["inForce"]
         ),
+        // Never accepted: enforced fail closed (docs/design.md#invalid-objects).
         (
             &"NamespaceFirewall".into(),
             &"gamma".into(),
-            &"broken".into()
+            &"broken".into(),
+            &"FailClosed".into()
         ),
         "{s:#}"
     );
-    let pods = agent["policy"]["local_pods"]
-        .as_array()
-        .expect("local pods");
+    let pods = agent["policy"]["localPods"].as_array().expect("local pods");
     assert_eq!(pods.len(), 3, "{s:#}");
     assert!(
         pods.iter().all(|p| p["cgroups"].as_u64() >= Some(1)),
@@ -402,7 +403,7 @@ fn restart_without_flags_holds_enforcement() {
     let pins = &s["pins"];
     let gens = pins["generations"].as_array().expect("generations");
     assert_eq!(gens.len(), 1, "{s:#}");
-    assert_eq!(gens[0]["tag"], agent["link_generation"], "{s:#}");
+    assert_eq!(gens[0]["tag"], agent["linkGeneration"], "{s:#}");
     assert_eq!(
         (&gens[0]["pid"], &gens[0]["running"]),
         (&first.pid().into(), &true.into()),
@@ -413,9 +414,9 @@ fn restart_without_flags_holds_enforcement() {
         Some(4),
         "{s:#}"
     );
-    assert_eq!(pins["active_slot"], agent["active_slot"], "{s:#}");
+    assert_eq!(pins["activeSlot"], agent["activeSlot"], "{s:#}");
     let cgroups: u64 = pods.iter().filter_map(|p| p["cgroups"].as_u64()).sum();
-    assert_eq!(pins["pod_cgroups"], cgroups, "{s:#}");
+    assert_eq!(pins["podCgroups"], cgroups, "{s:#}");
     let fill = |v: &serde_json::Value, map: &str| {
         v["maps"]
             .as_array()
@@ -432,7 +433,7 @@ fn restart_without_flags_holds_enforcement() {
     let (ok, text, _) = status(&["--endpoint", &endpoint]);
     eprintln!("status:\n{text}");
     assert!(ok && text.contains("beta: \"enforcing\""), "{text}");
-    let slot = agent["active_slot"].clone();
+    let slot = agent["activeSlot"].clone();
     let namespaces = m.len();
 
     // Stopped with no pin flag, then restarted with none: not one denied attempt gets through,
@@ -443,16 +444,16 @@ fn restart_without_flags_holds_enforcement() {
         let s = status_json(&["--endpoint", &endpoint]);
         assert!(s["agent"].is_null(), "{s:#}");
         assert!(
-            s["agent_error"]
+            s["agentError"]
                 .as_str()
                 .is_some_and(|e| e.contains("no agent answers")),
             "{s:#}"
         );
         let pins = &s["pins"];
-        assert_eq!(pins["active_slot"], slot, "{s:#}");
-        assert_eq!(pins["default_mode"], "enforce", "{s:#}");
+        assert_eq!(pins["activeSlot"], slot, "{s:#}");
+        assert_eq!(pins["defaultMode"], "enforce", "{s:#}");
         assert_eq!(
-            pins["namespaces_by_mode"],
+            pins["namespacesByMode"],
             serde_json::json!({"enforce": namespaces}),
             "{s:#}"
         );
@@ -526,10 +527,10 @@ fn no_pin_pins_nothing_and_status_says_so() {
     let agent = node.agent(&["--metrics-addr", &addr]);
     let d = dir.display().to_string();
     let s = status_json(&["--endpoint", &endpoint, "--bpffs", &d]);
-    assert!(s["agent"]["pin_dir"].is_null(), "{s:#}");
-    assert!(s["agent"]["link_generation"].is_null(), "{s:#}");
+    assert!(s["agent"]["pinDir"].is_null(), "{s:#}");
+    assert!(s["agent"]["linkGeneration"].is_null(), "{s:#}");
     assert!(s["pins"].is_null(), "{s:#}");
-    assert_eq!(s["pins_error"], format!("nothing pinned at {d}"), "{s:#}");
+    assert_eq!(s["pinsError"], format!("nothing pinned at {d}"), "{s:#}");
     let (ok, text, _) = status(&["--endpoint", &endpoint, "--bpffs", &d]);
     assert!(ok && text.contains("pinning: off (--no-pin"), "{text}");
     assert!(!dir.exists());

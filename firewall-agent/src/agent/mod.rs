@@ -101,7 +101,11 @@ impl Agent {
                 let changed = self
                     .state
                     .set_model(model, &mut self.writer, &mut self.names);
-                source.applied(changed, self.state.rejected());
+                source.applied(
+                    changed,
+                    self.state.rejected(),
+                    self.state.invalid_mode_labels(),
+                );
                 if changed {
                     self.publish_status();
                 }

@@ -10,36 +10,15 @@ use std::{
 use firewall_common::Mode;
 use serde::{Deserialize, Serialize};
 
+pub use crate::compiler::ModeSource;
 use crate::{
-    compiler::{CompileOptions, Compiled, MODE_LABEL},
+    compiler::{CompileOptions, Compiled, NamespaceMode},
     model::{ClusterModel, Rejection},
 };
 
-/// Where a namespace's mode comes from (docs/design.md#modes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModeSource {
-    /// Its `bulkhead.dev/mode` label.
-    Label,
-    /// The ClusterFirewall `defaults.mode`.
-    ClusterDefault,
-    /// The agent's `--mode`.
-    Flag,
-}
-
-impl ModeSource {
-    /// As `status` prints it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModeSource::Label => "label",
-            ModeSource::ClusterDefault => "cluster default",
-            ModeSource::Flag => "flag --mode",
-        }
-    }
-}
-
 /// One namespace as the policy in force sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NamespaceStatus {
     pub name: String,
     /// Its id in the kernel maps.
@@ -49,15 +28,19 @@ pub struct NamespaceStatus {
     pub source: ModeSource,
 }
 
-/// A `bulkhead.dev/mode` label whose value is not a mode: the namespace keeps another mode.
+/// A `bulkhead.dev/mode` label whose value is no mode, and the mode the namespace keeps.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct InvalidLabel {
     pub namespace: String,
     pub value: String,
+    pub mode: String,
+    pub source: ModeSource,
 }
 
 /// A pod of this node with the cgroups found for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LocalPod {
     pub namespace: String,
     pub name: String,
@@ -88,6 +71,7 @@ impl MapFill {
 
 /// What the last compile decided, kept by the policy state for `/status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PolicyView {
     /// Mode of namespaces without an entry, and where it comes from.
     pub default_mode: String,
@@ -99,6 +83,7 @@ pub struct PolicyView {
 
 /// The agent's status, as `/status` serves it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     pub version: String,
     pub commit: String,
@@ -151,6 +136,18 @@ fn mode_name(v: u32) -> String {
     Mode::try_from(v).map_or_else(|_| format!("unknown ({v})"), |m| m.as_str().to_owned())
 }
 
+/// Where the default mode comes from: as any namespace without a valid label records it; with
+/// none such, a ClusterFirewall when it differs from `--mode`, else unknown.
+fn default_source(compiled: &Compiled, opts: &CompileOptions) -> Option<ModeSource> {
+    let from_namespaces = compiled
+        .namespace_modes
+        .values()
+        .map(|n| n.source)
+        .find(|s| matches!(s, ModeSource::ClusterDefault | ModeSource::Flag));
+    let differs = compiled.maps.default_mode != opts.default_mode as u32;
+    from_namespaces.or(differs.then_some(ModeSource::ClusterDefault))
+}
+
 /// What `compiled` (from `model`, with the cgroups found per pod UID) decided, by namespace name.
 pub fn policy_view(
     model: &ClusterModel,
@@ -159,37 +156,35 @@ pub fn policy_view(
     cgroup_ids: &BTreeMap<String, Vec<u64>>,
 ) -> PolicyView {
     let m = &compiled.maps;
-    // Until the compiler reports each mode's source: a label that names a mode wins, otherwise
-    // the default, which comes from a ClusterFirewall when it differs from the flag's.
-    let default_source = if m.default_mode == opts.default_mode as u32 {
-        ModeSource::Flag
-    } else {
-        ModeSource::ClusterDefault
+    let mode = |id: &u32, name: &str| -> (String, Option<ModeSource>) {
+        let source = compiled.namespace_modes.get(name).map(|n| n.source);
+        // The kernel map's entry is what packets see; the compiler's record says why.
+        let v = m.modes.get(id).copied().unwrap_or(m.default_mode);
+        (mode_name(v), source)
     };
-    let mut invalid_mode_labels = Vec::new();
     let namespaces = compiled
         .namespaces
         .iter()
         .map(|(id, name)| {
-            let label = model
-                .namespaces
-                .get(name)
-                .and_then(|n| n.labels.get(MODE_LABEL));
-            let source = match label {
-                Some(v) if Mode::from_name(v).is_some() => ModeSource::Label,
-                Some(v) => {
-                    invalid_mode_labels.push(InvalidLabel {
-                        namespace: name.clone(),
-                        value: v.clone(),
-                    });
-                    default_source
-                }
-                None => default_source,
-            };
+            let (mode, source) = mode(id, name);
             NamespaceStatus {
                 name: name.clone(),
                 id: *id,
-                mode: mode_name(m.modes.get(id).copied().unwrap_or(m.default_mode)),
+                mode,
+                source: source.unwrap_or(ModeSource::Flag),
+            }
+        })
+        .collect();
+    let kept = |n: &NamespaceMode| (n.mode.as_str().to_owned(), n.source);
+    let invalid_mode_labels = compiled
+        .invalid_mode_labels
+        .iter()
+        .map(|l| {
+            let (mode, source) = kept(&l.in_force);
+            InvalidLabel {
+                namespace: l.namespace.clone(),
+                value: l.value.clone(),
+                mode,
                 source,
             }
         })
@@ -206,7 +201,7 @@ pub fn policy_view(
         .collect();
     PolicyView {
         default_mode: mode_name(m.default_mode),
-        default_source: Some(default_source),
+        default_source: default_source(compiled, opts),
         namespaces,
         invalid_mode_labels,
         local_pods,
@@ -292,7 +287,9 @@ mod tests {
             v.invalid_mode_labels,
             [InvalidLabel {
                 namespace: "b".into(),
-                value: "enforcing".into()
+                value: "enforcing".into(),
+                mode: "monitor".into(),
+                source: ModeSource::Flag,
             }]
         );
         assert_eq!(
@@ -331,6 +328,7 @@ mod tests {
                 name: "x".into(),
                 reason: "InvalidSpec".into(),
                 message: "m".into(),
+                ..Default::default()
             }],
             ..Default::default()
         };

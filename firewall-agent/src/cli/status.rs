@@ -46,6 +46,7 @@ pub struct StatusArgs {
 
 /// One link generation as the pins show it.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct GenerationView {
     tag: String,
     programs: Vec<String>,
@@ -57,6 +58,7 @@ struct GenerationView {
 
 /// What the pins show.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct PinsView {
     generations: Vec<GenerationView>,
     active_slot: u8,
@@ -70,6 +72,7 @@ struct PinsView {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Report {
     /// This command's build.
     version: String,
@@ -252,8 +255,11 @@ fn agent_text(a: &Snapshot, endpoint: &str) -> String {
             }
             out += &list_text("invalid mode labels", &p.invalid_mode_labels, |l| {
                 format!(
-                    "{}: {:?} (not a mode; the namespace keeps its mode)",
-                    l.namespace, l.value
+                    "{}: {:?} is no mode; the namespace keeps {} ({})",
+                    l.namespace,
+                    l.value,
+                    l.mode,
+                    l.source.as_str()
                 )
             });
             out += &format!("  local pods found: {}\n", p.local_pods.len());

@@ -139,6 +139,16 @@ pub const RESOURCES: &[ResourceDef] = &[
         &[],
     ),
     def(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "event",
+        "Event",
+        true,
+        false,
+        &["regarding.kind", "regarding.name", "reason", "type"],
+    ),
+    def(
         "bulkhead.dev",
         "v1alpha1",
         "namespacefirewalls",
