@@ -90,11 +90,18 @@ async fn readyz(State(s): State<Arc<Served>>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn status(State(s): State<Arc<Served>>) -> ([(header::HeaderName, &'static str); 1], String) {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        s.status.json().as_str().to_owned(),
-    )
+/// The snapshot; 503 until the datapath is loaded and the first one published.
+async fn status(
+    State(s): State<Arc<Served>>,
+) -> (StatusCode, [(header::HeaderName, &'static str); 1], String) {
+    let json = s.status.json();
+    if json.is_empty() {
+        let starting = "starting: the datapath is not loaded yet\n".to_owned();
+        let text = [(header::CONTENT_TYPE, "text/plain")];
+        return (StatusCode::SERVICE_UNAVAILABLE, text, starting);
+    }
+    let json_type = [(header::CONTENT_TYPE, "application/json")];
+    (StatusCode::OK, json_type, json.as_str().to_owned())
 }
 
 /// Binds `addr` and serves metrics and probes until the agent exits.

@@ -74,6 +74,7 @@ impl Agent {
             health,
             metrics,
             status,
+            status_stale: true,
             datapath,
             writer,
             names: Names::default(),
@@ -82,7 +83,6 @@ impl Agent {
             fold,
             counters,
         };
-        agent.publish_status();
         Ok((agent, ring))
     }
 

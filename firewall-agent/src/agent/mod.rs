@@ -55,6 +55,8 @@ struct Agent {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     status: Arc<StatusBoard>,
+    /// An apply happened since `/status` was last published.
+    status_stale: bool,
     datapath: Datapath,
     writer: MapWriter,
     names: Names,
@@ -74,9 +76,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     loop {
-        if agent.state.serving() {
-            agent.health.set_ready();
-        }
+        agent.refresh();
         tokio::select! {
             model = source.next_model() => agent.on_model(model, &mut source),
             _ = second.tick() => agent.every_second(&source),
@@ -106,9 +106,7 @@ impl Agent {
                     self.state.rejected(),
                     self.state.invalid_mode_labels(),
                 );
-                if changed {
-                    self.publish_status();
-                }
+                self.status_stale |= changed;
             }
             Err(e) if self.state.ready => {
                 error!(error = %e, "source unusable; the last good policy stays in force");
@@ -117,10 +115,17 @@ impl Agent {
         }
     }
 
-    /// Republishes `/status` (after each apply).
-    fn publish_status(&self) {
-        self.status
-            .publish(&status::snapshot(&self.state, &self.writer, &self.datapath));
+    /// Between events: `/readyz` first (a probe must not wait on anything else), then `/status`
+    /// when an apply changed it.
+    fn refresh(&mut self) {
+        if self.state.serving() {
+            self.health.set_ready();
+        }
+        if self.status_stale {
+            self.status_stale = false;
+            self.status
+                .publish(&status::snapshot(&self.state, &self.writer, &self.datapath));
+        }
     }
 
     fn every_second(&mut self, source: &Source) {
@@ -131,7 +136,7 @@ impl Agent {
         if self.state.rediscover() {
             info!("pod cgroups changed");
             self.state.apply(&mut self.writer, &mut self.names);
-            self.publish_status();
+            self.status_stale = true;
         }
         self.log
             .sweep(&mut self.fold, &self.counters, &self.names, false);

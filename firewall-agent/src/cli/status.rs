@@ -151,8 +151,10 @@ fn fetch_snapshot(endpoint: &str) -> anyhow::Result<Snapshot> {
         .split_once("\r\n\r\n")
         .with_context(|| format!("{endpoint}{path}: not an HTTP response"))?;
     let code = head.split_whitespace().nth(1).unwrap_or_default();
-    if code != "200" {
-        bail!("{endpoint}{path} answered {code} (an agent older than `status`?)");
+    match code {
+        "200" => {}
+        "503" => bail!("{endpoint}{path} answered 503: {}", body.trim()),
+        _ => bail!("{endpoint}{path} answered {code} (an agent older than `status`?)"),
     }
     serde_json::from_str(body).with_context(|| format!("{endpoint}{path}: not a status snapshot"))
 }
