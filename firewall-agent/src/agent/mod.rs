@@ -101,12 +101,14 @@ impl Agent {
                 let changed = self
                     .state
                     .set_model(model, &mut self.writer, &mut self.names);
+                // `/readyz` the moment the apply logged "ready", before the source's bookkeeping.
+                self.status_stale |= changed;
+                self.refresh();
                 source.applied(
                     changed,
                     self.state.rejected(),
                     self.state.invalid_mode_labels(),
                 );
-                self.status_stale |= changed;
             }
             Err(e) if self.state.ready => {
                 error!(error = %e, "source unusable; the last good policy stays in force");
