@@ -323,11 +323,8 @@ mod tests {
         let s = Snapshot {
             node: "n1".into(),
             rejected: vec![Rejection {
-                kind: "NamespaceFirewall".into(),
                 namespace: Some("a".into()),
-                name: "x".into(),
-                reason: "InvalidSpec".into(),
-                message: "m".into(),
+                in_force: crate::model::InForce::LastAccepted,
                 ..Default::default()
             }],
             ..Default::default()
