@@ -12,7 +12,7 @@ use crate::model::ClusterModel;
 pub const MODE_LABEL: &str = "bulkhead.dev/mode";
 
 /// Where a namespace's mode comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ModeSource {
     /// Its `bulkhead.dev/mode` label.
     Label,
