@@ -136,18 +136,6 @@ fn mode_name(v: u32) -> String {
     Mode::try_from(v).map_or_else(|_| format!("unknown ({v})"), |m| m.as_str().to_owned())
 }
 
-/// Where the default mode comes from: as any namespace without a valid label records it; with
-/// none such, a ClusterFirewall when it differs from `--mode`, else unknown.
-fn default_source(compiled: &Compiled, opts: &CompileOptions) -> Option<ModeSource> {
-    let from_namespaces = compiled
-        .namespace_modes
-        .values()
-        .map(|n| n.source)
-        .find(|s| matches!(s, ModeSource::ClusterDefault | ModeSource::Flag));
-    let differs = compiled.maps.default_mode != opts.default_mode as u32;
-    from_namespaces.or(differs.then_some(ModeSource::ClusterDefault))
-}
-
 /// What `compiled` (from `model`, with the cgroups found per pod UID) decided, by namespace name.
 pub fn policy_view(
     model: &ClusterModel,
@@ -201,7 +189,7 @@ pub fn policy_view(
         .collect();
     PolicyView {
         default_mode: mode_name(m.default_mode),
-        default_source: default_source(compiled, opts),
+        default_source: Some(compiled.default_mode.source),
         namespaces,
         invalid_mode_labels,
         local_pods,

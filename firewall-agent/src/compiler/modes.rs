@@ -43,6 +43,16 @@ pub struct NamespaceMode {
     pub source: ModeSource,
 }
 
+/// What an empty compile says: `--mode`'s own default.
+impl Default for NamespaceMode {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Monitor,
+            source: ModeSource::Flag,
+        }
+    }
+}
+
 /// A mode label whose value is no mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidModeLabel {
