@@ -301,7 +301,10 @@ fn against_policy(
             };
             for &side in sides(key) {
                 let n = need(key, side, *port);
-                if needs.contains_key(&n) {
+                // Only the objects that will be printed may count as applied, so a
+                // `--namespace` suggestion converges by itself.
+                let printed = opts.namespace.as_deref().is_none_or(|ns| ns == n.owner);
+                if !printed || needs.contains_key(&n) {
                     continue;
                 }
                 let denial = dests.iter().find_map(|d| {

@@ -639,3 +639,29 @@ fn namespace_keeps_only_that_namespaces_objects() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].metadata.namespace.as_deref(), Some("db"));
 }
+
+#[test]
+fn against_with_namespace_counts_only_that_namespaces_objects_as_applied() {
+    let policy = parse_objects(POLICY).unwrap();
+    let lines = vec![audit(
+        T2,
+        "ingress",
+        "web",
+        ("cache", "redis-0", "10.0.2.4"),
+        6379,
+    )];
+    let mut o = opts();
+    o.namespace = Some("web".into());
+    // Without cache's ingress rule (not printed), web's egress side is denied by the default:
+    // web needs its own egress rule, not an allowance by cache's rule it will not get.
+    let (text, _) = run(&lines, &o, None, Some(&policy));
+    assert_eq!(
+        summary(&text),
+        vec![(
+            "web".to_owned(),
+            "suggested".to_owned(),
+            r#"{"egress":[{"to":{"namespaces":["cache"]},"ports":[{"protocol":"TCP","port":6379}]}]}"#
+                .to_owned()
+        )]
+    );
+}
