@@ -256,7 +256,7 @@ fn edge(s: &mut String, a: (f64, f64), b: (f64, f64), c: &Cell, max: f64, src: &
     let title = format!("{src} -> {dst}: {}", c.summary());
     let _ = write!(
         s,
-        r##"<g><title>{t}</title><path d="M{:.1},{:.1} Q{:.1},{:.1} {:.1},{:.1}" fill="none" stroke="{col}" stroke-width="{width:.1}" marker-end="url(#arrow-{id})"/><text x="{:.1}" y="{:.1}" text-anchor="middle" fill="{col}" stroke="#ffffff" stroke-width="3" paint-order="stroke">{n}</text></g>"##,
+        r##"<g><title>{t}</title><path d="M{:.1},{:.1} Q{:.1},{:.1} {:.1},{:.1}" fill="none" stroke="{col}" stroke-width="{width:.1}" marker-end="url(#arrow-{id})"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="15" font-weight="bold" fill="{col}" stroke="#ffffff" stroke-width="4" paint-order="stroke">{n}</text></g>"##,
         start.0,
         start.1,
         ctrl.0,
