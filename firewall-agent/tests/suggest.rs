@@ -27,6 +27,7 @@ const NODE2: &[&str] = &[
 
 /// What the rules say NODE1 + NODE2 need (docs/design.md#agent-cli).
 const EXPECTED: &str = "---
+# note: ICMP batch -> db (1 connection(s)): a NamespaceFirewall matches ICMP only with a rule without ports, which would allow every protocol and port; none is suggested (allow it by hand if that is wanted)
 apiVersion: bulkhead.dev/v1alpha1
 kind: NamespaceFirewall
 metadata:
@@ -42,6 +43,7 @@ spec:
     - protocol: TCP
       port: 5432
 ---
+# note: ICMP batch -> db (1 connection(s)): a NamespaceFirewall matches ICMP only with a rule without ports, which would allow every protocol and port; none is suggested (allow it by hand if that is wanted)
 apiVersion: bulkhead.dev/v1alpha1
 kind: NamespaceFirewall
 metadata:

@@ -63,6 +63,9 @@ fn document(s: &Suggested) -> Result<String, serde_yaml::Error> {
         m.remove("status");
     }
     let mut out = String::from("---\n");
+    for n in &s.notes {
+        let _ = writeln!(out, "# note: {n}");
+    }
     out.push_str(&serde_yaml::to_string(&header)?);
     out.push_str("spec:\n");
     let spec = &s.object.spec;

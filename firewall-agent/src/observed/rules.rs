@@ -67,6 +67,8 @@ pub struct Suggested {
     pub ingress: Vec<Seen>,
     /// Per egress rule, in order.
     pub egress: Vec<Seen>,
+    /// What was observed in this namespace but cannot be allowed by a rule (a comment each).
+    pub notes: Vec<String>,
 }
 
 /// The suggested objects, by namespace then name.
@@ -298,6 +300,7 @@ fn split(ns: &str, o: Owner, opts: &RuleOptions, against: Option<&ClusterModel>)
             object,
             ingress: i_seen,
             egress: e_seen,
+            notes: Vec::new(),
         });
     }
     out

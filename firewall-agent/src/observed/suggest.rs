@@ -82,16 +82,24 @@ pub fn suggest(
     cluster: Option<&ClusterModel>,
     against: Option<&ClusterModel>,
 ) -> Suggestion {
-    let mut notes = BTreeSet::new();
+    let mut notes = Notes::new();
     let wanted = |ns: &str| opts.namespace.as_deref().is_none_or(|n| n == ns);
     let mut expressible = Vec::new();
     for (key, stats) in &flows.flows {
         match port_protocol(key) {
             Ok(port) => expressible.push((key, stats, port)),
             Err(why) => {
-                let owners = [Some(key.src.as_str()), dst_namespace(key)];
-                if owners.into_iter().flatten().any(wanted) {
-                    notes.insert(format!("{}: {why}", describe(key, &stats.total())));
+                let text = format!("{}: {why}", describe(key, &stats.total()));
+                for owner in [Some(key.src.as_str()), dst_namespace(key)]
+                    .into_iter()
+                    .flatten()
+                {
+                    if wanted(owner) {
+                        notes
+                            .entry(text.clone())
+                            .or_default()
+                            .insert(owner.to_owned());
+                    }
                 }
             }
         }
@@ -107,11 +115,27 @@ pub fn suggest(
         .into_iter()
         .filter(|(n, _)| wanted(&n.owner))
         .collect();
+    let mut objects = rules::objects(&needs, &opts.rules, cluster, against);
+    // Each note also goes, as a comment, into the first object of each namespace it concerns.
+    let mut seen = BTreeSet::new();
+    for o in &mut objects {
+        let ns = o.object.metadata.namespace.clone().unwrap_or_default();
+        if seen.insert(ns.clone()) {
+            o.notes = notes
+                .iter()
+                .filter(|(_, owners)| owners.contains(&ns))
+                .map(|(text, _)| text.clone())
+                .collect();
+        }
+    }
     Suggestion {
-        objects: rules::objects(&needs, &opts.rules, cluster, against),
-        notes: notes.into_iter().collect(),
+        objects,
+        notes: notes.into_keys().collect(),
     }
 }
+
+/// Notes, each with the namespaces it concerns.
+type Notes = BTreeMap<String, BTreeSet<String>>;
 
 /// The destination port of a flow a rule can name, or why none can.
 fn port_protocol(key: &FlowKey) -> Result<u16, String> {
@@ -180,7 +204,7 @@ fn add(needs: &mut BTreeMap<Need, Evidence>, n: Need, seen: &Seen, stats: &FlowS
 /// Needs as the lines state them (no policy to evaluate against).
 fn from_lines(
     flows: &[(&FlowKey, &FlowStats, u16)],
-    notes: &mut BTreeSet<String>,
+    notes: &mut Notes,
 ) -> BTreeMap<Need, Evidence> {
     let mut needs = BTreeMap::new();
     for (key, stats, port) in flows {
@@ -188,7 +212,9 @@ fn from_lines(
             let mut seen = Seen::default();
             if let Some(d) = stats.denied.get(&side) {
                 if let Some(rule) = &d.cluster_rule {
-                    notes.insert(cluster_denied(key, side, &d.seen, rule));
+                    let owner = need(key, side, *port).owner;
+                    let text = cluster_denied(key, side, &d.seen, rule);
+                    notes.entry(text).or_default().insert(owner);
                     continue;
                 }
                 seen.merge(&d.seen);
@@ -280,7 +306,7 @@ fn against_policy(
     model: &ClusterModel,
     opts: &SuggestOptions,
     cluster: Option<&ClusterModel>,
-    notes: &mut BTreeSet<String>,
+    notes: &mut Notes,
 ) -> BTreeMap<Need, Evidence> {
     let mut needs: BTreeMap<Need, Evidence> = BTreeMap::new();
     let dests: Vec<Vec<Destination>> = flows
@@ -318,7 +344,8 @@ fn against_policy(
                 match denial {
                     None => {}
                     Some(d) if d.step == Step::ClusterRule => {
-                        notes.insert(cluster_denied(key, side, &stats.total(), &d.policy));
+                        let text = cluster_denied(key, side, &stats.total(), &d.policy);
+                        notes.entry(text).or_default().insert(n.owner.clone());
                     }
                     Some(_) => {
                         add(&mut needs, n, &stats.total(), stats);

@@ -665,3 +665,32 @@ fn against_with_namespace_counts_only_that_namespaces_objects_as_applied() {
         )]
     );
 }
+
+#[test]
+fn a_note_is_also_a_comment_in_the_objects_of_its_namespaces() {
+    let icmp = line(
+        T1,
+        "flow",
+        "ALLOWED",
+        "egress",
+        "ICMPv6",
+        ("web", "client"),
+        ("db", "pg", "fd00::9"),
+        None,
+        "default",
+        1,
+    );
+    let lines = vec![
+        icmp,
+        audit(T1, "egress", "web", ("cache", "r", "10.0.2.4"), 6379),
+    ];
+    let (text, s) = run(&lines, &opts(), None, None);
+    let note = "ICMPv6 web -> db (1 connection(s)): a NamespaceFirewall matches ICMPv6 only with a rule without ports, which would allow every protocol and port; none is suggested (allow it by hand if that is wanted)";
+    assert_eq!(s.notes, vec![note.to_owned()]);
+    // web has an object (its egress to cache); db has none, so the note is only on stderr.
+    assert!(text.starts_with(&format!(
+        "---\n# note: {note}\napiVersion: bulkhead.dev/v1alpha1\n"
+    )));
+    assert_eq!(text.matches("# note:").count(), 1);
+    assert!(text.contains("  namespace: web\n"));
+}
