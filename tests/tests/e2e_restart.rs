@@ -28,8 +28,9 @@ use bulkhead_tests::{
     require_root,
 };
 use common::{
-    agent::{agent_bin, pretty},
+    agent::{Pins, cleanup, pretty},
     node::Node,
+    stdout_of,
 };
 
 const PODS: &str = r#"
@@ -43,42 +44,14 @@ pods:
   - {name: c, namespace: gamma, labels: {app: c}, serve: [{protocol: TCP, port: 9090}]}
 "#;
 
-/// The pin directory, removed (with whatever is still attached) when the test ends.
-struct Pins(PathBuf);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = cleanup(&self.0);
-    }
-}
-
-fn cleanup(dir: &Path) -> String {
-    let out = Command::new(agent_bin())
-        .args(["cleanup", "--bpffs"])
-        .arg(dir)
-        .output()
-        .expect("run firewall-agent cleanup");
-    assert!(
-        out.status.success(),
-        "cleanup failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Names of the programs `bpftool` lists as attached at `cgroup`.
 fn attached(cgroup: &Path) -> Vec<String> {
-    let out = Command::new("bpftool")
-        .args(["-j", "cgroup", "show"])
-        .arg(cgroup)
-        .output()
-        .expect("bpftool (apt-get install bpftool)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = stdout_of(
+        Command::new("bpftool")
+            .args(["-j", "cgroup", "show"])
+            .arg(cgroup),
+        "bpftool (apt-get install bpftool)",
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_default();
     v.as_array()
         .map(|a| {

@@ -5,6 +5,8 @@
     unused_crate_dependencies,
     reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
 )]
+mod common;
+
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
@@ -15,6 +17,7 @@ use std::{
 use bulkhead_tests::{
     Options, Outcome, Protocol, Scenario, Target, Testbed, require_root, scenario::PortSpec,
 };
+use common::stdout_of;
 
 const T: Duration = Duration::from_millis(1000);
 
@@ -73,18 +76,10 @@ fn assert_ok(tb: &Testbed, from: &str, target: Target) {
 
 /// Output of a command run inside the pod.
 fn in_pod(tb: &Testbed, pod: &str, prog: &str, args: &[&str]) -> String {
-    let out = tb
-        .pod_command(pod, prog)
-        .expect("pod command")
-        .args(args)
-        .output()
-        .expect("run in pod");
-    assert!(
-        out.status.success(),
-        "{prog} {args:?} in {pod}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout_of(
+        tb.pod_command(pod, prog).expect("pod command").args(args),
+        &format!("{prog} {args:?} in {pod}"),
+    )
 }
 
 #[test]

@@ -376,6 +376,14 @@ mod tests {
         }
     }
 
+    /// Asserts that the exposition `text` holds every one of `series` (a line or a line's end).
+    fn assert_exports<S: AsRef<str>>(text: &str, series: impl IntoIterator<Item = S>) {
+        for series in series {
+            let series = series.as_ref();
+            assert!(text.contains(series), "{series} missing in\n{text}");
+        }
+    }
+
     #[test]
     fn counters_follow_the_kernel_and_pairs_are_capped() {
         let m = Metrics::new(&LoadOptions {
@@ -389,50 +397,45 @@ mod tests {
             m.violation(&line(&format!("a{i}"), "db"));
         }
         m.observe_maps(&[(firewall_common::maps::POLICY, 50)]);
-        let text = m.encode();
-        assert!(
-            text.contains(r#"bulkhead_datapath_packets_total{reason="policy_drop"} 7"#),
-            "{text}"
-        );
-        assert!(text.contains(r#"bulkhead_violations_total{verdict="DENIED",direction="egress",src_namespace="a0",dst_namespace="db"} 3"#), "{text}");
-        assert!(
-            text.contains(r#"src_namespace="_other",dst_namespace="_other"} 15"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"bulkhead_map_fill_ratio{map="POLICY"} 0.25"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"bulkhead_map_capacity{map="POLICY"} 200"#),
-            "{text}"
+        assert_exports(
+            &m.encode(),
+            [
+                r#"bulkhead_datapath_packets_total{reason="policy_drop"} 7"#,
+                r#"bulkhead_violations_total{verdict="DENIED",direction="egress",src_namespace="a0",dst_namespace="db"} 3"#,
+                r#"src_namespace="_other",dst_namespace="_other"} 15"#,
+                r#"bulkhead_map_fill_ratio{map="POLICY"} 0.25"#,
+                r#"bulkhead_map_capacity{map="POLICY"} 200"#,
+            ],
         );
     }
 
     #[test]
     fn every_counter_is_exported_from_zero_with_the_build() {
         let text = Metrics::new(&LoadOptions::default()).encode();
-        for c in KernelCounter::ALL {
-            let series = format!(
-                r#"bulkhead_datapath_packets_total{{reason="{}"}} 0"#,
-                c.name()
-            );
-            assert!(text.contains(&series), "{series} missing in\n{text}");
-        }
-        for series in [
-            "bulkhead_events_lost_total 0",
-            r#"bulkhead_policy_objects{state="rejected"} 0"#,
-            r#"bulkhead_policy_apply_failures_total{map="POLICY"} 0"#,
-            "bulkhead_source_watch_errors_total 0",
-        ] {
-            assert!(text.contains(series), "{series} missing in\n{text}");
-        }
+        assert_exports(
+            &text,
+            KernelCounter::ALL.map(|c| {
+                format!(
+                    r#"bulkhead_datapath_packets_total{{reason="{}"}} 0"#,
+                    c.name()
+                )
+            }),
+        );
+        assert_exports(
+            &text,
+            [
+                "bulkhead_events_lost_total 0",
+                r#"bulkhead_policy_objects{state="rejected"} 0"#,
+                r#"bulkhead_policy_apply_failures_total{map="POLICY"} 0"#,
+                "bulkhead_source_watch_errors_total 0",
+            ],
+        );
         let build = format!(
             r#"bulkhead_build_info{{version="{}",commit="{}"}} 1"#,
             env!("CARGO_PKG_VERSION"),
             crate::COMMIT
         );
-        assert!(text.contains(&build), "{build} missing in\n{text}");
+        assert_exports(&text, [build]);
     }
 
     #[test]
@@ -440,14 +443,12 @@ mod tests {
         let m = Metrics::new(&LoadOptions::default());
         m.policy_objects(3, 0);
         m.policy_objects(2, 1);
-        let text = m.encode();
-        assert!(
-            text.contains(r#"bulkhead_policy_objects{state="accepted"} 2"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"bulkhead_policy_objects{state="rejected"} 1"#),
-            "{text}"
+        assert_exports(
+            &m.encode(),
+            [
+                r#"bulkhead_policy_objects{state="accepted"} 2"#,
+                r#"bulkhead_policy_objects{state="rejected"} 1"#,
+            ],
         );
     }
 }

@@ -213,27 +213,33 @@ fn print_json(v: &impl serde::Serialize) {
 
 // ---------- serve ----------
 
+/// Serves one bound socket until it fails.
+type ServeSocket = fn(OwnedFd);
+
 fn serve(tcp: &[u16], udp: &[u16], bind: &[IpAddr]) -> anyhow::Result<()> {
     let binds: Vec<IpAddr> = if bind.is_empty() {
         vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
     } else {
         bind.to_vec()
     };
+    // Per protocol: its ports, socket type, and the loop that serves one bound socket.
+    let protocols: [(&str, &[u16], libc::c_int, ServeSocket); 2] = [
+        ("TCP", tcp, libc::SOCK_STREAM, |fd| {
+            tcp_accept_loop(TcpListener::from(fd));
+        }),
+        ("UDP", udp, libc::SOCK_DGRAM, |fd| {
+            udp_echo_loop(UdpSocket::from(fd));
+        }),
+    ];
     let mut threads = Vec::new();
     for ip in &binds {
-        for &port in tcp {
-            let addr = SocketAddr::new(*ip, port);
-            let fd = bound_socket(addr, libc::SOCK_STREAM)
-                .with_context(|| format!("listening on TCP {addr}"))?;
-            let listener = TcpListener::from(fd);
-            threads.push(thread::spawn(move || tcp_accept_loop(listener)));
-        }
-        for &port in udp {
-            let addr = SocketAddr::new(*ip, port);
-            let fd = bound_socket(addr, libc::SOCK_DGRAM)
-                .with_context(|| format!("listening on UDP {addr}"))?;
-            let sock = UdpSocket::from(fd);
-            threads.push(thread::spawn(move || udp_echo_loop(sock)));
+        for (name, ports, ty, serve_socket) in protocols {
+            for &port in ports {
+                let addr = SocketAddr::new(*ip, port);
+                let fd = bound_socket(addr, ty)
+                    .with_context(|| format!("listening on {name} {addr}"))?;
+                threads.push(thread::spawn(move || serve_socket(fd)));
+            }
         }
     }
     println!("READY tcp={tcp:?} udp={udp:?} bind={binds:?}");
