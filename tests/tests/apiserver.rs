@@ -69,6 +69,24 @@ async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> boo
     }
 }
 
+/// Waits (up to `timeout`) until `store` holds exactly the pods `want` (`namespace/name`, sorted).
+async fn wait_for_pods(
+    store: &reflector::Store<Pod>,
+    what: &str,
+    timeout: Duration,
+    want: &[&str],
+) {
+    wait_until(what, timeout, || names(store) == want).await;
+}
+
+/// Asserts that `err` is an API status with `code` (and `reason`, when given).
+fn assert_status(err: &kube::Error, code: u16, reason: Option<&str>) {
+    assert!(
+        matches!(err, kube::Error::Api(s) if s.code == code && reason.is_none_or(|r| s.reason == r)),
+        "{err:?}"
+    );
+}
+
 /// Runs a reflector over `api` with `cfg`; returns its store.
 fn spawn_reflector(api: Api<Pod>, cfg: watcher::Config) -> reflector::Store<Pod> {
     let (reader, writer) = reflector::store();
@@ -111,9 +129,12 @@ async fn reflector_sees_create_update_delete() {
         ])
         .expect("seed");
     let store = spawn_reflector(Api::all(client(&server).await), watcher::Config::default());
-    wait_until("initial list", Duration::from_secs(5), || {
-        names(&store) == ["a/p1", "b/p2"]
-    })
+    wait_for_pods(
+        &store,
+        "initial list",
+        Duration::from_secs(5),
+        &["a/p1", "b/p2"],
+    )
     .await;
     let p1 = store
         .state()
@@ -159,10 +180,7 @@ async fn reflector_sees_create_update_delete() {
             .and_then(|v| v["metadata"]["resourceVersion"].as_str().map(str::to_owned))
     );
     let err = api.get("nope").await.expect_err("absent");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 404),
-        "{err:?}"
-    );
+    assert_status(&err, 404, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,10 +203,7 @@ async fn field_selector_filters_lists_and_watches() {
         api.clone(),
         watcher::Config::default().fields("spec.nodeName=n1"),
     );
-    wait_until("filtered list", Duration::from_secs(5), || {
-        names(&store) == ["a/on1"]
-    })
-    .await;
+    wait_for_pods(&store, "filtered list", Duration::from_secs(5), &["a/on1"]).await;
     // Moving onto the node = ADDED, moving away = DELETED, for the filtered watch.
     server
         .apply(pod("a", "on2", "n1", json!({})))
@@ -199,18 +214,12 @@ async fn field_selector_filters_lists_and_watches() {
     server
         .apply(pod("b", "other", "n2", json!({})))
         .expect("unrelated");
-    wait_until("moves", Duration::from_secs(5), || {
-        names(&store) == ["a/on2"]
-    })
-    .await;
+    wait_for_pods(&store, "moves", Duration::from_secs(5), &["a/on2"]).await;
     let err = api
         .list(&ListParams::default().fields("spec.bogus=1"))
         .await
         .expect_err("unknown field");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 400),
-        "{err:?}"
-    );
+    assert_status(&err, 400, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,28 +260,19 @@ async fn label_selector_filters_lists_and_watches() {
         2
     );
     let store = spawn_reflector(api.clone(), watcher::Config::default().labels("app=web"));
-    wait_until("filtered", Duration::from_secs(5), || {
-        names(&store) == ["a/web"]
-    })
-    .await;
+    wait_for_pods(&store, "filtered", Duration::from_secs(5), &["a/web"]).await;
     server
         .apply(pod("a", "web", "n1", json!({"app": "other"})))
         .expect("relabel");
     server
         .apply(pod("a", "db", "n1", json!({"app": "web"})))
         .expect("relabel");
-    wait_until("relabels", Duration::from_secs(5), || {
-        names(&store) == ["a/db"]
-    })
-    .await;
+    wait_for_pods(&store, "relabels", Duration::from_secs(5), &["a/db"]).await;
     let err = api
         .list(&ListParams::default().labels("app in (x"))
         .await
         .expect_err("bad selector");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 400),
-        "{err:?}"
-    );
+    assert_status(&err, 400, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,7 +319,7 @@ async fn compaction_forces_a_relist_and_the_store_ends_correct() {
     server.apply(pod("a", "p1", "n1", json!({}))).expect("seed");
     let api: Api<Pod> = Api::all(client(&server).await);
     let store = spawn_reflector(api.clone(), watcher::Config::default());
-    wait_until("list", Duration::from_secs(5), || names(&store) == ["a/p1"]).await;
+    wait_for_pods(&store, "list", Duration::from_secs(5), &["a/p1"]).await;
     assert_eq!(list_requests(&server, "/api/v1/pods"), 1);
     let old_rv = server.resource_version();
     server.apply(pod("a", "p2", "n1", json!({}))).expect("add");
@@ -358,10 +358,7 @@ async fn outage_keeps_the_store_and_catches_up_after_restart() {
         .expect("seed");
     let api: Api<Pod> = Api::all(client(&server).await);
     let store = spawn_reflector(api.clone(), watcher::Config::default());
-    wait_until("list", Duration::from_secs(5), || {
-        names(&store) == ["a/p1", "a/p2"]
-    })
-    .await;
+    wait_for_pods(&store, "list", Duration::from_secs(5), &["a/p1", "a/p2"]).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // a bookmark
     let addr = server.addr();
     server.stop();
@@ -383,9 +380,12 @@ async fn outage_keeps_the_store_and_catches_up_after_restart() {
     server.restart().expect("restart");
     assert!(server.is_running());
     assert_eq!(server.addr(), addr);
-    wait_until("catch up", Duration::from_secs(15), || {
-        names(&store) == ["a/p2", "a/p3"]
-    })
+    wait_for_pods(
+        &store,
+        "catch up",
+        Duration::from_secs(15),
+        &["a/p2", "a/p3"],
+    )
     .await;
     // It resumed the watch from its last version (the outage's changes are in the history): no relist.
     assert_eq!(
@@ -421,7 +421,7 @@ async fn status_subresource_changes_only_status() {
         .create(&PostParams::default(), &obj)
         .await
         .expect_err("exists");
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"));
+    assert_status(&err, 409, Some("AlreadyExists"));
 
     let patched = api
         .patch_status(
@@ -527,10 +527,7 @@ async fn lease_optimistic_concurrency() {
         .replace("bulkhead-status", &PostParams::default(), &mine)
         .await
         .expect_err("stale");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "Conflict"),
-        "{err:?}"
-    );
+    assert_status(&err, 409, Some("Conflict"));
     let mut absent = created.clone();
     absent.metadata.name = Some("other".into());
     absent.metadata.resource_version = None;
@@ -538,10 +535,7 @@ async fn lease_optimistic_concurrency() {
         .replace("other", &PostParams::default(), &absent)
         .await
         .expect_err("absent");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 404),
-        "{err:?}"
-    );
+    assert_status(&err, 404, None);
     let got = api.get("bulkhead-status").await.expect("get");
     assert_eq!(
         got.spec.and_then(|s| s.holder_identity).as_deref(),

@@ -42,20 +42,12 @@ use bulkhead_tests::{
     policy::{admit, baseline},
     require_root,
 };
-use common::{agent::Pins, node::Node};
+use common::{
+    agent::Pins,
+    node::{CLIENT_AND_TWO_SERVERS, Node},
+};
 use manifest::AgentPod;
 use podman::{Container, Engine, Extra, podman};
-
-const PODS: &str = r#"
-namespaces:
-  - {name: alpha}
-  - {name: beta}
-  - {name: gamma}
-pods:
-  - {name: a, namespace: alpha}
-  - {name: b, namespace: beta, serve: [{protocol: TCP, port: 8080}]}
-  - {name: c, namespace: gamma, serve: [{protocol: TCP, port: 9090}]}
-"#;
 
 /// The testbed's node name (Node::up).
 const NODE: &str = "node-1";
@@ -155,7 +147,7 @@ fn enforces_across_kill(test: &str, variant: &str, engine: &Engine, name: &str, 
     let node = Node::up(
         name,
         subnet,
-        PODS,
+        CLIENT_AND_TWO_SERVERS,
         &[&baseline("Deny", "Enforce"), &admit("beta", "alpha", 8080)],
     );
     let pod = pod_for(variant, &node);
@@ -228,7 +220,12 @@ fn base_variant_fails_under_crios_runtime_default() {
     if !can_run(test, &base.image) {
         return;
     }
-    let node = Node::up("crfail", 52, PODS, &[&baseline("Deny", "Enforce")]);
+    let node = Node::up(
+        "crfail",
+        52,
+        CLIENT_AND_TWO_SERVERS,
+        &[&baseline("Deny", "Enforce")],
+    );
     let pod = pod_for("", &node);
     let bpffs = Path::new(pod.arg("bpffs").expect("--bpffs"));
     let pins = Pins::cleaned(pod.on_host(bpffs));

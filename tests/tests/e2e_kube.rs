@@ -56,6 +56,16 @@ fn to(node: &KubeNode, ns: &str) -> String {
         .to_owned()
 }
 
+/// Waits until [`to`] `ns` gives `result`, which must take under a second: how soon a change in
+/// the API (`change`) is enforced on new connections.
+fn enforced_within_a_second(node: &KubeNode, change: &str, ns: &str, result: &str) {
+    let (_, took) = wait_for(Duration::from_secs(5), change, || {
+        (to(node, ns) == result).then_some(())
+    });
+    eprintln!("{change}: {took:?}");
+    assert!(took < Duration::from_secs(1), "{change} took {took:?}");
+}
+
 #[test]
 fn a_policy_created_through_the_api_is_enforced_within_a_second() {
     if !require_root("a_policy_created_through_the_api_is_enforced_within_a_second") {
@@ -93,14 +103,7 @@ fn a_policy_created_through_the_api_is_enforced_within_a_second() {
     }
 
     node.apply(&b_from_a());
-    let (_, took) = wait_for(Duration::from_secs(5), "a -> b allowed", || {
-        (to(&node, "b") == "ok").then_some(())
-    });
-    eprintln!("policy created -> enforced on new connections: {took:?}");
-    assert!(
-        took < Duration::from_secs(1),
-        "the new policy took {took:?} to apply"
-    );
+    enforced_within_a_second(&node, "policy created -> a -> b allowed", "b", "ok");
     assert_eq!(to(&node, "c"), "denied", "only b opened");
 
     // Status: one agent (the Lease holder) reports the object as accepted.
@@ -151,10 +154,7 @@ fn a_namespace_label_flips_monitor_and_enforce() {
                "metadata": {"name": "a", "labels": {"kubernetes.io/metadata.name": "a", "bulkhead.dev/mode": mode}}})
     };
     node.api.apply(namespace("enforce")).expect("label a");
-    let (_, took) = wait_for(Duration::from_secs(5), "a enforces", || {
-        (to(&node, "b") == "denied").then_some(())
-    });
-    assert!(took < Duration::from_secs(1), "label took {took:?}");
+    enforced_within_a_second(&node, "label -> a enforces", "b", "denied");
     node.api.apply(namespace("monitor")).expect("relabel a");
     wait_for(Duration::from_secs(5), "a monitors again", || {
         (to(&node, "b") == "ok").then_some(())
@@ -183,14 +183,7 @@ fn a_new_pod_is_classified_and_a_deleted_pod_is_forgotten() {
 
     let pod = node.pod_object("a/client");
     node.api.apply(pod).expect("create pod");
-    let (_, took) = wait_for(Duration::from_secs(5), "new pod classified", || {
-        (to(&node, "b") == "denied").then_some(())
-    });
-    eprintln!("pod created -> classified: {took:?}");
-    assert!(
-        took < Duration::from_secs(1),
-        "classification took {took:?}"
-    );
+    enforced_within_a_second(&node, "pod created -> classified", "b", "denied");
     let lines = agent.wait_violations(Duration::from_secs(3), |l| {
         l.iter()
             .any(|l| l["verdict"] == "DENIED" && l["src"]["pod"] == "client")
@@ -241,10 +234,7 @@ fn a_new_pod_is_classified_and_a_deleted_pod_is_forgotten() {
     node.api
         .delete("v1", "Pod", Some("a"), "client")
         .expect("delete pod");
-    let (_, took) = wait_for(Duration::from_secs(5), "deleted pod forgotten", || {
-        (to(&node, "b") == "ok").then_some(())
-    });
-    assert!(took < Duration::from_secs(1), "forgetting took {took:?}");
+    enforced_within_a_second(&node, "pod deleted -> forgotten", "b", "ok");
 }
 
 #[test]

@@ -29,20 +29,9 @@ use bulkhead_tests::{
 };
 use common::{
     agent::{Pins, cleanup, pretty},
-    node::Node,
+    node::{CLIENT_AND_TWO_SERVERS, Node},
     stdout_of,
 };
-
-const PODS: &str = r#"
-namespaces:
-  - {name: alpha}
-  - {name: beta}
-  - {name: gamma}
-pods:
-  - {name: a, namespace: alpha, labels: {app: a}}
-  - {name: b, namespace: beta, labels: {app: b}, serve: [{protocol: TCP, port: 8080}]}
-  - {name: c, namespace: gamma, labels: {app: c}, serve: [{protocol: TCP, port: 9090}]}
-"#;
 
 /// Names of the programs `bpftool` lists as attached at `cgroup`.
 fn attached(cgroup: &Path) -> Vec<String> {
@@ -162,7 +151,7 @@ fn kill9_and_upgrade_restarts_never_lapse_enforcement() {
     let node = Node::up(
         "rstart",
         23,
-        PODS,
+        CLIENT_AND_TWO_SERVERS,
         &[&baseline("Deny", "Enforce"), &admit("beta", "alpha", 8080)],
     );
     let pins = Pins(PathBuf::from(format!(
