@@ -579,7 +579,7 @@ mod tests {
     }
 
     /// The errors of a validation that must fail, as their messages.
-    fn messages<T: std::fmt::Debug>(validated: Result<T, Vec<FieldError>>) -> Vec<String> {
+    fn messages<T: fmt::Debug>(validated: Result<T, Vec<FieldError>>) -> Vec<String> {
         validated
             .unwrap_err()
             .iter()
