@@ -790,78 +790,104 @@ fn gen_model(seed: u64) -> ClusterModel {
     let mut r = Rng(seed);
     let mut m = ClusterModel::default();
     for (i, ns) in NAMESPACES.iter().enumerate() {
-        let mut labels = BTreeMap::new();
-        if r.chance(70) {
-            labels.insert("tier".to_owned(), r.pick(&["web", "db"]).to_string());
-        }
-        if r.chance(30) {
-            labels.insert(
-                "bulkhead.dev/mode".to_owned(),
-                r.pick(&["enforce", "off", "monitor", "bogus"]).to_string(),
-            );
-        }
-        m.namespaces.insert(
-            ns.to_string(),
-            Namespace {
-                name: ns.to_string(),
-                labels,
-            },
-        );
+        m.namespaces
+            .insert(ns.to_string(), gen_namespace(&mut r, ns));
         for j in 0..3u8 {
-            let app = r.pick(&["a", "b", "c"]).to_string();
-            let mut ips = vec![IpAddr::V4(Ipv4Addr::new(10, 244, i as u8, j + 1))];
-            if r.chance(40) {
-                ips.push(IpAddr::V6(Ipv6Addr::new(
-                    0xfd00,
-                    0x10,
-                    0,
-                    0,
-                    0,
-                    0,
-                    i as u16,
-                    u16::from(j) + 1,
-                )));
-            }
-            m.pods.push(Pod {
-                namespace: ns.to_string(),
-                name: format!("p{j}"),
-                uid: format!("{ns}-{j}"),
-                node_name: Some(if r.chance(75) { "node-1" } else { "node-2" }.to_owned()),
-                host_network: false,
-                ips,
-                labels: BTreeMap::from([(
-                    if *ns == "kube-system" {
-                        "k8s-app"
-                    } else {
-                        "app"
-                    }
-                    .to_owned(),
-                    app,
-                )]),
-                terminal: false,
-                cgroup_ids: vec![1000 + (i as u64) * 10 + u64::from(j)],
-            });
+            m.pods.push(gen_pod(&mut r, i, ns, j));
         }
-        for (k, app) in ["a", "b"].iter().enumerate() {
-            let name = if *ns == "kube-system" && k == 0 {
+        m.services.extend(services_of(i, ns));
+    }
+    add_special_endpoints(&mut m);
+    for k in 0..r.below(3) {
+        m.cluster_firewalls.push(gen_cluster_firewall(&mut r, k));
+    }
+    for ns in &NAMESPACES[..5] {
+        for k in 0..r.below(3) {
+            m.namespace_firewalls
+                .push(gen_namespace_firewall(&mut r, ns, k));
+        }
+    }
+    m
+}
+
+fn gen_namespace(r: &mut Rng, ns: &str) -> Namespace {
+    let mut labels = BTreeMap::new();
+    if r.chance(70) {
+        labels.insert("tier".to_owned(), r.pick(&["web", "db"]).to_string());
+    }
+    if r.chance(30) {
+        labels.insert(
+            "bulkhead.dev/mode".to_owned(),
+            r.pick(&["enforce", "off", "monitor", "bogus"]).to_string(),
+        );
+    }
+    Namespace {
+        name: ns.to_string(),
+        labels,
+    }
+}
+
+/// The label key that Services of `ns` select their pods by.
+fn app_label(ns: &str) -> &'static str {
+    if ns == "kube-system" {
+        "k8s-app"
+    } else {
+        "app"
+    }
+}
+
+/// Pod `j` of namespace `i` (`ns`): 10.244.i.(j+1), sometimes also IPv6, mostly on node-1.
+fn gen_pod(r: &mut Rng, i: usize, ns: &str, j: u8) -> Pod {
+    let app = r.pick(&["a", "b", "c"]).to_string();
+    let mut ips = vec![IpAddr::V4(Ipv4Addr::new(10, 244, i as u8, j + 1))];
+    if r.chance(40) {
+        ips.push(IpAddr::V6(Ipv6Addr::new(
+            0xfd00,
+            0x10,
+            0,
+            0,
+            0,
+            0,
+            i as u16,
+            u16::from(j) + 1,
+        )));
+    }
+    Pod {
+        namespace: ns.to_string(),
+        name: format!("p{j}"),
+        uid: format!("{ns}-{j}"),
+        node_name: Some(if r.chance(75) { "node-1" } else { "node-2" }.to_owned()),
+        host_network: false,
+        ips,
+        labels: BTreeMap::from([(app_label(ns).to_owned(), app)]),
+        terminal: false,
+        cgroup_ids: vec![1000 + (i as u64) * 10 + u64::from(j)],
+    }
+}
+
+/// Services `svc-a` and `svc-b` of namespace `i` (`ns`); kube-system's first is `kube-dns`.
+fn services_of(i: usize, ns: &str) -> Vec<Service> {
+    ["a", "b"]
+        .iter()
+        .enumerate()
+        .map(|(k, app)| Service {
+            namespace: ns.to_string(),
+            name: if ns == "kube-system" && k == 0 {
                 "kube-dns".to_owned()
             } else {
                 format!("svc-{app}")
-            };
-            let key = if *ns == "kube-system" {
-                "k8s-app"
-            } else {
-                "app"
-            };
-            m.services.push(Service {
-                namespace: ns.to_string(),
-                name,
-                selector: Some(BTreeMap::from([(key.to_owned(), app.to_string())])),
-                cluster_ips: vec![IpAddr::V4(Ipv4Addr::new(10, 96, i as u8, k as u8 + 1))],
-            });
-        }
-    }
-    // A terminal pod whose IP was reused, and a hostNetwork pod.
+            },
+            selector: Some(BTreeMap::from([(
+                app_label(ns).to_owned(),
+                app.to_string(),
+            )])),
+            cluster_ips: vec![IpAddr::V4(Ipv4Addr::new(10, 96, i as u8, k as u8 + 1))],
+        })
+        .collect()
+}
+
+/// A terminal pod whose IP was reused, a hostNetwork pod, and the two nodes.
+fn add_special_endpoints(m: &mut ClusterModel) {
     m.pods.push(Pod {
         namespace: "n0".into(),
         name: "done".into(),
@@ -886,82 +912,80 @@ fn gen_model(seed: u64) -> ClusterModel {
         name: "node-2".into(),
         addresses: vec!["192.168.0.2".parse().unwrap()],
     });
+}
 
-    for k in 0..r.below(3) {
-        let rules = (0..1 + r.below(4))
-            .map(|_| {
-                let (cidrs, except) = gen_cidrs(&mut r);
-                let services = r.chance(25).then(|| {
-                    vec![format!(
-                        "{}/svc-{}",
-                        r.pick(&NAMESPACES[..5]),
-                        r.pick(&["a", "b"])
-                    )]
-                });
-                let to = (!r.chance(20)).then(|| DestPeer {
-                    namespaces: gen_names(&mut r),
-                    namespace_selector: r.chance(20).then(|| gen_selector(&mut r)),
-                    services,
-                    cidrs,
-                    except,
-                });
-                ClusterRule {
-                    action: *r.pick(&[Action::Allow, Action::Deny, Action::Delegate]),
-                    from: r.chance(60).then(|| gen_peer(&mut r)),
-                    to,
-                    ports: gen_ports(&mut r),
-                }
-            })
-            .collect();
-        let defaults = r.chance(40).then(|| ClusterDefaults {
-            cross_namespace: Some(*r.pick(&[DefaultAction::Allow, DefaultAction::Deny])),
-            mode: None,
-        });
-        let spec = ClusterFirewallSpec {
-            priority: *r.pick(&[10, 20]),
-            rules,
-            defaults,
-        };
-        m.cluster_firewalls
-            .push(ClusterFirewall::new(&format!("cf{k}"), spec));
+fn gen_cluster_rule(r: &mut Rng) -> ClusterRule {
+    let (cidrs, except) = gen_cidrs(r);
+    let services = r.chance(25).then(|| {
+        vec![format!(
+            "{}/svc-{}",
+            r.pick(&NAMESPACES[..5]),
+            r.pick(&["a", "b"])
+        )]
+    });
+    let to = (!r.chance(20)).then(|| DestPeer {
+        namespaces: gen_names(r),
+        namespace_selector: r.chance(20).then(|| gen_selector(r)),
+        services,
+        cidrs,
+        except,
+    });
+    ClusterRule {
+        action: *r.pick(&[Action::Allow, Action::Deny, Action::Delegate]),
+        from: r.chance(60).then(|| gen_peer(r)),
+        to,
+        ports: gen_ports(r),
     }
-    for ns in &NAMESPACES[..5] {
-        for k in 0..r.below(3) {
-            let ingress = r.chance(60).then(|| {
-                (0..r.below(3))
-                    .map(|_| IngressRule {
-                        from: gen_peer(&mut r),
-                        services: r
-                            .chance(30)
-                            .then(|| vec![format!("svc-{}", r.pick(&["a", "b"]))]),
-                        ports: gen_ports(&mut r),
-                    })
-                    .collect()
-            });
-            let egress = r.chance(50).then(|| {
-                (0..r.below(3))
-                    .map(|_| {
-                        let (cidrs, except) = gen_cidrs(&mut r);
-                        let to = EgressPeer {
-                            namespaces: gen_names(&mut r),
-                            namespace_selector: r.chance(20).then(|| gen_selector(&mut r)),
-                            cidrs,
-                            except,
-                        };
-                        EgressRule {
-                            to,
-                            ports: gen_ports(&mut r),
-                        }
-                    })
-                    .collect()
-            });
-            let mut o =
-                NamespaceFirewall::new(&format!("f{k}"), NamespaceFirewallSpec { ingress, egress });
-            o.metadata.namespace = Some(ns.to_string());
-            m.namespace_firewalls.push(o);
-        }
+}
+
+fn gen_cluster_firewall(r: &mut Rng, k: usize) -> ClusterFirewall {
+    let rules = (0..1 + r.below(4)).map(|_| gen_cluster_rule(r)).collect();
+    let defaults = r.chance(40).then(|| ClusterDefaults {
+        cross_namespace: Some(*r.pick(&[DefaultAction::Allow, DefaultAction::Deny])),
+        mode: None,
+    });
+    let spec = ClusterFirewallSpec {
+        priority: *r.pick(&[10, 20]),
+        rules,
+        defaults,
+    };
+    ClusterFirewall::new(&format!("cf{k}"), spec)
+}
+
+fn gen_ingress_rule(r: &mut Rng) -> IngressRule {
+    IngressRule {
+        from: gen_peer(r),
+        services: r
+            .chance(30)
+            .then(|| vec![format!("svc-{}", r.pick(&["a", "b"]))]),
+        ports: gen_ports(r),
     }
-    m
+}
+
+fn gen_egress_rule(r: &mut Rng) -> EgressRule {
+    let (cidrs, except) = gen_cidrs(r);
+    let to = EgressPeer {
+        namespaces: gen_names(r),
+        namespace_selector: r.chance(20).then(|| gen_selector(r)),
+        cidrs,
+        except,
+    };
+    EgressRule {
+        to,
+        ports: gen_ports(r),
+    }
+}
+
+fn gen_namespace_firewall(r: &mut Rng, ns: &str, k: usize) -> NamespaceFirewall {
+    let ingress = r
+        .chance(60)
+        .then(|| (0..r.below(3)).map(|_| gen_ingress_rule(r)).collect());
+    let egress = r
+        .chance(50)
+        .then(|| (0..r.below(3)).map(|_| gen_egress_rule(r)).collect());
+    let mut o = NamespaceFirewall::new(&format!("f{k}"), NamespaceFirewallSpec { ingress, egress });
+    o.metadata.namespace = Some(ns.to_string());
+    o
 }
 
 /// Trie entries of one (side, local) row: (prefix length, key, value).
@@ -1068,6 +1092,23 @@ fn check_side(what: &str, kernel: PolicyValue, exp: &SideDecision, c: &Compiled)
     assert_eq!(c.rules[kernel.rule as usize], exp.policy, "{what}: rule");
 }
 
+/// Ports probed for TCP, UDP and SCTP: both ends of every range the generator writes, and their
+/// neighbours.
+const PROBE_PORTS: [u16; 21] = [
+    0, 1, 49, 50, 52, 53, 54, 60, 61, 79, 80, 81, 999, 1000, 1001, 1499, 1500, 2000, 2001, 65534,
+    65535,
+];
+
+/// One probed connection from a local pod.
+struct Probe<'a> {
+    /// What the failure messages call it.
+    what: String,
+    src: &'a Pod,
+    dst_ip: IpAddr,
+    proto: u8,
+    port: u16,
+}
+
 fn run_property(seed: u64) -> usize {
     let m = gen_model(seed);
     let o = CompileOptions {
@@ -1081,10 +1122,6 @@ fn run_property(seed: u64) -> usize {
     assert_eq!(first, c);
     let k = Kernel::new(&c);
     let ev = Evaluator::new(&m, &o);
-    let ports = [
-        0u16, 1, 49, 50, 52, 53, 54, 60, 61, 79, 80, 81, 999, 1000, 1001, 1499, 1500, 2000, 2001,
-        65534, 65535,
-    ];
     let sources: Vec<&Pod> = m
         .pods
         .iter()
@@ -1092,13 +1129,11 @@ fn run_property(seed: u64) -> usize {
         .collect();
     let mut checked = 0;
     for src in &sources {
-        let local = c.maps.cgroups[&src.cgroup_ids[0]];
         for dst_ip in probe_addresses(&m) {
-            let peer = k.identity(dst_ip);
             let icmp = if dst_ip.is_ipv4() { 1 } else { 58 };
             for proto in [icmp, 6, 17, 132, 47] {
                 let port_list: &[u16] = if matches!(proto, 6 | 17 | 132) {
-                    &ports
+                    &PROBE_PORTS
                 } else {
                     &[0]
                 };
@@ -1107,52 +1142,72 @@ fn run_property(seed: u64) -> usize {
                         "seed {seed}: {}/{} -> {dst_ip} proto {proto} port {port}",
                         src.namespace, src.name
                     );
+                    let probe = Probe {
+                        what,
+                        src,
+                        dst_ip,
+                        proto,
+                        port,
+                    };
                     let exp =
                         ev.explain(&src.namespace, &Destination::Address(dst_ip), proto, port);
-                    assert_eq!(exp.egress.mode, k.mode(local.ns), "{what}: egress mode");
-                    // The egress program at the source.
-                    if exemption(Side::Egress, &local, &peer, proto, port).is_some() {
-                        assert_eq!(exp.egress.verdict, Allow, "{what}: exempt");
-                        assert!(
-                            matches!(exp.egress.step, Step::SameNamespace | Step::Dns),
-                            "{what}: {exp:?}"
-                        );
-                    } else {
-                        let v = k.lookup(Side::Egress, local.id, peer.id, proto, port);
-                        check_side(&format!("{what} egress"), v, &exp.egress, &c);
-                        if peer.ns >= NS_FIRST {
-                            let v2 = k.lookup(Side::Ingress, peer.id, local.id, proto, port);
-                            let ing = exp.ingress.as_ref().unwrap();
-                            check_side(&format!("{what} ingress (at source)"), v2, ing, &c);
-                            assert_eq!(ing.mode, k.mode(peer.ns), "{what}: ingress mode");
-                        } else {
-                            assert!(exp.ingress.is_none(), "{what}");
-                        }
-                    }
-                    // The ingress program at a local destination pod.
-                    let dst_pod = m.pods.iter().find(|p| {
-                        p.is_endpoint()
-                            && p.ips.contains(&dst_ip)
-                            && p.node_name.as_deref() == Some("node-1")
-                    });
-                    let src_ip = src.ips.iter().find(|i| i.is_ipv4() == dst_ip.is_ipv4());
-                    if let (Some(dst_pod), Some(src_ip)) = (dst_pod, src_ip) {
-                        let dlocal = c.maps.cgroups[&dst_pod.cgroup_ids[0]];
-                        let speer = k.identity(*src_ip);
-                        let ing = exp.ingress.as_ref().unwrap();
-                        if exemption(Side::Ingress, &dlocal, &speer, proto, port).is_some() {
-                            assert_eq!(ing.verdict, Allow, "{what}: ingress exempt");
-                        } else {
-                            let v = k.lookup(Side::Ingress, dlocal.id, speer.id, proto, port);
-                            check_side(&format!("{what} ingress (at destination)"), v, ing, &c);
-                        }
-                    }
+                    check_at_source(&k, &probe, &exp);
+                    check_at_destination(&k, &m, &probe, &exp);
                     checked += 1;
                 }
             }
         }
     }
     checked
+}
+
+/// The egress program at the source (and, for a pod destination, the ingress decision it
+/// takes there on the destination's behalf) against the explanation.
+fn check_at_source(k: &Kernel<'_>, p: &Probe<'_>, exp: &Explanation) {
+    let (c, what, proto, port) = (k.c, &p.what, p.proto, p.port);
+    let local = c.maps.cgroups[&p.src.cgroup_ids[0]];
+    let peer = k.identity(p.dst_ip);
+    assert_eq!(exp.egress.mode, k.mode(local.ns), "{what}: egress mode");
+    if exemption(Side::Egress, &local, &peer, proto, port).is_some() {
+        assert_eq!(exp.egress.verdict, Allow, "{what}: exempt");
+        assert!(
+            matches!(exp.egress.step, Step::SameNamespace | Step::Dns),
+            "{what}: {exp:?}"
+        );
+        return;
+    }
+    let v = k.lookup(Side::Egress, local.id, peer.id, proto, port);
+    check_side(&format!("{what} egress"), v, &exp.egress, c);
+    if peer.ns >= NS_FIRST {
+        let v2 = k.lookup(Side::Ingress, peer.id, local.id, proto, port);
+        let ing = exp.ingress.as_ref().unwrap();
+        check_side(&format!("{what} ingress (at source)"), v2, ing, c);
+        assert_eq!(ing.mode, k.mode(peer.ns), "{what}: ingress mode");
+    } else {
+        assert!(exp.ingress.is_none(), "{what}");
+    }
+}
+
+/// The ingress program at the destination, when it is a pod on this node, against the
+/// explanation.
+fn check_at_destination(k: &Kernel<'_>, m: &ClusterModel, p: &Probe<'_>, exp: &Explanation) {
+    let (c, what, proto, port) = (k.c, &p.what, p.proto, p.port);
+    let dst_pod = m.pods.iter().find(|d| {
+        d.is_endpoint() && d.ips.contains(&p.dst_ip) && d.node_name.as_deref() == Some("node-1")
+    });
+    let src_ip = p.src.ips.iter().find(|i| i.is_ipv4() == p.dst_ip.is_ipv4());
+    let (Some(dst_pod), Some(src_ip)) = (dst_pod, src_ip) else {
+        return;
+    };
+    let dlocal = c.maps.cgroups[&dst_pod.cgroup_ids[0]];
+    let speer = k.identity(*src_ip);
+    let ing = exp.ingress.as_ref().unwrap();
+    if exemption(Side::Ingress, &dlocal, &speer, proto, port).is_some() {
+        assert_eq!(ing.verdict, Allow, "{what}: ingress exempt");
+    } else {
+        let v = k.lookup(Side::Ingress, dlocal.id, speer.id, proto, port);
+        check_side(&format!("{what} ingress (at destination)"), v, ing, c);
+    }
 }
 
 #[test]
