@@ -244,29 +244,19 @@ fn cases() -> Vec<Case> {
             DROP,
         ),
     ];
-    // `base` changed by `change`, carrying a TCP segment to `port`.
-    let variant = |what: &'static str, change: fn(&mut V4), port: u16, want: u32| {
-        let mut header = base.clone();
-        change(&mut header);
-        egress(what, header.packet(&tcp(port)), want)
-    };
-    // 40 NOPs: the longest IPv4 header (IHL 15).
-    let options = |h: &mut V4| h.options = vec![1; 40];
     // IPv4 options: the transport header moves; the allowed port must still be found.
-    out.extend([
-        variant(
-            "IPv4 with 40 bytes of options, allowed port",
-            options,
-            ALLOWED,
-            PASS,
-        ),
-        variant(
-            "IPv4 with 40 bytes of options, denied port",
-            options,
-            DENIED,
-            DROP,
-        ),
-    ]);
+    let mut with_opts = base.clone();
+    with_opts.options = vec![1; 40]; // 40 NOPs: the longest IPv4 header (IHL 15)
+    out.push(egress(
+        "IPv4 with 40 bytes of options, allowed port",
+        with_opts.packet(&tcp(ALLOWED)),
+        PASS,
+    ));
+    out.push(egress(
+        "IPv4 with 40 bytes of options, denied port",
+        with_opts.packet(&tcp(DENIED)),
+        DROP,
+    ));
     // Truncated and bogus headers.
     let full = base.packet(&tcp(DENIED));
     out.push(egress(
@@ -284,46 +274,50 @@ fn cases() -> Vec<Case> {
         full[..14 + 20 + 3].to_vec(),
         DROP,
     ));
-    out.extend([
-        variant(
-            "IHL 4 (shorter than an IPv4 header)",
-            |h| h.ihl = Some(4),
-            DENIED,
-            DROP,
-        ),
-        variant(
-            "IHL 15 but no options: the 'transport header' is the real one shifted",
-            |h| h.ihl = Some(15),
-            DENIED,
-            DROP,
-        ),
-        variant(
-            "total length beyond the packet",
-            |h| h.total_len = Some(1500),
-            DENIED,
-            DROP,
-        ),
-        variant(
-            "total length covering only the IP header",
-            |h| h.total_len = Some(20),
-            DENIED,
-            DROP,
-        ),
-        // Fragments: a non-first fragment has no transport header; bytes that look like one
-        // with the allowed port must not open the flow.
-        variant(
-            "IPv4 non-first fragment whose payload looks like a SYN to the allowed port",
-            |h| h.frag_offset = 3,
-            ALLOWED,
-            DROP,
-        ),
-        variant(
-            "IPv4 first fragment to a denied port",
-            |h| h.mf = true,
-            DENIED,
-            DROP,
-        ),
-    ]);
+    let mut short_ihl = base.clone();
+    short_ihl.ihl = Some(4);
+    out.push(egress(
+        "IHL 4 (shorter than an IPv4 header)",
+        short_ihl.packet(&tcp(DENIED)),
+        DROP,
+    ));
+    let mut long_ihl = base.clone();
+    long_ihl.ihl = Some(15);
+    out.push(egress(
+        "IHL 15 but no options: the 'transport header' is the real one shifted",
+        long_ihl.packet(&tcp(DENIED)),
+        DROP,
+    ));
+    let mut big_total = base.clone();
+    big_total.total_len = Some(1500);
+    out.push(egress(
+        "total length beyond the packet",
+        big_total.packet(&tcp(DENIED)),
+        DROP,
+    ));
+    let mut small_total = base.clone();
+    small_total.total_len = Some(20);
+    out.push(egress(
+        "total length covering only the IP header",
+        small_total.packet(&tcp(DENIED)),
+        DROP,
+    ));
+    // Fragments: a non-first fragment has no transport header; bytes that look like one with
+    // the allowed port must not open the flow.
+    let mut later = base.clone();
+    later.frag_offset = 3;
+    out.push(egress(
+        "IPv4 non-first fragment whose payload looks like a SYN to the allowed port",
+        later.packet(&tcp(ALLOWED)),
+        DROP,
+    ));
+    let mut first = base;
+    first.mf = true;
+    out.push(egress(
+        "IPv4 first fragment to a denied port",
+        first.packet(&tcp(DENIED)),
+        DROP,
+    ));
     // ICMP: an echo across namespaces is denied; an error quoting a flow never tracked is too.
     let icmp_echo = {
         let mut p = vec![0u8; 8];
