@@ -36,7 +36,9 @@ macro_rules! peer {
 /// every namespace, `cidrs` (described by `$cidrs_doc`) minus `except`, and the rule that keeps
 /// `except` inside `cidrs`.
 macro_rules! destination_peer {
-    ($(#[$attr:meta])* $name:ident { $($field:tt)* } cidrs: $cidrs_doc:literal) => {
+    // Each address list: its doc, and the examples its two CEL messages give.
+    (@lists $(#[$attr:meta])* $name:ident { $($field:tt)* }
+        $($list:ident($doc:literal, $such_as:literal, $e_g:literal))*) => {
         peer! {
             $(#[$attr])*
             #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -47,23 +49,24 @@ macro_rules! destination_peer {
             .field_path(".except"))]
             $name {
                 $($field)*
-                #[doc = $cidrs_doc]
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                #[schemars(extend("maxItems" = 32, "items" = {"type": "string", "maxLength": 64}))]
-                #[x_kube(
-                    validation = Rule::new("self.all(c, isCIDR(c))").message("each entry must be a CIDR such as 10.0.0.0/8 or fd00::/8"),
-                    validation = Rule::new("self.all(c, !isCIDR(c) || cidr(c) == cidr(c).masked())").message("host bits set: write the network address, e.g. 10.0.0.0/8")
-                )]
-                pub cidrs: Option<Vec<String>>,
-                /// Prefixes carved out of `cidrs`; each must lie inside one of them.
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                #[schemars(extend("maxItems" = 32, "items" = {"type": "string", "maxLength": 64}))]
-                #[x_kube(
-                    validation = Rule::new("self.all(c, isCIDR(c))").message("each entry must be a CIDR such as 10.1.0.0/16"),
-                    validation = Rule::new("self.all(c, !isCIDR(c) || cidr(c) == cidr(c).masked())").message("host bits set: write the network address, e.g. 10.1.0.0/16")
-                )]
-                pub except: Option<Vec<String>>,
+                $(
+                    #[doc = $doc]
+                    #[serde(default, skip_serializing_if = "Option::is_none")]
+                    #[schemars(extend("maxItems" = 32, "items" = {"type": "string", "maxLength": 64}))]
+                    #[x_kube(
+                        validation = Rule::new("self.all(c, isCIDR(c))").message(concat!("each entry must be a CIDR such as ", $such_as)),
+                        validation = Rule::new("self.all(c, !isCIDR(c) || cidr(c) == cidr(c).masked())").message(concat!("host bits set: write the network address, e.g. ", $e_g))
+                    )]
+                    pub $list: Option<Vec<String>>,
+                )*
             }
+        }
+    };
+    ($(#[$attr:meta])* $name:ident { $($field:tt)* } cidrs: $cidrs_doc:literal) => {
+        destination_peer! {
+            @lists $(#[$attr])* $name { $($field)* }
+            cidrs($cidrs_doc, "10.0.0.0/8 or fd00::/8", "10.0.0.0/8")
+            except(" Prefixes carved out of `cidrs`; each must lie inside one of them.", "10.1.0.0/16", "10.1.0.0/16")
         }
     };
 }
