@@ -449,7 +449,8 @@ fn editing_the_source_flips_the_verdict_without_a_restart() {
         node.tcp("frontend/web", "db/postgres", 5432).result,
         "denied"
     );
-    // An invalid object is rejected whole; the valid ones keep working.
+    // An invalid object is rejected whole; never accepted, it restricts what it names (frontend's
+    // egress admits nothing across namespaces) and the valid ones keep working.
     let bad = r#"
 apiVersion: bulkhead.dev/v1alpha1
 kind: NamespaceFirewall
@@ -459,11 +460,9 @@ spec:
     - to: {cidrs: ["10.0.0.0/33"]}
 "#;
     node.set_policies(&[&baseline("Allow", "Enforce"), bad]);
-    agent.wait_for_log(
-        "policy object rejected; the rest of the policy applies",
-        Duration::from_secs(5),
-    );
-    let rejected = agent.logs_with("policy object rejected; the rest of the policy applies");
+    let fail_closed = "policy object rejected; never accepted: what it restricts is enforced fail closed until it is fixed";
+    agent.wait_for_log(fail_closed, Duration::from_secs(5));
+    let rejected = agent.logs_with(fail_closed);
     let what = rejected[0]["object"]
         .as_str()
         .unwrap_or_default()
@@ -473,7 +472,63 @@ spec:
             && what.contains("spec.egress[0].to.cidrs[0]"),
         "{what}"
     );
-    assert_eq!(node.tcp("frontend/web", "db/postgres", 5432).result, "ok");
+    assert_eq!(rejected[0]["in_force"], "FailClosed");
+    assert_eq!(
+        node.tcp("frontend/web", "db/postgres", 5432).result,
+        "denied"
+    );
+    assert_eq!(node.tcp("payments/api", "db/postgres", 5432).result, "ok");
+}
+
+#[test]
+fn a_broken_object_keeps_its_last_accepted_version_and_a_new_one_fails_closed() {
+    if !require_root("a_broken_object_keeps_its_last_accepted_version_and_a_new_one_fails_closed") {
+        return;
+    }
+    let base = baseline("Allow", "Enforce");
+    let node = Node::up("lastok", 21, pods(), &[&base, &db_from_payments()]);
+    let agent = node.agent(&[]);
+    let probes = |node: &Node| {
+        [
+            node.tcp("frontend/web", "db/postgres", 5432).result,
+            node.tcp("payments/api", "db/postgres", 5432).result,
+            node.tcp("frontend/web", "payments/api", 8443).result,
+        ]
+    };
+    assert_eq!(probes(&node), ["denied", "ok", "ok"]);
+    // db's object gets a bad port (the case seen on main at ee718d0: db opened to everybody).
+    let broken_db = db_from_payments().replace("port: 5432", "port: 70000");
+    node.set_policies(&[&base, &broken_db]);
+    let kept = "policy object rejected; its last accepted version stays in force until it is fixed";
+    agent.wait_for_log(kept, Duration::from_secs(5));
+    assert_eq!(agent.logs_with(kept)[0]["in_force"], "LastAcceptedInForce");
+    assert_eq!(
+        probes(&node),
+        ["denied", "ok", "ok"],
+        "db's last version holds"
+    );
+    // payments' first object, never valid: its ingress admits nothing across namespaces.
+    let broken_payments = ingress_from("new", "payments", &["frontend"], &[], &[("TCP", 0)]);
+    node.set_policies(&[&base, &broken_db, &broken_payments]);
+    agent.wait_for_log(
+        "policy object rejected; never accepted: what it restricts is enforced fail closed until it is fixed",
+        Duration::from_secs(5),
+    );
+    assert_eq!(probes(&node), ["denied", "ok", "denied"]);
+    // Both fixed: applied as written.
+    let applied = agent.logs_with("policy applied").len();
+    let fixed = ingress_from("new", "payments", &["frontend"], &[], &[("TCP", 8443)]);
+    node.set_policies(&[&base, &db_from_payments(), &fixed]);
+    agent.wait_for_log_count("policy applied", applied + 1, Duration::from_secs(5));
+    assert_eq!(probes(&node), ["denied", "ok", "ok"]);
+    let lines = agent.stop();
+    let payments = line(&lines, "ingress", "api", 8443);
+    assert_eq!(
+        (&payments[0]["verdict"], &payments[0]["policy"]),
+        (&json!("DENIED"), &json!("NamespaceFirewall/payments/new")),
+        "{}",
+        pretty(&lines)
+    );
 }
 
 #[test]

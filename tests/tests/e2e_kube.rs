@@ -171,6 +171,70 @@ fn a_namespace_label_flips_monitor_and_enforce() {
 }
 
 #[test]
+fn a_mode_label_in_any_case_applies_and_an_invalid_one_keeps_the_mode() {
+    if !require_root("a_mode_label_in_any_case_applies_and_an_invalid_one_keeps_the_mode") {
+        return;
+    }
+    let node = KubeNode::up("kcase", 36, PODS, &[&baseline("Monitor")], &[]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = node.agent(&["--metrics-addr", &addr]);
+    assert_eq!(to(&node, "b"), "ok", "monitor lets it through");
+    // ClusterFirewall's `defaults.mode` is spelled `Enforce`: the label may be too.
+    node.kubectl(&["label", "namespace", "a", "bulkhead.dev/mode=Enforce"]);
+    wait_for(Duration::from_secs(5), "a enforces", || {
+        (to(&node, "b") == "denied").then_some(())
+    });
+    // A typo keeps the last valid mode: enforcement never turns off by mistake.
+    node.kubectl(&[
+        "label",
+        "--overwrite",
+        "namespace",
+        "a",
+        "bulkhead.dev/mode=Enforcing",
+    ]);
+    let message = "invalid bulkhead.dev/mode label (expected enforce, monitor or off, in any case); the namespace keeps its mode";
+    agent.wait_for_log(message, Duration::from_secs(5));
+    let warned = agent.logs_with(message);
+    assert_eq!(
+        (
+            &warned[0]["namespace"],
+            &warned[0]["value"],
+            &warned[0]["mode"],
+            &warned[0]["from"]
+        ),
+        (
+            &json!("a"),
+            &json!("Enforcing"),
+            &json!("enforce"),
+            &json!("last valid label")
+        ),
+        "{}",
+        pretty(&warned)
+    );
+    assert_eq!(to(&node, "b"), "denied");
+    assert_eq!(sample(port, "bulkhead_invalid_mode_labels"), 1.0);
+    // The agent holding the status Lease tells the Namespace (cluster-scoped: in `default`).
+    let (events, _) = wait_for(Duration::from_secs(10), "an Event on the Namespace", || {
+        Some(node.events_about("default", "Namespace", "a")).filter(|e| !e.is_empty())
+    });
+    assert_eq!(events[0]["reason"], "InvalidModeLabel", "{events:?}");
+    // Fixed: counted no more.
+    node.kubectl(&[
+        "label",
+        "--overwrite",
+        "namespace",
+        "a",
+        "bulkhead.dev/mode=MONITOR",
+    ]);
+    wait_for(Duration::from_secs(5), "a monitors", || {
+        (to(&node, "b") == "ok").then_some(())
+    });
+    assert_eq!(sample(port, "bulkhead_invalid_mode_labels"), 0.0);
+    drop(agent);
+}
+
+#[test]
 fn a_new_pod_is_classified_and_a_deleted_pod_is_forgotten() {
     if !require_root("a_new_pod_is_classified_and_a_deleted_pod_is_forgotten") {
         return;
@@ -360,7 +424,10 @@ fn an_invalid_object_is_refused_in_its_status_while_valid_ones_keep_working() {
         (to(&node, "b"), to(&node, "c")),
         ("ok".into(), "denied".into())
     );
-    let rejected = agent.logs_with("policy object rejected; the rest of the policy applies");
+    // Never accepted: c admits nothing across namespaces on ingress (docs/design.md#invalid-objects).
+    let rejected = agent.logs_with(
+        "policy object rejected; never accepted: what it restricts is enforced fail closed until it is fixed",
+    );
     assert!(
         rejected.iter().any(|l| l["object"]
             .as_str()
@@ -392,14 +459,23 @@ fn an_invalid_object_is_refused_in_its_status_while_valid_ones_keep_working() {
     );
     assert_eq!(
         (&bad["status"], &bad["reason"]),
-        (&json!("False"), &json!("InvalidSpec")),
+        (&json!("False"), &json!("FailClosed")),
         "{bad}"
     );
     assert!(
         bad["message"]
             .as_str()
-            .is_some_and(|m| m.contains("spec.ingress[0].ports[0].port")),
+            .is_some_and(|m| m.starts_with("InvalidSpec: spec.ingress[0].ports[0].port")),
         "{bad}"
+    );
+    // A Warning Event on the object says the same, where `kubectl describe` looks.
+    let (events, _) = wait_for(Duration::from_secs(5), "an Event on the object", || {
+        Some(node.events_about("c", "NamespaceFirewall", "typo")).filter(|e| !e.is_empty())
+    });
+    assert_eq!(
+        (&events[0]["type"], &events[0]["reason"], &events[0]["note"]),
+        (&json!("Warning"), &json!("FailClosed"), &bad["message"]),
+        "{events:?}"
     );
     let (good, _) = wait_for(Duration::from_secs(5), "status of the valid object", || {
         node.accepted("NamespaceFirewall", Some("b"), "from-a")
@@ -421,6 +497,28 @@ fn an_invalid_object_is_refused_in_its_status_while_valid_ones_keep_working() {
         node.accepted("NamespaceFirewall", Some("c"), "typo")
             .filter(|c| c["status"] == "True" && c["observedGeneration"] == 2)
     });
+
+    // Broken again: now its last accepted generation (2) stays in force, so the flow it admits
+    // stays open and everything else stays closed.
+    node.apply(&broken.replace("70000", "99999"));
+    let (again, _) = wait_for(Duration::from_secs(10), "broken again", || {
+        node.accepted("NamespaceFirewall", Some("c"), "typo")
+            .filter(|c| c["observedGeneration"] == 3)
+    });
+    assert_eq!(
+        (&again["status"], &again["reason"]),
+        (&json!("False"), &json!("LastAcceptedInForce")),
+        "{again}"
+    );
+    assert_eq!(to(&node, "c"), "ok");
+    assert_eq!(
+        agent
+            .logs_with(
+                "policy object rejected; its last accepted version stays in force until it is fixed"
+            )
+            .len(),
+        1
+    );
     drop(agent);
 }
 

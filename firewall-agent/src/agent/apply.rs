@@ -12,7 +12,7 @@ use super::metrics::Metrics;
 
 use crate::{
     cgroups,
-    compiler::{self, CompileOptions, Compiled, IdAllocator},
+    compiler::{self, CompileOptions, Compiled, IdAllocator, InvalidModeLabel, MODE_LABEL},
     datapath::writer::{ApplyError, MapWriter},
     events::{NameTables, Names, names::PodName},
     model::{ClusterModel, Rejection},
@@ -23,9 +23,12 @@ pub struct PolicyState {
     pub opts: CompileOptions,
     cgroup_root: PathBuf,
     ids: IdAllocator,
+    /// What was valid before, so that a rejection or a bad label never loosens enforcement.
+    memory: compiler::Memory,
     model: Option<ClusterModel>,
     cgroup_ids: BTreeMap<String, Vec<u64>>,
     rejected: Vec<Rejection>,
+    invalid_labels: Vec<InvalidModeLabel>,
     metrics: Arc<Metrics>,
     /// Whether a policy has been applied at least once.
     pub ready: bool,
@@ -71,9 +74,11 @@ impl PolicyState {
             opts,
             cgroup_root,
             ids: IdAllocator::default(),
+            memory: compiler::Memory::default(),
             model: None,
             cgroup_ids: BTreeMap::new(),
             rejected: Vec::new(),
+            invalid_labels: Vec::new(),
             metrics,
             ready: false,
             node_seen: false,
@@ -132,6 +137,11 @@ impl PolicyState {
         &self.rejected
     }
 
+    /// The mode labels the last compile found to be no mode.
+    pub fn invalid_mode_labels(&self) -> &[InvalidModeLabel] {
+        &self.invalid_labels
+    }
+
     /// Looks for this node's pods' cgroups again; true when something changed (containers start
     /// and restart after their Pod object appears).
     pub fn rediscover(&mut self) -> bool {
@@ -185,17 +195,20 @@ impl PolicyState {
                 pod.cgroup_ids.clone_from(ids);
             }
         }
-        let compiled = compiler::compile(&model, &self.opts, &mut self.ids);
+        let compiled =
+            compiler::compile_remembering(&model, &self.opts, &mut self.ids, &mut self.memory);
         self.report_rejections(&compiled);
+        self.report_invalid_labels(&compiled);
         let contents = &compiled.maps;
         let compile_ms = started.elapsed().as_secs_f64() * 1e3;
         let objects =
             model.namespace_firewalls.len() + model.cluster_firewalls.len() + model.rejected.len();
-        let rejected = compiled.rejected.len();
+        let accepted = objects.saturating_sub(compiled.rejected.len());
+        let labels = compiled.invalid_mode_labels.len();
         if self.ready && contents == writer.active_contents() {
             names.set(writer.active_slot(), name_tables(&model, &compiled));
             self.metrics
-                .policy_objects(objects.saturating_sub(rejected), rejected);
+                .policy_objects(accepted, &compiled.rejected, labels);
             return;
         }
         match writer.apply(contents) {
@@ -203,7 +216,7 @@ impl PolicyState {
                 names.set(stats.slot, name_tables(&model, &compiled));
                 self.metrics.applied(started.elapsed());
                 self.metrics
-                    .policy_objects(objects.saturating_sub(rejected), rejected);
+                    .policy_objects(accepted, &compiled.rejected, labels);
                 self.metrics.observe_maps(&writer.entries());
                 info!(
                     written = stats.written,
@@ -234,11 +247,35 @@ impl PolicyState {
         }
     }
 
-    /// Logs the objects rejected by this compile that the previous one had not rejected.
+    /// Logs the objects rejected by this compile that the previous one had not rejected, and
+    /// what stands in for each.
     fn report_rejections(&mut self, c: &Compiled) {
         for r in c.rejected.iter().filter(|r| !self.rejected.contains(r)) {
-            warn!(object = %r, "policy object rejected; the rest of the policy applies");
+            warn!(
+                object = %r,
+                in_force = r.in_force.reason(),
+                "policy object rejected; {}",
+                r.in_force.describe()
+            );
         }
         self.rejected.clone_from(&c.rejected);
+    }
+
+    /// Logs the mode labels that became invalid with this compile, and the mode each keeps.
+    fn report_invalid_labels(&mut self, c: &Compiled) {
+        for l in c
+            .invalid_mode_labels
+            .iter()
+            .filter(|l| !self.invalid_labels.contains(l))
+        {
+            warn!(
+                namespace = %l.namespace,
+                value = %l.value,
+                mode = %l.in_force.mode,
+                from = l.in_force.source.as_str(),
+                "invalid {MODE_LABEL} label (expected enforce, monitor or off, in any case); the namespace keeps its mode"
+            );
+        }
+        self.invalid_labels.clone_from(&c.invalid_mode_labels);
     }
 }

@@ -22,7 +22,12 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{datapath::LoadOptions, events::format::LogLine, source::Progress};
+use crate::{
+    datapath::LoadOptions,
+    events::format::LogLine,
+    model::{InForce, Rejection},
+    source::Progress,
+};
 
 /// Namespace pairs with their own violation series; further pairs share `_other`.
 pub const MAX_PAIRS: usize = 1000;
@@ -59,6 +64,11 @@ struct StateLabels {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InForceLabels {
+    in_force: &'static str,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric the agent exports, updated by its loop and encoded on scrape.
@@ -73,6 +83,8 @@ pub struct Metrics {
     map_capacity: Family<MapLabels, Gauge>,
     map_fill: Family<MapLabels, FloatGauge>,
     policy_objects: Family<StateLabels, Gauge>,
+    rejected_in_force: Family<InForceLabels, Gauge>,
+    invalid_mode_labels: Gauge,
     apply_seconds: Histogram,
     last_apply: FloatGauge,
     source_synced: Gauge,
@@ -98,6 +110,8 @@ impl Metrics {
             map_capacity: Family::default(),
             map_fill: Family::default(),
             policy_objects: Family::default(),
+            rejected_in_force: Family::default(),
+            invalid_mode_labels: Gauge::default(),
             apply_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             last_apply: FloatGauge::default(),
             source_synced: Gauge::default(),
@@ -130,6 +144,11 @@ impl Metrics {
         }
         for state in ["accepted", "rejected"] {
             let _ = self.policy_objects.get_or_create(&StateLabels { state });
+        }
+        for in_force in [InForce::LastAccepted, InForce::FailClosed] {
+            let _ = self.rejected_in_force.get_or_create(&InForceLabels {
+                in_force: in_force.reason(),
+            });
         }
         for map in STATE_MAPS {
             let _ = self.apply_failures.get_or_create(&MapLabels { map });
@@ -173,6 +192,16 @@ impl Metrics {
             "policy_objects",
             "Policy objects accepted into the applied policy or rejected whole",
             self.policy_objects.clone(),
+        );
+        registry.register(
+            "rejected_policy_objects",
+            "Rejected policy objects by what enforces them meanwhile: their last accepted version (LastAcceptedInForce) or their fail-closed stand-in (FailClosed)",
+            self.rejected_in_force.clone(),
+        );
+        registry.register(
+            "invalid_mode_labels",
+            "Namespaces whose bulkhead.dev/mode label is no mode (each keeps its last valid mode, or the default)",
+            self.invalid_mode_labels.clone(),
         );
         registry.register(
             "policy_apply_seconds",
@@ -312,16 +341,25 @@ impl Metrics {
         self.last_apply.set(crate::clock::unix_secs());
     }
 
-    /// The policy in force has `accepted` objects; `rejected` were rejected whole. Set after
-    /// every compile whose result is in force, including one that changed no map entry (a newly
-    /// rejected object whose rules were already absent).
-    pub fn policy_objects(&self, accepted: usize, rejected: usize) {
+    /// The policy in force has `accepted` objects and `rejected` ones, and `invalid_labels`
+    /// mode labels that are no mode. Set after every compile whose result is in force,
+    /// including one that changed no map entry (a rejection whose stand-in changes nothing).
+    pub fn policy_objects(&self, accepted: usize, rejected: &[Rejection], invalid_labels: usize) {
         self.policy_objects
             .get_or_create(&StateLabels { state: "accepted" })
             .set(accepted as i64);
         self.policy_objects
             .get_or_create(&StateLabels { state: "rejected" })
-            .set(rejected as i64);
+            .set(rejected.len() as i64);
+        for in_force in [InForce::LastAccepted, InForce::FailClosed] {
+            let n = rejected.iter().filter(|r| r.in_force == in_force).count();
+            self.rejected_in_force
+                .get_or_create(&InForceLabels {
+                    in_force: in_force.reason(),
+                })
+                .set(n as i64);
+        }
+        self.invalid_mode_labels.set(invalid_labels as i64);
     }
 
     pub fn node_known(&self, known: bool) {
@@ -441,11 +479,18 @@ mod tests {
     #[test]
     fn policy_object_counts_follow_every_compile() {
         let m = Metrics::new(&LoadOptions::default());
-        m.policy_objects(3, 0);
-        m.policy_objects(2, 1);
+        m.policy_objects(3, &[], 0);
+        let kept = Rejection {
+            in_force: InForce::LastAccepted,
+            ..Rejection::default()
+        };
+        m.policy_objects(2, &[kept], 1);
         assert_exports(
             &m.encode(),
             [
+                r#"bulkhead_rejected_policy_objects{in_force="LastAcceptedInForce"} 1"#,
+                r#"bulkhead_rejected_policy_objects{in_force="FailClosed"} 0"#,
+                "bulkhead_invalid_mode_labels 1",
                 r#"bulkhead_policy_objects{state="accepted"} 2"#,
                 r#"bulkhead_policy_objects{state="rejected"} 1"#,
             ],

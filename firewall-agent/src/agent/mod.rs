@@ -98,7 +98,11 @@ impl Agent {
                 let changed = self
                     .state
                     .set_model(model, &mut self.writer, &mut self.names);
-                source.applied(changed, self.state.rejected());
+                source.applied(
+                    changed,
+                    self.state.rejected(),
+                    self.state.invalid_mode_labels(),
+                );
             }
             Err(e) if self.state.ready => {
                 error!(error = %e, "source unusable; the last good policy stays in force");

@@ -16,7 +16,10 @@ use super::{
     modes,
     policy_set::PolicySet,
 };
-use crate::model::{ClusterModel, Rejection};
+use crate::{
+    model::{ClusterModel, Rejection},
+    policy::LastAccepted,
+};
 
 /// The destination of a connection to explain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,11 +123,13 @@ pub struct Evaluator<'m> {
 impl<'m> Evaluator<'m> {
     /// Validates the model's policy once and gives its endpoints identities, as a compile does.
     pub fn new(model: &'m ClusterModel, opts: &'m CompileOptions) -> Self {
-        let set = PolicySet::build(crate::crd::policy_input(model));
+        // Judged alone: a refused object is shown by its fail-closed stand-in.
+        let set = PolicySet::in_force(model, &mut LastAccepted::default());
         let idents = Identities::build(model, &set, opts, &mut IdAllocator::default());
         let names = namespace_names(model);
-        let modes = modes::namespace_modes(model, &set, opts, &names);
-        let default_mode = modes::default_mode(&set, opts);
+        let (modes, _) = modes::namespace_modes(model, &set, opts, &names, &mut Default::default());
+        let modes = modes.into_iter().map(|(n, m)| (n, m.mode)).collect();
+        let default_mode = modes::default_mode(&set, opts).mode;
         let labels = model
             .namespaces
             .iter()

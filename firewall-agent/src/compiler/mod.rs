@@ -3,6 +3,8 @@
 mod encode;
 mod evaluate;
 mod explain;
+#[cfg(test)]
+mod fail_closed_tests;
 mod identities;
 mod ids;
 mod modes;
@@ -21,10 +23,13 @@ use firewall_common::{Identity, Mode, PolicyPrefix, PolicyValue};
 pub use evaluate::Step;
 pub use explain::{Destination, Evaluator, Explanation, SideDecision, explain};
 pub use ids::{CIDR_FIRST, IdAllocator, NARROWED_FIRST};
-pub use modes::MODE_LABEL;
+pub use modes::{InvalidModeLabel, MODE_LABEL, ModeSource, NamespaceMode};
 pub use prefix::port_prefixes;
 
-use crate::model::{ClusterModel, Rejection};
+use crate::{
+    model::{ClusterModel, Rejection},
+    policy::LastAccepted,
+};
 
 /// Compiler settings that come from the agent's command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,14 +79,39 @@ pub struct Compiled {
     pub rules: Vec<String>,
     /// Namespace id -> name (real namespaces only).
     pub namespaces: BTreeMap<u32, String>,
-    /// Objects not applied: undeserializable, invalid, or conflicting defaults.
+    /// Objects not applied as written (undeserializable, invalid, or conflicting defaults),
+    /// each with what stands in for it.
     pub rejected: Vec<Rejection>,
+    /// Every namespace's mode, and where it comes from.
+    pub namespace_modes: BTreeMap<String, NamespaceMode>,
+    /// Mode labels that are no mode.
+    pub invalid_mode_labels: Vec<InvalidModeLabel>,
 }
 
-/// Compiles the model for `opts.node_name`. Pure: the same model, options and allocator state
-/// give the same maps; `ids` keeps identities stable across compiles.
+/// What the agent's compiles remember so that a mistake never loosens enforcement: the last
+/// accepted version of every policy object and the last valid mode label of every namespace
+/// (docs/design.md#invalid-objects). A tool that judges one input alone starts from the
+/// default, in which nothing was ever accepted.
+#[derive(Clone, Debug, Default)]
+pub struct Memory {
+    policies: LastAccepted,
+    modes: modes::LastValidModes,
+}
+
+/// Compiles the model for `opts.node_name` as if it were the first policy ever seen.
 pub fn compile(model: &ClusterModel, opts: &CompileOptions, ids: &mut IdAllocator) -> Compiled {
-    let set = policy_set::PolicySet::build(crate::crd::policy_input(model));
+    compile_remembering(model, opts, ids, &mut Memory::default())
+}
+
+/// Compiles the model for `opts.node_name`. Pure: the same model, options and state give the
+/// same maps; `ids` keeps identities stable across compiles, `memory` what was valid before.
+pub fn compile_remembering(
+    model: &ClusterModel,
+    opts: &CompileOptions,
+    ids: &mut IdAllocator,
+    memory: &mut Memory,
+) -> Compiled {
+    let set = policy_set::PolicySet::in_force(model, &mut memory.policies);
     let idents = identities::Identities::build(model, &set, opts, ids);
     let labels: BTreeMap<String, BTreeMap<String, String>> = model
         .namespaces
@@ -90,11 +120,12 @@ pub fn compile(model: &ClusterModel, opts: &CompileOptions, ids: &mut IdAllocato
         .collect();
     let policy = encode::encode(&set, &idents, &labels);
     let names = identities::namespace_names(model);
-    let mode_by_name = modes::namespace_modes(model, &set, opts, &names);
+    let (namespace_modes, invalid_mode_labels) =
+        modes::namespace_modes(model, &set, opts, &names, &mut memory.modes);
     let modes = idents
         .ns_ids
         .iter()
-        .filter_map(|(name, id)| mode_by_name.get(name).map(|m| (*id, *m as u32)))
+        .filter_map(|(name, id)| namespace_modes.get(name).map(|m| (*id, m.mode as u32)))
         .collect();
     Compiled {
         maps: MapContents {
@@ -103,7 +134,7 @@ pub fn compile(model: &ClusterModel, opts: &CompileOptions, ids: &mut IdAllocato
             ipv6: idents.ipv6,
             policy,
             modes,
-            default_mode: modes::default_mode(&set, opts) as u32,
+            default_mode: modes::default_mode(&set, opts).mode as u32,
         },
         rules: set.rules,
         namespaces: idents
@@ -112,5 +143,7 @@ pub fn compile(model: &ClusterModel, opts: &CompileOptions, ids: &mut IdAllocato
             .map(|(n, id)| (*id, n.clone()))
             .collect(),
         rejected: set.rejected,
+        namespace_modes,
+        invalid_mode_labels,
     }
 }

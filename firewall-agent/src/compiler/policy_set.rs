@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use firewall_common::{Mode, PolicyVerdict};
 
 use crate::{
-    model::Rejection,
+    model::{ClusterModel, Rejection},
     policy::{
-        ClusterPolicy, ClusterRule, Destinations, EgressRule, IngressRule, NamespacePolicy,
-        PolicyInput,
+        ClusterPolicy, ClusterRule, Destinations, EgressRule, IngressRule, LastAccepted,
+        NamespacePolicy, Settled,
     },
 };
 
@@ -75,8 +75,16 @@ impl PolicySet {
         i
     }
 
-    /// Orders the front ends' policies; conflicting defaults become rejections.
-    pub fn build(input: PolicyInput) -> Self {
+    /// The policy in force for a model: its objects through their front end, each refused
+    /// one replaced by what `last` says stands in for it.
+    pub fn in_force(model: &ClusterModel, last: &mut LastAccepted) -> Self {
+        let mut input = crate::crd::policy_input(model);
+        input.resolve_defaults();
+        Self::build(last.settle(input))
+    }
+
+    /// Orders the policies in force.
+    fn build(input: Settled) -> Self {
         let mut set = PolicySet {
             cross_namespace_allow: true,
             rules: vec!["default".to_owned()],
@@ -92,25 +100,15 @@ impl PolicySet {
 
     fn add_cluster(&mut self, mut policies: Vec<ClusterPolicy>) {
         policies.sort_by(|a, b| (a.priority, &a.origin.name).cmp(&(b.priority, &b.origin.name)));
-        // Defaults: the policy whose name sorts first wins; any other setting them is rejected.
+        // Conflicts were refused before (`PolicyInput::resolve_defaults`); only stand-ins, when
+        // no accepted object sets defaults, can still disagree: the first by name decides.
         let winner = policies
             .iter()
             .filter(|c| c.defaults.is_some())
             .map(|c| c.origin.clone())
             .min_by(|a, b| a.name.cmp(&b.name));
         for c in policies {
-            if let Some(d) = c.defaults {
-                if Some(&c.origin) != winner.as_ref() {
-                    let w = winner.as_ref().map(ToString::to_string).unwrap_or_default();
-                    self.rejected.push(Rejection {
-                        kind: c.origin.kind.to_owned(),
-                        namespace: None,
-                        name: c.origin.name.clone(),
-                        reason: "DefaultsConflict".to_owned(),
-                        message: format!("spec.defaults: {w} already sets the cluster defaults"),
-                    });
-                    continue;
-                }
+            if let Some(d) = c.defaults.filter(|_| Some(&c.origin) == winner.as_ref()) {
                 self.cross_namespace_allow = d.cross_namespace != Some(PolicyVerdict::Deny);
                 self.default_mode = d.mode;
             }

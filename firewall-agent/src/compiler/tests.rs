@@ -19,7 +19,7 @@ use crate::{
         DestPeer, EgressPeer, EgressRule, IngressRule, LabelSelector, LabelSelectorRequirement,
         NamespaceFirewall, NamespaceFirewallSpec, Peer, PortSpec,
     },
-    model::{Namespace, Node, Pod, Service},
+    model::{InForce, Namespace, Node, Pod, Service},
     source::file::parse_objects,
 };
 
@@ -572,7 +572,7 @@ metadata: {name: plain}
 }
 
 #[test]
-fn defaults_conflict_and_invalid_objects_are_rejected_whole() {
+fn defaults_conflict_and_invalid_objects_are_refused_and_fail_closed() {
     let m = model(
         r#"
 apiVersion: bulkhead.dev/v1alpha1
@@ -628,13 +628,26 @@ spec:
             && msg.contains("unknown field `namespace`")),
         "{got:?}"
     );
-    // `second` is not applied at all (its Deny rule neither), `first`'s default is.
+    // Never accepted, both fail closed (docs/design.md#invalid-objects): `second`'s defaults
+    // are not applied (`first`'s are), its Deny rule is; c's objects name ingress, so c
+    // admits nothing across namespaces on ingress, whatever the default.
+    assert!(c.rejected.iter().all(|r| r.in_force == InForce::FailClosed));
     let e = to_ns(&m, "a", "b", TCP, 80);
-    assert_eq!(side(&e.egress), (Deny, "default", Step::Default));
-    // c's rejected objects restrict nothing.
     assert_eq!(
-        ingress(&to_ns(&m, "b", "c", TCP, 80)),
+        side(&e.egress),
+        (Deny, "ClusterFirewall/second:rules[0]", Step::ClusterRule)
+    );
+    assert_eq!(
+        side(&to_ns(&m, "b", "a", TCP, 80).egress),
         (Deny, "default", Step::Default)
+    );
+    assert_eq!(
+        ingress(&to_ns(&m, "a", "c", TCP, 80)),
+        (
+            Deny,
+            "NamespaceFirewall/c/broken,NamespaceFirewall/c/typo",
+            Step::NoMatch
+        )
     );
 }
 

@@ -2,6 +2,7 @@
 //! the Rust types (`firewall-agent crds`), so the schema can never drift from what the agent reads.
 mod cluster_firewall;
 mod common;
+mod fail_closed;
 mod namespace_firewall;
 pub mod syntax;
 mod to_policy;

@@ -16,10 +16,11 @@ use crate::{
     model::{ClusterModel, Rejection},
     policy::{
         ClusterAction, ClusterPolicy, ClusterRule, Defaults, Destinations, EgressRule, IngressRule,
-        NamespacePolicy, NamespaceSet, Origin, PolicyInput, PortRange, Ports, Requirement,
+        NamespacePolicy, NamespaceSet, Origin, PolicyInput, PortRange, Ports, Refused, Requirement,
         Selector,
     },
 };
+use serde_json::Value;
 
 /// One problem in a policy object, e.g.
 /// `NamespaceFirewall/payments/default: spec.egress[1].to.cidrs[0]: invalid CIDR "10.0.0.0/33"`.
@@ -35,12 +36,23 @@ pub struct FieldError {
 }
 
 /// Collects the errors of one object.
-struct Checker {
+pub(super) struct Checker {
     object: String,
     errors: Vec<FieldError>,
 }
 
 impl Checker {
+    pub(super) fn new(object: &str) -> Self {
+        Self {
+            object: object.to_owned(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub(super) fn is_clean(&self) -> bool {
+        self.errors.is_empty()
+    }
+
     fn err(&mut self, path: &str, message: impl fmt::Display) {
         self.errors.push(FieldError {
             object: self.object.clone(),
@@ -161,7 +173,7 @@ impl Checker {
         }
     }
 
-    fn peer(&mut self, path: &str, peer: &Peer) -> NamespaceSet {
+    pub(super) fn peer(&mut self, path: &str, peer: &Peer) -> NamespaceSet {
         self.namespace_set(
             path,
             peer.namespaces.as_ref(),
@@ -241,7 +253,7 @@ impl Checker {
         }
     }
 
-    fn dest_peer(&mut self, path: &str, peer: &DestPeer) -> Destinations {
+    pub(super) fn dest_peer(&mut self, path: &str, peer: &DestPeer) -> Destinations {
         let (cidrs, except) = self.addresses(path, peer.cidrs.as_ref(), peer.except.as_ref());
         let services = peer.services.iter().flatten().enumerate();
         let services: Vec<(String, String)> = services
@@ -298,7 +310,7 @@ impl Checker {
         }
     }
 
-    fn ports(&mut self, path: &str, ports: Option<&Vec<PortSpec>>) -> Ports {
+    pub(super) fn ports(&mut self, path: &str, ports: Option<&Vec<PortSpec>>) -> Ports {
         // Absent or empty: every port and protocol (as NetworkPolicy's `ports`).
         let Some(list) = ports.filter(|l| !l.is_empty()) else {
             return Ports(None);
@@ -418,7 +430,7 @@ impl TryFrom<&NamespaceFirewall> for NamespacePolicy {
     }
 }
 
-fn every_namespace() -> NamespaceSet {
+pub(super) fn every_namespace() -> NamespaceSet {
     NamespaceSet {
         all: true,
         ..Default::default()
@@ -496,42 +508,73 @@ pub fn validate_cluster_firewall(obj: &ClusterFirewall) -> Result<ClusterPolicy,
     obj.try_into()
 }
 
-fn invalid(origin: Origin, errors: &[FieldError]) -> Rejection {
-    Rejection {
-        kind: origin.kind.to_owned(),
-        namespace: origin.namespace,
-        name: origin.name,
-        reason: "InvalidSpec".to_owned(),
-        message: errors
-            .iter()
-            .map(|e| format!("{}: {}", e.path, e.message))
-            .collect::<Vec<_>>()
-            .join("; "),
+/// A refused object: its rejection and its fail-closed stand-in, read from `spec` as written.
+fn refused(origin: Origin, reason: &str, message: String, spec: &Value) -> Refused {
+    Refused {
+        rejection: Rejection {
+            kind: origin.kind.to_owned(),
+            namespace: origin.namespace.clone(),
+            name: origin.name.clone(),
+            reason: reason.to_owned(),
+            message,
+            ..Rejection::default()
+        },
+        stand_in: super::fail_closed::stand_in(origin, spec),
     }
 }
 
-/// Converts each object into `accepted`, or a rejection naming `origin(object)`.
-fn convert<O, P>(
+fn invalid<S: serde::Serialize>(origin: Origin, spec: &S, errors: &[FieldError]) -> Refused {
+    let message = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.path, e.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    // Serializing a deserialized spec cannot fail; `Null` would stand in as "unreadable".
+    let spec = serde_json::to_value(spec).unwrap_or(Value::Null);
+    refused(origin, "InvalidSpec", message, &spec)
+}
+
+/// Converts each object into `accepted`, or a refusal naming `origin(object)`.
+fn convert<O, S: serde::Serialize, P>(
     objects: &[O],
     origin: impl Fn(&O) -> Origin,
+    spec: impl Fn(&O) -> &S,
     accepted: &mut Vec<P>,
-    rejected: &mut Vec<Rejection>,
+    refused: &mut Vec<Refused>,
 ) where
     for<'o> P: TryFrom<&'o O, Error = Vec<FieldError>>,
 {
     for obj in objects {
         match P::try_from(obj) {
             Ok(p) => accepted.push(p),
-            Err(errors) => rejected.push(invalid(origin(obj), &errors)),
+            Err(errors) => refused.push(invalid(origin(obj), spec(obj), &errors)),
         }
     }
 }
 
 /// The policy of a model's Bulkhead objects; invalid objects (and those the source could not
-/// deserialize) become rejections.
+/// deserialize) are refused, each with its stand-in.
 pub fn policy_input(model: &ClusterModel) -> PolicyInput {
     let mut input = PolicyInput {
-        rejected: model.rejected.clone(),
+        refused: model
+            .rejected
+            .iter()
+            .map(|r| {
+                let origin = Origin {
+                    kind: if r.kind == "ClusterFirewall" {
+                        "ClusterFirewall"
+                    } else {
+                        "NamespaceFirewall"
+                    },
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                };
+                let spec = r.spec.clone().unwrap_or(Value::Null);
+                let mut refused = refused(origin, &r.reason, r.message.clone(), &spec);
+                refused.rejection.spec = r.spec.clone();
+                refused
+            })
+            .collect(),
         ..Default::default()
     };
     convert(
@@ -541,8 +584,9 @@ pub fn policy_input(model: &ClusterModel) -> PolicyInput {
             namespace: None,
             name: o.name_any(),
         },
+        |o| &o.spec,
         &mut input.cluster,
-        &mut input.rejected,
+        &mut input.refused,
     );
     convert(
         &model.namespace_firewalls,
@@ -551,8 +595,9 @@ pub fn policy_input(model: &ClusterModel) -> PolicyInput {
             namespace: o.namespace(),
             name: o.name_any(),
         },
+        |o| &o.spec,
         &mut input.namespaces,
-        &mut input.rejected,
+        &mut input.refused,
     );
     input
 }

@@ -91,6 +91,8 @@ fn rejection(
         name: meta_str(value, "name").unwrap_or_default().to_owned(),
         reason: "InvalidSpec".to_owned(),
         message: format!("{}: {}", e.path(), e.inner()),
+        spec: Some(value.get("spec").cloned().unwrap_or(Value::Null)),
+        ..Rejection::default()
     }
 }
 

@@ -72,17 +72,55 @@ pub struct Node {
     pub addresses: Vec<IpAddr>,
 }
 
-/// A policy object that is not applied, and why (logged and reported in its status).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A policy object that is not applied as written, and why (logged and reported in its status).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Rejection {
     /// `NamespaceFirewall` or `ClusterFirewall`.
     pub kind: String,
     /// Set for namespaced kinds only.
     pub namespace: Option<String>,
     pub name: String,
-    /// CamelCase reason for `status.conditions` (`InvalidSpec`, `DefaultsConflict`).
+    /// CamelCase cause (`InvalidSpec`, `DefaultsConflict`).
     pub reason: String,
     pub message: String,
+    /// What enforces the object's part of the policy meanwhile (set by the compiler).
+    pub in_force: InForce,
+    /// `spec` as written, when the object did not deserialize: its fail-closed stand-in is
+    /// read from what can be read of it.
+    #[serde(skip)]
+    pub spec: Option<serde_json::Value>,
+}
+
+/// What stands in for a rejected object (docs/design.md#invalid-objects): a rejection never
+/// loosens enforcement.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum InForce {
+    /// The object was never accepted: what it restricts is enforced fail closed.
+    #[default]
+    FailClosed,
+    /// The last version of the object that was accepted stays in force.
+    LastAccepted,
+}
+
+impl InForce {
+    /// The status condition's reason: which of the two applies.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::FailClosed => "FailClosed",
+            Self::LastAccepted => "LastAcceptedInForce",
+        }
+    }
+
+    /// What the log and the status message say is enforced meanwhile.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::FailClosed => {
+                "never accepted: what it restricts is enforced fail closed until it is fixed"
+            }
+            Self::LastAccepted => "its last accepted version stays in force until it is fixed",
+        }
+    }
 }
 
 /// `Kind/namespace/name: reason: message`, as the log and `validate` name a rejected object.

@@ -6,12 +6,14 @@
 //! cluster policies whose ordered rules allow, deny or pass before any namespace's own rules,
 //! each namespace's ingress and egress allow lists, and the cluster defaults. Every string has
 //! been parsed by then (CIDRs, protocols, ports, selectors), so compiling cannot fail.
+mod last_accepted;
 mod matching;
 
 use std::fmt;
 
 use firewall_common::{Mode, PolicyVerdict};
 
+pub use last_accepted::{LastAccepted, Settled};
 pub use matching::{Destinations, NamespaceSet, PortRange, Ports, Requirement, Selector};
 
 use crate::model::Rejection;
@@ -117,6 +119,42 @@ pub struct NamespacePolicy {
     pub egress: Option<Vec<EgressRule>>,
 }
 
+impl ClusterPolicy {
+    /// What the policy restricts, and nothing it opens: its `Deny` and `Pass` rules, no
+    /// `Allow` rule and no defaults. Without an allow a later step decides, and that can only
+    /// be stricter than the allow, so this never loosens anything. An allow stays in its place,
+    /// matching no source, so every other rule keeps its index (the log names rules by index).
+    #[must_use]
+    pub fn restrictions(mut self) -> Self {
+        for r in &mut self.rules {
+            if r.action == ClusterAction::Allow {
+                r.from = NamespaceSet::default();
+            }
+        }
+        self.defaults = None;
+        self
+    }
+}
+
+/// What enforces a rejected object's part of the policy when no version of it was ever
+/// accepted, built by its front end from what can be read of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StandIn {
+    /// For a cluster policy.
+    Cluster(ClusterPolicy),
+    /// For a namespace policy.
+    Namespace(NamespacePolicy),
+}
+
+/// A refused object and its fail-closed stand-in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// Why, for the log, `validate` and the object's status.
+    pub rejection: Rejection,
+    /// In force while no earlier version was accepted.
+    pub stand_in: StandIn,
+}
+
 /// Everything the front ends accepted from one model, and what they refused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyInput {
@@ -124,6 +162,40 @@ pub struct PolicyInput {
     pub cluster: Vec<ClusterPolicy>,
     /// Namespace policies, in any order.
     pub namespaces: Vec<NamespacePolicy>,
-    /// Objects not applied (undeserializable or invalid).
-    pub rejected: Vec<Rejection>,
+    /// Objects not applied as written (undeserializable, invalid, or conflicting).
+    pub refused: Vec<Refused>,
+}
+
+impl PolicyInput {
+    /// At most one cluster policy sets the defaults: the one whose name sorts first keeps them;
+    /// every other one setting them is refused (`DefaultsConflict`) and stands in with its
+    /// restrictions only.
+    pub fn resolve_defaults(&mut self) {
+        let Some(winner) = self
+            .cluster
+            .iter()
+            .filter(|c| c.defaults.is_some())
+            .map(|c| c.origin.clone())
+            .min_by(|a, b| a.name.cmp(&b.name))
+        else {
+            return;
+        };
+        let (losers, kept) = std::mem::take(&mut self.cluster)
+            .into_iter()
+            .partition(|c| c.defaults.is_some() && c.origin != winner);
+        self.cluster = kept;
+        for c in losers {
+            self.refused.push(Refused {
+                rejection: Rejection {
+                    kind: c.origin.kind.to_owned(),
+                    namespace: None,
+                    name: c.origin.name.clone(),
+                    reason: "DefaultsConflict".to_owned(),
+                    message: format!("spec.defaults: {winner} already sets the cluster defaults"),
+                    ..Rejection::default()
+                },
+                stand_in: StandIn::Cluster(c.restrictions()),
+            });
+        }
+    }
 }

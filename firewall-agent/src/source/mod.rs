@@ -6,7 +6,10 @@ pub mod kube;
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::model::{ClusterModel, Rejection};
+use crate::{
+    compiler::InvalidModeLabel,
+    model::{ClusterModel, Rejection},
+};
 use file::{FileError, FileSource};
 use kube::{KubeConfig, KubeError, KubeSource};
 
@@ -87,10 +90,10 @@ impl Source {
     /// Tells the source what became of the model it last yielded: `changed` when it differed from
     /// the one before, and the objects the compiler rejected (the kube source reports them in the
     /// objects' status).
-    pub fn applied(&mut self, changed: bool, rejected: &[Rejection]) {
+    pub fn applied(&mut self, changed: bool, rejected: &[Rejection], labels: &[InvalidModeLabel]) {
         match self {
             Self::File(_) => {}
-            Self::Kube(k) => k.applied(changed, rejected),
+            Self::Kube(k) => k.applied(changed, rejected, labels),
         }
     }
 

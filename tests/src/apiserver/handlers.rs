@@ -517,7 +517,7 @@ fn resource_list(group: &str, version: &str) -> Value {
     {
         resources.push(
             json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
-                              "kind": r.kind, "verbs": verbs}),
+                              "kind": r.kind, "verbs": verbs, "shortNames": r.short_names()}),
         );
         if r.status {
             resources.push(json!({"name": format!("{}/status", r.plural), "singularName": "",

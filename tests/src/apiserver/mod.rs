@@ -3,6 +3,7 @@
 //! agent's Kubernetes source runs end to end without a cluster.
 //!
 //! Served: core/v1 namespaces, pods, services, nodes, configmaps; coordination.k8s.io/v1 leases;
+//! events.k8s.io/v1 events;
 //! bulkhead.dev/v1alpha1 namespacefirewalls and clusterfirewalls (see [`resources::RESOURCES`]).
 //! Deliberate simplifications, all legal for a server or irrelevant to Bulkhead:
 //! - `limit`/`continue` are ignored: lists return everything, without a continue token.

@@ -38,6 +38,22 @@ impl ResourceDef {
         format!("{}List", self.kind)
     }
 
+    /// The short names the real server (or the CRD) gives the resource, so `kubectl get ns`
+    /// works as it does against a cluster.
+    pub fn short_names(&self) -> &'static [&'static str] {
+        match self.plural {
+            "namespaces" => &["ns"],
+            "pods" => &["po"],
+            "services" => &["svc"],
+            "nodes" => &["no"],
+            "configmaps" => &["cm"],
+            "events" => &["ev"],
+            "namespacefirewalls" => &["nsfw"],
+            "clusterfirewalls" => &["cfw"],
+            _ => &[],
+        }
+    }
+
     /// Whether `field` may be used in a field selector on this resource.
     pub fn supports_field(&self, field: &str) -> bool {
         field == "metadata.name"
@@ -137,6 +153,16 @@ pub const RESOURCES: &[ResourceDef] = &[
         true,
         false,
         &[],
+    ),
+    def(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "event",
+        "Event",
+        true,
+        false,
+        &["regarding.kind", "regarding.name", "reason", "type"],
     ),
     def(
         "bulkhead.dev",

@@ -106,6 +106,46 @@ impl KubeNode {
         self.api.apply(object(yaml)).expect("apply")
     }
 
+    /// Runs the real `kubectl` against the emulator, as a user would; its stdout. Panics with
+    /// its stderr when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir().join("kubectl-cache"))
+            .args(args)
+            .output()
+            .expect("running kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The Warning Events about an object (`kind`, `name`) in `namespace`, via `kubectl`.
+    pub fn events_about(&self, namespace: &str, kind: &str, name: &str) -> Vec<Value> {
+        let list: Value = serde_json::from_str(&self.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            namespace,
+            "-o",
+            "json",
+        ]))
+        .expect("kubectl -o json");
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["regarding"]["kind"] == kind && e["regarding"]["name"] == name)
+            .cloned()
+            .collect()
+    }
+
     /// The `Accepted` condition of a policy object, if written.
     pub fn accepted(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         let o = self

@@ -58,6 +58,11 @@ impl Elector {
         }
     }
 
+    /// Who this agent is to the Lease (its node name).
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
     /// Whether this agent held the Lease at the last [`Elector::renew`].
     pub fn is_leader(&self) -> bool {
         self.leading

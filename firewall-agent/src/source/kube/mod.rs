@@ -8,6 +8,7 @@
 //! compiler a half-listed cluster and verdicts do not flap. No model is yielded before every kind
 //! has been listed once, and a burst of events (a Deployment scaling, a relist) yields one model.
 mod client;
+mod events;
 pub mod lease;
 mod policies;
 pub mod status;
@@ -44,7 +45,10 @@ pub use policies::{
 };
 
 use super::Progress;
-use crate::model::{ClusterModel, Rejection, convert};
+use crate::{
+    compiler::InvalidModeLabel,
+    model::{ClusterModel, Rejection, convert},
+};
 use lease::Elector;
 use watch::{Kind, SyncState, Watch, strip, strip_node, strip_pod};
 
@@ -174,12 +178,13 @@ impl KubeSource {
 
     /// What the agent made of the last model (`changed`: it differed from the one before): the
     /// status writer reports it, once per distinct model.
-    pub fn applied(&mut self, changed: bool, rejected: &[Rejection]) {
+    pub fn applied(&mut self, changed: bool, rejected: &[Rejection], labels: &[InvalidModeLabel]) {
         let objects = std::mem::take(&mut self.listed);
         if changed || self.verdicts.borrow().is_none() {
             self.verdicts.send_replace(Some(Arc::new(Verdicts {
                 objects,
                 rejected: rejected.to_vec(),
+                invalid_mode_labels: labels.to_vec(),
             })));
         }
     }

@@ -6,7 +6,10 @@ use kube::{
     runtime::reflector::Store,
 };
 
-use crate::model::{Rejection, convert::PolicyKind};
+use crate::{
+    compiler::InvalidModeLabel,
+    model::{Rejection, convert::PolicyKind},
+};
 
 /// `NamespaceFirewall` as an untyped resource: an object that does not match the Rust types must
 /// still be listed (and rejected by itself), never fail the whole list.
@@ -37,6 +40,8 @@ pub struct PolicyObject {
     /// NamespaceFirewall only.
     pub namespace: Option<String>,
     pub name: String,
+    /// `metadata.uid` (an Event names the object it is about by it).
+    pub uid: Option<String>,
     /// `metadata.generation`.
     pub generation: Option<i64>,
     /// `status`, as stored.
@@ -56,8 +61,10 @@ impl PolicyObject {
 pub struct Verdicts {
     /// Objects the applied policy was compiled from.
     pub objects: Vec<PolicyObject>,
-    /// Objects rejected whole.
+    /// Objects rejected, each with what stands in for it.
     pub rejected: Vec<Rejection>,
+    /// Namespaces whose mode label is no mode.
+    pub invalid_mode_labels: Vec<InvalidModeLabel>,
 }
 
 /// The policy objects' stores, shared with the status writer.
@@ -84,6 +91,7 @@ impl PolicyStores {
                     kind: kind.name().to_owned(),
                     namespace: o.namespace(),
                     name: o.name_any(),
+                    uid: o.metadata.uid.clone(),
                     generation: o.metadata.generation,
                     status: o.data.get("status").cloned(),
                 });

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use super::{
     PolicyObject, PolicyStores, Verdicts, cluster_firewall_resource,
+    events::Announcer,
     lease::{Elector, RENEW},
     namespace_firewall_resource,
 };
@@ -32,7 +33,12 @@ pub fn desired(obj: &PolicyObject, rejected: &[Rejection]) -> Condition {
         .iter()
         .find(|r| r.kind == obj.kind && r.name == obj.name && r.namespace == obj.namespace);
     let (status, reason, message) = match rejection {
-        Some(r) => ("False", r.reason.clone(), r.message.clone()),
+        // The reason says what is enforced meanwhile; the message, why and where.
+        Some(r) => (
+            "False",
+            r.in_force.reason().to_owned(),
+            format!("{}: {}; {}", r.reason, r.message, r.in_force.describe()),
+        ),
         None => (
             "True",
             "Valid".to_owned(),
@@ -97,12 +103,17 @@ pub fn patch_for(obj: &PolicyObject, want: Condition) -> Option<Value> {
 }
 
 /// Writes every status that differs; returns how many were written.
-pub async fn reconcile(client: &Client, objects: &[PolicyObject], rejected: &[Rejection]) -> usize {
+pub async fn reconcile(
+    client: &Client,
+    announcer: &Announcer,
+    objects: &[PolicyObject],
+    rejected: &[Rejection],
+) -> usize {
     let mut written = 0;
     for obj in objects {
         let want = desired(obj, rejected);
         let accepted = want.status.clone();
-        let Some(patch) = patch_for(obj, want) else {
+        let Some(patch) = patch_for(obj, want.clone()) else {
             continue;
         };
         let api: Api<DynamicObject> = match &obj.namespace {
@@ -120,6 +131,9 @@ pub async fn reconcile(client: &Client, objects: &[PolicyObject], rejected: &[Re
             Ok(_) => {
                 written += 1;
                 info!(object, accepted, "status written");
+                if accepted == "False" {
+                    announcer.rejected(obj, &want).await;
+                }
             }
             // Deleted since it was listed: nothing to report on.
             Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -141,6 +155,7 @@ pub async fn run_writer(
     let mut tick = interval(RENEW);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut lease_failing = false;
+    let mut announcer = Announcer::new(client.clone(), elector.holder());
     loop {
         tokio::select! {
             _ = tick.tick() => match elector.renew().await {
@@ -173,19 +188,22 @@ pub async fn run_writer(
             .into_iter()
             .filter(|o| compiled.get(&o.key()) == Some(&o.generation))
             .collect();
-        reconcile(&client, &todo, &v.rejected).await;
+        reconcile(&client, &announcer, &todo, &v.rejected).await;
+        announcer.invalid_labels(&v.invalid_mode_labels).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::InForce;
 
     fn obj(status: Option<Value>) -> PolicyObject {
         PolicyObject {
             kind: "NamespaceFirewall".into(),
             namespace: Some("db".into()),
             name: "default".into(),
+            uid: None,
             generation: Some(3),
             status,
         }
@@ -199,13 +217,31 @@ mod tests {
             name: "default".into(),
             reason: "InvalidSpec".into(),
             message: "spec.ingress[0].ports[0].port: must be 1-65535".into(),
+            ..Rejection::default()
         };
-        let c = desired(&obj(None), &[r]);
+        let c = desired(&obj(None), std::slice::from_ref(&r));
         assert_eq!(
             (c.status.as_str(), c.reason.as_str(), c.observed_generation),
-            ("False", "InvalidSpec", Some(3))
+            ("False", "FailClosed", Some(3))
         );
-        assert!(c.message.contains("spec.ingress[0].ports[0].port"));
+        assert!(
+            c.message
+                .starts_with("InvalidSpec: spec.ingress[0].ports[0].port")
+        );
+        assert!(
+            c.message
+                .ends_with("enforced fail closed until it is fixed")
+        );
+        let kept = Rejection {
+            in_force: InForce::LastAccepted,
+            ..r
+        };
+        let c = desired(&obj(None), &[kept]);
+        assert_eq!(c.reason, "LastAcceptedInForce");
+        assert!(
+            c.message
+                .ends_with("its last accepted version stays in force until it is fixed")
+        );
         // Another object's rejection does not touch this one.
         let other = Rejection {
             namespace: Some("web".into()),
