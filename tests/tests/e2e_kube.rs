@@ -17,7 +17,7 @@ use bulkhead_tests::{
 use common::{
     agent::pretty,
     find,
-    http::{free_port, http_get, http_status, sample},
+    http::{http_get, http_status, sample},
     kube_node::{AGENT_NAMESPACE, KubeNode, object, wait_for},
 };
 use serde_json::{Value, json};
@@ -72,9 +72,7 @@ fn a_policy_created_through_the_api_is_enforced_within_a_second() {
         return;
     }
     let node = KubeNode::up("kapi", 30, PODS, &[&baseline("Enforce")], &[]);
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let agent = node.agent(&["--metrics-addr", &addr]);
+    let (agent, port) = node.agent_with_metrics();
     assert_eq!(http_status(port, "/readyz"), Some(200));
     assert_eq!(http_status(port, "/healthz"), Some(200));
     let denied_ab = r#"bulkhead_violations_total{verdict="DENIED",direction="egress",src_namespace="a",dst_namespace="b"}"#;
@@ -176,9 +174,7 @@ fn a_mode_label_in_any_case_applies_and_an_invalid_one_keeps_the_mode() {
         return;
     }
     let node = KubeNode::up("kcase", 36, PODS, &[&baseline("Monitor")], &[]);
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let agent = node.agent(&["--metrics-addr", &addr]);
+    let (agent, port) = node.agent_with_metrics();
     assert_eq!(to(&node, "b"), "ok", "monitor lets it through");
     // ClusterFirewall's `defaults.mode` is spelled `Enforce`: the label may be too.
     node.kubectl(&["label", "namespace", "a", "bulkhead.dev/mode=Enforce"]);
@@ -307,9 +303,7 @@ fn an_api_outage_keeps_enforcement_and_changes_made_during_it_apply_after() {
         return;
     }
     let node = KubeNode::up("kout", 33, PODS, &[&baseline("Enforce"), &b_from_a()], &[]);
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let agent = node.agent(&["--metrics-addr", &addr]);
+    let (agent, port) = node.agent_with_metrics();
     assert_eq!(
         (to(&node, "b"), to(&node, "c")),
         ("ok".into(), "denied".into())

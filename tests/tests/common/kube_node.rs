@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::{
     agent::Agent,
+    http::free_port,
     node::{Node, docs},
 };
 
@@ -83,6 +84,14 @@ impl KubeNode {
             "node-1",
             &args,
         )
+    }
+
+    /// Starts the agent with its metrics and health endpoints on a free local port; returns it
+    /// and the port.
+    pub fn agent_with_metrics(&self) -> (Agent, u16) {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        (self.agent(&["--metrics-addr", &addr]), port)
     }
 
     /// The Pod object the testbed would serve for pod `key` (`ns/name`).
