@@ -6,6 +6,7 @@ use firewall_common::{
     PolicyVerdict::{Allow, Deny},
 };
 
+use super::tests::{cfw, nsfw};
 use super::*;
 use crate::{model::InForce, source::file::parse_objects};
 
@@ -53,18 +54,6 @@ fn judge(m: &ClusterModel, src: &str, dst: &str, port: u16) -> [(PolicyVerdict, 
         side(&e.egress),
         side(e.ingress.as_ref().expect("pod destination")),
     ]
-}
-
-fn nsfw(ns: &str, name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: bulkhead.dev/v1alpha1\nkind: NamespaceFirewall\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
-    )
-}
-
-fn cfw(name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: bulkhead.dev/v1alpha1\nkind: ClusterFirewall\nmetadata: {{name: {name}}}\nspec: {spec}\n"
-    )
 }
 
 fn allowed(policy: &str, step: Step) -> (PolicyVerdict, String, Step) {

@@ -87,6 +87,25 @@ fn model(extra: &str) -> ClusterModel {
     parse_objects(&format!("{BASE}\n---\n{extra}")).unwrap()
 }
 
+/// [`BASE`] with the documents `docs`.
+fn model_of(docs: &[String]) -> ClusterModel {
+    model(&docs.join("---\n"))
+}
+
+/// A NamespaceFirewall document: `name` in namespace `ns`, with `spec` (YAML).
+pub(super) fn nsfw(ns: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: NamespaceFirewall\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
+    )
+}
+
+/// A ClusterFirewall document: `name`, with `spec` (YAML).
+pub(super) fn cfw(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: ClusterFirewall\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+    )
+}
+
 fn opts() -> CompileOptions {
     CompileOptions {
         node_name: "n1".into(),
@@ -131,32 +150,22 @@ use PolicyVerdict::{Allow, Deny};
 
 #[test]
 fn cluster_rules_by_priority_then_name_then_index() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: a-late}
-spec:
-  priority: 20
-  rules: [{action: Allow, from: {namespaces: [a]}, to: {namespaces: [b]}}]
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: z-early}
-spec:
-  priority: 10
-  rules:
-    - {action: Deny, from: {namespaces: [a]}, to: {namespaces: [b]}, ports: [{port: 80}]}
-    - {action: Allow, from: {namespaces: [a]}, to: {namespaces: [b]}, ports: [{port: 80, endPort: 90}]}
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: b-same}
-spec:
-  priority: 20
-  rules: [{action: Deny, from: {namespaces: [a]}, to: {namespaces: [b]}}]
-"#,
-    );
+    let m = model_of(&[
+        cfw(
+            "a-late",
+            "{priority: 20, rules: [{action: Allow, from: {namespaces: [a]}, to: {namespaces: [b]}}]}",
+        ),
+        cfw(
+            "z-early",
+            "{priority: 10, rules: [\
+             {action: Deny, from: {namespaces: [a]}, to: {namespaces: [b]}, ports: [{port: 80}]},\
+             {action: Allow, from: {namespaces: [a]}, to: {namespaces: [b]}, ports: [{port: 80, endPort: 90}]}]}",
+        ),
+        cfw(
+            "b-same",
+            "{priority: 20, rules: [{action: Deny, from: {namespaces: [a]}, to: {namespaces: [b]}}]}",
+        ),
+    ]);
     let e = to_ns(&m, "a", "b", TCP, 80);
     assert_eq!(
         side(&e.egress),
@@ -184,23 +193,15 @@ spec:
 
 #[test]
 fn delegate_hands_over_to_namespace_rules() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: base}
-spec:
-  rules:
-    - {action: Delegate, to: {namespaces: [b]}, ports: [{port: 80}]}
-    - {action: Deny, to: {namespaces: [b]}}
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: default, namespace: b}
-spec:
-  ingress: [{from: {namespaces: [a]}}]
-"#,
-    );
+    let m = model_of(&[
+        cfw(
+            "base",
+            "{rules: [\
+             {action: Delegate, to: {namespaces: [b]}, ports: [{port: 80}]},\
+             {action: Deny, to: {namespaces: [b]}}]}",
+        ),
+        nsfw("b", "default", "{ingress: [{from: {namespaces: [a]}}]}"),
+    ]);
     let e = to_ns(&m, "a", "b", TCP, 80);
     assert_eq!(
         side(&e.egress),
@@ -225,15 +226,7 @@ spec:
 
 #[test]
 fn egress_side_denies() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: default, namespace: a}
-spec:
-  egress: [{to: {namespaces: [c]}}]
-"#,
-    );
+    let m = model(&nsfw("a", "default", "{egress: [{to: {namespaces: [c]}}]}"));
     let e = to_ns(&m, "a", "b", TCP, 80);
     assert_eq!(
         side(&e.egress),
@@ -260,22 +253,18 @@ spec:
 
 #[test]
 fn ingress_side_denies_and_namespaces_union() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: y, namespace: b}
-spec:
-  ingress: [{from: {namespaceSelector: {matchLabels: {tier: web}}}, ports: [{port: 80}]}]
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: x, namespace: b}
-spec:
-  ingress: [{from: {namespaces: [c]}}]
-  egress: null
-"#,
-    );
+    let m = model_of(&[
+        nsfw(
+            "b",
+            "y",
+            "{ingress: [{from: {namespaceSelector: {matchLabels: {tier: web}}}, ports: [{port: 80}]}]}",
+        ),
+        nsfw(
+            "b",
+            "x",
+            "{ingress: [{from: {namespaces: [c]}}], egress: null}",
+        ),
+    ]);
     let e = to_ns(&m, "a", "b", TCP, 80);
     assert_eq!(
         side(&e.egress),
@@ -306,15 +295,11 @@ spec:
 
 #[test]
 fn services_narrow_to_backing_pods_and_cluster_ips() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: default, namespace: b}
-spec:
-  ingress: [{from: {namespaces: [a]}, services: [api]}]
-"#,
-    );
+    let m = model(&nsfw(
+        "b",
+        "default",
+        "{ingress: [{from: {namespaces: [a]}, services: [api]}]}",
+    ));
     for ip in ["10.244.0.2", "10.96.0.2"] {
         let e = to_ip(&m, "a", ip, TCP, 8080);
         assert_eq!(
@@ -353,17 +338,12 @@ spec:
 
 #[test]
 fn cluster_rule_services_and_cidrs() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: base}
-spec:
-  rules:
-    - {action: Deny, to: {services: [b/api]}}
-    - {action: Deny, from: {namespaces: [a]}, to: {cidrs: [10.0.0.0/8, "fd00::/8"], except: [10.1.0.0/16]}, ports: [{protocol: TCP, port: 443}]}
-"#,
-    );
+    let m = model(&cfw(
+        "base",
+        "{rules: [\
+         {action: Deny, to: {services: [b/api]}},\
+         {action: Deny, from: {namespaces: [a]}, to: {cidrs: [10.0.0.0/8, \"fd00::/8\"], except: [10.1.0.0/16]}, ports: [{protocol: TCP, port: 443}]}]}",
+    ));
     assert_eq!(
         side(&to_ip(&m, "a", "10.96.0.2", TCP, 80).egress),
         (Deny, "ClusterFirewall/base:rules[0]", Step::ClusterRule)
@@ -389,17 +369,11 @@ spec:
 
 #[test]
 fn cidr_with_except_and_port_ranges() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: out, namespace: a}
-spec:
-  egress:
-    - to: {cidrs: [10.0.0.0/8], except: [10.1.0.0/16]}
-      ports: [{protocol: TCP, port: 443}, {protocol: UDP, port: 5000, endPort: 5010}]
-"#,
-    );
+    let m = model(&nsfw(
+        "a",
+        "out",
+        "{egress: [{to: {cidrs: [10.0.0.0/8], except: [10.1.0.0/16]}, ports: [{protocol: TCP, port: 443}, {protocol: UDP, port: 5000, endPort: 5010}]}]}",
+    ));
     let allow = |ip: &str, proto, port| side(&to_ip(&m, "a", ip, proto, port).egress).0 == Allow;
     assert!(allow("10.2.3.4", TCP, 443));
     assert!(!allow("10.1.2.3", TCP, 443));
@@ -415,14 +389,7 @@ spec:
 
 #[test]
 fn cluster_default_allow_and_deny() {
-    let deny = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: defaults}
-spec: {defaults: {crossNamespace: Deny}}
-"#,
-    );
+    let deny = model(&cfw("defaults", "{defaults: {crossNamespace: Deny}}"));
     let e = to_ns(&deny, "a", "b", TCP, 80);
     assert_eq!(side(&e.egress), (Deny, "default", Step::Default));
     assert_eq!(ingress(&e), (Deny, "default", Step::Default));
@@ -442,21 +409,13 @@ spec: {defaults: {crossNamespace: Deny}}
 
 #[test]
 fn always_allowed() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: defaults}
-spec:
-  rules: [{action: Deny}]
-  defaults: {crossNamespace: Deny, mode: Enforce}
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: none, namespace: a}
-spec: {ingress: [], egress: []}
-"#,
-    );
+    let m = model_of(&[
+        cfw(
+            "defaults",
+            "{rules: [{action: Deny}], defaults: {crossNamespace: Deny, mode: Enforce}}",
+        ),
+        nsfw("a", "none", "{ingress: [], egress: []}"),
+    ]);
     let e = to_ns(&m, "a", "a", TCP, 80);
     assert_eq!(side(&e.egress).2, Step::SameNamespace);
     assert!(!e.dropped);
@@ -573,33 +532,19 @@ metadata: {name: plain}
 
 #[test]
 fn defaults_conflict_and_invalid_objects_are_refused_and_fail_closed() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: second}
-spec:
-  rules: [{action: Deny, to: {namespaces: [b]}}]
-  defaults: {crossNamespace: Allow}
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: first}
-spec: {defaults: {crossNamespace: Deny}}
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: broken, namespace: c}
-spec:
-  ingress: [{from: {namespaces: [a]}, ports: [{port: 70000}]}]
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: typo, namespace: c}
-spec:
-  ingress: [{from: {namespace: [a]}}]
-"#,
-    );
+    let m = model_of(&[
+        cfw(
+            "second",
+            "{rules: [{action: Deny, to: {namespaces: [b]}}], defaults: {crossNamespace: Allow}}",
+        ),
+        cfw("first", "{defaults: {crossNamespace: Deny}}"),
+        nsfw(
+            "c",
+            "broken",
+            "{ingress: [{from: {namespaces: [a]}, ports: [{port: 70000}]}]}",
+        ),
+        nsfw("c", "typo", "{ingress: [{from: {namespace: [a]}}]}"),
+    ]);
     let c = compile(&m, &opts(), &mut IdAllocator::default());
     let got: Vec<(&str, &str, &str)> = c
         .rejected
@@ -653,15 +598,11 @@ spec:
 
 #[test]
 fn rule_table_and_endpoints() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: default, namespace: b}
-spec:
-  ingress: [{from: {namespaces: [c]}}]
-"#,
-    );
+    let m = model(&nsfw(
+        "b",
+        "default",
+        "{ingress: [{from: {namespaces: [c]}}]}",
+    ));
     let mut m = m;
     m.pods[0].cgroup_ids = vec![77];
     let c = compile(&m, &opts(), &mut IdAllocator::default());
@@ -1267,19 +1208,14 @@ fn compile_is_deterministic_and_sparse() {
 
 #[test]
 fn explanation_reads_well() {
-    let m = model(
-        r#"
-apiVersion: v1
+    let m = model_of(&[
+        r#"apiVersion: v1
 kind: Namespace
 metadata: {name: b, labels: {tier: db, bulkhead.dev/mode: enforce}}
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: default, namespace: b}
-spec:
-  ingress: [{from: {namespaces: [c]}}]
-"#,
-    );
+"#
+        .to_owned(),
+        nsfw("b", "default", "{ingress: [{from: {namespaces: [c]}}]}"),
+    ]);
     let e = to_ip(&m, "a", "10.244.0.2", TCP, 5432);
     assert!(e.dropped);
     assert_eq!(
