@@ -118,21 +118,15 @@ impl KubeNode {
     /// Runs the real `kubectl` against the emulator, as a user would; its stdout. Panics with
     /// its stderr when it fails.
     pub fn kubectl(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.dir().join("kubectl-cache"))
-            .args(args)
-            .output()
-            .expect("running kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        super::stdout_of(
+            std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .arg("--cache-dir")
+                .arg(self.dir().join("kubectl-cache"))
+                .args(args),
+            &format!("kubectl {}", args.join(" ")),
+        )
     }
 
     /// The Warning Events about an object (`kind`, `name`) in `namespace`, via `kubectl`.
