@@ -21,7 +21,10 @@ use std::{
 use firewall_common::{Identity, Mode, PolicyPrefix, PolicyValue};
 
 pub use evaluate::Step;
-pub use explain::{Destination, Evaluator, Explanation, SideDecision, explain};
+pub use explain::{
+    CidrPart, Destination, Evaluator, Explanation, Judgement, Outcome, SideDecision, Source,
+    explain,
+};
 pub use ids::{CIDR_FIRST, IdAllocator, NARROWED_FIRST};
 pub use modes::{InvalidModeLabel, MODE_LABEL, ModeSource, NamespaceMode};
 pub use prefix::port_prefixes;
