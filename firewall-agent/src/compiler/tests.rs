@@ -157,9 +157,11 @@ fn cluster_rules_by_priority_then_name_then_index() {
         ),
         cfw(
             "z-early",
-            "{priority: 10, rules: [\
-             {action: Deny, from: {namespaces: [a]}, to: {namespaces: [b]}, ports: [{port: 80}]},\
-             {action: Allow, from: {namespaces: [a]}, to: {namespaces: [b]}, ports: [{port: 80, endPort: 90}]}]}",
+            concat!(
+                "{priority: 10, rules: [",
+                "{action: Deny, from: {namespaces: [a]}, to: {namespaces: [b]}, ports: [{port: 80}]},",
+                "{action: Allow, from: {namespaces: [a]}, to: {namespaces: [b]}, ports: [{port: 80, endPort: 90}]}]}",
+            ),
         ),
         cfw(
             "b-same",
@@ -196,9 +198,11 @@ fn delegate_hands_over_to_namespace_rules() {
     let m = model_of(&[
         cfw(
             "base",
-            "{rules: [\
-             {action: Delegate, to: {namespaces: [b]}, ports: [{port: 80}]},\
-             {action: Deny, to: {namespaces: [b]}}]}",
+            concat!(
+                "{rules: [",
+                "{action: Delegate, to: {namespaces: [b]}, ports: [{port: 80}]},",
+                "{action: Deny, to: {namespaces: [b]}}]}",
+            ),
         ),
         nsfw("b", "default", "{ingress: [{from: {namespaces: [a]}}]}"),
     ]);
@@ -340,9 +344,11 @@ fn services_narrow_to_backing_pods_and_cluster_ips() {
 fn cluster_rule_services_and_cidrs() {
     let m = model(&cfw(
         "base",
-        "{rules: [\
-         {action: Deny, to: {services: [b/api]}},\
-         {action: Deny, from: {namespaces: [a]}, to: {cidrs: [10.0.0.0/8, \"fd00::/8\"], except: [10.1.0.0/16]}, ports: [{protocol: TCP, port: 443}]}]}",
+        concat!(
+            "{rules: [",
+            "{action: Deny, to: {services: [b/api]}},",
+            "{action: Deny, from: {namespaces: [a]}, to: {cidrs: [10.0.0.0/8, \"fd00::/8\"], except: [10.1.0.0/16]}, ports: [{protocol: TCP, port: 443}]}]}",
+        ),
     ));
     assert_eq!(
         side(&to_ip(&m, "a", "10.96.0.2", TCP, 80).egress),
