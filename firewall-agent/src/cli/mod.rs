@@ -5,6 +5,7 @@ mod cleanup;
 mod crds;
 mod inputs;
 mod run;
+mod status;
 mod structure;
 mod validate;
 
@@ -46,6 +47,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Uninstall from this node: remove pinned programs, links and maps.
     Cleanup(cleanup::CleanupArgs),
+    /// What is enforced on this node: the pinned maps and the running agent's view.
+    Status(status::StatusArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => return finish(check::run(args), logs_errors),
         Command::Validate(args) => validate::run(args),
         Command::Cleanup(args) => cleanup::run(args),
+        Command::Status(args) => status::run(args),
     };
     finish(result.map(|()| ExitCode::SUCCESS), logs_errors)
 }

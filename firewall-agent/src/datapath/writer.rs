@@ -222,13 +222,23 @@ impl MapWriter {
 
     /// Entries held in the kernel per state map, both slots together (what counts against each
     /// map's capacity): `(map name, entries)`.
-    pub fn entries(&self) -> [(&'static str, usize); 4] {
+    pub fn entries(&self) -> [(&'static str, usize); 5] {
         let mut total = state_map_entries(&self.slots[0]);
         for (t, (_, n)) in total.iter_mut().zip(state_map_entries(&self.slots[1])) {
             t.1 += n;
         }
-        let [cgroups, ipv4, ipv6, policy, _modes] = total;
-        [cgroups, ipv4, ipv6, policy]
+        total
+    }
+
+    /// Entries and capacity per state map, both slots together: how full each is.
+    pub fn fill(&self) -> Vec<(&'static str, usize, u32)> {
+        let c = self.maps.capacities;
+        let caps = [c.cgroups, c.ipv4, c.ipv6, c.policy, c.modes];
+        self.entries()
+            .into_iter()
+            .zip(caps)
+            .map(|((name, n), cap)| (name, n, cap))
+            .collect()
     }
 
     /// Whether `want` fits beside the active slot in every map; the first map that would
