@@ -44,7 +44,7 @@ use bulkhead_tests::{
 };
 use common::{
     agent::Pins,
-    node::{CLIENT_AND_TWO_SERVERS, Node},
+    node::{Node, THREE_PODS},
 };
 use manifest::AgentPod;
 use podman::{Container, Engine, Extra, podman};
@@ -147,7 +147,7 @@ fn enforces_across_kill(test: &str, variant: &str, engine: &Engine, name: &str, 
     let node = Node::up(
         name,
         subnet,
-        CLIENT_AND_TWO_SERVERS,
+        THREE_PODS,
         &[&baseline("Deny", "Enforce"), &admit("beta", "alpha", 8080)],
     );
     let pod = pod_for(variant, &node);
@@ -220,12 +220,7 @@ fn base_variant_fails_under_crios_runtime_default() {
     if !can_run(test, &base.image) {
         return;
     }
-    let node = Node::up(
-        "crfail",
-        52,
-        CLIENT_AND_TWO_SERVERS,
-        &[&baseline("Deny", "Enforce")],
-    );
+    let node = Node::up("crfail", 52, THREE_PODS, &[&baseline("Deny", "Enforce")]);
     let pod = pod_for("", &node);
     let bpffs = Path::new(pod.arg("bpffs").expect("--bpffs"));
     let pins = Pins::cleaned(pod.on_host(bpffs));

@@ -30,7 +30,7 @@ use bulkhead_tests::{
 };
 use common::{
     agent::{Pins, agent_bin, cleanup, pretty},
-    node::{CLIENT_AND_TWO_SERVERS, Node},
+    node::{Node, THREE_PODS},
     stdout_of,
 };
 
@@ -151,7 +151,7 @@ fn kill9_and_upgrade_restarts_never_lapse_enforcement() {
     let node = Node::up(
         "rstart",
         23,
-        CLIENT_AND_TWO_SERVERS,
+        THREE_PODS,
         &[&baseline("Deny", "Enforce"), &admit("beta", "alpha", 8080)],
     );
     let pins = Pins(PathBuf::from(format!(
@@ -274,7 +274,7 @@ fn restart_without_flags_holds_enforcement() {
         !default.exists(),
         "{DEFAULT_PINS} exists before the test: something on this machine pins there (remove it with `firewall-agent cleanup` if it is a leftover)"
     );
-    let labelled = CLIENT_AND_TWO_SERVERS
+    let labelled = THREE_PODS
         .replace(
             "{name: alpha}",
             "{name: alpha, labels: {bulkhead.dev/mode: enforce}}",
@@ -475,12 +475,7 @@ fn no_pin_pins_nothing_and_status_says_so() {
     if !require_root("no_pin_pins_nothing_and_status_says_so") {
         return;
     }
-    let node = Node::up(
-        "rnopin",
-        28,
-        CLIENT_AND_TWO_SERVERS,
-        &[&baseline("Deny", "Enforce")],
-    );
+    let node = Node::up("rnopin", 28, THREE_PODS, &[&baseline("Deny", "Enforce")]);
     let dir = PathBuf::from(format!(
         "/sys/fs/bpf/bulkhead-e2e-nopin-{}",
         std::process::id()

@@ -21,10 +21,12 @@ use common::stdout_of;
 
 const T: Duration = Duration::from_millis(1000);
 
-fn opts() -> Options {
-    Options {
+/// The testbed of `s`, its pods run by this package's `bulkhead-pod`.
+fn up(s: &Scenario) -> anyhow::Result<Testbed> {
+    let opts = Options {
         pod_binary: PathBuf::from(env!("CARGO_BIN_EXE_bulkhead-pod")),
-    }
+    };
+    Testbed::up(s, &opts)
 }
 
 /// A scenario file from tests/scenarios, renamed and moved to its own subnet so the test never
@@ -87,8 +89,7 @@ fn cgroupfs_testbed_probes_and_cleans_up() {
     if !require_root("cgroupfs_testbed_probes_and_cleans_up") {
         return;
     }
-    let s = scenario("saas.yaml", "tsaas", 250);
-    let tb = Testbed::up(&s, &opts()).expect("testbed up");
+    let tb = up(&scenario("saas.yaml", "tsaas", 250)).expect("testbed up");
     let cgroup_root = tb.cgroup_root().to_owned();
     let api4 = tb.pod_ipv4("payments/api").expect("ip");
     let api6 = tb.pod_ipv6("payments/api").expect("ip6");
@@ -376,10 +377,10 @@ fn systemd_layout_host_network_and_crash_recovery() {
     }
     let s = scenario("systemd.yaml", "tsysd", 251);
     // A "crashed" run: never cleaned up by its process.
-    let crashed = Testbed::up(&s, &opts()).expect("first up");
+    let crashed = up(&s).expect("first up");
     std::mem::forget(crashed);
     // The next up of the same name removes the leftovers and starts afresh.
-    let tb = Testbed::up(&s, &opts()).expect("second up");
+    let tb = up(&s).expect("second up");
     let cgroup_root = tb.cgroup_root().to_owned();
 
     let cart = tb.pod("shop/cart").expect("cart").clone();

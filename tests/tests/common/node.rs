@@ -21,7 +21,7 @@ const TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Pods for the restart tests: a client `alpha/a` and two servers, `beta/b` (TCP 8080) and
 /// `gamma/c` (TCP 9090), one namespace each.
-pub const CLIENT_AND_TWO_SERVERS: &str = r#"
+pub const THREE_PODS: &str = r#"
 namespaces:
   - {name: alpha}
   - {name: beta}
