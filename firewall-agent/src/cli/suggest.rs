@@ -38,7 +38,7 @@ pub struct SuggestArgs {
     pub cidr_prefix_v6: u8,
     /// Write ports as ranges: alone, consecutive ports (allows nothing more); `=N`, ports at most
     /// N apart (allows the ports in between).
-    #[arg(long, num_args = 0..=1, default_missing_value = "1", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "1", value_parser = clap::value_parser!(u16).range(1..))]
     pub merge_ports: Option<u16>,
     /// `file:PATH` or `kube`: the namespaces, pods and Services, to narrow ingress rules to a
     /// Service (`services:`).
@@ -205,6 +205,33 @@ mod tests {
         let mut args = SuggestArgs::try_parse_from_log(&log);
         args.name = "rollout.v2".to_owned();
         assert!(options(&args).is_ok());
+    }
+
+    #[test]
+    fn merge_ports_takes_its_value_only_after_an_equals_sign() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Suggest(a) => (a.merge_ports, a.logs),
+            _ => unreachable!("parsed as suggest"),
+        };
+        let logs = |l: &[&str]| l.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            parse(&["firewall-agent", "suggest", "--merge-ports", "a.log"]),
+            (Some(1), logs(&["a.log"]))
+        );
+        assert_eq!(
+            parse(&[
+                "firewall-agent",
+                "suggest",
+                "--merge-ports=10",
+                "a.log",
+                "b.log"
+            ]),
+            (Some(10), logs(&["a.log", "b.log"]))
+        );
+        assert_eq!(
+            parse(&["firewall-agent", "suggest", "a.log"]),
+            (None, logs(&["a.log"]))
+        );
     }
 
     impl SuggestArgs {
