@@ -16,7 +16,7 @@ use crate::{
         SideDecision, Source, Step,
     },
     model::{ClusterModel, Pod, Rejection},
-    source::{SourceSpec, file, kube},
+    source::SourceSpec,
 };
 
 #[derive(clap::Args)]
@@ -213,26 +213,10 @@ fn query(args: &CheckArgs) -> anyhow::Result<Query> {
 }
 
 /// Reads the cluster once.
-fn read_source(args: &CheckArgs) -> anyhow::Result<ClusterModel> {
-    match &args.source {
-        SourceSpec::File(path) => Ok(file::read_model(path)?),
-        SourceSpec::Kube => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            rt.block_on(async {
-                let client = kube::client(args.kubeconfig.as_deref()).await?;
-                anyhow::Ok(kube::snapshot(&client).await?)
-            })
-        }
-    }
-}
-
 /// Runs `check`: prints the report and returns the exit status for its result.
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let q = query(&args)?;
-    let model = read_source(&args)?;
+    let model = super::cluster::read(&args.source, args.kubeconfig.as_deref())?;
     let ev = Evaluator::new(&model, &q.opts);
     let report = report(&args, &q, &model, &ev);
     for w in &report.warnings {

@@ -1,4 +1,4 @@
-//! One read of the cluster for `suggest --source/--against`: a file with the checks of a poll,
+//! One read of the cluster for `check` and `suggest --source/--against`: a file with the checks of a poll,
 //! or one snapshot of the API server (paged lists, no watch, no status written).
 use std::path::Path;
 
