@@ -477,27 +477,23 @@ fn icmp_cases() -> Vec<Case> {
     let all_routers: Ipv6Addr = "ff02::2".parse().expect("address");
     let mld_routers: Ipv6Addr = "ff02::16".parse().expect("address");
     let id = || sport();
-    vec![
-        egress(
+    let mut out = Vec::new();
+    for (ty, to, from) in [
+        (
+            135,
             "ICMPv6 neighbour solicitation to another namespace's pod",
-            nd(135, POD6, PEER6, PEER6),
-            PASS,
-        ),
-        egress(
-            "ICMPv6 neighbour advertisement to another namespace's pod",
-            nd(136, POD6, PEER6, POD6),
-            PASS,
-        ),
-        ingress(
             "ICMPv6 neighbour solicitation from another namespace's pod",
-            nd(135, PEER6, POD6, POD6),
-            PASS,
         ),
-        ingress(
+        (
+            136,
+            "ICMPv6 neighbour advertisement to another namespace's pod",
             "ICMPv6 neighbour advertisement from another namespace's pod",
-            nd(136, PEER6, POD6, PEER6),
-            PASS,
         ),
+    ] {
+        out.push(egress(to, nd(ty, POD6, PEER6, PEER6), PASS));
+        out.push(ingress(from, nd(ty, PEER6, POD6, POD6), PASS));
+    }
+    out.extend([
         egress(
             "ICMPv6 router solicitation",
             v6(POD6, all_routers, &[], 58, &icmp(133, &[0; 4])),
@@ -548,7 +544,8 @@ fn icmp_cases() -> Vec<Case> {
             V4::new(POD, TRUSTED, 1).packet(&icmp(14, &[0; 16])),
             DROP,
         ),
-    ]
+    ]);
+    out
 }
 
 #[test]

@@ -25,10 +25,7 @@ use serde_json::{Value, json};
 
 fn pods() -> &'static str {
     r#"
-namespaces:
-  - {name: frontend}
-  - {name: payments}
-  - {name: db}
+namespaces: [{name: frontend}, {name: payments}, {name: db}]
 pods:
   - {name: web, namespace: frontend, serve: [{protocol: TCP, port: 80}]}
   - {name: api, namespace: payments, serve: [{protocol: TCP, port: 8443}]}
@@ -60,31 +57,65 @@ fn up(name: &str, subnet: u8, cross: &str, mode: &str) -> Node {
     Node::up(name, subnet, pods(), &refs)
 }
 
-/// The exact violation line of an echo from `src` to `dst` (`ns/pod`, addresses `src_ip`,
-/// `dst_ip`), decided by `direction`'s `policy`.
+/// The exact violation line of an echo from pod `src` to pod `dst` (`ns/pod`), over IPv4 or IPv6,
+/// decided by `direction`'s `policy`.
 fn echo_line(
-    verdict: &str,
-    direction: &str,
-    protocol: &str,
-    (src, src_ip): (&str, String),
-    (dst, dst_ip): (&str, String),
-    policy: &str,
+    node: &Node,
+    v6: bool,
+    (verdict, direction, policy): (&str, &str, &str),
+    src: &str,
+    dst: &str,
 ) -> Value {
-    let end = |key: &str, ip: String| {
+    let end = |key: &str| {
         let (ns, pod) = key.split_once('/').expect("ns/pod");
-        json!({"namespace": ns, "pod": pod, "ip": ip, "port": null})
+        let ip = if v6 { node.ip6(key) } else { node.ip(key) };
+        json!({"namespace": ns, "pod": pod, "ip": ip.to_string(), "port": null})
     };
     json!({
         "type": "violation",
         "verdict": verdict,
         "direction": direction,
         "node": "node-1",
-        "protocol": protocol,
-        "src": end(src, src_ip),
-        "dst": end(dst, dst_ip),
+        "protocol": if v6 { "ICMPv6" } else { "ICMP" },
+        "src": end(src),
+        "dst": end(dst),
         "policy": policy,
         "count": 1,
     })
+}
+
+/// The lines of an echo from web to postgres: both sides deny (frontend's egress rules do not
+/// name db, db's ingress rules do not admit frontend).
+fn web_to_postgres(node: &Node, v6: bool, verdict: &str) -> [Value; 2] {
+    let (web, pg) = ("frontend/web", "db/postgres");
+    [
+        echo_line(
+            node,
+            v6,
+            (verdict, "egress", "NamespaceFirewall/frontend/default"),
+            web,
+            pg,
+        ),
+        echo_line(
+            node,
+            v6,
+            (verdict, "ingress", "NamespaceFirewall/db/default"),
+            web,
+            pg,
+        ),
+    ]
+}
+
+/// The line of an echo from api to postgres: only db's ingress side denies (its rule admits
+/// payments on TCP 5432 only).
+fn api_to_postgres(node: &Node, verdict: &str) -> Value {
+    echo_line(
+        node,
+        false,
+        (verdict, "ingress", "NamespaceFirewall/db/default"),
+        "payments/api",
+        "db/postgres",
+    )
 }
 
 /// The lines without their timestamps, sorted, to compare with the expected ones.
@@ -125,24 +156,8 @@ fn monitor_mode_logs_the_destination_side_of_an_echo_it_never_sees() {
     let r = node.ping("frontend/web", "payments/api");
     assert_eq!(r.result, "ok", "{r:?}");
     agent.wait_violations(Duration::from_secs(5), |l| l.len() >= 3);
-    let (web, api, pg) = (
-        ("frontend/web", node.ip("frontend/web").to_string()),
-        ("payments/api", node.ip("payments/api").to_string()),
-        ("db/postgres", node.ip("db/postgres").to_string()),
-    );
-    let db_policy = "NamespaceFirewall/db/default";
-    let expected = sorted(vec![
-        echo_line(
-            "AUDIT",
-            "egress",
-            "ICMP",
-            web.clone(),
-            pg.clone(),
-            "NamespaceFirewall/frontend/default",
-        ),
-        echo_line("AUDIT", "ingress", "ICMP", web, pg.clone(), db_policy),
-        echo_line("AUDIT", "ingress", "ICMP", api, pg, db_policy),
-    ]);
+    let [egress, ingress] = web_to_postgres(&node, false, "AUDIT");
+    let expected = sorted(vec![egress, ingress, api_to_postgres(&node, "AUDIT")]);
     let lines = agent.stop();
     assert_eq!(without_ts(&lines), expected, "{}", pretty(&lines));
 }
@@ -160,24 +175,8 @@ fn enforce_mode_drops_a_denied_echo_at_the_source_and_answers_an_allowed_one() {
     let r = node.ping("frontend/web", "payments/api");
     assert_eq!(r.result, "ok", "{r:?}");
     let lines = agent.stop();
-    let (web, api, pg) = (
-        ("frontend/web", node.ip("frontend/web").to_string()),
-        ("payments/api", node.ip("payments/api").to_string()),
-        ("db/postgres", node.ip("db/postgres").to_string()),
-    );
-    let db_policy = "NamespaceFirewall/db/default";
-    let expected = sorted(vec![
-        echo_line(
-            "DENIED",
-            "egress",
-            "ICMP",
-            web.clone(),
-            pg.clone(),
-            "NamespaceFirewall/frontend/default",
-        ),
-        echo_line("DENIED", "ingress", "ICMP", web, pg.clone(), db_policy),
-        echo_line("DENIED", "ingress", "ICMP", api, pg, db_policy),
-    ]);
+    let [egress, ingress] = web_to_postgres(&node, false, "DENIED");
+    let expected = sorted(vec![egress, ingress, api_to_postgres(&node, "DENIED")]);
     assert_eq!(without_ts(&lines), expected, "{}", pretty(&lines));
 }
 
@@ -204,26 +203,7 @@ fn neighbour_discovery_between_namespaces_passes_and_is_never_logged() {
         || (sample(port, neighbor) >= 1.0).then_some(()),
     );
     let lines = agent.stop();
-    let web = ("frontend/web", node.ip6("frontend/web").to_string());
-    let pg = ("db/postgres", node.ip6("db/postgres").to_string());
     // Only the echo that policy denies is logged: no line names a neighbour discovery message.
-    let expected = sorted(vec![
-        echo_line(
-            "DENIED",
-            "egress",
-            "ICMPv6",
-            web.clone(),
-            pg.clone(),
-            "NamespaceFirewall/frontend/default",
-        ),
-        echo_line(
-            "DENIED",
-            "ingress",
-            "ICMPv6",
-            web,
-            pg,
-            "NamespaceFirewall/db/default",
-        ),
-    ]);
+    let expected = sorted(web_to_postgres(&node, true, "DENIED").to_vec());
     assert_eq!(without_ts(&lines), expected, "{}", pretty(&lines));
 }
