@@ -34,6 +34,8 @@ const POD6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
 const PEER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
 /// A pod of namespace c, which a admits on every protocol.
 const TRUSTED: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+/// An address no object claims.
+const WORLD: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
 /// Allowed a -> b; every other port is denied (enforce).
 const ALLOWED: u16 = 80;
 const DENIED: u16 = 81;
@@ -126,6 +128,15 @@ fn echo_body(id: u16) -> Vec<u8> {
     let mut b = id.to_be_bytes().to_vec();
     b.extend_from_slice(&[0, 1]);
     b
+}
+
+/// A port unreachable error quoting a UDP datagram from `src` to `dst`.
+fn unreachable_for(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let quoted = V4::new(src, dst, 17).packet(&udp(sport(), DENIED, 0));
+    let mut m = icmp(3, &[0; 4]);
+    m[1] = 3;
+    m.extend_from_slice(&quoted[14..]);
+    m
 }
 
 /// A neighbour solicitation/advertisement body: reserved/flags, then the target address.
@@ -462,7 +473,7 @@ fn cases() -> Vec<Case> {
     ));
     out.push(ingress(
         "ingress from the world (not restricted)",
-        V4::new(Ipv4Addr::new(192, 0, 2, 7), POD, 6).packet(&tcp_syn(sport(), DENIED)),
+        V4::new(WORLD, POD, 6).packet(&tcp_syn(sport(), DENIED)),
         PASS,
     ));
     out
@@ -538,6 +549,21 @@ fn icmp_cases() -> Vec<Case> {
             "ICMP echo reply answering a request the local ingress policy admits",
             V4::new(POD, TRUSTED, 1).packet(&icmp(0, &echo_body(id()))),
             PASS,
+        ),
+        egress(
+            "ICMP port unreachable answering UDP the local ingress policy admits",
+            V4::new(POD, TRUSTED, 1).packet(&unreachable_for(TRUSTED, POD)),
+            PASS,
+        ),
+        egress(
+            "ICMP port unreachable answering UDP from the world (ingress not restricted)",
+            V4::new(POD, WORLD, 1).packet(&unreachable_for(WORLD, POD)),
+            PASS,
+        ),
+        egress(
+            "ICMP port unreachable answering UDP the local ingress policy denies",
+            V4::new(POD, PEER, 1).packet(&unreachable_for(PEER, POD)),
+            DROP,
         ),
         egress(
             "ICMP timestamp reply to a namespace the local ingress policy admits",

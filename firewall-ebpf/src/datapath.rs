@@ -286,7 +286,7 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
     track(side, t, now);
     if j.peer_unseen {
         // On this node, the destination's egress program then knows the reply (see
-        // `reply_vouched` for a destination on another node).
+        // `request_admitted` for a destination on another node).
         track(Side::Ingress, t, now);
     }
     PASS
@@ -326,9 +326,9 @@ fn icmp_unsolicited(
     pkt: &packet::Packet,
     now: u64,
 ) -> i32 {
-    if pkt.kind == Kind::EchoReply
-        && side == Side::Egress
-        && reply_vouched(slot, local, peer, &pkt.tuple, now)
+    if side == Side::Egress
+        && let Some(request) = answered(pkt)
+        && request_admitted(slot, local, peer, &request, now)
     {
         return PASS;
     }
@@ -341,14 +341,28 @@ fn icmp_unsolicited(
     )
 }
 
-/// Does the local pod's ingress side admit the request this echo reply answers? Its kernel
-/// answered without a socket, so its ingress program never saw the request (the source judged
-/// and logged this side instead, see [`Judgement::peer_unseen`]), and a source on another node
-/// left no conntrack entry here. When it admits it, the side's verdict is recorded as if its
-/// program had seen the request, so later replies are conntrack hits.
+/// The packet that an echo reply or ICMP error leaving the local pod answers, when the pod
+/// received it (a quoted packet addressed to the pod, from the error's destination).
 #[inline(always)]
-fn reply_vouched(slot: u8, local: &Identity, peer: &Identity, reply: &Tuple, now: u64) -> bool {
-    let req = reply.reversed();
+fn answered(pkt: &packet::Packet) -> Option<Tuple> {
+    let t = &pkt.tuple;
+    match pkt.kind {
+        Kind::EchoReply => Some(t.reversed()),
+        Kind::IcmpError if pkt.inner.saddr == t.daddr && pkt.inner.daddr == t.saddr => {
+            Some(pkt.inner)
+        }
+        _ => None,
+    }
+}
+
+/// Does the local pod's ingress side admit the packet `req` its kernel answers (an echo request,
+/// or a packet to a port nothing listens on)? The kernel answered without a socket, so the pod's
+/// ingress program never saw `req` (for an echo request the source judged and logged this side
+/// instead, see [`Judgement::peer_unseen`]), and a source on another node left no conntrack entry
+/// here. When it admits it, the side's verdict is recorded as if its program had seen `req`, so
+/// later answers are conntrack hits.
+#[inline(always)]
+fn request_admitted(slot: u8, local: &Identity, peer: &Identity, req: &Tuple, now: u64) -> bool {
     if exemption(Side::Ingress, local, peer, req.proto, req.dport).is_none() {
         let v = policy::lookup(slot, Side::Ingress, local.id, peer.id, req.proto, req.dport);
         if v.verdict == PolicyVerdict::Deny as u8 {
@@ -357,7 +371,7 @@ fn reply_vouched(slot: u8, local: &Identity, peer: &Identity, reply: &Tuple, now
         count(Counter::PolicyAllow);
     }
     if peer.ns != local.ns {
-        track(Side::Ingress, &req, now);
+        track(Side::Ingress, req, now);
     }
     true
 }
