@@ -290,14 +290,29 @@ impl Drop for AgentProcess {
     }
 }
 
-/// `firewall-agent --log-format json run --node-name NODE SOURCE... --cgroup-root ROOT`, run
-/// through `wrapper` (e.g. `setpriv ... --`) when that is not empty; callers append their flags.
+/// Where an agent pins its state. The agent pins under `/sys/fs/bpf/bulkhead` unless told
+/// otherwise, so every caller says which it means: a throwaway run must not leave programs
+/// attached, nor adopt what an earlier run left.
+#[derive(Clone, Copy, Debug)]
+pub enum Pinning<'a> {
+    /// `--no-pin`: stopping the agent detaches everything; nothing is left on the machine.
+    Off,
+    /// `--bpffs DIR`: enforcement outlives the agent; the caller removes `DIR` (`cleanup`).
+    Dir(&'a Path),
+    /// No flag: the agent's default directory, as an operator's plain `run` does.
+    Default,
+}
+
+/// `firewall-agent --log-format json run --node-name NODE SOURCE... --cgroup-root ROOT` plus
+/// the pinning flag, run through `wrapper` (e.g. `setpriv ... --`) when that is not empty;
+/// callers append their flags.
 pub fn agent_command(
     wrapper: &[String],
     bin: &Path,
     node: &str,
     source: &[&str],
     cgroup_root: &Path,
+    pin: Pinning<'_>,
 ) -> Command {
     let mut cmd = match wrapper.split_first() {
         Some((program, args)) => {
@@ -311,6 +326,15 @@ pub fn agent_command(
         .args(source)
         .arg("--cgroup-root")
         .arg(cgroup_root);
+    match pin {
+        Pinning::Off => {
+            cmd.arg("--no-pin");
+        }
+        Pinning::Dir(dir) => {
+            cmd.arg("--bpffs").arg(dir);
+        }
+        Pinning::Default => {}
+    }
     cmd
 }
 

@@ -125,6 +125,7 @@ fn each_missing_capability_is_named() {
                 "node-1",
                 "--source",
                 &source,
+                "--no-pin",
                 "--cgroup-root",
             ])
             .arg(node.testbed().cgroup_root())

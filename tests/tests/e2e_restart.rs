@@ -24,6 +24,7 @@ use std::{
 
 use bulkhead_tests::{
     Protocol, Target,
+    agent::Pinning,
     policy::{admit, baseline},
     require_root,
 };
@@ -135,7 +136,7 @@ impl Attempts {
 /// the same pins. Returns the new agent.
 fn restart_under_load(
     node: &Node,
-    pins: &Path,
+    pin: Pinning<'_>,
     stop: impl FnOnce(common::agent::Agent),
     first: common::agent::Agent,
 ) -> common::agent::Agent {
@@ -156,8 +157,7 @@ fn restart_under_load(
     let stopped = Instant::now();
     // Nothing runs the firewall in user space now: only the pinned programs enforce.
     thread::sleep(Duration::from_secs(1));
-    let bpffs = pins.display().to_string();
-    let agent = node.agent(&["--bpffs", &bpffs]);
+    let agent = node.agent_pinned(pin, &[]);
     eprintln!(
         "new agent ready {:?} after the old one stopped",
         stopped.elapsed()
@@ -196,9 +196,8 @@ fn kill9_and_upgrade_restarts_never_lapse_enforcement() {
         "/sys/fs/bpf/bulkhead-e2e-restart-{}",
         std::process::id()
     )));
-    let bpffs = pins.0.display().to_string();
     let cgroup_root = node.testbed().cgroup_root().to_owned();
-    let first = node.agent(&["--bpffs", &bpffs]);
+    let first = node.agent_pinned(Pinning::Dir(&pins.0), &[]);
     assert_eq!(node.tcp("alpha/a", "beta/b", 8080).result, "ok");
     assert_eq!(node.tcp("alpha/a", "gamma/c", 9090).result, "denied");
     assert_eq!(
@@ -209,7 +208,7 @@ fn kill9_and_upgrade_restarts_never_lapse_enforcement() {
     );
 
     // Crash: SIGKILL, then a new agent adopts the pins.
-    let second = restart_under_load(&node, &pins.0, |a| a.kill9(), first);
+    let second = restart_under_load(&node, Pinning::Dir(&pins.0), |a| a.kill9(), first);
     assert_eq!(
         attached(&cgroup_root).len(),
         4,
@@ -237,7 +236,7 @@ fn kill9_and_upgrade_restarts_never_lapse_enforcement() {
     eprintln!("second agent's violation lines:\n{}", pretty(&lines));
 
     // Upgrade: SIGTERM leaves enforcement in place, a new agent takes over.
-    let third = restart_under_load(&node, &pins.0, |a| a.term(), second);
+    let third = restart_under_load(&node, Pinning::Dir(&pins.0), |a| a.term(), second);
     assert_eq!(
         attached(&cgroup_root).len(),
         4,
@@ -261,4 +260,289 @@ fn kill9_and_upgrade_restarts_never_lapse_enforcement() {
     assert!(!pins.0.exists());
     assert_eq!(node.tcp("alpha/a", "gamma/c", 9090).result, "ok");
     assert!(cleanup(&pins.0).contains("nothing to clean up"));
+}
+
+/// Where a plain `firewall-agent run` pins (the agent's default).
+const DEFAULT_PINS: &str = "/sys/fs/bpf/bulkhead";
+
+/// `firewall-agent status ARGS`: success, stdout, stderr.
+fn status(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(agent_bin())
+        .arg("status")
+        .args(args)
+        .output()
+        .expect("run firewall-agent status");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `firewall-agent status -o json ARGS`, which must succeed.
+fn status_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["-o", "json"];
+    all.extend_from_slice(args);
+    let (ok, out, err) = status(&all);
+    assert!(ok, "status failed:\n{out}\n{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("status -o json ({e}):\n{out}"))
+}
+
+/// The namespaces of a status snapshot as `name -> (mode, source)`.
+fn modes(agent: &serde_json::Value) -> BTreeMap<String, (String, String)> {
+    let ns = agent["policy"]["namespaces"]
+        .as_array()
+        .expect("namespaces");
+    ns.iter()
+        .map(|n| {
+            let s = |k: &str| n[k].as_str().unwrap_or_default().to_owned();
+            (s("name"), (s("mode"), s("source")))
+        })
+        .collect()
+}
+
+/// A plain `firewall-agent run` (no pin flag) pins under the default directory: stopped, its
+/// policy keeps enforcing with no agent at all; a new plain `run` adopts the pins without a lapse;
+/// `status` reports the node from the agent and, with none running, from the pins alone;
+/// `cleanup` with its default removes everything.
+#[test]
+fn restart_without_flags_holds_enforcement() {
+    if !require_root("restart_without_flags_holds_enforcement") {
+        return;
+    }
+    let default = PathBuf::from(DEFAULT_PINS);
+    assert!(
+        !default.exists(),
+        "{DEFAULT_PINS} exists before the test: something on this machine pins there (remove it with `firewall-agent cleanup` if it is a leftover)"
+    );
+    let labelled = PODS
+        .replace(
+            "{name: alpha}",
+            "{name: alpha, labels: {bulkhead.dev/mode: enforce}}",
+        )
+        .replace(
+            "{name: beta}",
+            "{name: beta, labels: {bulkhead.dev/mode: enforcing}}",
+        );
+    // A NamespaceFirewall that is never valid (port 0), in a namespace that admits nothing anyway.
+    let broken =
+        bulkhead_tests::policy::ingress_from("broken", "gamma", &["alpha"], &[], &[("TCP", 0)]);
+    let node = Node::up(
+        "rdeflt",
+        27,
+        &labelled,
+        &[
+            &baseline("Deny", "Enforce"),
+            &admit("beta", "alpha", 8080),
+            &broken,
+        ],
+    );
+    let _pins = Pins(default.clone());
+    let cgroup_root = node.testbed().cgroup_root().to_owned();
+    let port = common::http::free_port();
+    let (addr, endpoint) = (
+        format!("127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{port}"),
+    );
+    let first = node.agent_pinned(Pinning::Default, &["--metrics-addr", &addr]);
+    assert!(
+        default.join("maps/POLICY").exists(),
+        "a plain run pinned nothing"
+    );
+    assert_eq!(node.tcp("alpha/a", "beta/b", 8080).result, "ok");
+    assert_eq!(node.tcp("alpha/a", "gamma/c", 9090).result, "denied");
+
+    // status against the running agent: its view and the pins'.
+    let s = status_json(&["--endpoint", &endpoint]);
+    let agent = &s["agent"];
+    assert_eq!(s["pinDir"], DEFAULT_PINS, "{s:#}");
+    assert_eq!(agent["pinDir"], DEFAULT_PINS, "{s:#}");
+    assert_eq!(agent["pid"], first.pid(), "{s:#}");
+    assert_eq!(agent["ready"], true, "{s:#}");
+    assert!(
+        agent["commit"].as_str().is_some_and(|c| !c.is_empty()),
+        "{s:#}"
+    );
+    let m = modes(agent);
+    let mode = |ns: &str| m.get(ns).cloned().unwrap_or_default();
+    let (enforce, label, cluster) = (
+        "enforce".to_owned(),
+        "Label".to_owned(),
+        "ClusterDefault".to_owned(),
+    );
+    assert_eq!(mode("alpha"), (enforce.clone(), label), "{s:#}");
+    // An invalid label keeps the cluster default (it never had a valid one) and is reported.
+    assert_eq!(mode("beta"), (enforce.clone(), cluster.clone()), "{s:#}");
+    assert_eq!(mode("gamma"), (enforce, cluster), "{s:#}");
+    assert_eq!(
+        agent["policy"]["invalidModeLabels"],
+        serde_json::json!([{"namespace": "beta", "value": "enforcing", "mode": "enforce", "source": "ClusterDefault"}]),
+        "{s:#}"
+    );
+    let rejected = agent["rejected"].as_array().expect("rejected");
+    assert_eq!(rejected.len(), 1, "{s:#}");
+    assert_eq!(
+        (
+            &rejected[0]["kind"],
+            &rejected[0]["namespace"],
+            &rejected[0]["name"],
+            &rejected[0]["inForce"]
+        ),
+        // Never accepted: enforced fail closed (docs/design.md#invalid-objects).
+        (
+            &"NamespaceFirewall".into(),
+            &"gamma".into(),
+            &"broken".into(),
+            &"FailClosed".into()
+        ),
+        "{s:#}"
+    );
+    let pods = agent["policy"]["localPods"].as_array().expect("local pods");
+    assert_eq!(pods.len(), 3, "{s:#}");
+    assert!(
+        pods.iter().all(|p| p["cgroups"].as_u64() >= Some(1)),
+        "{s:#}"
+    );
+    let pins = &s["pins"];
+    let gens = pins["generations"].as_array().expect("generations");
+    assert_eq!(gens.len(), 1, "{s:#}");
+    assert_eq!(gens[0]["tag"], agent["linkGeneration"], "{s:#}");
+    assert_eq!(
+        (&gens[0]["pid"], &gens[0]["running"]),
+        (&first.pid().into(), &true.into()),
+        "{s:#}"
+    );
+    assert_eq!(
+        gens[0]["programs"].as_array().map(Vec::len),
+        Some(4),
+        "{s:#}"
+    );
+    assert_eq!(pins["activeSlot"], agent["activeSlot"], "{s:#}");
+    let cgroups: u64 = pods.iter().filter_map(|p| p["cgroups"].as_u64()).sum();
+    assert_eq!(pins["podCgroups"], cgroups, "{s:#}");
+    let fill = |v: &serde_json::Value, map: &str| {
+        v["maps"]
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["name"] == map).cloned())
+    };
+    for map in ["CGROUPS", "IPV4", "IPV6", "POLICY", "MODES"] {
+        assert_eq!(fill(pins, map), fill(agent, map), "{map}: {s:#}");
+    }
+    assert_eq!(
+        fill(pins, "CGROUPS").map(|m| m["capacity"].clone()),
+        Some(65_536.into()),
+        "{s:#}"
+    );
+    let (ok, text, _) = status(&["--endpoint", &endpoint]);
+    eprintln!("status:\n{text}");
+    assert!(ok && text.contains("beta: \"enforcing\""), "{text}");
+    let slot = agent["activeSlot"].clone();
+    let namespaces = m.len();
+
+    // Stopped with no pin flag, then restarted with none: not one denied attempt gets through,
+    // and while no agent runs, status says so and shows the policy the pins enforce.
+    let without_agent = |a: common::agent::Agent| {
+        let pid = a.pid();
+        a.term();
+        let s = status_json(&["--endpoint", &endpoint]);
+        assert!(s["agent"].is_null(), "{s:#}");
+        assert!(
+            s["agentError"]
+                .as_str()
+                .is_some_and(|e| e.contains("no agent answers")),
+            "{s:#}"
+        );
+        let pins = &s["pins"];
+        assert_eq!(pins["activeSlot"], slot, "{s:#}");
+        assert_eq!(pins["defaultMode"], "enforce", "{s:#}");
+        assert_eq!(
+            pins["namespacesByMode"],
+            serde_json::json!({"enforce": namespaces}),
+            "{s:#}"
+        );
+        assert_eq!(
+            (
+                &pins["generations"][0]["pid"],
+                &pins["generations"][0]["running"]
+            ),
+            (&pid.into(), &false.into()),
+            "{s:#}"
+        );
+        let (ok, text, _) = status(&["--endpoint", &endpoint]);
+        eprintln!("status with no agent:\n{text}");
+        assert!(ok && text.contains("agent: none answers"), "{text}");
+        assert_eq!(node.tcp("alpha/a", "gamma/c", 9090).result, "denied");
+    };
+    let second = restart_under_load(&node, Pinning::Default, without_agent, first);
+    let attached_line = second.logs_with("datapath attached");
+    assert_eq!(attached_line[0]["adopted"], true, "{attached_line:?}");
+    assert_eq!(
+        second
+            .logs_with("adopted the pinned policy; it stays in force until the first apply")
+            .len(),
+        1
+    );
+    second.term();
+    assert_eq!(node.tcp("alpha/a", "gamma/c", 9090).result, "denied");
+
+    // `cleanup` with no flag removes what a plain `run` pinned; then status has nothing to show.
+    let out = Command::new(agent_bin())
+        .arg("cleanup")
+        .output()
+        .expect("cleanup");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("removed {DEFAULT_PINS}/links/bulkhead_egress@")),
+        "{text}"
+    );
+    assert!(!default.exists());
+    assert!(
+        attached(&cgroup_root).is_empty(),
+        "{:?}",
+        attached(&cgroup_root)
+    );
+    assert_eq!(node.tcp("alpha/a", "gamma/c", 9090).result, "ok");
+    let (ok, _, err) = status(&["--endpoint", &endpoint]);
+    assert!(
+        !ok && err.contains("nothing is pinned at /sys/fs/bpf/bulkhead"),
+        "{err}"
+    );
+}
+
+/// `--no-pin` leaves nothing pinned, and `status` says the agent does not pin.
+#[test]
+fn no_pin_pins_nothing_and_status_says_so() {
+    if !require_root("no_pin_pins_nothing_and_status_says_so") {
+        return;
+    }
+    let node = Node::up("rnopin", 28, PODS, &[&baseline("Deny", "Enforce")]);
+    let dir = PathBuf::from(format!(
+        "/sys/fs/bpf/bulkhead-e2e-nopin-{}",
+        std::process::id()
+    ));
+    let _pins = Pins(dir.clone());
+    let port = common::http::free_port();
+    let (addr, endpoint) = (
+        format!("127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{port}"),
+    );
+    let agent = node.agent(&["--metrics-addr", &addr]);
+    let d = dir.display().to_string();
+    let s = status_json(&["--endpoint", &endpoint, "--bpffs", &d]);
+    assert!(s["agent"]["pinDir"].is_null(), "{s:#}");
+    assert!(s["agent"]["linkGeneration"].is_null(), "{s:#}");
+    assert!(s["pins"].is_null(), "{s:#}");
+    assert_eq!(s["pinsError"], format!("nothing pinned at {d}"), "{s:#}");
+    let (ok, text, _) = status(&["--endpoint", &endpoint, "--bpffs", &d]);
+    assert!(ok && text.contains("pinning: off (--no-pin"), "{text}");
+    assert!(!dir.exists());
+    // --bpffs and --no-pin contradict each other.
+    let out = Command::new(agent_bin())
+        .args(["run", "--no-pin", "--bpffs", &d])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),
+        "{out:?}"
+    );
+    agent.term();
 }

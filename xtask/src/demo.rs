@@ -9,7 +9,7 @@ use std::{path::Path, process::Command, thread, time::Duration};
 use anyhow::{Context as _, bail};
 use bulkhead_tests::{
     Options, Scenario, Testbed,
-    agent::{AgentProcess, agent_command, file_source},
+    agent::{AgentProcess, Pinning, agent_command, file_source},
     policy::{baseline, ingress_from, web_to_api},
 };
 
@@ -97,6 +97,8 @@ fn with_agent(agent: &Path, tb: &Testbed, source: &Path) -> anyhow::Result<()> {
         "node-1",
         &["--source", &source_arg],
         tb.cgroup_root(),
+        // A demo leaves nothing attached: stopping the agent detaches everything.
+        Pinning::Off,
     );
     cmd.args(["--poll-ms", "100"]);
     let agent = AgentProcess::spawn(cmd, None)?;

@@ -99,7 +99,7 @@ fn up(
     if let Some(path) = source_out {
         tb.write_source(&path, &[])?;
         println!(
-            "agent source: firewall-agent run --source file:{} --node-name {} --cgroup-root {}",
+            "agent source: firewall-agent run --source file:{} --node-name {} --cgroup-root {} --no-pin",
             path.display(),
             scenario.node_name,
             tb.cgroup_root().display()
@@ -115,7 +115,7 @@ fn up(
         );
         println!("kubeconfig: {}", api.kubeconfig.display());
         println!(
-            "agent: firewall-agent run --source kube --kubeconfig {} --node-name {} --cgroup-root {}",
+            "agent: firewall-agent run --source kube --kubeconfig {} --node-name {} --cgroup-root {} --no-pin",
             api.kubeconfig.display(),
             scenario.node_name,
             tb.cgroup_root().display()

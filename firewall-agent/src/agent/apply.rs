@@ -8,7 +8,7 @@ use std::{
 
 use tracing::{error, info, warn};
 
-use super::metrics::Metrics;
+use super::{metrics::Metrics, status::PolicyView};
 
 use crate::{
     cgroups,
@@ -36,6 +36,12 @@ pub struct PolicyState {
     node_seen: bool,
     /// Pod UIDs with a cgroup on this node but no local Pod object.
     unmatched: BTreeSet<String>,
+    /// What the policy in force decided, by name (`/status`).
+    pub view: Option<PolicyView>,
+    /// When a policy was last written (unix ms).
+    pub applied_unix_ms: u64,
+    /// Why the last apply failed, while the previous policy stays in force.
+    pub apply_error: Option<String>,
 }
 
 /// The log's name tables for a model and its compiled policy.
@@ -83,6 +89,9 @@ impl PolicyState {
             ready: false,
             node_seen: false,
             unmatched: BTreeSet::new(),
+            view: None,
+            applied_unix_ms: 0,
+            apply_error: None,
         }
     }
 
@@ -130,6 +139,11 @@ impl PolicyState {
         self.rediscover();
         self.apply(writer, names);
         true
+    }
+
+    /// Pod cgroups of this node that belong to no local Pod.
+    pub fn unmatched_pod_cgroups(&self) -> usize {
+        self.unmatched.len()
     }
 
     /// The policy objects rejected by the last compile.
@@ -205,7 +219,10 @@ impl PolicyState {
             model.namespace_firewalls.len() + model.cluster_firewalls.len() + model.rejected.len();
         let accepted = objects.saturating_sub(compiled.rejected.len());
         let labels = compiled.invalid_mode_labels.len();
+        let view = super::status::policy_view(&model, &compiled, &self.opts, &self.cgroup_ids);
         if self.ready && contents == writer.active_contents() {
+            self.view = Some(view);
+            self.apply_error = None;
             names.set(writer.active_slot(), name_tables(&model, &compiled));
             self.metrics
                 .policy_objects(accepted, &compiled.rejected, labels);
@@ -213,6 +230,9 @@ impl PolicyState {
         }
         match writer.apply(contents) {
             Ok(stats) => {
+                self.view = Some(view);
+                self.applied_unix_ms = crate::clock::unix_ms();
+                self.apply_error = None;
                 names.set(stats.slot, name_tables(&model, &compiled));
                 self.metrics.applied(started.elapsed());
                 self.metrics
@@ -243,6 +263,7 @@ impl PolicyState {
                 };
                 self.metrics.apply_failed(map);
                 error!(error = %e, "policy not applied");
+                self.apply_error = Some(e.to_string());
             }
         }
     }

@@ -1,4 +1,5 @@
-//! `/metrics`, `/healthz` and `/readyz` on `--metrics-addr`: Prometheus and the DaemonSet's probes.
+//! `/metrics`, `/healthz`, `/readyz` and `/status` on `--metrics-addr`: Prometheus, the
+//! DaemonSet's probes and `firewall-agent status`.
 //!
 //! Ready means a policy has been applied from a complete view of the source (for `kube`, after
 //! every kind was listed once): a rolling update waits for that before moving to the next node.
@@ -19,7 +20,7 @@ use axum::{
     routing::get,
 };
 
-use super::metrics::Metrics;
+use super::{metrics::Metrics, status::StatusBoard};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{error, info};
 
@@ -55,6 +56,7 @@ impl Health {
 pub struct Served {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
+    pub status: Arc<StatusBoard>,
 }
 
 async fn healthz(State(s): State<Arc<Served>>) -> (StatusCode, &'static str) {
@@ -88,14 +90,29 @@ async fn readyz(State(s): State<Arc<Served>>) -> (StatusCode, &'static str) {
     }
 }
 
+/// The snapshot; 503 until the datapath is loaded and the first one published.
+async fn status(
+    State(s): State<Arc<Served>>,
+) -> (StatusCode, [(header::HeaderName, &'static str); 1], String) {
+    let json = s.status.json();
+    if json.is_empty() {
+        let starting = "starting: the datapath is not loaded yet\n".to_owned();
+        let text = [(header::CONTENT_TYPE, "text/plain")];
+        return (StatusCode::SERVICE_UNAVAILABLE, text, starting);
+    }
+    let json_type = [(header::CONTENT_TYPE, "application/json")];
+    (StatusCode::OK, json_type, json.as_str().to_owned())
+}
+
 /// Binds `addr` and serves metrics and probes until the agent exits.
 pub async fn serve(addr: SocketAddr, served: Served) -> std::io::Result<JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
-    info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz and /status");
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/status", get(status))
         .with_state(Arc::new(served));
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -13,6 +13,7 @@ use super::{
     apply::PolicyState,
     health::{self, Health},
     metrics::Metrics,
+    status::StatusBoard,
 };
 use crate::{
     datapath::{
@@ -32,10 +33,12 @@ impl Agent {
         let health = Arc::new(Health::default());
         health.beat();
         let metrics = Arc::new(Metrics::new(&cfg.load));
+        let status = Arc::new(StatusBoard::default());
         if let Some(addr) = cfg.metrics_addr {
             let served = health::Served {
                 health: health.clone(),
                 metrics: metrics.clone(),
+                status: status.clone(),
             };
             health::serve(addr, served)
                 .await
@@ -70,6 +73,8 @@ impl Agent {
         let agent = Self {
             health,
             metrics,
+            status,
+            status_stale: true,
             datapath,
             writer,
             names: Names::default(),

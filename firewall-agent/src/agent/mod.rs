@@ -8,6 +8,7 @@ pub mod apply;
 pub mod health;
 mod lifecycle;
 pub mod metrics;
+pub mod status;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -30,6 +31,7 @@ use crate::{
 use apply::PolicyState;
 use health::Health;
 use metrics::Metrics;
+use status::StatusBoard;
 
 /// Everything `run` needs, already validated by the CLI.
 #[derive(Clone, Debug)]
@@ -44,7 +46,7 @@ pub struct RunConfig {
     pub poll: Duration,
     /// Settings of `--source kube`.
     pub kube: KubeConfig,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    /// Where `/metrics`, `/healthz`, `/readyz` and `/status` are served.
     pub metrics_addr: Option<SocketAddr>,
 }
 
@@ -52,6 +54,9 @@ pub struct RunConfig {
 struct Agent {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    status: Arc<StatusBoard>,
+    /// An apply happened since `/status` was last published.
+    status_stale: bool,
     datapath: Datapath,
     writer: MapWriter,
     names: Names,
@@ -71,9 +76,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     loop {
-        if agent.state.serving() {
-            agent.health.set_ready();
-        }
+        agent.refresh();
         tokio::select! {
             model = source.next_model() => agent.on_model(model, &mut source),
             _ = second.tick() => agent.every_second(&source),
@@ -98,6 +101,9 @@ impl Agent {
                 let changed = self
                     .state
                     .set_model(model, &mut self.writer, &mut self.names);
+                // `/readyz` the moment the apply logged "ready", before the source's bookkeeping.
+                self.status_stale |= changed;
+                self.refresh();
                 source.applied(
                     changed,
                     self.state.rejected(),
@@ -111,6 +117,19 @@ impl Agent {
         }
     }
 
+    /// Between events: `/readyz` first (a probe must not wait on anything else), then `/status`
+    /// when an apply changed it.
+    fn refresh(&mut self) {
+        if self.state.serving() {
+            self.health.set_ready();
+        }
+        if self.status_stale {
+            self.status_stale = false;
+            self.status
+                .publish(&status::snapshot(&self.state, &self.writer, &self.datapath));
+        }
+    }
+
     fn every_second(&mut self, source: &Source) {
         self.health.beat();
         self.metrics.observe_kernel(|c| counter(&self.counters, c));
@@ -119,6 +138,7 @@ impl Agent {
         if self.state.rediscover() {
             info!("pod cgroups changed");
             self.state.apply(&mut self.writer, &mut self.names);
+            self.status_stale = true;
         }
         self.log
             .sweep(&mut self.fold, &self.counters, &self.names, false);

@@ -5,9 +5,9 @@ use anyhow::Context as _;
 
 #[derive(clap::Args)]
 pub struct CleanupArgs {
-    /// Pin directory.
-    #[arg(long, default_value = "/sys/fs/bpf/bulkhead")]
-    bpffs: PathBuf,
+    /// Pin directory (the one `run` pins under unless told otherwise).
+    #[arg(long, default_value = crate::datapath::pin::DEFAULT_DIR)]
+    pub(super) bpffs: PathBuf,
 }
 
 /// Removes pinned programs, links and maps, naming each.

@@ -5,13 +5,14 @@ mod cleanup;
 mod crds;
 mod inputs;
 mod run;
+mod status;
 mod structure;
 mod validate;
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -39,12 +40,15 @@ enum Command {
     Run(run::RunArgs),
     /// Print the CRD YAML (generated from the Rust types).
     Crds,
-    /// Explain the verdict for a namespace pair and port, naming the deciding rule.
+    /// Judge one connection as the agents would: per side the deciding rule, step and mode; exit
+    /// 0 allowed, 2 a violation (logged or dropped), 1 an error.
     Check(check::CheckArgs),
     /// Check policy objects in YAML files with the agent's own validation (before applying them).
     Validate(validate::ValidateArgs),
     /// Uninstall from this node: remove pinned programs, links and maps.
     Cleanup(cleanup::CleanupArgs),
+    /// What is enforced on this node: the pinned maps and the running agent's view.
+    Status(status::StatusArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -61,7 +65,10 @@ fn init_tracing(format: LogFormat) {
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     init_tracing(cli.log_format);
     // `run` reports through its log (JSON when asked); the other commands talk to a terminal.
     let logs_errors = matches!(cli.command, Command::Run(_));
@@ -73,12 +80,36 @@ pub fn main() -> ExitCode {
             .context("starting the async runtime")
             .and_then(|rt| rt.block_on(run::run(args))),
         Command::Crds => crds::run(),
-        Command::Check(args) => check::run(args),
+        // `check` says with its status whether a flow is a violation (2); its errors are 1.
+        Command::Check(args) => return finish(check::run(args), logs_errors),
         Command::Validate(args) => validate::run(args),
         Command::Cleanup(args) => cleanup::run(args),
+        Command::Status(args) => status::run(args),
     };
+    finish(result.map(|()| ExitCode::SUCCESS), logs_errors)
+}
+
+/// A bad command line: status 2 from the argument parser, except for `check`, whose 2 means a
+/// violation (there every error is 1).
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || Cli::command()
+            .ignore_errors(true)
+            .try_get_matches()
+            .ok()
+            .and_then(|m| m.subcommand_name().map(|n| n != "check"))
+            .unwrap_or(true)
+    {
+        e.exit();
+    }
+    let _ = e.print();
+    ExitCode::FAILURE
+}
+
+fn finish(result: anyhow::Result<ExitCode>, logs_errors: bool) -> ExitCode {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             if logs_errors {
                 tracing::error!("{e:#}");

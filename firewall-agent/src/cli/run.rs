@@ -9,7 +9,7 @@ use crate::{
     agent::{self, RunConfig},
     cgroups,
     compiler::CompileOptions,
-    datapath::LoadOptions,
+    datapath::{LoadOptions, pin},
     source::{SourceSpec, kube::KubeConfig},
 };
 
@@ -59,12 +59,15 @@ pub struct RunArgs {
     /// cgroup v2 directory to attach at (default: the cgroup2 mount from /proc/self/mountinfo).
     #[arg(long)]
     cgroup_root: Option<PathBuf>,
-    /// bpffs directory for pinned state, e.g. /sys/fs/bpf/bulkhead (bpffs is mounted on its
-    /// parent if missing). With it, enforcement survives the agent (SIGKILL, SIGTERM, upgrade)
-    /// and a new agent adopts the state; without it, stopping the agent detaches everything.
+    /// bpffs directory for pinned state (bpffs is mounted on its parent if missing): enforcement
+    /// survives the agent (SIGKILL, SIGTERM, upgrade) and a new agent adopts the state.
+    #[arg(long, default_value = pin::DEFAULT_DIR, conflicts_with = "no_pin")]
+    bpffs: PathBuf,
+    /// Pin nothing, for throwaway runs: stopping the agent in any way detaches everything, and a
+    /// restart is a window without enforcement.
     #[arg(long)]
-    bpffs: Option<PathBuf>,
-    /// Address for /healthz and /readyz (e.g. 0.0.0.0:9090).
+    no_pin: bool,
+    /// Address for /metrics, /healthz, /readyz and /status (e.g. 0.0.0.0:9090).
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
     /// kubeconfig for `--source kube` (default: in-cluster config).
@@ -101,6 +104,13 @@ pub struct RunArgs {
     poll_ms: u64,
 }
 
+impl RunArgs {
+    /// Where to pin: `--bpffs` (default [`pin::DEFAULT_DIR`]) unless `--no-pin`.
+    fn pin_dir(&self) -> Option<PathBuf> {
+        (!self.no_pin).then(|| self.bpffs.clone())
+    }
+}
+
 fn parse_dns_service(s: &str) -> anyhow::Result<(String, String)> {
     match s.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
@@ -122,6 +132,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if matches!(args.attach, Attach::Tc) {
         bail!("--attach tc is not implemented yet; use --attach cgroup");
     }
+    let pin_dir = args.pin_dir();
     let node_name = args
         .node_name
         .or_else(hostname)
@@ -143,7 +154,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             policy_entries: args.policy_entries,
             cgroup_entries: args.cgroup_entries,
             address_entries: args.address_entries,
-            pin_dir: args.bpffs,
+            pin_dir,
         },
         poll: Duration::from_millis(args.poll_ms.max(10)),
         kube: KubeConfig {
@@ -154,4 +165,41 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics_addr: args.metrics_addr,
     };
     agent::run(cfg).await
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn pin_dir(args: &[&str]) -> Result<Option<PathBuf>, clap::Error> {
+        let cli = Cli::try_parse_from(["firewall-agent", "run"].iter().chain(args))?;
+        match cli.command {
+            Command::Run(r) => Ok(r.pin_dir()),
+            _ => unreachable!("parsed as run"),
+        }
+    }
+
+    #[test]
+    fn run_pins_by_default_where_cleanup_looks() {
+        let default = Some(PathBuf::from(pin::DEFAULT_DIR));
+        assert_eq!(pin_dir(&[]).ok(), Some(default));
+        assert_eq!(
+            pin_dir(&["--bpffs", "/sys/fs/bpf/x"]).ok(),
+            Some(Some(PathBuf::from("/sys/fs/bpf/x")))
+        );
+        assert_eq!(pin_dir(&["--no-pin"]).ok(), Some(None));
+        let both = pin_dir(&["--no-pin", "--bpffs", "/sys/fs/bpf/x"]);
+        assert_eq!(
+            both.err().map(|e| e.kind()),
+            Some(clap::error::ErrorKind::ArgumentConflict)
+        );
+        let cli = Cli::try_parse_from(["firewall-agent", "cleanup"]).expect("cleanup");
+        match cli.command {
+            Command::Cleanup(c) => assert_eq!(c.bpffs, PathBuf::from(pin::DEFAULT_DIR)),
+            _ => unreachable!("parsed as cleanup"),
+        }
+    }
 }

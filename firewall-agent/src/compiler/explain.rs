@@ -1,23 +1,25 @@
 //! Explains the verdict for one connection, naming the deciding rule on each side
 //! (`firewall-agent check`, and the reference the compiled maps are tested against).
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet},
     fmt,
     net::IpAddr,
 };
 
 use firewall_common::{IDENTITY_F_DNS, Identity, Mode, PolicyVerdict, Side, exemption};
+use ipnet::IpNet;
 
 use super::{
     CompileOptions,
     evaluate::{Decision, Dst, Outside, Plan, Src, Step},
-    identities::{Identities, IdentityKind, namespace_names},
+    identities::{Identities, IdentityKind, is_referenced, namespace_names, narrowing},
     ids::IdAllocator,
-    modes,
+    modes::{self, InvalidModeLabel, ModeSource, NamespaceMode},
     policy_set::PolicySet,
 };
 use crate::{
-    model::{ClusterModel, Rejection},
+    model::{ClusterModel, Pod, Rejection},
     policy::LastAccepted,
 };
 
@@ -31,8 +33,69 @@ pub enum Destination {
         /// Services selecting the destination pod.
         services: Vec<String>,
     },
+    /// A pod of the model, identified as its own node identifies it (by its cgroup): its
+    /// namespace and the referenced Services whose selector matches its labels. Resolved as a
+    /// pod of its namespace selected by no Service when the model has no such pod.
+    Pod {
+        /// Namespace name.
+        namespace: String,
+        /// Pod name.
+        name: String,
+    },
     /// An address, resolved as the kernel would: pod IP, cluster IP, node address, else world.
     Address(IpAddr),
+}
+
+/// The source of a connection to explain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A pod of this namespace (rules select sources by namespace only).
+    Namespace(String),
+    /// A pod of the model: its namespace, or the host's address for a hostNetwork pod (whose
+    /// sockets pass as the host's do). A pod of that namespace when the model has no such pod.
+    Pod {
+        /// Namespace name.
+        namespace: String,
+        /// Pod name.
+        name: String,
+    },
+    /// An address, resolved as the kernel would: a pod's address is that pod's namespace, any
+    /// other address is world or host.
+    Address(IpAddr),
+    /// The host (a hostNetwork pod without a reported address).
+    Host,
+}
+
+/// What one side does with a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Allowed, or denied in mode `off` (passes without a line).
+    Allowed,
+    /// Denied in monitor mode: an `AUDIT` line, the connection passes.
+    Logged,
+    /// Denied in enforce mode: a `DENIED` line, the connection is dropped.
+    Dropped,
+}
+
+impl Outcome {
+    /// A stable name (`allowed`, `logged`, `dropped`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Logged => "logged",
+            Outcome::Dropped => "dropped",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Logged => "would be logged (monitor)",
+            Outcome::Dropped => "dropped (enforce)",
+        })
+    }
 }
 
 /// One side's decision, with what decided it.
@@ -46,6 +109,20 @@ pub struct SideDecision {
     pub step: Step,
     /// This side's mode.
     pub mode: Mode,
+    /// Where that mode comes from.
+    pub mode_from: ModeSource,
+}
+
+impl SideDecision {
+    /// What this side does with the connection (docs/design.md#evaluation-order: a denying side
+    /// drops in enforce, logs in monitor, and passes silently in off).
+    pub fn outcome(&self) -> Outcome {
+        match (self.verdict, self.mode) {
+            (PolicyVerdict::Deny, Mode::Enforce) => Outcome::Dropped,
+            (PolicyVerdict::Deny, Mode::Monitor) => Outcome::Logged,
+            _ => Outcome::Allowed,
+        }
+    }
 }
 
 /// The verdict for one connection.
@@ -63,6 +140,22 @@ pub struct Explanation {
     pub ingress: Option<SideDecision>,
     /// Whether the connection is dropped (a denying side is in enforce mode).
     pub dropped: bool,
+}
+
+impl Explanation {
+    /// The connection's fate: the worst of its sides.
+    pub fn outcome(&self) -> Outcome {
+        worst(Some(&self.egress), self.ingress.as_ref())
+    }
+}
+
+fn worst(egress: Option<&SideDecision>, ingress: Option<&SideDecision>) -> Outcome {
+    egress
+        .into_iter()
+        .chain(ingress)
+        .map(SideDecision::outcome)
+        .max()
+        .unwrap_or(Outcome::Allowed)
 }
 
 impl fmt::Display for Explanation {
@@ -91,6 +184,38 @@ impl fmt::Display for Explanation {
     }
 }
 
+/// The verdict for one connection from any source: a source outside the cluster's pods has no
+/// egress side (nothing judges at a world or host sender).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Judgement {
+    /// The egress side (at the source pod); `None` for a world or host source.
+    pub egress: Option<SideDecision>,
+    /// The ingress side (at the destination pod); `None` for world and host destinations.
+    pub ingress: Option<SideDecision>,
+    /// The source as resolved (`namespace web`, `pod web/app (10.0.0.1)`, `world 1.1.1.1`), and
+    /// its namespace when it is a pod.
+    pub source: (String, Option<String>),
+    /// The destination as resolved, and its namespace when it is a namespace endpoint.
+    pub destination: (String, Option<String>),
+}
+
+impl Judgement {
+    /// The connection's fate: the worst of its sides.
+    pub fn outcome(&self) -> Outcome {
+        worst(self.egress.as_ref(), self.ingress.as_ref())
+    }
+}
+
+/// Addresses of a CIDR that share one identity, judged through one of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CidrPart {
+    /// The address judged.
+    pub address: IpAddr,
+    /// Address-table entries (pods, cluster IPs, node addresses, named CIDRs) of the CIDR with
+    /// this identity; 0 for the addresses no entry of the CIDR claims.
+    pub entries: usize,
+}
+
 /// What a destination resolves to: its identity (as the kernel sees it) and how to name it.
 struct Resolved<'a> {
     identity: Identity,
@@ -101,7 +226,7 @@ struct Resolved<'a> {
 /// Where a destination is, as the rules see it.
 enum Place<'a> {
     /// An endpoint of a namespace selected by these (referenced) Services.
-    Namespace(&'a str, &'a BTreeSet<String>),
+    Namespace(&'a str, Cow<'a, BTreeSet<String>>),
     /// A world or host address.
     Outside(IpAddr),
 }
@@ -116,8 +241,9 @@ pub struct Evaluator<'m> {
     set: PolicySet,
     idents: Identities,
     labels: BTreeMap<String, BTreeMap<String, String>>,
-    modes: BTreeMap<String, Mode>,
-    default_mode: Mode,
+    modes: BTreeMap<String, NamespaceMode>,
+    default_mode: NamespaceMode,
+    invalid_mode_labels: Vec<InvalidModeLabel>,
 }
 
 impl<'m> Evaluator<'m> {
@@ -127,9 +253,9 @@ impl<'m> Evaluator<'m> {
         let set = PolicySet::in_force(model, &mut LastAccepted::default());
         let idents = Identities::build(model, &set, opts, &mut IdAllocator::default());
         let names = namespace_names(model);
-        let (modes, _) = modes::namespace_modes(model, &set, opts, &names, &mut Default::default());
-        let modes = modes.into_iter().map(|(n, m)| (n, m.mode)).collect();
-        let default_mode = modes::default_mode(&set, opts).mode;
+        let (modes, invalid_mode_labels) =
+            modes::namespace_modes(model, &set, opts, &names, &mut Default::default());
+        let default_mode = modes::default_mode(&set, opts);
         let labels = model
             .namespaces
             .iter()
@@ -143,6 +269,7 @@ impl<'m> Evaluator<'m> {
             labels,
             modes,
             default_mode,
+            invalid_mode_labels,
         }
     }
 
@@ -151,30 +278,59 @@ impl<'m> Evaluator<'m> {
         &self.set.rejected
     }
 
+    /// The mode of a namespace, and where it comes from.
+    pub fn namespace_mode(&self, ns: &str) -> NamespaceMode {
+        self.modes.get(ns).copied().unwrap_or(self.default_mode)
+    }
+
     /// The mode of a namespace.
     pub fn mode(&self, ns: &str) -> Mode {
-        self.modes.get(ns).copied().unwrap_or(self.default_mode)
+        self.namespace_mode(ns).mode
+    }
+
+    /// Mode labels whose value is no mode (judged alone, such a namespace has the default).
+    pub fn invalid_mode_labels(&self) -> &[InvalidModeLabel] {
+        &self.invalid_mode_labels
+    }
+
+    /// The referenced Services (those some rule names) whose selector matches `pod`: the
+    /// Services that narrow its identity.
+    pub fn narrowing_services(&self, pod: &Pod) -> BTreeSet<String> {
+        let referenced = self
+            .model
+            .services
+            .iter()
+            .filter(|s| is_referenced(&self.set, s));
+        narrowing(referenced, pod)
+    }
+
+    fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
+        self.model
+            .pods
+            .iter()
+            .find(|p| p.namespace == namespace && p.name == name)
     }
 
     fn namespace_id(&self, name: &str) -> Option<u32> {
         self.idents.ns_ids.get(name).copied()
     }
 
-    /// A named destination: a pod of `name` selected by `services`.
+    /// A named destination: a pod of `name` selected by `services` (`dns`: the cluster DNS
+    /// Service's).
     fn resolve_named<'a>(
         &self,
         src: &Identity,
-        src_name: &str,
+        src_name: Option<&str>,
         name: &'a str,
-        services: &'a BTreeSet<String>,
+        services: Cow<'a, BTreeSet<String>>,
+        dns: bool,
+        what: String,
     ) -> Resolved<'a> {
         let ns = match self.namespace_id(name) {
             Some(id) => id,
-            None if name == src_name => src.ns,
+            None if src_name == Some(name) => src.ns,
             None => UNKNOWN_NS - 1,
         };
-        let (dns_ns, dns_name) = &self.opts.dns_service;
-        let dns = dns_ns == name && services.contains(dns_name);
         Resolved {
             identity: Identity {
                 id: ns,
@@ -182,7 +338,56 @@ impl<'m> Evaluator<'m> {
                 flags: if dns { IDENTITY_F_DNS } else { 0 },
             },
             place: Place::Namespace(name, services),
-            what: format!("namespace {name}"),
+            what,
+        }
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        local: &Identity,
+        src_name: Option<&str>,
+        dst: &'a Destination,
+    ) -> Resolved<'a> {
+        let (dns_ns, dns_name) = &self.opts.dns_service;
+        match dst {
+            Destination::Namespace { name, services } => {
+                let dns = dns_ns == name && services.contains(dns_name);
+                let services = Cow::Owned(services.iter().cloned().collect());
+                let what = format!("namespace {name}");
+                self.resolve_named(local, src_name, name, services, dns, what)
+            }
+            Destination::Pod { namespace, name } => {
+                let pod = self.pod(namespace, name);
+                match pod {
+                    Some(p) if p.host_network => match p.ips.first() {
+                        Some(ip) => self.resolve_address(*ip),
+                        None => Resolved {
+                            identity: Identity {
+                                id: firewall_common::NS_HOST,
+                                ns: firewall_common::NS_HOST,
+                                flags: 0,
+                            },
+                            place: Place::Outside(IpAddr::from([0, 0, 0, 0])),
+                            what: format!("hostNetwork pod {namespace}/{name} (host)"),
+                        },
+                    },
+                    Some(p) => {
+                        let dns =
+                            self.model.services.iter().any(|s| {
+                                &s.namespace == dns_ns && &s.name == dns_name && s.selects(p)
+                            });
+                        let what = pod_name(p);
+                        let services = Cow::Owned(self.narrowing_services(p));
+                        self.resolve_named(local, src_name, namespace, services, dns, what)
+                    }
+                    None => {
+                        let what = format!("namespace {namespace}");
+                        let services = Cow::Owned(BTreeSet::new());
+                        self.resolve_named(local, src_name, namespace, services, false, what)
+                    }
+                }
+            }
+            Destination::Address(ip) => self.resolve_address(*ip),
         }
     }
 
@@ -191,9 +396,10 @@ impl<'m> Evaluator<'m> {
         let identity = self.idents.lookup(ip);
         let kind = self.idents.kinds.get(&identity.id).map(|k| &k.1);
         let (place, what) = match kind {
-            Some(IdentityKind::Namespace { name, services }) => {
-                (Place::Namespace(name, services), self.endpoint_name(ip))
-            }
+            Some(IdentityKind::Namespace { name, services }) => (
+                Place::Namespace(name, Cow::Borrowed(services)),
+                self.endpoint_name(ip),
+            ),
             Some(IdentityKind::Outside { host: true, .. }) => {
                 (Place::Outside(ip), format!("host {ip}"))
             }
@@ -223,7 +429,7 @@ impl<'m> Evaluator<'m> {
         }
     }
 
-    fn side(&self, d: Decision, mode: Mode) -> SideDecision {
+    fn side(&self, d: Decision, mode: Mode, mode_from: ModeSource) -> SideDecision {
         let verdict = d.value.0;
         let policy = self
             .set
@@ -236,36 +442,40 @@ impl<'m> Evaluator<'m> {
             policy,
             step: d.step,
             mode,
+            mode_from,
         }
     }
 
-    fn exempt(&self, step: Step, mode: Mode) -> SideDecision {
-        SideDecision {
-            verdict: PolicyVerdict::Allow,
-            policy: "default".to_owned(),
-            step,
-            mode,
-        }
-    }
-
-    /// One side's decision: an exemption, else the plan's.
+    /// One side's decision: an exemption, else the plan's. `ns` names the side's namespace
+    /// (for its mode).
     #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         side: Side,
+        ns: &str,
         local: &Identity,
         peer: &Identity,
         src: Src<'_>,
         dst: &Dst<'_>,
         proto: u8,
         port: u16,
-        mode: Mode,
     ) -> SideDecision {
+        let NamespaceMode {
+            mode,
+            source: mode_from,
+        } = self.namespace_mode(ns);
         match exemption(side, local, peer, proto, port) {
-            Some(e) => self.exempt(e.into(), mode),
+            Some(e) => SideDecision {
+                verdict: PolicyVerdict::Allow,
+                policy: "default".to_owned(),
+                step: e.into(),
+                mode,
+                mode_from,
+            },
             None => self.side(
                 Plan::new(&self.set, side, src, dst).decide(proto, port),
                 mode,
+                mode_from,
             ),
         }
     }
@@ -278,58 +488,214 @@ impl<'m> Evaluator<'m> {
         proto: u8,
         port: u16,
     ) -> Explanation {
-        let empty = BTreeMap::new();
-        let src = Src {
-            name: src_namespace,
-            labels: self.labels.get(src_namespace).unwrap_or(&empty),
-            rules: self.set.namespaces.get(src_namespace),
-        };
-        let src_ns = self.namespace_id(src_namespace).unwrap_or(UNKNOWN_NS);
-        let local = Identity {
-            id: src_ns,
-            ns: src_ns,
-            flags: 0,
-        };
-        let src_mode = self.mode(src_namespace);
-        let named;
-        let resolved = match dst {
-            Destination::Namespace { name, services } => {
-                named = services.iter().cloned().collect();
-                self.resolve_named(&local, src_namespace, name, &named)
-            }
-            Destination::Address(ip) => self.resolve_address(*ip),
-        };
-        let peer = resolved.identity;
-        let (egress, ingress, destination_namespace) = match resolved.place {
-            Place::Namespace(name, services) => {
-                let d = Dst::Namespace {
-                    name,
-                    labels: self.labels.get(name).unwrap_or(&empty),
-                    services,
-                    rules: self.set.namespaces.get(name),
-                };
-                let dst_mode = self.mode(name);
-                let e = self.decide(Side::Egress, &local, &peer, src, &d, proto, port, src_mode);
-                let i = self.decide(Side::Ingress, &peer, &local, src, &d, proto, port, dst_mode);
-                (e, Some(i), Some(name.to_owned()))
-            }
-            Place::Outside(addr) => {
-                let d = Dst::Outside(Outside::Address(addr));
-                let e = self.decide(Side::Egress, &local, &peer, src, &d, proto, port, src_mode);
-                (e, None, None)
-            }
-        };
-        let drops = |s: &SideDecision| s.verdict == PolicyVerdict::Deny && s.mode == Mode::Enforce;
-        let dropped = drops(&egress) || ingress.as_ref().is_some_and(drops);
+        let j = self.judge(
+            &Source::Namespace(src_namespace.to_owned()),
+            dst,
+            proto,
+            port,
+        );
+        let egress = j
+            .egress
+            .unwrap_or_else(|| unreachable!("a namespace source always has an egress side"));
+        let ingress = j.ingress;
+        let dropped = [Some(&egress), ingress.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|s| s.outcome() == Outcome::Dropped);
+        let (destination, destination_namespace) = j.destination;
         Explanation {
             source_namespace: src_namespace.to_owned(),
-            destination: resolved.what,
+            destination,
             destination_namespace,
             egress,
             ingress,
             dropped,
         }
     }
+
+    /// The source's namespace (`None`: world or host) and how to name it.
+    fn resolve_source(&self, src: &Source) -> (Option<String>, String) {
+        match src {
+            Source::Namespace(ns) => (Some(ns.clone()), format!("namespace {ns}")),
+            Source::Host => (None, "host".to_owned()),
+            Source::Pod { namespace, name } => {
+                let pod = self.pod(namespace, name);
+                match pod {
+                    Some(p) if p.host_network => match p.ips.first() {
+                        Some(ip) => self.resolve_source(&Source::Address(*ip)),
+                        None => (None, format!("hostNetwork pod {namespace}/{name} (host)")),
+                    },
+                    Some(p) => (Some(namespace.clone()), pod_name(p)),
+                    None => (Some(namespace.clone()), format!("namespace {namespace}")),
+                }
+            }
+            Source::Address(ip) => {
+                let r = self.resolve_address(*ip);
+                match r.place {
+                    Place::Namespace(ns, _) => (Some(ns.to_owned()), r.what),
+                    Place::Outside(_) => (None, r.what),
+                }
+            }
+        }
+    }
+
+    /// Judges a connection from `src` to `dst` with `proto`/`port`, each side as the kernel
+    /// decides it.
+    pub fn judge(&self, src: &Source, dst: &Destination, proto: u8, port: u16) -> Judgement {
+        let empty = BTreeMap::new();
+        let (src_ns, source) = self.resolve_source(src);
+        let src_name = src_ns.as_deref().unwrap_or_default();
+        let rules_src = Src {
+            name: src_name,
+            labels: self.labels.get(src_name).unwrap_or(&empty),
+            rules: src_ns.as_ref().and_then(|n| self.set.namespaces.get(n)),
+        };
+        let local = match &src_ns {
+            Some(ns) => {
+                let id = self.namespace_id(ns).unwrap_or(UNKNOWN_NS);
+                Identity {
+                    id,
+                    ns: id,
+                    flags: 0,
+                }
+            }
+            // World and host: the peer an ingress side sees (exempt: not restricted).
+            None => Identity::default(),
+        };
+        let resolved = self.resolve(&local, src_ns.as_deref(), dst);
+        let peer = resolved.identity;
+        let (egress, ingress, destination_namespace) = match &resolved.place {
+            Place::Namespace(name, services) => {
+                let d = Dst::Namespace {
+                    name,
+                    labels: self.labels.get(*name).unwrap_or(&empty),
+                    services,
+                    rules: self.set.namespaces.get(*name),
+                };
+                let e = src_ns.as_ref().map(|ns| {
+                    self.decide(Side::Egress, ns, &local, &peer, rules_src, &d, proto, port)
+                });
+                let i = self.decide(
+                    Side::Ingress,
+                    name,
+                    &peer,
+                    &local,
+                    rules_src,
+                    &d,
+                    proto,
+                    port,
+                );
+                (e, Some(i), Some((*name).to_owned()))
+            }
+            Place::Outside(addr) => {
+                let d = Dst::Outside(Outside::Address(*addr));
+                let e = src_ns.as_ref().map(|ns| {
+                    self.decide(Side::Egress, ns, &local, &peer, rules_src, &d, proto, port)
+                });
+                (e, None, None)
+            }
+        };
+        Judgement {
+            egress,
+            ingress,
+            source: (source, src_ns),
+            destination: (resolved.what, destination_namespace),
+        }
+    }
+
+    /// The parts of `net` that the kernel tells apart: one per identity its addresses resolve
+    /// to, each with one address to judge it by. Every address of one identity gets the same
+    /// verdicts (docs/design.md#identities: named prefixes make "in `cidrs` minus `except`"
+    /// exact per identity), so judging one address per part judges the whole CIDR.
+    pub fn cidr_parts(&self, net: IpNet) -> Vec<CidrPart> {
+        let inner: Vec<IpNet> = self.entries().filter(|e| inside(e, &net)).collect();
+        let mut parts: Vec<(Identity, CidrPart)> = Vec::new();
+        let mut add = |address: IpAddr, entries: usize| {
+            let id = self.idents.lookup(address);
+            match parts.iter_mut().find(|(i, _)| *i == id) {
+                Some((_, p)) => p.entries += entries,
+                None => parts.push((id, CidrPart { address, entries })),
+            }
+        };
+        // The addresses of `net` no entry inside it claims, then each entry by an address of its
+        // own (a single-address entry is its address; a prefix may hold longer entries).
+        if let Some(a) = unclaimed(net, &inner) {
+            add(a, 0);
+        }
+        for e in &inner {
+            let own = if e.prefix_len() == e.max_prefix_len() {
+                Some(e.network())
+            } else {
+                unclaimed(*e, &inner)
+            };
+            if let Some(a) = own {
+                add(a, 1);
+            }
+        }
+        let mut parts: Vec<CidrPart> = parts.into_iter().map(|(_, p)| p).collect();
+        parts.sort_by_key(|p| p.address);
+        parts
+    }
+
+    /// Every address-table entry as a prefix.
+    fn entries(&self) -> impl Iterator<Item = IpNet> + '_ {
+        let v4 = self
+            .idents
+            .ipv4
+            .keys()
+            .filter_map(|(a, l)| ipnet::Ipv4Net::new(*a, *l).ok().map(IpNet::V4));
+        let v6 = self
+            .idents
+            .ipv6
+            .keys()
+            .filter_map(|(a, l)| ipnet::Ipv6Net::new(*a, *l).ok().map(IpNet::V6));
+        v4.chain(v6)
+    }
+}
+
+/// `pod NS/NAME (its addresses)`.
+fn pod_name(p: &Pod) -> String {
+    let ips: Vec<String> = p.ips.iter().map(ToString::to_string).collect();
+    format!("pod {}/{} ({})", p.namespace, p.name, ips.join(", "))
+}
+
+/// Whether `e` is a strictly narrower prefix inside `net`.
+fn inside(e: &IpNet, net: &IpNet) -> bool {
+    e.prefix_len() > net.prefix_len() && net.contains(e)
+}
+
+/// A prefix's first and last address as numbers (IPv4 in the low 32 bits).
+fn bounds(n: &IpNet) -> (u128, u128) {
+    let num = |a: IpAddr| match a {
+        IpAddr::V4(v) => u128::from(u32::from(v)),
+        IpAddr::V6(v) => u128::from(v),
+    };
+    (num(n.network()), num(n.broadcast()))
+}
+
+/// The first address of `net` that no prefix of `entries` strictly inside it contains.
+fn unclaimed(net: IpNet, entries: &[IpNet]) -> Option<IpAddr> {
+    let (lo, hi) = bounds(&net);
+    let mut claimed: Vec<(u128, u128)> = entries
+        .iter()
+        .filter(|e| inside(e, &net))
+        .map(bounds)
+        .collect();
+    claimed.sort_unstable();
+    let mut next = lo;
+    for (a, b) in claimed {
+        if a > next {
+            break;
+        }
+        next = next.max(b.checked_add(1)?);
+    }
+    if next > hi {
+        return None;
+    }
+    Some(match net {
+        IpNet::V4(_) => IpAddr::V4(u32::try_from(next).ok()?.into()),
+        IpNet::V6(_) => IpAddr::V6(next.into()),
+    })
 }
 
 /// Explains one connection (validates the model's policy each call; use [`Evaluator`] for many).
@@ -342,4 +708,73 @@ pub fn explain(
     port: u16,
 ) -> Explanation {
     Evaluator::new(model, opts).explain(src_namespace, dst, proto, port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::file::parse_objects;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn unclaimed_addresses() {
+        let e = [net("10.0.0.0/32"), net("10.0.0.1/32"), net("10.0.0.4/30")];
+        assert_eq!(unclaimed(net("10.0.0.0/31"), &e), None);
+        assert_eq!(
+            unclaimed(net("10.0.0.0/29"), &e),
+            Some("10.0.0.2".parse().unwrap())
+        );
+        assert_eq!(
+            unclaimed(net("10.0.0.4/30"), &e),
+            Some("10.0.0.4".parse().unwrap())
+        );
+        assert_eq!(
+            unclaimed(net("::/0"), &[net("::/1"), net("8000::/1")]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_cidr_is_split_by_identity() {
+        // A named /16 whose first address is a pod: the pod, the rest of the /16, another pod
+        // and the rest of the /8 are four identities.
+        let m = parse_objects(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: first, namespace: a}
+status: {podIP: 10.1.0.0}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: b}
+status: {podIP: 10.2.0.5}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: default, namespace: a}
+spec:
+  egress: [{to: {cidrs: [10.1.0.0/16]}}]
+"#,
+        )
+        .unwrap();
+        let opts = CompileOptions::default();
+        let ev = Evaluator::new(&m, &opts);
+        let parts: Vec<(String, usize)> = ev
+            .cidr_parts(net("10.0.0.0/8"))
+            .into_iter()
+            .map(|p| (p.address.to_string(), p.entries))
+            .collect();
+        let want = [
+            ("10.0.0.0", 0),
+            ("10.1.0.0", 1),
+            ("10.1.0.1", 1),
+            ("10.2.0.5", 1),
+        ];
+        let want: Vec<(String, usize)> = want.iter().map(|(a, n)| ((*a).to_owned(), *n)).collect();
+        assert_eq!(parts, want);
+    }
 }

@@ -9,7 +9,7 @@ use firewall_common::{IDENTITY_F_DNS, Identity, NS_HOST, NS_WORLD};
 use ipnet::IpNet;
 
 use super::{CompileOptions, ids::IdAllocator, policy_set::PolicySet};
-use crate::model::{ClusterModel, Service};
+use crate::model::{ClusterModel, Pod, Service};
 
 /// What an identity id stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,13 +184,14 @@ impl Identities {
             referenced.entry(s.namespace.as_str()).or_default().push(s);
         }
         for pod in model.pods.iter().filter(|p| p.is_endpoint()) {
-            let services: BTreeSet<String> = referenced
-                .get(pod.namespace.as_str())
-                .into_iter()
-                .flatten()
-                .filter(|s| s.selects(pod))
-                .map(|s| s.name.clone())
-                .collect();
+            let services = narrowing(
+                referenced
+                    .get(pod.namespace.as_str())
+                    .into_iter()
+                    .flatten()
+                    .copied(),
+                pod,
+            );
             let is_dns = dns.is_some_and(|d| d.selects(pod));
             let identity = self.namespace_identity(ids, &pod.namespace, services, is_dns);
             for ip in &pod.ips {
@@ -278,7 +279,21 @@ impl Identities {
     }
 }
 
-fn is_referenced(set: &PolicySet, svc: &Service) -> bool {
+/// The names of the referenced Services among `referenced` that select `pod`: the Services
+/// that narrow its identity.
+pub fn narrowing<'a>(
+    referenced: impl IntoIterator<Item = &'a Service>,
+    pod: &Pod,
+) -> BTreeSet<String> {
+    referenced
+        .into_iter()
+        .filter(|s| s.selects(pod))
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// Whether some rule names the Service (only then does it narrow identities).
+pub fn is_referenced(set: &PolicySet, svc: &Service) -> bool {
     set.referenced_services
         .contains(&(svc.namespace.clone(), svc.name.clone()))
 }

@@ -21,7 +21,10 @@ use std::{
 use firewall_common::{Identity, Mode, PolicyPrefix, PolicyValue};
 
 pub use evaluate::Step;
-pub use explain::{Destination, Evaluator, Explanation, SideDecision, explain};
+pub use explain::{
+    CidrPart, Destination, Evaluator, Explanation, Judgement, Outcome, SideDecision, Source,
+    explain,
+};
 pub use ids::{CIDR_FIRST, IdAllocator, NARROWED_FIRST};
 pub use modes::{InvalidModeLabel, MODE_LABEL, ModeSource, NamespaceMode};
 pub use prefix::port_prefixes;
@@ -84,6 +87,8 @@ pub struct Compiled {
     pub rejected: Vec<Rejection>,
     /// Every namespace's mode, and where it comes from.
     pub namespace_modes: BTreeMap<String, NamespaceMode>,
+    /// The mode of namespaces nothing else sets one for, and where it comes from.
+    pub default_mode: NamespaceMode,
     /// Mode labels that are no mode.
     pub invalid_mode_labels: Vec<InvalidModeLabel>,
 }
@@ -120,6 +125,7 @@ pub fn compile_remembering(
         .collect();
     let policy = encode::encode(&set, &idents, &labels);
     let names = identities::namespace_names(model);
+    let default_mode = modes::default_mode(&set, opts);
     let (namespace_modes, invalid_mode_labels) =
         modes::namespace_modes(model, &set, opts, &names, &mut memory.modes);
     let modes = idents
@@ -134,7 +140,7 @@ pub fn compile_remembering(
             ipv6: idents.ipv6,
             policy,
             modes,
-            default_mode: modes::default_mode(&set, opts).mode as u32,
+            default_mode: default_mode.mode as u32,
         },
         rules: set.rules,
         namespaces: idents
@@ -144,6 +150,7 @@ pub fn compile_remembering(
             .collect(),
         rejected: set.rejected,
         namespace_modes,
+        default_mode,
         invalid_mode_labels,
     }
 }

@@ -12,7 +12,7 @@ use crate::model::ClusterModel;
 pub const MODE_LABEL: &str = "bulkhead.dev/mode";
 
 /// Where a namespace's mode comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ModeSource {
     /// Its `bulkhead.dev/mode` label.
     Label,
@@ -41,6 +41,16 @@ impl ModeSource {
 pub struct NamespaceMode {
     pub mode: Mode,
     pub source: ModeSource,
+}
+
+/// What an empty compile says: `--mode`'s own default.
+impl Default for NamespaceMode {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Monitor,
+            source: ModeSource::Flag,
+        }
+    }
 }
 
 /// A mode label whose value is no mode.

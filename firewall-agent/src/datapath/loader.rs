@@ -126,8 +126,9 @@ pub struct LoadOptions {
     /// Capacity of each address trie, IPv4 and IPv6 (both slots): pod, Service and node
     /// addresses plus named CIDRs.
     pub address_entries: u32,
-    /// bpffs directory to pin maps and links under (`--bpffs`); `None`: nothing is pinned and
-    /// dropping the [`Datapath`] detaches everything.
+    /// bpffs directory to pin maps and links under (`run` passes `--bpffs`, default
+    /// [`super::pin::DEFAULT_DIR`]); `None` (`--no-pin`): nothing is pinned and dropping the
+    /// [`Datapath`] detaches everything.
     pub pin_dir: Option<PathBuf>,
 }
 
@@ -212,6 +213,7 @@ pub struct Datapath {
     adopted: bool,
     links: Vec<PinnedLink>,
     replaced: Vec<PathBuf>,
+    generation: Option<String>,
 }
 
 macro_rules! take {
@@ -289,6 +291,7 @@ impl Datapath {
             adopted,
             links: Vec::new(),
             replaced: Vec::new(),
+            generation: None,
         };
         Ok((datapath, state, events))
     }
@@ -353,6 +356,7 @@ impl Datapath {
                 replaced_links = self.replaced.len(),
                 "links pinned; earlier generations detached"
             );
+            self.generation = Some(generation);
         }
         Ok(())
     }
@@ -365,6 +369,16 @@ impl Datapath {
     /// Whether state is pinned (then dropping the datapath leaves enforcement in place).
     pub fn pinned(&self) -> bool {
         self.pin.is_some()
+    }
+
+    /// The generation tag of this agent's pinned links (`None` when not pinned or not attached).
+    pub fn generation(&self) -> Option<&str> {
+        self.generation.as_deref()
+    }
+
+    /// The pin directory, when pinning.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin.as_ref().map(PinDir::root)
     }
 
     /// Link pins of earlier generations that [`Datapath::attach`] removed.

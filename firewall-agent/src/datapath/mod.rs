@@ -2,6 +2,7 @@
 //! typed maps they share with the agent.
 pub mod loader;
 pub mod pin;
+pub mod pinned;
 pub mod test_run;
 pub mod writer;
 

@@ -1,6 +1,6 @@
 //! Pinned state in bpffs, so enforcement outlives the agent (docs/design.md#pinning-and-restarts).
 //!
-//! Layout under the pin directory (`--bpffs`, e.g. `/sys/fs/bpf/bulkhead`):
+//! Layout under the pin directory (`--bpffs`, [`DEFAULT_DIR`] unless told otherwise):
 //! - `maps/<NAME>`: every map of the object, pinned by name. The next agent's loader opens these
 //!   instead of creating new maps, so the policy, conntrack, fold state, counters and the ring
 //!   buffer carry over.
@@ -20,6 +20,10 @@ use std::{
 };
 
 use aya::programs::links::PinnedLink;
+
+/// Where `run` pins and `cleanup` and `status` look unless told otherwise: one constant, so an
+/// agent started without flags and the commands that inspect or remove its state agree.
+pub const DEFAULT_DIR: &str = "/sys/fs/bpf/bulkhead";
 
 /// The bpffs filesystem magic (`BPF_FS_MAGIC` in linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -190,6 +194,17 @@ pub fn generation() -> String {
     format!("{nanos}-{}", std::process::id())
 }
 
+/// One link pin's name, `<program>@<generation>`, split; `None` for other files.
+pub fn parse_link_pin(pin: &Path) -> Option<(&str, &str)> {
+    pin.file_name()?.to_str()?.split_once('@')
+}
+
+/// The process id a generation tag names (`<unix ns>-<pid>`, see [`generation`]): the agent that
+/// attached it, in that agent's PID namespace.
+pub fn generation_pid(generation: &str) -> Option<u32> {
+    generation.rsplit_once('-')?.1.parse().ok()
+}
+
 /// Unpins the given links, which detaches each one unless some process still holds it open (an
 /// older agent that is still running keeps its programs until it exits). Returns what was removed.
 pub fn unpin_links(pins: &[PathBuf]) -> Result<Vec<PathBuf>, PinError> {
@@ -237,4 +252,21 @@ pub fn cleanup(root: &Path) -> Result<Vec<PathBuf>, PinError> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pins_name_their_program_generation_and_agent() {
+        let g = generation();
+        let pin = PinDir::new(DEFAULT_DIR)
+            .links()
+            .join(format!("bulkhead_egress@{g}"));
+        assert_eq!(parse_link_pin(&pin), Some(("bulkhead_egress", g.as_str())));
+        assert_eq!(generation_pid(&g), Some(std::process::id()));
+        assert_eq!(parse_link_pin(Path::new("/x/stray")), None);
+        assert_eq!(generation_pid("garbage"), None);
+    }
 }

@@ -211,14 +211,26 @@ impl MapWriter {
 
     /// Entries held in the kernel per state map, both slots together (what counts against each
     /// map's capacity): `(map name, entries)`.
-    pub fn entries(&self) -> [(&'static str, usize); 4] {
+    pub fn entries(&self) -> [(&'static str, usize); 5] {
         let sum = |f: fn(&MapContents) -> usize| self.slots.iter().map(f).sum();
         [
             (maps::CGROUPS, sum(|c| c.cgroups.len())),
             (maps::IPV4, sum(|c| c.ipv4.len())),
             (maps::IPV6, sum(|c| c.ipv6.len())),
             (maps::POLICY, sum(|c| c.policy.len())),
+            (maps::MODES, sum(|c| c.modes.len())),
         ]
+    }
+
+    /// Entries and capacity per state map, both slots together: how full each is.
+    pub fn fill(&self) -> Vec<(&'static str, usize, u32)> {
+        let c = self.maps.capacities;
+        let caps = [c.cgroups, c.ipv4, c.ipv6, c.policy, c.modes];
+        self.entries()
+            .into_iter()
+            .zip(caps)
+            .map(|((name, n), cap)| (name, n, cap))
+            .collect()
     }
 
     /// Whether `want` fits beside the active slot in every map; the first map that would

@@ -72,8 +72,9 @@ pub struct Node {
     pub addresses: Vec<IpAddr>,
 }
 
-/// A policy object that is not applied as written, and why (logged and reported in its status).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+/// A policy object that is not applied as written, and why (logged and reported in its status
+/// and by the agent's `/status`, which `firewall-agent status` reads back).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rejection {
     /// `NamespaceFirewall` or `ClusterFirewall`.
@@ -94,7 +95,7 @@ pub struct Rejection {
 
 /// What stands in for a rejected object (docs/design.md#invalid-objects): a rejection never
 /// loosens enforcement.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum InForce {
     /// The object was never accepted: what it restricts is enforced fail closed.
     #[default]

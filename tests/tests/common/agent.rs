@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bulkhead_tests::agent::{AgentProcess, agent_bin_near, agent_command, file_source};
+use bulkhead_tests::agent::{AgentProcess, Pinning, agent_bin_near, agent_command, file_source};
 use serde_json::Value;
 
 /// The agent binary: `$BULKHEAD_AGENT_BIN`, else next to this test's target directory.
@@ -24,8 +24,10 @@ pub fn agent_bin() -> PathBuf {
 pub struct Agent(AgentProcess);
 
 impl Agent {
-    /// Starts `firewall-agent run --source file:SOURCE --cgroup-root ROOT --node-name NODE` plus
-    /// `extra` arguments, and waits until it has applied a policy.
+    /// Starts `firewall-agent run --source file:SOURCE --cgroup-root ROOT --node-name NODE
+    /// --no-pin` plus `extra` arguments, and waits until it has applied a policy. Every start
+    /// but [`Agent::start_pinned`]'s pins nothing: a test leaves no program attached and adopts
+    /// nothing an earlier test left.
     pub fn start(source: &Path, cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
         Self::start_wrapped(&[], source, cgroup_root, node, extra)
     }
@@ -35,7 +37,15 @@ impl Agent {
     pub fn start_kube(kubeconfig: &Path, cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
         let kc = kubeconfig.display().to_string();
         let source = ["--source", "kube", "--kubeconfig", &kc];
-        Self::launch(&[], &source, cgroup_root, node, extra, "ready")
+        Self::launch(
+            &[],
+            Pinning::Off,
+            &source,
+            cgroup_root,
+            node,
+            extra,
+            "ready",
+        )
     }
 
     /// Like [`Agent::start`], for an agent expected never to be ready: waits until it has
@@ -43,7 +53,16 @@ impl Agent {
     pub fn start_unready(source: &Path, cgroup_root: &Path, node: &str, extra: &[&str]) -> Agent {
         let source = file_source(source);
         let source = ["--source", source.as_str()];
-        Self::launch(&[], &source, cgroup_root, node, extra, "policy applied")
+        let pin = Pinning::Off;
+        Self::launch(
+            &[],
+            pin,
+            &source,
+            cgroup_root,
+            node,
+            extra,
+            "policy applied",
+        )
     }
 
     /// Like [`Agent::start`], run through `wrapper` (e.g. `setpriv ... --`).
@@ -54,20 +73,33 @@ impl Agent {
         node: &str,
         extra: &[&str],
     ) -> Agent {
+        Self::start_pinned(wrapper, Pinning::Off, source, cgroup_root, node, extra)
+    }
+
+    /// Like [`Agent::start_wrapped`], pinning as `pin` says.
+    pub fn start_pinned(
+        wrapper: &[String],
+        pin: Pinning<'_>,
+        source: &Path,
+        cgroup_root: &Path,
+        node: &str,
+        extra: &[&str],
+    ) -> Agent {
         let source = file_source(source);
         let source = ["--source", source.as_str()];
-        Self::launch(wrapper, &source, cgroup_root, node, extra, "ready")
+        Self::launch(wrapper, pin, &source, cgroup_root, node, extra, "ready")
     }
 
     fn launch(
         wrapper: &[String],
+        pin: Pinning<'_>,
         source: &[&str],
         cgroup_root: &Path,
         node: &str,
         extra: &[&str],
         awaited: &str,
     ) -> Agent {
-        let mut cmd = agent_command(wrapper, &agent_bin(), node, source, cgroup_root);
+        let mut cmd = agent_command(wrapper, &agent_bin(), node, source, cgroup_root, pin);
         cmd.args(["--poll-ms", "50"]).args(extra);
         let process = AgentProcess::spawn(cmd, Some("[agent] ")).expect("spawn firewall-agent");
         let agent = Agent(process);

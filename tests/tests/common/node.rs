@@ -9,7 +9,7 @@ use std::{
 
 use bulkhead_tests::{
     Options, PingResult, ProbeResult, Protocol, Scenario, Target, Testbed, WorldServer,
-    scenario::PortSpec,
+    agent::Pinning, scenario::PortSpec,
 };
 
 use super::agent::Agent;
@@ -59,9 +59,15 @@ impl Node {
         node
     }
 
-    /// Starts the agent on this node.
+    /// Starts the agent on this node, pinning nothing (`--no-pin`).
     pub fn agent(&self, extra: &[&str]) -> Agent {
         Agent::start(&self.source, self.tb.cgroup_root(), "node-1", extra)
+    }
+
+    /// Starts the agent on this node, pinning as `pin` says.
+    pub fn agent_pinned(&self, pin: Pinning<'_>, extra: &[&str]) -> Agent {
+        let root = self.tb.cgroup_root();
+        Agent::start_pinned(&[], pin, &self.source, root, "node-1", extra)
     }
 
     /// Rewrites the source file with the scenario's objects plus `policies` (atomically).

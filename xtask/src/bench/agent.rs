@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use bulkhead_tests::agent::{AgentProcess, agent_command, file_source};
+use bulkhead_tests::agent::{AgentProcess, Pinning, agent_command, file_source};
 use serde_json::Value;
 
 use super::{interrupt, setup::Env};
@@ -50,7 +50,9 @@ impl Agent {
         ready_timeout: Duration,
     ) -> anyhow::Result<Agent> {
         interrupt::check()?;
-        let mut cmd = agent_command(&[], &env.agent_bin, "node-1", source, env.tb.cgroup_root());
+        // Measurements start from empty maps and leave nothing attached.
+        let (bin, root) = (&env.agent_bin, env.tb.cgroup_root());
+        let mut cmd = agent_command(&[], bin, "node-1", source, root, Pinning::Off);
         cmd.args(["--mode", mode]).args(extra);
         let mut process = AgentProcess::spawn(cmd, None)?;
         process.cancel_when(interrupt::requested);

@@ -109,6 +109,15 @@ impl FileSource {
     }
 }
 
+/// Reads the file once, with the checks of a poll (`firewall-agent check`).
+pub fn read_model(path: &Path) -> Result<ClusterModel, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    usable(path, &text)
+}
+
 /// The model of a file's content, unless that content cannot be a cluster.
 fn usable(path: &Path, text: &str) -> Result<ClusterModel, FileError> {
     let empty = || FileError::Empty {

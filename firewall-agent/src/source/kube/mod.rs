@@ -11,6 +11,7 @@ mod client;
 mod events;
 pub mod lease;
 mod policies;
+mod snapshot;
 pub mod status;
 mod watch;
 
@@ -43,11 +44,15 @@ pub use client::{KubeError, client};
 pub use policies::{
     PolicyObject, PolicyStores, Verdicts, cluster_firewall_resource, namespace_firewall_resource,
 };
+pub use snapshot::{SnapshotError, snapshot};
 
 use super::Progress;
 use crate::{
     compiler::InvalidModeLabel,
-    model::{ClusterModel, Rejection, convert},
+    model::{
+        ClusterModel, Rejection,
+        convert::{self, PolicyKind},
+    },
 };
 use lease::Elector;
 use watch::{Kind, SyncState, Watch, strip, strip_node, strip_pod};
@@ -55,6 +60,10 @@ use watch::{Kind, SyncState, Watch, strip, strip_node, strip_pod};
 /// How long a burst of events may gather before a model is built: one compile per burst, well
 /// inside the 1 s a policy change may take.
 const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Terminal pods are no endpoints and their IPs get reused: the server leaves them out (and
+/// sends a DELETED when a pod finishes).
+const LIVE_PODS: &str = "status.phase!=Succeeded,status.phase!=Failed";
 
 /// Settings of the `kube` source.
 #[derive(Clone, Debug, Default)]
@@ -102,10 +111,7 @@ impl KubeSource {
         let state = Arc::new(SyncState::new());
         let changes = state.subscribe();
         let mut tasks = Vec::new();
-        // Terminal pods are no endpoints and their IPs get reused: the server leaves them out
-        // (and sends a DELETED when a pod finishes).
-        let live_pods =
-            watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+        let live_pods = watcher::Config::default().fields(LIVE_PODS);
         let namespaces =
             typed(&client, Kind::Namespace, Default::default(), strip).spawn(&state, &mut tasks);
         let pods = typed(&client, Kind::Pod, live_pods, strip_pod).spawn(&state, &mut tasks);
@@ -222,49 +228,66 @@ impl KubeSource {
         }
     }
 
-    /// The cluster model from the stores' current contents, in a stable order (so that an
-    /// unchanged cluster gives an equal model, whatever order the server listed it in).
+    /// The cluster model from the stores' current contents.
     fn model(&self) -> ClusterModel {
-        let mut m = ClusterModel::default();
-        for ns in self.namespaces.state() {
-            let ns = convert::namespace((*ns).clone());
-            m.namespaces.insert(ns.name.clone(), ns);
-        }
-        m.pods = converted(&self.pods, convert::pod);
-        m.pods
-            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        m.services = converted(&self.services, convert::service);
-        m.services
-            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        m.nodes = converted(&self.nodes, convert::node);
-        m.nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        for (store, kind) in self.policies.by_kind() {
-            let mut objs = store.state();
-            objs.sort_by_key(|a| (a.namespace(), a.name_any()));
-            for o in objs {
-                match serde_json::to_value(&*o) {
-                    Ok(v) => convert::add_policy_object(&mut m, kind, v),
-                    Err(e) => {
-                        let kind = kind.name();
-                        warn!(kind, name = %o.name_any(), error = %e, "cannot re-serialize object");
-                    }
-                }
-            }
-        }
-        m
+        let policies = self
+            .policies
+            .by_kind()
+            .map(|(store, kind)| (cloned(store), kind));
+        assemble(
+            cloned(&self.namespaces),
+            cloned(&self.pods),
+            cloned(&self.services),
+            cloned(&self.nodes),
+            policies,
+        )
     }
 }
 
-fn converted<K, T>(store: &Store<K>, convert: fn(K) -> T) -> Vec<T>
+fn cloned<K>(store: &Store<K>) -> Vec<K>
 where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
-    store
-        .state()
-        .iter()
-        .map(|o| convert((**o).clone()))
-        .collect()
+    store.state().iter().map(|o| (**o).clone()).collect()
+}
+
+/// The model of listed objects, in a stable order (so that an unchanged cluster gives an equal
+/// model, whatever order the server listed it in): the watchers' stores and a one-shot
+/// [`snapshot`] build it alike.
+fn assemble(
+    namespaces: Vec<core::Namespace>,
+    pods: Vec<core::Pod>,
+    services: Vec<core::Service>,
+    nodes: Vec<core::Node>,
+    policies: [(Vec<DynamicObject>, PolicyKind); 2],
+) -> ClusterModel {
+    let mut m = ClusterModel::default();
+    for ns in namespaces {
+        let ns = convert::namespace(ns);
+        m.namespaces.insert(ns.name.clone(), ns);
+    }
+    m.pods = pods.into_iter().map(convert::pod).collect();
+    m.pods
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    m.services = services.into_iter().map(convert::service).collect();
+    m.services
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    m.nodes = nodes.into_iter().map(convert::node).collect();
+    m.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    for (mut objs, kind) in policies {
+        objs.sort_by_key(|a| (a.namespace(), a.name_any()));
+        for o in objs {
+            match serde_json::to_value(&o) {
+                Ok(v) => convert::add_policy_object(&mut m, kind, v),
+                Err(e) => {
+                    let kind = kind.name();
+                    warn!(kind, name = %o.name_any(), error = %e, "cannot re-serialize object");
+                }
+            }
+        }
+    }
+    m
 }
 
 fn typed<K>(client: &Client, kind: Kind, config: watcher::Config, strip: fn(&mut K)) -> Watch<K>
