@@ -200,7 +200,8 @@ pub const CT_IDLE_NS: u64 = 60_000_000_000;
 /// How long one log line folds the events of a flow.
 pub const FOLD_WINDOW_NS: u64 = 1_000_000_000;
 
-/// A flow for folding: source port left out, so a storm of new connections folds together.
+/// A flow for folding ([`ViolationEvent::fold_key`]): source port left out, so a storm of new
+/// connections folds together.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FoldKey {
@@ -285,6 +286,25 @@ pub struct ViolationEvent {
     pub local_is_src: u8,
     /// Always zero.
     pub pad: u8,
+}
+
+impl ViolationEvent {
+    /// The flow this event is folded into. The kernel folds events by it and user space accounts
+    /// its lines by it, so both take it from here.
+    #[inline(always)]
+    pub fn fold_key(&self) -> FoldKey {
+        FoldKey {
+            cgroup_id: self.cgroup_id,
+            saddr: self.saddr,
+            daddr: self.daddr,
+            dport: self.dport,
+            proto: self.proto,
+            side: self.side,
+            verdict: self.verdict,
+            family: self.family,
+            pad: [0; 2],
+        }
+    }
 }
 
 #[cfg(feature = "user")]

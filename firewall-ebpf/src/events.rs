@@ -5,7 +5,7 @@
 //! the log add up exactly even when the ring buffer was full.
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use firewall_common::{
-    Counter, EventVerdict, FOLD_WINDOW_NS, FoldKey, FoldValue, Hook, Side, ViolationEvent,
+    Counter, EventVerdict, FOLD_WINDOW_NS, FoldValue, Hook, Side, ViolationEvent,
 };
 
 use crate::{
@@ -45,20 +45,10 @@ pub struct Violation {
 /// Counts `v` in its flow's fold entry and sends an event when a new window opens.
 #[inline(always)]
 pub fn report(v: &Violation) {
-    let t = &v.tuple;
-    let key = FoldKey {
-        cgroup_id: v.cgroup_id,
-        saddr: t.saddr,
-        daddr: t.daddr,
-        dport: t.dport,
-        proto: t.proto,
-        side: v.side as u8,
-        verdict: v.verdict as u8,
-        family: t.family,
-        pad: [0; 2],
-    };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    let mut ev = event(v, now);
+    let key = ev.fold_key();
     let (created, total, folded) = match FOLD.get_ptr_mut(&key) {
         Some(p) => {
             // SAFETY: `p` comes from a successful lookup; `total` is u64-aligned.
@@ -85,26 +75,20 @@ pub fn report(v: &Violation) {
             (now, 1, folded)
         }
     };
-    send(v, now, created, total, folded);
+    ev.fold_created_ns = created;
+    ev.fold_total = total;
+    send(&ev, folded);
 }
 
+/// The event of `v` raised at `now`, its fold fields still zero.
 #[inline(always)]
-fn send(v: &Violation, now: u64, created: u64, total: u64, folded: bool) {
-    let Some(mut entry) = EVENTS.reserve::<ViolationEvent>(0) else {
-        count(Counter::EventsLost);
-        // A folded flow's count still reaches the log through the fold map; an unfolded one's
-        // only through this counter.
-        if !folded {
-            count(Counter::EventsLostUnfolded);
-        }
-        return;
-    };
+fn event(v: &Violation, now: u64) -> ViolationEvent {
     let t = &v.tuple;
-    entry.write(ViolationEvent {
+    ViolationEvent {
         ts_ns: now,
         cgroup_id: v.cgroup_id,
-        fold_created_ns: created,
-        fold_total: total,
+        fold_created_ns: 0,
+        fold_total: 0,
         saddr: t.saddr,
         daddr: t.daddr,
         src_id: v.src_id,
@@ -122,7 +106,21 @@ fn send(v: &Violation, now: u64, created: u64, total: u64, folded: bool) {
         hook: v.hook as u8,
         local_is_src: v.local_is_src,
         pad: 0,
-    });
+    }
+}
+
+#[inline(always)]
+fn send(ev: &ViolationEvent, folded: bool) {
+    let Some(mut entry) = EVENTS.reserve::<ViolationEvent>(0) else {
+        count(Counter::EventsLost);
+        // A folded flow's count still reaches the log through the fold map; an unfolded one's
+        // only through this counter.
+        if !folded {
+            count(Counter::EventsLostUnfolded);
+        }
+        return;
+    };
+    entry.write(*ev);
     entry.submit(0);
     count(Counter::EventsSent);
 }

@@ -69,6 +69,43 @@ async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> boo
     }
 }
 
+/// A running API server holding `pods`.
+fn seeded(pods: impl IntoIterator<Item = serde_json::Value>) -> ApiServer {
+    let server = ApiServer::start().expect("start");
+    server.apply_all(pods).expect("seed");
+    server
+}
+
+/// Waits (up to `timeout`) until `store` holds exactly the pods `want` (`namespace/name`, sorted).
+async fn wait_for_pods(store: &reflector::Store<Pod>, timeout: Duration, want: &[&str]) {
+    wait_until(&format!("the store to hold {want:?}"), timeout, || {
+        names(store) == want
+    })
+    .await;
+}
+
+/// Asserts that `err` is an API status with `code` (and `reason`, when given).
+fn assert_status(err: &kube::Error, code: u16, reason: Option<&str>) {
+    assert!(
+        matches!(err, kube::Error::Api(s) if s.code == code && reason.is_none_or(|r| s.reason == r)),
+        "{err:?}"
+    );
+}
+
+/// How many objects a list with `params` returns.
+async fn listed<K>(api: &Api<K>, params: ListParams) -> usize
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&params).await.expect("list").items.len()
+}
+
+/// Asserts that a list with `params` (a selector the server cannot parse) fails with 400.
+async fn refused_as_bad_request(api: &Api<Pod>, params: &ListParams) {
+    let err = api.list(params).await.expect_err("a bad selector");
+    assert_status(&err, 400, None);
+}
+
 /// Runs a reflector over `api` with `cfg`; returns its store.
 fn spawn_reflector(api: Api<Pod>, cfg: watcher::Config) -> reflector::Store<Pod> {
     let (reader, writer) = reflector::store();
@@ -103,18 +140,12 @@ fn list_requests(server: &ApiServer, path: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflector_sees_create_update_delete() {
-    let server = ApiServer::start().expect("start");
-    server
-        .apply_all([
-            pod("a", "p1", "n1", json!({"app": "web"})),
-            pod("b", "p2", "n1", json!({"app": "db"})),
-        ])
-        .expect("seed");
+    let server = seeded([
+        pod("a", "p1", "n1", json!({"app": "web"})),
+        pod("b", "p2", "n1", json!({"app": "db"})),
+    ]);
     let store = spawn_reflector(Api::all(client(&server).await), watcher::Config::default());
-    wait_until("initial list", Duration::from_secs(5), || {
-        names(&store) == ["a/p1", "b/p2"]
-    })
-    .await;
+    wait_for_pods(&store, Duration::from_secs(5), &["a/p1", "b/p2"]).await;
     let p1 = store
         .state()
         .into_iter()
@@ -159,21 +190,15 @@ async fn reflector_sees_create_update_delete() {
             .and_then(|v| v["metadata"]["resourceVersion"].as_str().map(str::to_owned))
     );
     let err = api.get("nope").await.expect_err("absent");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 404),
-        "{err:?}"
-    );
+    assert_status(&err, 404, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn field_selector_filters_lists_and_watches() {
-    let server = ApiServer::start().expect("start");
-    server
-        .apply_all([
-            pod("a", "on1", "n1", json!({})),
-            pod("a", "on2", "n2", json!({})),
-        ])
-        .expect("seed");
+    let server = seeded([
+        pod("a", "on1", "n1", json!({})),
+        pod("a", "on2", "n2", json!({})),
+    ]);
     let c = client(&server).await;
     let api: Api<Pod> = Api::all(c.clone());
     let listed = api
@@ -185,10 +210,7 @@ async fn field_selector_filters_lists_and_watches() {
         api.clone(),
         watcher::Config::default().fields("spec.nodeName=n1"),
     );
-    wait_until("filtered list", Duration::from_secs(5), || {
-        names(&store) == ["a/on1"]
-    })
-    .await;
+    wait_for_pods(&store, Duration::from_secs(5), &["a/on1"]).await;
     // Moving onto the node = ADDED, moving away = DELETED, for the filtered watch.
     server
         .apply(pod("a", "on2", "n1", json!({})))
@@ -199,80 +221,37 @@ async fn field_selector_filters_lists_and_watches() {
     server
         .apply(pod("b", "other", "n2", json!({})))
         .expect("unrelated");
-    wait_until("moves", Duration::from_secs(5), || {
-        names(&store) == ["a/on2"]
-    })
-    .await;
-    let err = api
-        .list(&ListParams::default().fields("spec.bogus=1"))
-        .await
-        .expect_err("unknown field");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 400),
-        "{err:?}"
-    );
+    wait_for_pods(&store, Duration::from_secs(5), &["a/on2"]).await;
+    refused_as_bad_request(&api, &ListParams::default().fields("spec.bogus=1")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn label_selector_filters_lists_and_watches() {
-    let server = ApiServer::start().expect("start");
-    server
-        .apply_all([
-            pod("a", "web", "n1", json!({"app": "web", "tier": "front"})),
-            pod("a", "db", "n1", json!({"app": "db"})),
-            pod("b", "cache", "n1", json!({"app": "cache"})),
-        ])
-        .expect("seed");
+    let server = seeded([
+        pod("a", "web", "n1", json!({"app": "web", "tier": "front"})),
+        pod("a", "db", "n1", json!({"app": "db"})),
+        pod("b", "cache", "n1", json!({"app": "cache"})),
+    ]);
     let c = client(&server).await;
     let api: Api<Pod> = Api::all(c.clone());
-    let n = |l: &str| {
-        let api = api.clone();
-        let l = l.to_owned();
-        async move {
-            api.list(&ListParams::default().labels(&l))
-                .await
-                .expect("list")
-                .items
-                .len()
-        }
-    };
+    let n = |l: &str| listed(&api, ListParams::default().labels(l));
     assert_eq!(n("app in (web,db)").await, 2);
     assert_eq!(n("app notin (web,db)").await, 1);
     assert_eq!(n("tier").await, 1);
     assert_eq!(n("!tier,app!=cache").await, 1);
     assert_eq!(n("app=web,tier=front").await, 1);
     let ns_a: Api<Pod> = Api::namespaced(c.clone(), "a");
-    assert_eq!(
-        ns_a.list(&ListParams::default())
-            .await
-            .expect("ns list")
-            .items
-            .len(),
-        2
-    );
+    assert_eq!(listed(&ns_a, ListParams::default()).await, 2);
     let store = spawn_reflector(api.clone(), watcher::Config::default().labels("app=web"));
-    wait_until("filtered", Duration::from_secs(5), || {
-        names(&store) == ["a/web"]
-    })
-    .await;
+    wait_for_pods(&store, Duration::from_secs(5), &["a/web"]).await;
     server
         .apply(pod("a", "web", "n1", json!({"app": "other"})))
         .expect("relabel");
     server
         .apply(pod("a", "db", "n1", json!({"app": "web"})))
         .expect("relabel");
-    wait_until("relabels", Duration::from_secs(5), || {
-        names(&store) == ["a/db"]
-    })
-    .await;
-    let err = api
-        .list(&ListParams::default().labels("app in (x"))
-        .await
-        .expect_err("bad selector");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 400),
-        "{err:?}"
-    );
+    wait_for_pods(&store, Duration::from_secs(5), &["a/db"]).await;
+    refused_as_bad_request(&api, &ListParams::default().labels("app in (x")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,7 +298,7 @@ async fn compaction_forces_a_relist_and_the_store_ends_correct() {
     server.apply(pod("a", "p1", "n1", json!({}))).expect("seed");
     let api: Api<Pod> = Api::all(client(&server).await);
     let store = spawn_reflector(api.clone(), watcher::Config::default());
-    wait_until("list", Duration::from_secs(5), || names(&store) == ["a/p1"]).await;
+    wait_for_pods(&store, Duration::from_secs(5), &["a/p1"]).await;
     assert_eq!(list_requests(&server, "/api/v1/pods"), 1);
     let old_rv = server.resource_version();
     server.apply(pod("a", "p2", "n1", json!({}))).expect("add");
@@ -358,10 +337,7 @@ async fn outage_keeps_the_store_and_catches_up_after_restart() {
         .expect("seed");
     let api: Api<Pod> = Api::all(client(&server).await);
     let store = spawn_reflector(api.clone(), watcher::Config::default());
-    wait_until("list", Duration::from_secs(5), || {
-        names(&store) == ["a/p1", "a/p2"]
-    })
-    .await;
+    wait_for_pods(&store, Duration::from_secs(5), &["a/p1", "a/p2"]).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // a bookmark
     let addr = server.addr();
     server.stop();
@@ -383,10 +359,7 @@ async fn outage_keeps_the_store_and_catches_up_after_restart() {
     server.restart().expect("restart");
     assert!(server.is_running());
     assert_eq!(server.addr(), addr);
-    wait_until("catch up", Duration::from_secs(15), || {
-        names(&store) == ["a/p2", "a/p3"]
-    })
-    .await;
+    wait_for_pods(&store, Duration::from_secs(15), &["a/p2", "a/p3"]).await;
     // It resumed the watch from its last version (the outage's changes are in the history): no relist.
     assert_eq!(
         list_requests(&server, "/api/v1/pods"),
@@ -421,7 +394,7 @@ async fn status_subresource_changes_only_status() {
         .create(&PostParams::default(), &obj)
         .await
         .expect_err("exists");
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"));
+    assert_status(&err, 409, Some("AlreadyExists"));
 
     let patched = api
         .patch_status(
@@ -527,10 +500,7 @@ async fn lease_optimistic_concurrency() {
         .replace("bulkhead-status", &PostParams::default(), &mine)
         .await
         .expect_err("stale");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "Conflict"),
-        "{err:?}"
-    );
+    assert_status(&err, 409, Some("Conflict"));
     let mut absent = created.clone();
     absent.metadata.name = Some("other".into());
     absent.metadata.resource_version = None;
@@ -538,10 +508,7 @@ async fn lease_optimistic_concurrency() {
         .replace("other", &PostParams::default(), &absent)
         .await
         .expect_err("absent");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 404),
-        "{err:?}"
-    );
+    assert_status(&err, 404, None);
     let got = api.get("bulkhead-status").await.expect("get");
     assert_eq!(
         got.spec.and_then(|s| s.holder_identity).as_deref(),
@@ -632,14 +599,7 @@ fn binary_serves_objects_from_files() {
             "clusterfirewalls",
         );
         let cf: Api<DynamicObject> = Api::all_with(c, &ar);
-        assert_eq!(
-            cf.list(&ListParams::default())
-                .await
-                .expect("cf")
-                .items
-                .len(),
-            1
-        );
+        assert_eq!(listed(&cf, ListParams::default()).await, 1);
     });
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

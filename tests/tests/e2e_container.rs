@@ -42,20 +42,12 @@ use bulkhead_tests::{
     policy::{admit, baseline},
     require_root,
 };
-use common::{agent::agent_bin, node::Node};
+use common::{
+    agent::Pins,
+    node::{Node, THREE_PODS},
+};
 use manifest::AgentPod;
 use podman::{Container, Engine, Extra, podman};
-
-const PODS: &str = r#"
-namespaces:
-  - {name: alpha}
-  - {name: beta}
-  - {name: gamma}
-pods:
-  - {name: a, namespace: alpha}
-  - {name: b, namespace: beta, serve: [{protocol: TCP, port: 8080}]}
-  - {name: c, namespace: gamma, serve: [{protocol: TCP, port: 9090}]}
-"#;
 
 /// The testbed's node name (Node::up).
 const NODE: &str = "node-1";
@@ -96,35 +88,6 @@ fn can_run(test: &str, image: &str) -> bool {
         test,
         (!image_ok).then(|| format!("no image {image}: run `cargo xtask image`")),
     )
-}
-
-/// The pin directory on the host, cleaned before and after (whatever is still attached).
-struct Pins(PathBuf);
-
-impl Pins {
-    fn new(dir: PathBuf) -> Pins {
-        cleanup(&dir);
-        Pins(dir)
-    }
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        cleanup(&self.0);
-    }
-}
-
-fn cleanup(dir: &Path) {
-    let out = Command::new(agent_bin())
-        .args(["cleanup", "--bpffs"])
-        .arg(dir)
-        .output()
-        .expect("run firewall-agent cleanup");
-    assert!(
-        out.status.success(),
-        "cleanup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The node provisioning a Kubernetes node has: bpffs mounted at the DaemonSet's hostPath
@@ -184,12 +147,12 @@ fn enforces_across_kill(test: &str, variant: &str, engine: &Engine, name: &str, 
     let node = Node::up(
         name,
         subnet,
-        PODS,
+        THREE_PODS,
         &[&baseline("Deny", "Enforce"), &admit("beta", "alpha", 8080)],
     );
     let pod = pod_for(variant, &node);
     let bpffs = Path::new(pod.arg("bpffs").expect("the DaemonSet pins (--bpffs)"));
-    let pins = Pins::new(pod.on_host(bpffs));
+    let pins = Pins::cleaned(pod.on_host(bpffs));
     host_bpffs(pins.0.parent().expect("the pin directory's bpffs"));
     let first = start_ready(&pod, engine, &format!("bulkhead-{name}-1"), &node);
     inspect::container(&pod, first.pid(), node.testbed().cgroup_root());
@@ -257,10 +220,10 @@ fn base_variant_fails_under_crios_runtime_default() {
     if !can_run(test, &base.image) {
         return;
     }
-    let node = Node::up("crfail", 52, PODS, &[&baseline("Deny", "Enforce")]);
+    let node = Node::up("crfail", 52, THREE_PODS, &[&baseline("Deny", "Enforce")]);
     let pod = pod_for("", &node);
     let bpffs = Path::new(pod.arg("bpffs").expect("--bpffs"));
-    let pins = Pins::new(pod.on_host(bpffs));
+    let pins = Pins::cleaned(pod.on_host(bpffs));
     host_bpffs(pins.0.parent().expect("bpffs"));
     let extra = Extra {
         host: node.dir().to_owned(),

@@ -17,7 +17,7 @@ use bulkhead_tests::{
 use common::{
     agent::pretty,
     find,
-    http::{free_port, http_get, http_status, sample},
+    http::{http_get, http_status, sample},
     kube_node::{AGENT_NAMESPACE, KubeNode, object, wait_for},
 };
 use serde_json::{Value, json};
@@ -56,15 +56,23 @@ fn to(node: &KubeNode, ns: &str) -> String {
         .to_owned()
 }
 
+/// Waits until [`to`] `ns` gives `result`, which must take under a second: how soon a change in
+/// the API (`change`) is enforced on new connections.
+fn enforced_within_a_second(node: &KubeNode, change: &str, ns: &str, result: &str) {
+    let (_, took) = wait_for(Duration::from_secs(5), change, || {
+        (to(node, ns) == result).then_some(())
+    });
+    eprintln!("{change}: {took:?}");
+    assert!(took < Duration::from_secs(1), "{change} took {took:?}");
+}
+
 #[test]
 fn a_policy_created_through_the_api_is_enforced_within_a_second() {
     if !require_root("a_policy_created_through_the_api_is_enforced_within_a_second") {
         return;
     }
     let node = KubeNode::up("kapi", 30, PODS, &[&baseline("Enforce")], &[]);
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let agent = node.agent(&["--metrics-addr", &addr]);
+    let (agent, port) = node.agent_with_metrics();
     assert_eq!(http_status(port, "/readyz"), Some(200));
     assert_eq!(http_status(port, "/healthz"), Some(200));
     let denied_ab = r#"bulkhead_violations_total{verdict="DENIED",direction="egress",src_namespace="a",dst_namespace="b"}"#;
@@ -93,14 +101,7 @@ fn a_policy_created_through_the_api_is_enforced_within_a_second() {
     }
 
     node.apply(&b_from_a());
-    let (_, took) = wait_for(Duration::from_secs(5), "a -> b allowed", || {
-        (to(&node, "b") == "ok").then_some(())
-    });
-    eprintln!("policy created -> enforced on new connections: {took:?}");
-    assert!(
-        took < Duration::from_secs(1),
-        "the new policy took {took:?} to apply"
-    );
+    enforced_within_a_second(&node, "policy created -> a -> b allowed", "b", "ok");
     assert_eq!(to(&node, "c"), "denied", "only b opened");
 
     // Status: one agent (the Lease holder) reports the object as accepted.
@@ -151,10 +152,7 @@ fn a_namespace_label_flips_monitor_and_enforce() {
                "metadata": {"name": "a", "labels": {"kubernetes.io/metadata.name": "a", "bulkhead.dev/mode": mode}}})
     };
     node.api.apply(namespace("enforce")).expect("label a");
-    let (_, took) = wait_for(Duration::from_secs(5), "a enforces", || {
-        (to(&node, "b") == "denied").then_some(())
-    });
-    assert!(took < Duration::from_secs(1), "label took {took:?}");
+    enforced_within_a_second(&node, "label -> a enforces", "b", "denied");
     node.api.apply(namespace("monitor")).expect("relabel a");
     wait_for(Duration::from_secs(5), "a monitors again", || {
         (to(&node, "b") == "ok").then_some(())
@@ -176,9 +174,7 @@ fn a_mode_label_in_any_case_applies_and_an_invalid_one_keeps_the_mode() {
         return;
     }
     let node = KubeNode::up("kcase", 36, PODS, &[&baseline("Monitor")], &[]);
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let agent = node.agent(&["--metrics-addr", &addr]);
+    let (agent, port) = node.agent_with_metrics();
     assert_eq!(to(&node, "b"), "ok", "monitor lets it through");
     // ClusterFirewall's `defaults.mode` is spelled `Enforce`: the label may be too.
     node.kubectl(&["label", "namespace", "a", "bulkhead.dev/mode=Enforce"]);
@@ -247,14 +243,7 @@ fn a_new_pod_is_classified_and_a_deleted_pod_is_forgotten() {
 
     let pod = node.pod_object("a/client");
     node.api.apply(pod).expect("create pod");
-    let (_, took) = wait_for(Duration::from_secs(5), "new pod classified", || {
-        (to(&node, "b") == "denied").then_some(())
-    });
-    eprintln!("pod created -> classified: {took:?}");
-    assert!(
-        took < Duration::from_secs(1),
-        "classification took {took:?}"
-    );
+    enforced_within_a_second(&node, "pod created -> classified", "b", "denied");
     let lines = agent.wait_violations(Duration::from_secs(3), |l| {
         l.iter()
             .any(|l| l["verdict"] == "DENIED" && l["src"]["pod"] == "client")
@@ -305,10 +294,7 @@ fn a_new_pod_is_classified_and_a_deleted_pod_is_forgotten() {
     node.api
         .delete("v1", "Pod", Some("a"), "client")
         .expect("delete pod");
-    let (_, took) = wait_for(Duration::from_secs(5), "deleted pod forgotten", || {
-        (to(&node, "b") == "ok").then_some(())
-    });
-    assert!(took < Duration::from_secs(1), "forgetting took {took:?}");
+    enforced_within_a_second(&node, "pod deleted -> forgotten", "b", "ok");
 }
 
 #[test]
@@ -317,9 +303,7 @@ fn an_api_outage_keeps_enforcement_and_changes_made_during_it_apply_after() {
         return;
     }
     let node = KubeNode::up("kout", 33, PODS, &[&baseline("Enforce"), &b_from_a()], &[]);
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let agent = node.agent(&["--metrics-addr", &addr]);
+    let (agent, port) = node.agent_with_metrics();
     assert_eq!(
         (to(&node, "b"), to(&node, "c")),
         ("ok".into(), "denied".into())

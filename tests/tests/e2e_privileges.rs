@@ -62,6 +62,16 @@ fn setpriv(caps: &[String]) -> Vec<String> {
     ]
 }
 
+/// The DaemonSet's capabilities, and a node whose baseline denies across namespaces and enforces
+/// (so a working agent shows as `a/client -> b/server` denied).
+fn capabilities_and_enforcing_node(name: &str, subnet: u8) -> (Vec<String>, Node) {
+    let caps = daemonset_capabilities();
+    (
+        caps,
+        Node::up(name, subnet, PODS, &[&baseline("Deny", "Enforce")]),
+    )
+}
+
 /// Bit numbers of capability names (the ones this test deals with).
 fn bit(name: &str) -> u32 {
     match name {
@@ -78,12 +88,10 @@ fn the_agent_enforces_with_only_the_daemonsets_capabilities() {
     if !require_root("the_agent_enforces_with_only_the_daemonsets_capabilities") {
         return;
     }
-    let caps = daemonset_capabilities();
-    let node = Node::up("caps", 24, PODS, &[&baseline("Deny", "Enforce")]);
-    let dir = node.dir().join("cluster.yaml");
+    let (caps, node) = capabilities_and_enforcing_node("caps", 24);
     let agent = Agent::start_wrapped(
         &setpriv(&caps),
-        &dir,
+        node.source(),
         node.testbed().cgroup_root(),
         "node-1",
         &[],
@@ -110,9 +118,8 @@ fn each_missing_capability_is_named() {
     if !require_root("each_missing_capability_is_named") {
         return;
     }
-    let caps = daemonset_capabilities();
-    let node = Node::up("nocap", 25, PODS, &[&baseline("Deny", "Enforce")]);
-    let source = format!("file:{}", node.dir().join("cluster.yaml").display());
+    let (caps, node) = capabilities_and_enforcing_node("nocap", 25);
+    let source = format!("file:{}", node.source().display());
     for missing in &caps {
         let kept: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
         let wrapper = setpriv(&kept);

@@ -29,57 +29,19 @@ use bulkhead_tests::{
     require_root,
 };
 use common::{
-    agent::{agent_bin, pretty},
-    node::Node,
+    agent::{Pins, agent_bin, cleanup, pretty},
+    node::{Node, THREE_PODS},
+    stdout_of,
 };
-
-const PODS: &str = r#"
-namespaces:
-  - {name: alpha}
-  - {name: beta}
-  - {name: gamma}
-pods:
-  - {name: a, namespace: alpha, labels: {app: a}}
-  - {name: b, namespace: beta, labels: {app: b}, serve: [{protocol: TCP, port: 8080}]}
-  - {name: c, namespace: gamma, labels: {app: c}, serve: [{protocol: TCP, port: 9090}]}
-"#;
-
-/// The pin directory, removed (with whatever is still attached) when the test ends.
-struct Pins(PathBuf);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = cleanup(&self.0);
-    }
-}
-
-fn cleanup(dir: &Path) -> String {
-    let out = Command::new(agent_bin())
-        .args(["cleanup", "--bpffs"])
-        .arg(dir)
-        .output()
-        .expect("run firewall-agent cleanup");
-    assert!(
-        out.status.success(),
-        "cleanup failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Names of the programs `bpftool` lists as attached at `cgroup`.
 fn attached(cgroup: &Path) -> Vec<String> {
-    let out = Command::new("bpftool")
-        .args(["-j", "cgroup", "show"])
-        .arg(cgroup)
-        .output()
-        .expect("bpftool (apt-get install bpftool)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = stdout_of(
+        Command::new("bpftool")
+            .args(["-j", "cgroup", "show"])
+            .arg(cgroup),
+        "bpftool (apt-get install bpftool)",
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_default();
     v.as_array()
         .map(|a| {
@@ -189,7 +151,7 @@ fn kill9_and_upgrade_restarts_never_lapse_enforcement() {
     let node = Node::up(
         "rstart",
         23,
-        PODS,
+        THREE_PODS,
         &[&baseline("Deny", "Enforce"), &admit("beta", "alpha", 8080)],
     );
     let pins = Pins(PathBuf::from(format!(
@@ -312,7 +274,7 @@ fn restart_without_flags_holds_enforcement() {
         !default.exists(),
         "{DEFAULT_PINS} exists before the test: something on this machine pins there (remove it with `firewall-agent cleanup` if it is a leftover)"
     );
-    let labelled = PODS
+    let labelled = THREE_PODS
         .replace(
             "{name: alpha}",
             "{name: alpha, labels: {bulkhead.dev/mode: enforce}}",
@@ -513,7 +475,7 @@ fn no_pin_pins_nothing_and_status_says_so() {
     if !require_root("no_pin_pins_nothing_and_status_says_so") {
         return;
     }
-    let node = Node::up("rnopin", 28, PODS, &[&baseline("Deny", "Enforce")]);
+    let node = Node::up("rnopin", 28, THREE_PODS, &[&baseline("Deny", "Enforce")]);
     let dir = PathBuf::from(format!(
         "/sys/fs/bpf/bulkhead-e2e-nopin-{}",
         std::process::id()

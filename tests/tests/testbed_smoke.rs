@@ -5,6 +5,8 @@
     unused_crate_dependencies,
     reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
 )]
+mod common;
+
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
@@ -15,13 +17,16 @@ use std::{
 use bulkhead_tests::{
     Options, Outcome, Protocol, Scenario, Target, Testbed, require_root, scenario::PortSpec,
 };
+use common::stdout_of;
 
 const T: Duration = Duration::from_millis(1000);
 
-fn opts() -> Options {
-    Options {
+/// The testbed of `s`, its pods run by this package's `bulkhead-pod`.
+fn up(s: &Scenario) -> anyhow::Result<Testbed> {
+    let opts = Options {
         pod_binary: PathBuf::from(env!("CARGO_BIN_EXE_bulkhead-pod")),
-    }
+    };
+    Testbed::up(s, &opts)
 }
 
 /// A scenario file from tests/scenarios, renamed and moved to its own subnet so the test never
@@ -73,18 +78,10 @@ fn assert_ok(tb: &Testbed, from: &str, target: Target) {
 
 /// Output of a command run inside the pod.
 fn in_pod(tb: &Testbed, pod: &str, prog: &str, args: &[&str]) -> String {
-    let out = tb
-        .pod_command(pod, prog)
-        .expect("pod command")
-        .args(args)
-        .output()
-        .expect("run in pod");
-    assert!(
-        out.status.success(),
-        "{prog} {args:?} in {pod}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout_of(
+        tb.pod_command(pod, prog).expect("pod command").args(args),
+        &format!("{prog} {args:?} in {pod}"),
+    )
 }
 
 #[test]
@@ -92,8 +89,7 @@ fn cgroupfs_testbed_probes_and_cleans_up() {
     if !require_root("cgroupfs_testbed_probes_and_cleans_up") {
         return;
     }
-    let s = scenario("saas.yaml", "tsaas", 250);
-    let tb = Testbed::up(&s, &opts()).expect("testbed up");
+    let tb = up(&scenario("saas.yaml", "tsaas", 250)).expect("testbed up");
     let cgroup_root = tb.cgroup_root().to_owned();
     let api4 = tb.pod_ipv4("payments/api").expect("ip");
     let api6 = tb.pod_ipv6("payments/api").expect("ip6");
@@ -181,24 +177,18 @@ fn cgroupfs_testbed_probes_and_cleans_up() {
     );
 
     // Storm and hold (used by the reliability tests).
-    let storm = tb
-        .storm(
-            "frontend/web",
-            Target::tcp(api4, 8443),
-            200,
-            Duration::from_millis(200),
-        )
-        .expect("storm");
-    assert_eq!(storm.count(Outcome::Ok), 200, "{storm:?}");
-    let storm = tb
-        .storm(
-            "frontend/web",
-            Target::tcp(api4, 9),
-            50,
-            Duration::from_millis(200),
-        )
-        .expect("storm");
-    assert_eq!(storm.count(Outcome::Refused), 50, "{storm:?}");
+    // Every connection of a storm ends alike: served on 8443, refused where nothing listens.
+    for (port, count, outcome) in [(8443, 200, Outcome::Ok), (9, 50, Outcome::Refused)] {
+        let storm = tb
+            .storm(
+                "frontend/web",
+                Target::tcp(api4, port),
+                count,
+                Duration::from_millis(200),
+            )
+            .expect("storm");
+        assert_eq!(storm.count(outcome), count, "{storm:?}");
+    }
     let holding = tb
         .spawn_hold(
             "frontend/web",
@@ -387,10 +377,10 @@ fn systemd_layout_host_network_and_crash_recovery() {
     }
     let s = scenario("systemd.yaml", "tsysd", 251);
     // A "crashed" run: never cleaned up by its process.
-    let crashed = Testbed::up(&s, &opts()).expect("first up");
+    let crashed = up(&s).expect("first up");
     std::mem::forget(crashed);
     // The next up of the same name removes the leftovers and starts afresh.
-    let tb = Testbed::up(&s, &opts()).expect("second up");
+    let tb = up(&s).expect("second up");
     let cgroup_root = tb.cgroup_root().to_owned();
 
     let cart = tb.pod("shop/cart").expect("cart").clone();

@@ -200,7 +200,20 @@ fn check_daemonset(objs: &[Object], run_help: &str, want: &Seccomp) -> anyhow::R
         dss.len()
     );
     let ds = &dss[0].value;
-    let file = dss[0].file.display();
+    let file = dss[0].file.display().to_string();
+    check_pod_placement(ds, &file)?;
+    let pod = &ds["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_sequence().context("no containers")?;
+    ensure!(containers.len() == 1, "{file}: expected one container");
+    let c = &containers[0];
+    check_container_privileges(pod, c, want, &file)?;
+    check_container_runtime(c, &file)?;
+    check_agent_settings(objs, c, run_help, &file)
+}
+
+/// Nothing privileged or shared with the host; on every node, first to be scheduled, rolled out
+/// node by node.
+fn check_pod_placement(ds: &Value, file: &str) -> anyhow::Result<()> {
     ensure!(
         !has_true(ds, "privileged"),
         "{file}: privileged: true is not allowed"
@@ -225,9 +238,17 @@ fn check_daemonset(objs: &[Object], run_help: &str, want: &Seccomp) -> anyhow::R
         ds["spec"]["updateStrategy"]["type"].as_str() == Some("RollingUpdate"),
         "{file}: updateStrategy must be RollingUpdate"
     );
-    let containers = pod["containers"].as_sequence().context("no containers")?;
-    ensure!(containers.len() == 1, "{file}: expected one container");
-    let c = &containers[0];
+    Ok(())
+}
+
+/// The container's security context: read-only root, no escalation, exactly the agent's
+/// capabilities, the variant's seccomp profile.
+fn check_container_privileges(
+    pod: &Value,
+    c: &Value,
+    want: &Seccomp,
+    file: &str,
+) -> anyhow::Result<()> {
     let sc = &c["securityContext"];
     ensure!(
         sc["readOnlyRootFilesystem"].as_bool() == Some(true),
@@ -252,7 +273,11 @@ fn check_daemonset(objs: &[Object], run_help: &str, want: &Seccomp) -> anyhow::R
     } else {
         &pod["securityContext"]["seccompProfile"]
     };
-    check_seccomp(seccomp, want).with_context(|| format!("{file}: seccompProfile"))?;
+    check_seccomp(seccomp, want).with_context(|| format!("{file}: seccompProfile"))
+}
+
+/// Probes on the health endpoints, resource requests and limits, the node name from the API.
+fn check_container_runtime(c: &Value, file: &str) -> anyhow::Result<()> {
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         ensure!(
             c[probe]["httpGet"]["path"].as_str() == Some(path),
@@ -269,7 +294,17 @@ fn check_daemonset(objs: &[Object], run_help: &str, want: &Seccomp) -> anyhow::R
             && e["valueFrom"]["fieldRef"]["fieldPath"].as_str() == Some("spec.nodeName")),
         "{file}: NODE_NAME must come from spec.nodeName"
     );
-    // Every flag of the command line exists in `firewall-agent run`.
+    Ok(())
+}
+
+/// Every flag of the command line and every `BULKHEAD_*` setting of the ConfigMap is one
+/// `firewall-agent run` reads (`run_help` is its `--help`).
+fn check_agent_settings(
+    objs: &[Object],
+    c: &Value,
+    run_help: &str,
+    file: &str,
+) -> anyhow::Result<()> {
     let args = strs(&c["args"]);
     ensure!(
         args.first() == Some(&"run"),
@@ -282,7 +317,6 @@ fn check_daemonset(objs: &[Object], run_help: &str, want: &Seccomp) -> anyhow::R
             "{file}: `{a}` is not a flag of firewall-agent run"
         );
     }
-    // Every BULKHEAD_* setting of the ConfigMap is read by `firewall-agent run`.
     let cm_name = c["envFrom"][0]["configMapRef"]["name"]
         .as_str()
         .context("envFrom configMapRef")?;

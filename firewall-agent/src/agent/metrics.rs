@@ -158,91 +158,48 @@ impl Metrics {
     }
 
     fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "datapath_packets",
-            "Packets and connections seen by the eBPF programs, by verdict or reason (kernel per-CPU counters)",
-            self.datapath.clone(),
-        );
-        registry.register(
-            "violations",
-            "Denied (DENIED) or audited (AUDIT) connections by deciding side and namespace pair; pairs beyond the first 1000 are counted as _other",
-            self.violations.clone(),
-        );
-        registry.register(
-            "events_lost",
-            "Violation events the ring buffer had no room for (still counted in the log from the fold map)",
-            self.events_lost.clone(),
-        );
-        registry.register(
-            "map_entries",
-            "Entries in each state map (both slots)",
-            self.map_entries.clone(),
-        );
-        registry.register(
-            "map_capacity",
-            "Capacity of each state map",
-            self.map_capacity.clone(),
-        );
-        registry.register(
-            "map_fill_ratio",
-            "map_entries / map_capacity",
-            self.map_fill.clone(),
-        );
-        registry.register(
-            "policy_objects",
-            "Policy objects accepted into the applied policy or rejected whole",
-            self.policy_objects.clone(),
-        );
-        registry.register(
-            "rejected_policy_objects",
-            "Rejected policy objects by what enforces them meanwhile: their last accepted version (LastAcceptedInForce) or their fail-closed stand-in (FailClosed)",
-            self.rejected_in_force.clone(),
-        );
-        registry.register(
-            "invalid_mode_labels",
-            "Namespaces whose bulkhead.dev/mode label is no mode (each keeps its last valid mode, or the default)",
-            self.invalid_mode_labels.clone(),
-        );
-        registry.register(
-            "policy_apply_seconds",
-            "Time to compile the cluster model and write the difference into the maps",
-            self.apply_seconds.clone(),
-        );
-        registry.register(
-            "policy_last_applied_timestamp_seconds",
-            "Unix time of the last successful policy apply (sync freshness)",
-            self.last_apply.clone(),
-        );
-        registry.register(
-            "source_synced",
-            "1 once every watched kind has been listed completely (kube source) or the file parsed",
-            self.source_synced.clone(),
-        );
-        registry.register(
-            "source_watch_errors",
-            "Failed lists or watches against the API server (each retried with backoff)",
-            self.source_errors.clone(),
-        );
-        registry.register(
-            "source_last_change_timestamp_seconds",
-            "Unix time of the last change seen from the source",
-            self.source_last_change.clone(),
-        );
-        registry.register(
-            "node_known",
-            "1 when the cluster state names this node (--node-name) in a Node object or a Pod's spec.nodeName; 0 keeps /readyz at 503",
-            self.node_known.clone(),
-        );
-        registry.register(
-            "pod_cgroups_unmatched",
-            "Pod cgroups on this node that belong to no Pod of this node (a wrong --node-name, or API lag)",
-            self.unmatched_pod_cgroups.clone(),
-        );
-        registry.register(
-            "policy_apply_failures",
-            "Policies not applied (the previous one stayed in force), by the map that would overflow or whose write the kernel refused",
-            self.apply_failures.clone(),
-        );
+        // Each metric: its field, its name (after the `bulkhead_` prefix) and its help.
+        macro_rules! register {
+            ($($field:ident: $name:literal, $help:literal;)*) => {
+                $(registry.register($name, $help, self.$field.clone());)*
+            };
+        }
+        register! {
+            datapath: "datapath_packets",
+                "Packets and connections seen by the eBPF programs, by verdict or reason (kernel per-CPU counters)";
+            violations: "violations",
+                "Denied (DENIED) or audited (AUDIT) connections by deciding side and namespace pair; pairs beyond the first 1000 are counted as _other";
+            events_lost: "events_lost",
+                "Violation events the ring buffer had no room for (still counted in the log from the fold map)";
+            map_entries: "map_entries",
+                "Entries in each state map (both slots)";
+            map_capacity: "map_capacity",
+                "Capacity of each state map";
+            map_fill: "map_fill_ratio",
+                "map_entries / map_capacity";
+            policy_objects: "policy_objects",
+                "Policy objects accepted into the applied policy or rejected whole";
+            rejected_in_force: "rejected_policy_objects",
+                "Rejected policy objects by what enforces them meanwhile: their last accepted version (LastAcceptedInForce) or their fail-closed stand-in (FailClosed)";
+            invalid_mode_labels: "invalid_mode_labels",
+                "Namespaces whose bulkhead.dev/mode label is no mode (each keeps its last valid mode, or the default)";
+            apply_seconds: "policy_apply_seconds",
+                "Time to compile the cluster model and write the difference into the maps";
+            last_apply: "policy_last_applied_timestamp_seconds",
+                "Unix time of the last successful policy apply (sync freshness)";
+            source_synced: "source_synced",
+                "1 once every watched kind has been listed completely (kube source) or the file parsed";
+            source_errors: "source_watch_errors",
+                "Failed lists or watches against the API server (each retried with backoff)";
+            source_last_change: "source_last_change_timestamp_seconds",
+                "Unix time of the last change seen from the source";
+            node_known: "node_known",
+                "1 when the cluster state names this node (--node-name) in a Node object or a Pod's spec.nodeName; 0 keeps /readyz at 503";
+            unmatched_pod_cgroups: "pod_cgroups_unmatched",
+                "Pod cgroups on this node that belong to no Pod of this node (a wrong --node-name, or API lag)";
+            apply_failures: "policy_apply_failures",
+                "Policies not applied (the previous one stayed in force), by the map that would overflow or whose write the kernel refused";
+        }
     }
 
     /// Sets the capacity gauges (again, when adopted pinned maps keep a size other than the
@@ -414,6 +371,14 @@ mod tests {
         }
     }
 
+    /// Asserts that the exposition `text` holds every one of `series` (a line or a line's end).
+    fn assert_exports<S: AsRef<str>>(text: &str, series: impl IntoIterator<Item = S>) {
+        for series in series {
+            let series = series.as_ref();
+            assert!(text.contains(series), "{series} missing in\n{text}");
+        }
+    }
+
     #[test]
     fn counters_follow_the_kernel_and_pairs_are_capped() {
         let m = Metrics::new(&LoadOptions {
@@ -427,50 +392,45 @@ mod tests {
             m.violation(&line(&format!("a{i}"), "db"));
         }
         m.observe_maps(&[(firewall_common::maps::POLICY, 50)]);
-        let text = m.encode();
-        assert!(
-            text.contains(r#"bulkhead_datapath_packets_total{reason="policy_drop"} 7"#),
-            "{text}"
-        );
-        assert!(text.contains(r#"bulkhead_violations_total{verdict="DENIED",direction="egress",src_namespace="a0",dst_namespace="db"} 3"#), "{text}");
-        assert!(
-            text.contains(r#"src_namespace="_other",dst_namespace="_other"} 15"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"bulkhead_map_fill_ratio{map="POLICY"} 0.25"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"bulkhead_map_capacity{map="POLICY"} 200"#),
-            "{text}"
+        assert_exports(
+            &m.encode(),
+            [
+                r#"bulkhead_datapath_packets_total{reason="policy_drop"} 7"#,
+                r#"bulkhead_violations_total{verdict="DENIED",direction="egress",src_namespace="a0",dst_namespace="db"} 3"#,
+                r#"src_namespace="_other",dst_namespace="_other"} 15"#,
+                r#"bulkhead_map_fill_ratio{map="POLICY"} 0.25"#,
+                r#"bulkhead_map_capacity{map="POLICY"} 200"#,
+            ],
         );
     }
 
     #[test]
     fn every_counter_is_exported_from_zero_with_the_build() {
         let text = Metrics::new(&LoadOptions::default()).encode();
-        for c in KernelCounter::ALL {
-            let series = format!(
-                r#"bulkhead_datapath_packets_total{{reason="{}"}} 0"#,
-                c.name()
-            );
-            assert!(text.contains(&series), "{series} missing in\n{text}");
-        }
-        for series in [
-            "bulkhead_events_lost_total 0",
-            r#"bulkhead_policy_objects{state="rejected"} 0"#,
-            r#"bulkhead_policy_apply_failures_total{map="POLICY"} 0"#,
-            "bulkhead_source_watch_errors_total 0",
-        ] {
-            assert!(text.contains(series), "{series} missing in\n{text}");
-        }
+        assert_exports(
+            &text,
+            KernelCounter::ALL.map(|c| {
+                format!(
+                    r#"bulkhead_datapath_packets_total{{reason="{}"}} 0"#,
+                    c.name()
+                )
+            }),
+        );
+        assert_exports(
+            &text,
+            [
+                "bulkhead_events_lost_total 0",
+                r#"bulkhead_policy_objects{state="rejected"} 0"#,
+                r#"bulkhead_policy_apply_failures_total{map="POLICY"} 0"#,
+                "bulkhead_source_watch_errors_total 0",
+            ],
+        );
         let build = format!(
             r#"bulkhead_build_info{{version="{}",commit="{}"}} 1"#,
             env!("CARGO_PKG_VERSION"),
             crate::COMMIT
         );
-        assert!(text.contains(&build), "{build} missing in\n{text}");
+        assert_exports(&text, [build]);
     }
 
     #[test]
@@ -482,25 +442,15 @@ mod tests {
             ..Rejection::default()
         };
         m.policy_objects(2, &[kept], 1);
-        let text = m.encode();
-        for series in [
-            r#"bulkhead_rejected_policy_objects{in_force="LastAcceptedInForce"} 1"#,
-            r#"bulkhead_rejected_policy_objects{in_force="FailClosed"} 0"#,
-            "bulkhead_invalid_mode_labels 1",
-        ] {
-            assert!(
-                text.contains(series),
-                "{series} missing in
-{text}"
-            );
-        }
-        assert!(
-            text.contains(r#"bulkhead_policy_objects{state="accepted"} 2"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"bulkhead_policy_objects{state="rejected"} 1"#),
-            "{text}"
+        assert_exports(
+            &m.encode(),
+            [
+                r#"bulkhead_rejected_policy_objects{in_force="LastAcceptedInForce"} 1"#,
+                r#"bulkhead_rejected_policy_objects{in_force="FailClosed"} 0"#,
+                "bulkhead_invalid_mode_labels 1",
+                r#"bulkhead_policy_objects{state="accepted"} 2"#,
+                r#"bulkhead_policy_objects{state="rejected"} 1"#,
+            ],
         );
     }
 }

@@ -6,45 +6,27 @@ use firewall_common::{
     PolicyVerdict::{Allow, Deny},
 };
 
+use super::tests::{cfw, nsfw};
 use super::*;
 use crate::{model::InForce, source::file::parse_objects};
 
-const BASE: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: a}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: b}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: c}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: a1, namespace: a, uid: ua1}
-spec: {nodeName: n1, containers: []}
-status: {podIP: 10.244.0.1}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: b1, namespace: b, uid: ub1}
-spec: {nodeName: n1, containers: []}
-status: {podIP: 10.244.0.2}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: c1, namespace: c, uid: uc1}
-spec: {nodeName: n1, containers: []}
-status: {podIP: 10.244.0.3}
-"#;
-
 const TCP: u8 = 6;
 
+/// Namespaces a, b and c, each with one pod on node n1: a1 (10.244.0.1), b1 (.2) and c1 (.3),
+/// plus the documents `extra`.
 fn model(extra: &str) -> ClusterModel {
-    parse_objects(&format!("{BASE}\n---\n{extra}")).expect("test model parses")
+    let base: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .zip(1..)
+        .map(|(ns, i)| {
+            format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
+                 apiVersion: v1\nkind: Pod\nmetadata: {{name: {ns}1, namespace: {ns}, uid: u{ns}1}}\n\
+                 spec: {{nodeName: n1, containers: []}}\nstatus: {{podIP: 10.244.0.{i}}}\n"
+            )
+        })
+        .collect();
+    parse_objects(&format!("{}---\n{extra}", base.join("---\n"))).expect("test model parses")
 }
 
 fn opts() -> CompileOptions {
@@ -72,18 +54,6 @@ fn judge(m: &ClusterModel, src: &str, dst: &str, port: u16) -> [(PolicyVerdict, 
         side(&e.egress),
         side(e.ingress.as_ref().expect("pod destination")),
     ]
-}
-
-fn nsfw(ns: &str, name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: bulkhead.dev/v1alpha1\nkind: NamespaceFirewall\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
-    )
-}
-
-fn cfw(name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: bulkhead.dev/v1alpha1\nkind: ClusterFirewall\nmetadata: {{name: {name}}}\nspec: {spec}\n"
-    )
 }
 
 fn allowed(policy: &str, step: Step) -> (PolicyVerdict, String, Step) {
@@ -155,6 +125,19 @@ fn a_never_accepted_namespace_firewall_admits_nothing_in_the_directions_it_names
     );
 }
 
+/// Asserts that b's rejected `db` denies both what comes into b (from a) and what leaves it (to c).
+#[track_caller]
+fn denies_both_directions_by_b_db(m: &ClusterModel) {
+    assert_eq!(
+        judge(m, "a", "b", 80)[1],
+        denied("NamespaceFirewall/b/db", Step::NoMatch)
+    );
+    assert_eq!(
+        judge(m, "b", "c", 80)[0],
+        denied("NamespaceFirewall/b/db", Step::NoMatch)
+    );
+}
+
 #[test]
 fn a_namespace_firewall_that_does_not_deserialize_restricts_what_it_names() {
     // An unknown field (a CRD upgrade an older agent cannot read): both named directions.
@@ -164,24 +147,10 @@ fn a_namespace_firewall_that_does_not_deserialize_restricts_what_it_names() {
         "{ingress: [{from: {namespaces: [a]}, newField: 1}], egress: [{to: {namespaces: [c]}}]}",
     ));
     assert_eq!(m.rejected.len(), 1, "{:?}", m.rejected);
-    assert_eq!(
-        judge(&m, "a", "b", 80)[1],
-        denied("NamespaceFirewall/b/db", Step::NoMatch)
-    );
-    assert_eq!(
-        judge(&m, "b", "c", 80)[0],
-        denied("NamespaceFirewall/b/db", Step::NoMatch)
-    );
+    denies_both_directions_by_b_db(&m);
     // A spec that is not even an object: both directions.
     let m = model(&nsfw("b", "db", "oops"));
-    assert_eq!(
-        judge(&m, "a", "b", 80)[1],
-        denied("NamespaceFirewall/b/db", Step::NoMatch)
-    );
-    assert_eq!(
-        judge(&m, "b", "c", 80)[0],
-        denied("NamespaceFirewall/b/db", Step::NoMatch)
-    );
+    denies_both_directions_by_b_db(&m);
     // Another valid object of the namespace still allows what it allows (a union).
     let m = model(&format!(
         "{}---\n{}",

@@ -87,6 +87,25 @@ fn model(extra: &str) -> ClusterModel {
     parse_objects(&format!("{BASE}\n---\n{extra}")).unwrap()
 }
 
+/// [`BASE`] with the documents `docs`.
+fn model_of(docs: &[String]) -> ClusterModel {
+    model(&docs.join("---\n"))
+}
+
+/// A NamespaceFirewall document: `name` in namespace `ns`, with `spec` (YAML).
+pub(super) fn nsfw(ns: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: NamespaceFirewall\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
+    )
+}
+
+/// A ClusterFirewall document: `name`, with `spec` (YAML).
+pub(super) fn cfw(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: ClusterFirewall\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+    )
+}
+
 fn opts() -> CompileOptions {
     CompileOptions {
         node_name: "n1".into(),
@@ -131,32 +150,24 @@ use PolicyVerdict::{Allow, Deny};
 
 #[test]
 fn cluster_rules_by_priority_then_name_then_index() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: a-late}
-spec:
-  priority: 20
-  rules: [{action: Allow, from: {namespaces: [a]}, to: {namespaces: [b]}}]
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: z-early}
-spec:
-  priority: 10
-  rules:
-    - {action: Deny, from: {namespaces: [a]}, to: {namespaces: [b]}, ports: [{port: 80}]}
-    - {action: Allow, from: {namespaces: [a]}, to: {namespaces: [b]}, ports: [{port: 80, endPort: 90}]}
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: b-same}
-spec:
-  priority: 20
-  rules: [{action: Deny, from: {namespaces: [a]}, to: {namespaces: [b]}}]
-"#,
-    );
+    let m = model_of(&[
+        cfw(
+            "a-late",
+            "{priority: 20, rules: [{action: Allow, from: {namespaces: [a]}, to: {namespaces: [b]}}]}",
+        ),
+        cfw(
+            "z-early",
+            concat!(
+                "{priority: 10, rules: [",
+                "{action: Deny, from: {namespaces: [a]}, to: {namespaces: [b]}, ports: [{port: 80}]},",
+                "{action: Allow, from: {namespaces: [a]}, to: {namespaces: [b]}, ports: [{port: 80, endPort: 90}]}]}",
+            ),
+        ),
+        cfw(
+            "b-same",
+            "{priority: 20, rules: [{action: Deny, from: {namespaces: [a]}, to: {namespaces: [b]}}]}",
+        ),
+    ]);
     let e = to_ns(&m, "a", "b", TCP, 80);
     assert_eq!(
         side(&e.egress),
@@ -184,23 +195,17 @@ spec:
 
 #[test]
 fn delegate_hands_over_to_namespace_rules() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: base}
-spec:
-  rules:
-    - {action: Delegate, to: {namespaces: [b]}, ports: [{port: 80}]}
-    - {action: Deny, to: {namespaces: [b]}}
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: default, namespace: b}
-spec:
-  ingress: [{from: {namespaces: [a]}}]
-"#,
-    );
+    let m = model_of(&[
+        cfw(
+            "base",
+            concat!(
+                "{rules: [",
+                "{action: Delegate, to: {namespaces: [b]}, ports: [{port: 80}]},",
+                "{action: Deny, to: {namespaces: [b]}}]}",
+            ),
+        ),
+        nsfw("b", "default", "{ingress: [{from: {namespaces: [a]}}]}"),
+    ]);
     let e = to_ns(&m, "a", "b", TCP, 80);
     assert_eq!(
         side(&e.egress),
@@ -225,15 +230,7 @@ spec:
 
 #[test]
 fn egress_side_denies() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: default, namespace: a}
-spec:
-  egress: [{to: {namespaces: [c]}}]
-"#,
-    );
+    let m = model(&nsfw("a", "default", "{egress: [{to: {namespaces: [c]}}]}"));
     let e = to_ns(&m, "a", "b", TCP, 80);
     assert_eq!(
         side(&e.egress),
@@ -260,22 +257,18 @@ spec:
 
 #[test]
 fn ingress_side_denies_and_namespaces_union() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: y, namespace: b}
-spec:
-  ingress: [{from: {namespaceSelector: {matchLabels: {tier: web}}}, ports: [{port: 80}]}]
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: x, namespace: b}
-spec:
-  ingress: [{from: {namespaces: [c]}}]
-  egress: null
-"#,
-    );
+    let m = model_of(&[
+        nsfw(
+            "b",
+            "y",
+            "{ingress: [{from: {namespaceSelector: {matchLabels: {tier: web}}}, ports: [{port: 80}]}]}",
+        ),
+        nsfw(
+            "b",
+            "x",
+            "{ingress: [{from: {namespaces: [c]}}], egress: null}",
+        ),
+    ]);
     let e = to_ns(&m, "a", "b", TCP, 80);
     assert_eq!(
         side(&e.egress),
@@ -306,15 +299,11 @@ spec:
 
 #[test]
 fn services_narrow_to_backing_pods_and_cluster_ips() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: default, namespace: b}
-spec:
-  ingress: [{from: {namespaces: [a]}, services: [api]}]
-"#,
-    );
+    let m = model(&nsfw(
+        "b",
+        "default",
+        "{ingress: [{from: {namespaces: [a]}, services: [api]}]}",
+    ));
     for ip in ["10.244.0.2", "10.96.0.2"] {
         let e = to_ip(&m, "a", ip, TCP, 8080);
         assert_eq!(
@@ -353,17 +342,14 @@ spec:
 
 #[test]
 fn cluster_rule_services_and_cidrs() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: base}
-spec:
-  rules:
-    - {action: Deny, to: {services: [b/api]}}
-    - {action: Deny, from: {namespaces: [a]}, to: {cidrs: [10.0.0.0/8, "fd00::/8"], except: [10.1.0.0/16]}, ports: [{protocol: TCP, port: 443}]}
-"#,
-    );
+    let m = model(&cfw(
+        "base",
+        concat!(
+            "{rules: [",
+            "{action: Deny, to: {services: [b/api]}},",
+            "{action: Deny, from: {namespaces: [a]}, to: {cidrs: [10.0.0.0/8, \"fd00::/8\"], except: [10.1.0.0/16]}, ports: [{protocol: TCP, port: 443}]}]}",
+        ),
+    ));
     assert_eq!(
         side(&to_ip(&m, "a", "10.96.0.2", TCP, 80).egress),
         (Deny, "ClusterFirewall/base:rules[0]", Step::ClusterRule)
@@ -389,17 +375,11 @@ spec:
 
 #[test]
 fn cidr_with_except_and_port_ranges() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: out, namespace: a}
-spec:
-  egress:
-    - to: {cidrs: [10.0.0.0/8], except: [10.1.0.0/16]}
-      ports: [{protocol: TCP, port: 443}, {protocol: UDP, port: 5000, endPort: 5010}]
-"#,
-    );
+    let m = model(&nsfw(
+        "a",
+        "out",
+        "{egress: [{to: {cidrs: [10.0.0.0/8], except: [10.1.0.0/16]}, ports: [{protocol: TCP, port: 443}, {protocol: UDP, port: 5000, endPort: 5010}]}]}",
+    ));
     let allow = |ip: &str, proto, port| side(&to_ip(&m, "a", ip, proto, port).egress).0 == Allow;
     assert!(allow("10.2.3.4", TCP, 443));
     assert!(!allow("10.1.2.3", TCP, 443));
@@ -415,14 +395,7 @@ spec:
 
 #[test]
 fn cluster_default_allow_and_deny() {
-    let deny = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: defaults}
-spec: {defaults: {crossNamespace: Deny}}
-"#,
-    );
+    let deny = model(&cfw("defaults", "{defaults: {crossNamespace: Deny}}"));
     let e = to_ns(&deny, "a", "b", TCP, 80);
     assert_eq!(side(&e.egress), (Deny, "default", Step::Default));
     assert_eq!(ingress(&e), (Deny, "default", Step::Default));
@@ -442,21 +415,13 @@ spec: {defaults: {crossNamespace: Deny}}
 
 #[test]
 fn always_allowed() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: defaults}
-spec:
-  rules: [{action: Deny}]
-  defaults: {crossNamespace: Deny, mode: Enforce}
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: none, namespace: a}
-spec: {ingress: [], egress: []}
-"#,
-    );
+    let m = model_of(&[
+        cfw(
+            "defaults",
+            "{rules: [{action: Deny}], defaults: {crossNamespace: Deny, mode: Enforce}}",
+        ),
+        nsfw("a", "none", "{ingress: [], egress: []}"),
+    ]);
     let e = to_ns(&m, "a", "a", TCP, 80);
     assert_eq!(side(&e.egress).2, Step::SameNamespace);
     assert!(!e.dropped);
@@ -573,33 +538,19 @@ metadata: {name: plain}
 
 #[test]
 fn defaults_conflict_and_invalid_objects_are_refused_and_fail_closed() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: second}
-spec:
-  rules: [{action: Deny, to: {namespaces: [b]}}]
-  defaults: {crossNamespace: Allow}
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: ClusterFirewall
-metadata: {name: first}
-spec: {defaults: {crossNamespace: Deny}}
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: broken, namespace: c}
-spec:
-  ingress: [{from: {namespaces: [a]}, ports: [{port: 70000}]}]
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: typo, namespace: c}
-spec:
-  ingress: [{from: {namespace: [a]}}]
-"#,
-    );
+    let m = model_of(&[
+        cfw(
+            "second",
+            "{rules: [{action: Deny, to: {namespaces: [b]}}], defaults: {crossNamespace: Allow}}",
+        ),
+        cfw("first", "{defaults: {crossNamespace: Deny}}"),
+        nsfw(
+            "c",
+            "broken",
+            "{ingress: [{from: {namespaces: [a]}, ports: [{port: 70000}]}]}",
+        ),
+        nsfw("c", "typo", "{ingress: [{from: {namespace: [a]}}]}"),
+    ]);
     let c = compile(&m, &opts(), &mut IdAllocator::default());
     let got: Vec<(&str, &str, &str)> = c
         .rejected
@@ -653,15 +604,11 @@ spec:
 
 #[test]
 fn rule_table_and_endpoints() {
-    let m = model(
-        r#"
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: default, namespace: b}
-spec:
-  ingress: [{from: {namespaces: [c]}}]
-"#,
-    );
+    let m = model(&nsfw(
+        "b",
+        "default",
+        "{ingress: [{from: {namespaces: [c]}}]}",
+    ));
     let mut m = m;
     m.pods[0].cgroup_ids = vec![77];
     let c = compile(&m, &opts(), &mut IdAllocator::default());
@@ -803,78 +750,104 @@ fn gen_model(seed: u64) -> ClusterModel {
     let mut r = Rng(seed);
     let mut m = ClusterModel::default();
     for (i, ns) in NAMESPACES.iter().enumerate() {
-        let mut labels = BTreeMap::new();
-        if r.chance(70) {
-            labels.insert("tier".to_owned(), r.pick(&["web", "db"]).to_string());
-        }
-        if r.chance(30) {
-            labels.insert(
-                "bulkhead.dev/mode".to_owned(),
-                r.pick(&["enforce", "off", "monitor", "bogus"]).to_string(),
-            );
-        }
-        m.namespaces.insert(
-            ns.to_string(),
-            Namespace {
-                name: ns.to_string(),
-                labels,
-            },
-        );
+        m.namespaces
+            .insert(ns.to_string(), gen_namespace(&mut r, ns));
         for j in 0..3u8 {
-            let app = r.pick(&["a", "b", "c"]).to_string();
-            let mut ips = vec![IpAddr::V4(Ipv4Addr::new(10, 244, i as u8, j + 1))];
-            if r.chance(40) {
-                ips.push(IpAddr::V6(Ipv6Addr::new(
-                    0xfd00,
-                    0x10,
-                    0,
-                    0,
-                    0,
-                    0,
-                    i as u16,
-                    u16::from(j) + 1,
-                )));
-            }
-            m.pods.push(Pod {
-                namespace: ns.to_string(),
-                name: format!("p{j}"),
-                uid: format!("{ns}-{j}"),
-                node_name: Some(if r.chance(75) { "node-1" } else { "node-2" }.to_owned()),
-                host_network: false,
-                ips,
-                labels: BTreeMap::from([(
-                    if *ns == "kube-system" {
-                        "k8s-app"
-                    } else {
-                        "app"
-                    }
-                    .to_owned(),
-                    app,
-                )]),
-                terminal: false,
-                cgroup_ids: vec![1000 + (i as u64) * 10 + u64::from(j)],
-            });
+            m.pods.push(gen_pod(&mut r, i, ns, j));
         }
-        for (k, app) in ["a", "b"].iter().enumerate() {
-            let name = if *ns == "kube-system" && k == 0 {
+        m.services.extend(services_of(i, ns));
+    }
+    add_special_endpoints(&mut m);
+    for k in 0..r.below(3) {
+        m.cluster_firewalls.push(gen_cluster_firewall(&mut r, k));
+    }
+    for ns in &NAMESPACES[..5] {
+        for k in 0..r.below(3) {
+            m.namespace_firewalls
+                .push(gen_namespace_firewall(&mut r, ns, k));
+        }
+    }
+    m
+}
+
+fn gen_namespace(r: &mut Rng, ns: &str) -> Namespace {
+    let mut labels = BTreeMap::new();
+    if r.chance(70) {
+        labels.insert("tier".to_owned(), r.pick(&["web", "db"]).to_string());
+    }
+    if r.chance(30) {
+        labels.insert(
+            "bulkhead.dev/mode".to_owned(),
+            r.pick(&["enforce", "off", "monitor", "bogus"]).to_string(),
+        );
+    }
+    Namespace {
+        name: ns.to_string(),
+        labels,
+    }
+}
+
+/// The label key that Services of `ns` select their pods by.
+fn app_label(ns: &str) -> &'static str {
+    if ns == "kube-system" {
+        "k8s-app"
+    } else {
+        "app"
+    }
+}
+
+/// Pod `j` of namespace `i` (`ns`): 10.244.i.(j+1), sometimes also IPv6, mostly on node-1.
+fn gen_pod(r: &mut Rng, i: usize, ns: &str, j: u8) -> Pod {
+    let app = r.pick(&["a", "b", "c"]).to_string();
+    let mut ips = vec![IpAddr::V4(Ipv4Addr::new(10, 244, i as u8, j + 1))];
+    if r.chance(40) {
+        ips.push(IpAddr::V6(Ipv6Addr::new(
+            0xfd00,
+            0x10,
+            0,
+            0,
+            0,
+            0,
+            i as u16,
+            u16::from(j) + 1,
+        )));
+    }
+    Pod {
+        namespace: ns.to_string(),
+        name: format!("p{j}"),
+        uid: format!("{ns}-{j}"),
+        node_name: Some(if r.chance(75) { "node-1" } else { "node-2" }.to_owned()),
+        host_network: false,
+        ips,
+        labels: BTreeMap::from([(app_label(ns).to_owned(), app)]),
+        terminal: false,
+        cgroup_ids: vec![1000 + (i as u64) * 10 + u64::from(j)],
+    }
+}
+
+/// Services `svc-a` and `svc-b` of namespace `i` (`ns`); kube-system's first is `kube-dns`.
+fn services_of(i: usize, ns: &str) -> Vec<Service> {
+    ["a", "b"]
+        .iter()
+        .enumerate()
+        .map(|(k, app)| Service {
+            namespace: ns.to_string(),
+            name: if ns == "kube-system" && k == 0 {
                 "kube-dns".to_owned()
             } else {
                 format!("svc-{app}")
-            };
-            let key = if *ns == "kube-system" {
-                "k8s-app"
-            } else {
-                "app"
-            };
-            m.services.push(Service {
-                namespace: ns.to_string(),
-                name,
-                selector: Some(BTreeMap::from([(key.to_owned(), app.to_string())])),
-                cluster_ips: vec![IpAddr::V4(Ipv4Addr::new(10, 96, i as u8, k as u8 + 1))],
-            });
-        }
-    }
-    // A terminal pod whose IP was reused, and a hostNetwork pod.
+            },
+            selector: Some(BTreeMap::from([(
+                app_label(ns).to_owned(),
+                app.to_string(),
+            )])),
+            cluster_ips: vec![IpAddr::V4(Ipv4Addr::new(10, 96, i as u8, k as u8 + 1))],
+        })
+        .collect()
+}
+
+/// A terminal pod whose IP was reused, a hostNetwork pod, and the two nodes.
+fn add_special_endpoints(m: &mut ClusterModel) {
     m.pods.push(Pod {
         namespace: "n0".into(),
         name: "done".into(),
@@ -899,82 +872,80 @@ fn gen_model(seed: u64) -> ClusterModel {
         name: "node-2".into(),
         addresses: vec!["192.168.0.2".parse().unwrap()],
     });
+}
 
-    for k in 0..r.below(3) {
-        let rules = (0..1 + r.below(4))
-            .map(|_| {
-                let (cidrs, except) = gen_cidrs(&mut r);
-                let services = r.chance(25).then(|| {
-                    vec![format!(
-                        "{}/svc-{}",
-                        r.pick(&NAMESPACES[..5]),
-                        r.pick(&["a", "b"])
-                    )]
-                });
-                let to = (!r.chance(20)).then(|| DestPeer {
-                    namespaces: gen_names(&mut r),
-                    namespace_selector: r.chance(20).then(|| gen_selector(&mut r)),
-                    services,
-                    cidrs,
-                    except,
-                });
-                ClusterRule {
-                    action: *r.pick(&[Action::Allow, Action::Deny, Action::Delegate]),
-                    from: r.chance(60).then(|| gen_peer(&mut r)),
-                    to,
-                    ports: gen_ports(&mut r),
-                }
-            })
-            .collect();
-        let defaults = r.chance(40).then(|| ClusterDefaults {
-            cross_namespace: Some(*r.pick(&[DefaultAction::Allow, DefaultAction::Deny])),
-            mode: None,
-        });
-        let spec = ClusterFirewallSpec {
-            priority: *r.pick(&[10, 20]),
-            rules,
-            defaults,
-        };
-        m.cluster_firewalls
-            .push(ClusterFirewall::new(&format!("cf{k}"), spec));
+fn gen_cluster_rule(r: &mut Rng) -> ClusterRule {
+    let (cidrs, except) = gen_cidrs(r);
+    let services = r.chance(25).then(|| {
+        vec![format!(
+            "{}/svc-{}",
+            r.pick(&NAMESPACES[..5]),
+            r.pick(&["a", "b"])
+        )]
+    });
+    let to = (!r.chance(20)).then(|| DestPeer {
+        namespaces: gen_names(r),
+        namespace_selector: r.chance(20).then(|| gen_selector(r)),
+        services,
+        cidrs,
+        except,
+    });
+    ClusterRule {
+        action: *r.pick(&[Action::Allow, Action::Deny, Action::Delegate]),
+        from: r.chance(60).then(|| gen_peer(r)),
+        to,
+        ports: gen_ports(r),
     }
-    for ns in &NAMESPACES[..5] {
-        for k in 0..r.below(3) {
-            let ingress = r.chance(60).then(|| {
-                (0..r.below(3))
-                    .map(|_| IngressRule {
-                        from: gen_peer(&mut r),
-                        services: r
-                            .chance(30)
-                            .then(|| vec![format!("svc-{}", r.pick(&["a", "b"]))]),
-                        ports: gen_ports(&mut r),
-                    })
-                    .collect()
-            });
-            let egress = r.chance(50).then(|| {
-                (0..r.below(3))
-                    .map(|_| {
-                        let (cidrs, except) = gen_cidrs(&mut r);
-                        let to = EgressPeer {
-                            namespaces: gen_names(&mut r),
-                            namespace_selector: r.chance(20).then(|| gen_selector(&mut r)),
-                            cidrs,
-                            except,
-                        };
-                        EgressRule {
-                            to,
-                            ports: gen_ports(&mut r),
-                        }
-                    })
-                    .collect()
-            });
-            let mut o =
-                NamespaceFirewall::new(&format!("f{k}"), NamespaceFirewallSpec { ingress, egress });
-            o.metadata.namespace = Some(ns.to_string());
-            m.namespace_firewalls.push(o);
-        }
+}
+
+fn gen_cluster_firewall(r: &mut Rng, k: usize) -> ClusterFirewall {
+    let rules = (0..1 + r.below(4)).map(|_| gen_cluster_rule(r)).collect();
+    let defaults = r.chance(40).then(|| ClusterDefaults {
+        cross_namespace: Some(*r.pick(&[DefaultAction::Allow, DefaultAction::Deny])),
+        mode: None,
+    });
+    let spec = ClusterFirewallSpec {
+        priority: *r.pick(&[10, 20]),
+        rules,
+        defaults,
+    };
+    ClusterFirewall::new(&format!("cf{k}"), spec)
+}
+
+fn gen_ingress_rule(r: &mut Rng) -> IngressRule {
+    IngressRule {
+        from: gen_peer(r),
+        services: r
+            .chance(30)
+            .then(|| vec![format!("svc-{}", r.pick(&["a", "b"]))]),
+        ports: gen_ports(r),
     }
-    m
+}
+
+fn gen_egress_rule(r: &mut Rng) -> EgressRule {
+    let (cidrs, except) = gen_cidrs(r);
+    let to = EgressPeer {
+        namespaces: gen_names(r),
+        namespace_selector: r.chance(20).then(|| gen_selector(r)),
+        cidrs,
+        except,
+    };
+    EgressRule {
+        to,
+        ports: gen_ports(r),
+    }
+}
+
+fn gen_namespace_firewall(r: &mut Rng, ns: &str, k: usize) -> NamespaceFirewall {
+    let ingress = r
+        .chance(60)
+        .then(|| (0..r.below(3)).map(|_| gen_ingress_rule(r)).collect());
+    let egress = r
+        .chance(50)
+        .then(|| (0..r.below(3)).map(|_| gen_egress_rule(r)).collect());
+    let mut o = NamespaceFirewall::new(&format!("f{k}"), NamespaceFirewallSpec { ingress, egress });
+    o.metadata.namespace = Some(ns.to_string());
+    o
 }
 
 /// Trie entries of one (side, local) row: (prefix length, key, value).
@@ -1081,6 +1052,23 @@ fn check_side(what: &str, kernel: PolicyValue, exp: &SideDecision, c: &Compiled)
     assert_eq!(c.rules[kernel.rule as usize], exp.policy, "{what}: rule");
 }
 
+/// Ports probed for TCP, UDP and SCTP: both ends of every range the generator writes, and their
+/// neighbours.
+const PROBE_PORTS: [u16; 21] = [
+    0, 1, 49, 50, 52, 53, 54, 60, 61, 79, 80, 81, 999, 1000, 1001, 1499, 1500, 2000, 2001, 65534,
+    65535,
+];
+
+/// One probed connection from a local pod.
+struct Probe<'a> {
+    /// What the failure messages call it.
+    what: String,
+    src: &'a Pod,
+    dst_ip: IpAddr,
+    proto: u8,
+    port: u16,
+}
+
 fn run_property(seed: u64) -> usize {
     let m = gen_model(seed);
     let o = CompileOptions {
@@ -1094,10 +1082,6 @@ fn run_property(seed: u64) -> usize {
     assert_eq!(first, c);
     let k = Kernel::new(&c);
     let ev = Evaluator::new(&m, &o);
-    let ports = [
-        0u16, 1, 49, 50, 52, 53, 54, 60, 61, 79, 80, 81, 999, 1000, 1001, 1499, 1500, 2000, 2001,
-        65534, 65535,
-    ];
     let sources: Vec<&Pod> = m
         .pods
         .iter()
@@ -1105,13 +1089,11 @@ fn run_property(seed: u64) -> usize {
         .collect();
     let mut checked = 0;
     for src in &sources {
-        let local = c.maps.cgroups[&src.cgroup_ids[0]];
         for dst_ip in probe_addresses(&m) {
-            let peer = k.identity(dst_ip);
             let icmp = if dst_ip.is_ipv4() { 1 } else { 58 };
             for proto in [icmp, 6, 17, 132, 47] {
                 let port_list: &[u16] = if matches!(proto, 6 | 17 | 132) {
-                    &ports
+                    &PROBE_PORTS
                 } else {
                     &[0]
                 };
@@ -1120,52 +1102,72 @@ fn run_property(seed: u64) -> usize {
                         "seed {seed}: {}/{} -> {dst_ip} proto {proto} port {port}",
                         src.namespace, src.name
                     );
+                    let probe = Probe {
+                        what,
+                        src,
+                        dst_ip,
+                        proto,
+                        port,
+                    };
                     let exp =
                         ev.explain(&src.namespace, &Destination::Address(dst_ip), proto, port);
-                    assert_eq!(exp.egress.mode, k.mode(local.ns), "{what}: egress mode");
-                    // The egress program at the source.
-                    if exemption(Side::Egress, &local, &peer, proto, port).is_some() {
-                        assert_eq!(exp.egress.verdict, Allow, "{what}: exempt");
-                        assert!(
-                            matches!(exp.egress.step, Step::SameNamespace | Step::Dns),
-                            "{what}: {exp:?}"
-                        );
-                    } else {
-                        let v = k.lookup(Side::Egress, local.id, peer.id, proto, port);
-                        check_side(&format!("{what} egress"), v, &exp.egress, &c);
-                        if peer.ns >= NS_FIRST {
-                            let v2 = k.lookup(Side::Ingress, peer.id, local.id, proto, port);
-                            let ing = exp.ingress.as_ref().unwrap();
-                            check_side(&format!("{what} ingress (at source)"), v2, ing, &c);
-                            assert_eq!(ing.mode, k.mode(peer.ns), "{what}: ingress mode");
-                        } else {
-                            assert!(exp.ingress.is_none(), "{what}");
-                        }
-                    }
-                    // The ingress program at a local destination pod.
-                    let dst_pod = m.pods.iter().find(|p| {
-                        p.is_endpoint()
-                            && p.ips.contains(&dst_ip)
-                            && p.node_name.as_deref() == Some("node-1")
-                    });
-                    let src_ip = src.ips.iter().find(|i| i.is_ipv4() == dst_ip.is_ipv4());
-                    if let (Some(dst_pod), Some(src_ip)) = (dst_pod, src_ip) {
-                        let dlocal = c.maps.cgroups[&dst_pod.cgroup_ids[0]];
-                        let speer = k.identity(*src_ip);
-                        let ing = exp.ingress.as_ref().unwrap();
-                        if exemption(Side::Ingress, &dlocal, &speer, proto, port).is_some() {
-                            assert_eq!(ing.verdict, Allow, "{what}: ingress exempt");
-                        } else {
-                            let v = k.lookup(Side::Ingress, dlocal.id, speer.id, proto, port);
-                            check_side(&format!("{what} ingress (at destination)"), v, ing, &c);
-                        }
-                    }
+                    check_at_source(&k, &probe, &exp);
+                    check_at_destination(&k, &m, &probe, &exp);
                     checked += 1;
                 }
             }
         }
     }
     checked
+}
+
+/// The egress program at the source (and, for a pod destination, the ingress decision it
+/// takes there on the destination's behalf) against the explanation.
+fn check_at_source(k: &Kernel<'_>, p: &Probe<'_>, exp: &Explanation) {
+    let (c, what, proto, port) = (k.c, &p.what, p.proto, p.port);
+    let local = c.maps.cgroups[&p.src.cgroup_ids[0]];
+    let peer = k.identity(p.dst_ip);
+    assert_eq!(exp.egress.mode, k.mode(local.ns), "{what}: egress mode");
+    if exemption(Side::Egress, &local, &peer, proto, port).is_some() {
+        assert_eq!(exp.egress.verdict, Allow, "{what}: exempt");
+        assert!(
+            matches!(exp.egress.step, Step::SameNamespace | Step::Dns),
+            "{what}: {exp:?}"
+        );
+        return;
+    }
+    let v = k.lookup(Side::Egress, local.id, peer.id, proto, port);
+    check_side(&format!("{what} egress"), v, &exp.egress, c);
+    if peer.ns >= NS_FIRST {
+        let v2 = k.lookup(Side::Ingress, peer.id, local.id, proto, port);
+        let ing = exp.ingress.as_ref().unwrap();
+        check_side(&format!("{what} ingress (at source)"), v2, ing, c);
+        assert_eq!(ing.mode, k.mode(peer.ns), "{what}: ingress mode");
+    } else {
+        assert!(exp.ingress.is_none(), "{what}");
+    }
+}
+
+/// The ingress program at the destination, when it is a pod on this node, against the
+/// explanation.
+fn check_at_destination(k: &Kernel<'_>, m: &ClusterModel, p: &Probe<'_>, exp: &Explanation) {
+    let (c, what, proto, port) = (k.c, &p.what, p.proto, p.port);
+    let dst_pod = m.pods.iter().find(|d| {
+        d.is_endpoint() && d.ips.contains(&p.dst_ip) && d.node_name.as_deref() == Some("node-1")
+    });
+    let src_ip = p.src.ips.iter().find(|i| i.is_ipv4() == p.dst_ip.is_ipv4());
+    let (Some(dst_pod), Some(src_ip)) = (dst_pod, src_ip) else {
+        return;
+    };
+    let dlocal = c.maps.cgroups[&dst_pod.cgroup_ids[0]];
+    let speer = k.identity(*src_ip);
+    let ing = exp.ingress.as_ref().unwrap();
+    if exemption(Side::Ingress, &dlocal, &speer, proto, port).is_some() {
+        assert_eq!(ing.verdict, Allow, "{what}: ingress exempt");
+    } else {
+        let v = k.lookup(Side::Ingress, dlocal.id, speer.id, proto, port);
+        check_side(&format!("{what} ingress (at destination)"), v, ing, c);
+    }
 }
 
 #[test]
@@ -1212,19 +1214,14 @@ fn compile_is_deterministic_and_sparse() {
 
 #[test]
 fn explanation_reads_well() {
-    let m = model(
-        r#"
-apiVersion: v1
+    let m = model_of(&[
+        r#"apiVersion: v1
 kind: Namespace
 metadata: {name: b, labels: {tier: db, bulkhead.dev/mode: enforce}}
----
-apiVersion: bulkhead.dev/v1alpha1
-kind: NamespaceFirewall
-metadata: {name: default, namespace: b}
-spec:
-  ingress: [{from: {namespaces: [c]}}]
-"#,
-    );
+"#
+        .to_owned(),
+        nsfw("b", "default", "{ingress: [{from: {namespaces: [c]}}]}"),
+    ]);
     let e = to_ip(&m, "a", "10.244.0.2", TCP, 5432);
     assert!(e.dropped);
     assert_eq!(

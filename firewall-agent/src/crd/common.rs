@@ -12,92 +12,89 @@ use serde::{Deserialize, Serialize};
 // NamespaceFirewall ingress/egress: 64 rules; ClusterFirewall rules: 128 (in their files);
 // ports 32, cidrs 32, except 32, matchExpressions 16 per entry (here).
 
-/// A set of source namespaces (`from`): named ones plus those a selector picks; `{}` is every
-/// namespace. Unknown fields are refused so that a typo never widens a rule to `{}`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Peer {
-    /// Namespaces by name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxItems" = 256, "items" = {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}))]
-    pub namespaces: Option<Vec<String>>,
-    /// Namespaces by label.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace_selector: Option<LabelSelector>,
+/// Declares a peer struct: the two ways every peer picks namespaces (`namespaces`,
+/// `namespaceSelector`), then the peer's own fields. Unknown fields are refused so that a typo
+/// never widens a rule to `{}`.
+macro_rules! peer {
+    ($(#[$attr:meta])* $name:ident { $($field:tt)* }) => {
+        $(#[$attr])*
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct $name {
+            /// Namespaces by name.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(extend("maxItems" = 256, "items" = {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}))]
+            pub namespaces: Option<Vec<String>>,
+            /// Namespaces by label.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub namespace_selector: Option<LabelSelector>,
+            $($field)*
+        }
+    };
 }
 
-/// A NamespaceFirewall egress destination: namespaces (by name or label) and addresses outside
-/// every namespace (`cidrs` minus `except`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new(
-    "!has(self.except) || (has(self.cidrs) && self.except.all(e, !isCIDR(e) || self.cidrs.exists(c, isCIDR(c) && cidr(c).containsCIDR(e))))"
-)
-.message("each except entry must lie inside one of cidrs")
-.field_path(".except"))]
-pub struct EgressPeer {
-    /// Namespaces by name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxItems" = 256, "items" = {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}))]
-    pub namespaces: Option<Vec<String>>,
-    /// Namespaces by label.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace_selector: Option<LabelSelector>,
-    /// World and host addresses (never pods or cluster IPs), e.g. `10.0.0.0/8`, `fd00::/8`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxItems" = 32, "items" = {"type": "string", "maxLength": 64}))]
-    #[x_kube(
-        validation = Rule::new("self.all(c, isCIDR(c))").message("each entry must be a CIDR such as 10.0.0.0/8 or fd00::/8"),
-        validation = Rule::new("self.all(c, !isCIDR(c) || cidr(c) == cidr(c).masked())").message("host bits set: write the network address, e.g. 10.0.0.0/8")
-    )]
-    pub cidrs: Option<Vec<String>>,
-    /// Prefixes carved out of `cidrs`; each must lie inside one of them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxItems" = 32, "items" = {"type": "string", "maxLength": 64}))]
-    #[x_kube(
-        validation = Rule::new("self.all(c, isCIDR(c))").message("each entry must be a CIDR such as 10.1.0.0/16"),
-        validation = Rule::new("self.all(c, !isCIDR(c) || cidr(c) == cidr(c).masked())").message("host bits set: write the network address, e.g. 10.1.0.0/16")
-    )]
-    pub except: Option<Vec<String>>,
+/// Declares a destination peer: a [`peer!`] whose own fields are followed by addresses outside
+/// every namespace, `cidrs` (described by `$cidrs_doc`) minus `except`, and the rule that keeps
+/// `except` inside `cidrs`.
+macro_rules! destination_peer {
+    // Each address list: its doc, and the examples its two CEL messages give.
+    (@lists $(#[$attr:meta])* $name:ident { $($field:tt)* }
+        $($list:ident($doc:literal, $such_as:literal, $e_g:literal))*) => {
+        peer! {
+            $(#[$attr])*
+            #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+            #[x_kube(validation = Rule::new(
+                "!has(self.except) || (has(self.cidrs) && self.except.all(e, !isCIDR(e) || self.cidrs.exists(c, isCIDR(c) && cidr(c).containsCIDR(e))))"
+            )
+            .message("each except entry must lie inside one of cidrs")
+            .field_path(".except"))]
+            $name {
+                $($field)*
+                $(
+                    #[doc = $doc]
+                    #[serde(default, skip_serializing_if = "Option::is_none")]
+                    #[schemars(extend("maxItems" = 32, "items" = {"type": "string", "maxLength": 64}))]
+                    #[x_kube(
+                        validation = Rule::new("self.all(c, isCIDR(c))").message(concat!("each entry must be a CIDR such as ", $such_as)),
+                        validation = Rule::new("self.all(c, !isCIDR(c) || cidr(c) == cidr(c).masked())").message(concat!("host bits set: write the network address, e.g. ", $e_g))
+                    )]
+                    pub $list: Option<Vec<String>>,
+                )*
+            }
+        }
+    };
+    ($(#[$attr:meta])* $name:ident { $($field:tt)* } cidrs: $cidrs_doc:literal) => {
+        destination_peer! {
+            @lists $(#[$attr])* $name { $($field)* }
+            cidrs($cidrs_doc, "10.0.0.0/8 or fd00::/8", "10.0.0.0/8")
+            except(" Prefixes carved out of `cidrs`; each must lie inside one of them.", "10.1.0.0/16", "10.1.0.0/16")
+        }
+    };
 }
 
-/// A ClusterFirewall destination: like [`EgressPeer`], plus `services` (`namespace/name`) that
-/// narrow the rule to the pods behind those Services and their cluster IPs.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new(
-    "!has(self.except) || (has(self.cidrs) && self.except.all(e, !isCIDR(e) || self.cidrs.exists(c, isCIDR(c) && cidr(c).containsCIDR(e))))"
-)
-.message("each except entry must lie inside one of cidrs")
-.field_path(".except"))]
-pub struct DestPeer {
-    /// Namespaces by name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxItems" = 256, "items" = {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}))]
-    pub namespaces: Option<Vec<String>>,
-    /// Namespaces by label.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace_selector: Option<LabelSelector>,
-    /// Services as `namespace/name`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxItems" = 256, "items" = {"type": "string", "maxLength": 127, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z]([-a-z0-9]*[a-z0-9])?$"}))]
-    pub services: Option<Vec<String>>,
-    /// World and host addresses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxItems" = 32, "items" = {"type": "string", "maxLength": 64}))]
-    #[x_kube(
-        validation = Rule::new("self.all(c, isCIDR(c))").message("each entry must be a CIDR such as 10.0.0.0/8 or fd00::/8"),
-        validation = Rule::new("self.all(c, !isCIDR(c) || cidr(c) == cidr(c).masked())").message("host bits set: write the network address, e.g. 10.0.0.0/8")
-    )]
-    pub cidrs: Option<Vec<String>>,
-    /// Prefixes carved out of `cidrs`; each must lie inside one of them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxItems" = 32, "items" = {"type": "string", "maxLength": 64}))]
-    #[x_kube(
-        validation = Rule::new("self.all(c, isCIDR(c))").message("each entry must be a CIDR such as 10.1.0.0/16"),
-        validation = Rule::new("self.all(c, !isCIDR(c) || cidr(c) == cidr(c).masked())").message("host bits set: write the network address, e.g. 10.1.0.0/16")
-    )]
-    pub except: Option<Vec<String>>,
+peer! {
+    /// A set of source namespaces (`from`): named ones plus those a selector picks; `{}` is every
+    /// namespace. Unknown fields are refused so that a typo never widens a rule to `{}`.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+    Peer {}
+}
+
+destination_peer! {
+    /// A NamespaceFirewall egress destination: namespaces (by name or label) and addresses outside
+    /// every namespace (`cidrs` minus `except`).
+    EgressPeer {}
+    cidrs: " World and host addresses (never pods or cluster IPs), e.g. `10.0.0.0/8`, `fd00::/8`."
+}
+
+destination_peer! {
+    /// A ClusterFirewall destination: like [`EgressPeer`], plus `services` (`namespace/name`) that
+    /// narrow the rule to the pods behind those Services and their cluster IPs.
+    DestPeer {
+        /// Services as `namespace/name`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(extend("maxItems" = 256, "items" = {"type": "string", "maxLength": 127, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z]([-a-z0-9]*[a-z0-9])?$"}))]
+        pub services: Option<Vec<String>>,
+    }
+    cidrs: " World and host addresses."
 }
 
 fn default_protocol() -> String {

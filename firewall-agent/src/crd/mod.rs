@@ -172,88 +172,120 @@ mod tests {
         assert!(seen >= 20, "only {seen} rules found");
     }
 
+    /// The CEL errors of an object of `kind` with `spec` under `schema`, after asserting that the
+    /// agent's own validation agrees on whether it is valid.
+    fn cel_errors(schema: &serde_json::Value, kind: &str, spec: &str) -> Vec<String> {
+        let spec: serde_json::Value = serde_yaml::from_str(spec).unwrap();
+        let obj = serde_json::json!({
+            "apiVersion": "bulkhead.dev/v1alpha1", "kind": kind,
+            "metadata": {"name": "x", "namespace": "payments"}, "spec": spec,
+        });
+        let cel = match kube_cel::Validator::new().validate(schema, &obj, None) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_vec().into_iter().map(|e| e.message).collect(),
+        };
+        // The agent agrees: valid for CEL iff valid for the agent.
+        let agent_ok = if kind == "NamespaceFirewall" {
+            let o: NamespaceFirewall = serde_json::from_value(obj).unwrap();
+            validate_namespace_firewall(&o).is_ok()
+        } else {
+            let o: ClusterFirewall = serde_json::from_value(obj).unwrap();
+            validate_cluster_firewall(&o).is_ok()
+        };
+        assert_eq!(cel.is_empty(), agent_ok, "{kind} {spec}: CEL said {cel:?}");
+        cel
+    }
+
+    /// Valid objects of both kinds that use every field a CEL rule looks at.
+    const VALID: [(&str, &str); 2] = [
+        (
+            "NamespaceFirewall",
+            r#"{ingress: [{from: {namespaces: [web], namespaceSelector: {matchExpressions: [{key: tier, operator: In, values: [web]}, {key: x, operator: Exists}]}}, ports: [{port: 80}, {protocol: UDP, port: 53, endPort: 60}]}], egress: [{to: {cidrs: ["10.0.0.0/8", "fd00::/8"], except: ["10.1.0.0/16", "fd00:1::/32"]}, ports: [{protocol: TCP, port: 443}]}, {to: {}}]}"#,
+        ),
+        (
+            "ClusterFirewall",
+            r#"{priority: 10, rules: [{action: Deny, from: {namespaces: [a]}, to: {services: [db/postgres], cidrs: ["0.0.0.0/0"], except: ["10.0.0.0/8"]}, ports: [{protocol: SCTP}]}], defaults: {crossNamespace: Deny, mode: Enforce}}"#,
+        ),
+    ];
+
+    /// Specs with one mistake each, and what the one CEL error they draw says.
+    const REFUSED: [(&str, &str, &str); 11] = [
+        (
+            "NamespaceFirewall",
+            "{egress: [{to: {namespaces: [db]}, ports: [{endPort: 80}]}]}",
+            "endPort requires port",
+        ),
+        (
+            "NamespaceFirewall",
+            "{egress: [{to: {namespaces: [db]}, ports: [{port: 90, endPort: 80}]}]}",
+            "less than port",
+        ),
+        (
+            "NamespaceFirewall",
+            r#"{egress: [{to: {cidrs: ["10.0.0.0/33"]}}]}"#,
+            "must be a CIDR",
+        ),
+        (
+            "NamespaceFirewall",
+            r#"{egress: [{to: {cidrs: ["10.0.0.1"]}}]}"#,
+            "must be a CIDR",
+        ),
+        (
+            "NamespaceFirewall",
+            r#"{egress: [{to: {cidrs: ["10.0.0.1/8"]}}]}"#,
+            "host bits",
+        ),
+        (
+            "NamespaceFirewall",
+            r#"{egress: [{to: {cidrs: ["10.0.0.0/8"], except: ["192.168.0.0/16"]}}]}"#,
+            "inside one of cidrs",
+        ),
+        (
+            "NamespaceFirewall",
+            r#"{egress: [{to: {namespaces: [db], except: ["10.0.0.0/16"]}}]}"#,
+            "inside one of cidrs",
+        ),
+        (
+            "NamespaceFirewall",
+            "{ingress: [{from: {namespaceSelector: {matchExpressions: [{key: a, operator: In}]}}}]}",
+            "need at least one value",
+        ),
+        (
+            "NamespaceFirewall",
+            "{ingress: [{from: {namespaceSelector: {matchExpressions: [{key: a, operator: Exists, values: [b]}]}}}]}",
+            "take none",
+        ),
+        (
+            "ClusterFirewall",
+            r#"{rules: [{action: Allow, to: {cidrs: ["::1/64"]}}]}"#,
+            "host bits",
+        ),
+        (
+            "ClusterFirewall",
+            "{rules: [{action: Allow, ports: [{port: 100, endPort: 99}]}]}",
+            "less than port",
+        ),
+    ];
+
     /// The CEL rules refuse what the agent's own validation refuses (where CEL can express it)
     /// and accept the valid objects, evaluated client-side with the Kubernetes CEL libraries.
     #[test]
     fn cel_rules_mirror_the_agents_validation() {
         let s = schemas();
-        let check = |schema: &serde_json::Value, kind: &str, spec: &str| -> Vec<String> {
-            let spec: serde_json::Value = serde_yaml::from_str(spec).unwrap();
-            let obj = serde_json::json!({
-                "apiVersion": "bulkhead.dev/v1alpha1", "kind": kind,
-                "metadata": {"name": "x", "namespace": "payments"}, "spec": spec,
-            });
-            let cel = match kube_cel::Validator::new().validate(schema, &obj, None) {
-                Ok(()) => Vec::new(),
-                Err(e) => e.into_vec().into_iter().map(|e| e.message).collect(),
-            };
-            // The agent agrees: valid for CEL iff valid for the agent.
-            let agent_ok = if kind == "NamespaceFirewall" {
-                let o: NamespaceFirewall = serde_json::from_value(obj).unwrap();
-                validate_namespace_firewall(&o).is_ok()
+        let schema = |kind: &str| {
+            if kind == "NamespaceFirewall" {
+                &s[0]
             } else {
-                let o: ClusterFirewall = serde_json::from_value(obj).unwrap();
-                validate_cluster_firewall(&o).is_ok()
-            };
-            assert_eq!(cel.is_empty(), agent_ok, "{kind} {spec}: CEL said {cel:?}");
-            cel
+                &s[1]
+            }
         };
-        let nsfw = |spec: &str| check(&s[0], "NamespaceFirewall", spec);
-        let cfw = |spec: &str| check(&s[1], "ClusterFirewall", spec);
-        let valid = r#"{ingress: [{from: {namespaces: [web], namespaceSelector: {matchExpressions: [{key: tier, operator: In, values: [web]}, {key: x, operator: Exists}]}}, ports: [{port: 80}, {protocol: UDP, port: 53, endPort: 60}]}], egress: [{to: {cidrs: ["10.0.0.0/8", "fd00::/8"], except: ["10.1.0.0/16", "fd00:1::/32"]}, ports: [{protocol: TCP, port: 443}]}, {to: {}}]}"#;
-        assert_eq!(nsfw(valid), Vec::<String>::new());
-        let one = |v: Vec<String>| {
-            assert_eq!(v.len(), 1, "{v:?}");
-            v[0].clone()
-        };
-        assert!(
-            one(nsfw(
-                "{egress: [{to: {namespaces: [db]}, ports: [{endPort: 80}]}]}"
-            ))
-            .contains("endPort requires port")
-        );
-        assert!(
-            one(nsfw(
-                "{egress: [{to: {namespaces: [db]}, ports: [{port: 90, endPort: 80}]}]}"
-            ))
-            .contains("less than port")
-        );
-        assert!(
-            one(nsfw(r#"{egress: [{to: {cidrs: ["10.0.0.0/33"]}}]}"#)).contains("must be a CIDR")
-        );
-        assert!(one(nsfw(r#"{egress: [{to: {cidrs: ["10.0.0.1"]}}]}"#)).contains("must be a CIDR"));
-        assert!(one(nsfw(r#"{egress: [{to: {cidrs: ["10.0.0.1/8"]}}]}"#)).contains("host bits"));
-        assert!(
-            one(nsfw(
-                r#"{egress: [{to: {cidrs: ["10.0.0.0/8"], except: ["192.168.0.0/16"]}}]}"#
-            ))
-            .contains("inside one of cidrs")
-        );
-        assert!(
-            one(nsfw(
-                r#"{egress: [{to: {namespaces: [db], except: ["10.0.0.0/16"]}}]}"#
-            ))
-            .contains("inside one of cidrs")
-        );
-        assert!(one(nsfw("{ingress: [{from: {namespaceSelector: {matchExpressions: [{key: a, operator: In}]}}}]}")).contains("need at least one value"));
-        assert!(one(nsfw("{ingress: [{from: {namespaceSelector: {matchExpressions: [{key: a, operator: Exists, values: [b]}]}}}]}")).contains("take none"));
-        assert_eq!(
-            cfw(
-                r#"{priority: 10, rules: [{action: Deny, from: {namespaces: [a]}, to: {services: [db/postgres], cidrs: ["0.0.0.0/0"], except: ["10.0.0.0/8"]}, ports: [{protocol: SCTP}]}], defaults: {crossNamespace: Deny, mode: Enforce}}"#
-            ),
-            Vec::<String>::new()
-        );
-        assert!(
-            one(cfw(
-                r#"{rules: [{action: Allow, to: {cidrs: ["::1/64"]}}]}"#
-            ))
-            .contains("host bits")
-        );
-        assert!(
-            one(cfw(
-                "{rules: [{action: Allow, ports: [{port: 100, endPort: 99}]}]}"
-            ))
-            .contains("less than port")
-        );
+        for (kind, spec) in VALID {
+            assert_eq!(cel_errors(schema(kind), kind, spec), Vec::<String>::new());
+        }
+        for (kind, spec, says) in REFUSED {
+            let errors = cel_errors(schema(kind), kind, spec);
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(errors[0].contains(says), "{kind} {spec}: {errors:?}");
+        }
     }
 }

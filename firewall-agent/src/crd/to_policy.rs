@@ -623,20 +623,21 @@ mod tests {
         )
     }
 
-    fn nsfw_errors(spec: &str) -> Vec<String> {
-        validate_namespace_firewall(&nsfw(spec))
+    /// The errors of a validation that must fail, as their messages.
+    fn messages<T: fmt::Debug>(validated: Result<T, Vec<FieldError>>) -> Vec<String> {
+        validated
             .unwrap_err()
             .iter()
             .map(ToString::to_string)
             .collect()
     }
 
+    fn nsfw_errors(spec: &str) -> Vec<String> {
+        messages(validate_namespace_firewall(&nsfw(spec)))
+    }
+
     fn cfw_errors(spec: &str) -> Vec<String> {
-        validate_cluster_firewall(&cfw(spec))
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        messages(validate_cluster_firewall(&cfw(spec)))
     }
 
     #[test]

@@ -78,6 +78,17 @@ fn err(map: &'static str) -> impl FnOnce(MapError) -> WriteError {
     move |source| WriteError { map, source }
 }
 
+/// Entries of one slot's contents per state map, in the order of [`super::loader::Capacities`].
+fn state_map_entries(c: &MapContents) -> [(&'static str, usize); 5] {
+    [
+        (maps::CGROUPS, c.cgroups.len()),
+        (maps::IPV4, c.ipv4.len()),
+        (maps::IPV6, c.ipv6.len()),
+        (maps::POLICY, c.policy.len()),
+        (maps::MODES, c.modes.len()),
+    ]
+}
+
 /// Brings `have` to `want` through `write` (`None` deletes): deletions first, as they free room.
 fn sync<K: Ord + Clone, V: PartialEq + Clone>(
     have: &mut BTreeMap<K, V>,
@@ -212,14 +223,11 @@ impl MapWriter {
     /// Entries held in the kernel per state map, both slots together (what counts against each
     /// map's capacity): `(map name, entries)`.
     pub fn entries(&self) -> [(&'static str, usize); 5] {
-        let sum = |f: fn(&MapContents) -> usize| self.slots.iter().map(f).sum();
-        [
-            (maps::CGROUPS, sum(|c| c.cgroups.len())),
-            (maps::IPV4, sum(|c| c.ipv4.len())),
-            (maps::IPV6, sum(|c| c.ipv6.len())),
-            (maps::POLICY, sum(|c| c.policy.len())),
-            (maps::MODES, sum(|c| c.modes.len())),
-        ]
+        let mut total = state_map_entries(&self.slots[0]);
+        for (t, (_, n)) in total.iter_mut().zip(state_map_entries(&self.slots[1])) {
+            t.1 += n;
+        }
+        total
     }
 
     /// Entries and capacity per state map, both slots together: how full each is.
@@ -237,46 +245,18 @@ impl MapWriter {
     /// overflow otherwise. Checked before anything is written, so an oversized policy never
     /// leaves a map half-filled.
     pub fn check_capacity(&self, want: &MapContents) -> Result<(), ApplyError> {
-        let active = self.active_contents();
         let c = self.maps.capacities;
-        let checks = [
-            (
-                maps::CGROUPS,
-                active.cgroups.len(),
-                want.cgroups.len(),
-                c.cgroups,
-                "--cgroup-entries",
-            ),
-            (
-                maps::IPV4,
-                active.ipv4.len(),
-                want.ipv4.len(),
-                c.ipv4,
-                "--address-entries",
-            ),
-            (
-                maps::IPV6,
-                active.ipv6.len(),
-                want.ipv6.len(),
-                c.ipv6,
-                "--address-entries",
-            ),
-            (
-                maps::POLICY,
-                active.policy.len(),
-                want.policy.len(),
-                c.policy,
-                "--policy-entries",
-            ),
-            (
-                maps::MODES,
-                active.modes.len(),
-                want.modes.len(),
-                c.modes,
-                "(fixed: namespaces with a mode)",
-            ),
+        let limits = [
+            (c.cgroups, "--cgroup-entries"),
+            (c.ipv4, "--address-entries"),
+            (c.ipv6, "--address-entries"),
+            (c.policy, "--policy-entries"),
+            (c.modes, "(fixed: namespaces with a mode)"),
         ];
-        for (map, active, new, capacity, flag) in checks {
+        let active = state_map_entries(self.active_contents());
+        let new = state_map_entries(want);
+        for (((map, active), (_, new)), (capacity, flag)) in active.into_iter().zip(new).zip(limits)
+        {
             let needed = active + new;
             if needed > capacity as usize {
                 return Err(ApplyError::Capacity {
@@ -309,53 +289,29 @@ impl MapWriter {
         let have = &mut self.slots[usize::from(slot)];
         let s32 = u32::from(slot);
 
-        sync(&mut have.cgroups, &want.cgroups, &mut stats, |id, v| {
-            match v {
-                Some(v) => m.cgroups.insert(
-                    &CgroupKey {
-                        cgroup_id: *id,
-                        slot: s32,
-                        pad: 0,
-                    },
-                    v,
-                    0,
-                ),
-                None => m.cgroups.remove(&CgroupKey {
-                    cgroup_id: *id,
-                    slot: s32,
-                    pad: 0,
-                }),
-            }
-            .map_err(err(maps::CGROUPS))
-        })?;
-        sync(&mut have.ipv4, &want.ipv4, &mut stats, |k, v| {
-            match v {
-                Some(v) => m.ipv4.insert(&v4_key(slot, k), v, 0),
-                None => m.ipv4.remove(&v4_key(slot, k)),
-            }
-            .map_err(err(maps::IPV4))
-        })?;
-        sync(&mut have.ipv6, &want.ipv6, &mut stats, |k, v| {
-            match v {
-                Some(v) => m.ipv6.insert(&v6_key(slot, k), v, 0),
-                None => m.ipv6.remove(&v6_key(slot, k)),
-            }
-            .map_err(err(maps::IPV6))
-        })?;
-        sync(&mut have.policy, &want.policy, &mut stats, |k, v| {
-            match v {
-                Some(v) => m.policy.insert(&policy_key(slot, k), v, 0),
-                None => m.policy.remove(&policy_key(slot, k)),
-            }
-            .map_err(err(maps::POLICY))
-        })?;
-        sync(&mut have.modes, &want.modes, &mut stats, |ns, v| {
-            match v {
-                Some(v) => m.modes.insert(&ModeKey { ns: *ns, slot: s32 }, v, 0),
-                None => m.modes.remove(&ModeKey { ns: *ns, slot: s32 }),
-            }
-            .map_err(err(maps::MODES))
-        })?;
+        // One map's slot brought to `want`, with the keys `$key` builds (the maps share no
+        // trait for insert and remove).
+        macro_rules! sync_map {
+            ($map:ident, $name:expr, |$k:ident| $key:expr) => {
+                sync(&mut have.$map, &want.$map, &mut stats, |$k, v| {
+                    let key = $key;
+                    match v {
+                        Some(v) => m.$map.insert(&key, v, 0),
+                        None => m.$map.remove(&key),
+                    }
+                    .map_err(err($name))
+                })?
+            };
+        }
+        sync_map!(cgroups, maps::CGROUPS, |id| CgroupKey {
+            cgroup_id: *id,
+            slot: s32,
+            pad: 0,
+        });
+        sync_map!(ipv4, maps::IPV4, |k| v4_key(slot, k));
+        sync_map!(ipv6, maps::IPV6, |k| v6_key(slot, k));
+        sync_map!(policy, maps::POLICY, |k| policy_key(slot, k));
+        sync_map!(modes, maps::MODES, |ns| ModeKey { ns: *ns, slot: s32 });
         m.settings
             .set(SETTING_DEFAULT_MODE_SLOT0 + s32, &want.default_mode, 0)
             .map_err(err(maps::SETTINGS))?;

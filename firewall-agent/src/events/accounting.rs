@@ -35,26 +35,11 @@ pub struct Accounting {
     flows: HashMap<FoldKey, Tracked>,
 }
 
-/// The fold key of an event (must match the kernel's `events::report`).
-pub fn fold_key(ev: &ViolationEvent) -> FoldKey {
-    FoldKey {
-        cgroup_id: ev.cgroup_id,
-        saddr: ev.saddr,
-        daddr: ev.daddr,
-        dport: ev.dport,
-        proto: ev.proto,
-        side: ev.side,
-        verdict: ev.verdict,
-        family: ev.family,
-        pad: [0; 2],
-    }
-}
-
 impl Accounting {
     /// Accounts an event from the ring buffer; returns the count its line carries (None: nothing
     /// new, e.g. an event overtaken by a sweep).
     pub fn on_event(&mut self, ev: &ViolationEvent) -> Option<u64> {
-        let key = fold_key(ev);
+        let key = ev.fold_key();
         let t = self.flows.entry(key).or_insert(Tracked {
             created_ns: ev.fold_created_ns,
             printed: 0,
@@ -162,7 +147,7 @@ mod tests {
     fn one_event() -> (Accounting, FoldKey) {
         let mut a = Accounting::default();
         assert_eq!(a.on_event(&ev(1, 5)), Some(1));
-        (a, fold_key(&ev(1, 5)))
+        (a, ev(1, 5).fold_key())
     }
 
     #[test]
@@ -212,7 +197,7 @@ mod tests {
     #[test]
     fn lost_first_event_is_still_printed_by_the_sweep() {
         let mut a = Accounting::default();
-        let key = fold_key(&ev(1, 1));
+        let key = ev(1, 1).fold_key();
         let owed = a.sweep([(key, fold(1, 0, 4))], FOLD_WINDOW_NS, false).owed;
         assert_eq!(owed, vec![(key, None, 4)]);
     }

@@ -222,19 +222,35 @@ mod tests {
         }
     }
 
+    /// web-5d9c (cgroup 77) connecting from 10.244.1.5:43122 to postgres-0 at 10.244.2.9:5432,
+    /// audited on egress by rule 1.
+    fn web_to_postgres() -> ViolationEvent {
+        ViolationEvent {
+            cgroup_id: 77,
+            saddr: [u32::from_ne_bytes([10, 244, 1, 5]), 0, 0, 0],
+            daddr: [u32::from_ne_bytes([10, 244, 2, 9]), 0, 0, 0],
+            src_ns: 2,
+            dst_ns: 3,
+            rule: 1,
+            sport: 43122,
+            dport: 5432,
+            proto: 6,
+            family: 4,
+            side: Side::Egress as u8,
+            verdict: EventVerdict::Audit as u8,
+            local_is_src: 1,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn a_fold_remainder_names_the_deciding_sides_own_pod_by_cgroup() {
         let names = tables();
         // A connect() denied at the syscall: no source address, only the source's cgroup.
         let egress = FoldKey {
-            cgroup_id: 77,
-            daddr: [u32::from_ne_bytes([10, 244, 2, 9]), 0, 0, 0],
-            dport: 5432,
-            proto: 6,
-            side: Side::Egress as u8,
+            saddr: [0; 4],
             verdict: EventVerdict::Denied as u8,
-            family: 4,
-            ..Default::default()
+            ..web_to_postgres().fold_key()
         };
         let line = from_fold_key(&egress, &names, "node-1", String::new(), 3);
         assert_eq!(line.src.namespace.as_deref(), Some("web"));
@@ -256,24 +272,8 @@ mod tests {
     #[test]
     fn line_matches_the_documented_shape() {
         let names = tables();
-        let ev = ViolationEvent {
-            cgroup_id: 77,
-            saddr: [u32::from_ne_bytes([10, 244, 1, 5]), 0, 0, 0],
-            daddr: [u32::from_ne_bytes([10, 244, 2, 9]), 0, 0, 0],
-            src_ns: 2,
-            dst_ns: 3,
-            rule: 1,
-            sport: 43122,
-            dport: 5432,
-            proto: 6,
-            family: 4,
-            side: 1,
-            verdict: 1,
-            local_is_src: 1,
-            ..Default::default()
-        };
         let line = from_event(
-            &ev,
+            &web_to_postgres(),
             &names,
             "node-1",
             format_ts(1_795_406_400_123_456_000),

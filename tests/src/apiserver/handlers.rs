@@ -57,16 +57,65 @@ pub async fn handle(
     resp
 }
 
+/// What a handler needs of a request, read whole.
+struct Request {
+    method: Method,
+    query: HashMap<String, String>,
+    content_type: String,
+    body: Bytes,
+}
+
+/// One object a request addresses (`.../{name}` or `.../{name}/status`).
+struct Target<'a> {
+    res: usize,
+    def: &'static ResourceDef,
+    /// `""` for cluster-scoped kinds.
+    ns: &'a str,
+    name: &'a str,
+    /// The `/status` subresource.
+    status: bool,
+}
+
 async fn dispatch(
     shared: &Arc<Shared>,
     req: http::Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_owned();
-    let q: HashMap<String, String> =
-        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
     let route = routes::parse(&path).ok_or_else(|| ApiError::no_route(&path))?;
+    let req = read_request(req).await?;
+    match (route, &req.method) {
+        (Route::Collection { res, ns }, &Method::GET) => list_or_watch(shared, res, ns, &req.query),
+        (Route::Collection { res, ns }, &Method::POST) => create(shared, res, ns, &req.body),
+        (
+            Route::Object {
+                res,
+                ns,
+                name,
+                status,
+            },
+            _,
+        ) => {
+            let target = Target {
+                res,
+                def: &RESOURCES[res],
+                ns: ns.as_deref().unwrap_or(""),
+                name: &name,
+                status,
+            };
+            object_verb(shared, &target, &req)
+        }
+        (route, &Method::GET) => {
+            discovery(shared, route).ok_or_else(|| ApiError::method_not_allowed("GET"))
+        }
+        (_, m) => Err(ApiError::method_not_allowed(m.as_str())),
+    }
+}
+
+/// The method, query, content type and (for writes) the body, at most [`MAX_BODY`] bytes.
+async fn read_request(req: http::Request<hyper::body::Incoming>) -> Result<Request, ApiError> {
+    let query = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
     let method = req.method().clone();
     let content_type = req
         .headers()
@@ -87,92 +136,83 @@ async fn dispatch(
     } else {
         Bytes::new()
     };
-    match (route, &method) {
-        (Route::Version, &Method::GET) => Ok(value_response(
+    Ok(Request {
+        method,
+        query,
+        content_type,
+        body,
+    })
+}
+
+/// GET of the version, health and discovery paths; `None` for a route that is none of them.
+fn discovery(shared: &Shared, route: Route) -> Option<Response<Body>> {
+    Some(match route {
+        Route::Version => value_response(
             200,
             &json!({"major": "1", "minor": "34", "gitVersion": "v1.34.0-bulkhead-emulator",
                     "gitCommit": "", "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
                     "goVersion": "none", "compiler": "rustc", "platform": "linux/amd64"}),
-        )),
-        (Route::Health, &Method::GET) => {
+        ),
+        Route::Health => {
             let mut r = json_response(200, Bytes::from_static(b"ok"));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain"),
             );
-            Ok(r)
+            r
         }
-        (Route::Api, &Method::GET) => Ok(value_response(
+        Route::Api => value_response(
             200,
             &json!({"kind": "APIVersions", "versions": ["v1"],
                     "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": shared.addr().to_string()}]}),
-        )),
-        (Route::Apis, &Method::GET) => Ok(value_response(200, &api_group_list())),
-        (Route::GroupVersion { group, version }, &Method::GET) => {
-            Ok(value_response(200, &resource_list(&group, &version)))
+        ),
+        Route::Apis => value_response(200, &api_group_list()),
+        Route::GroupVersion { group, version } => {
+            value_response(200, &resource_list(&group, &version))
         }
-        (Route::Collection { res, ns }, &Method::GET) => {
-            let filter = filter_from(&q, &RESOURCES[res], ns)?;
-            if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                watch_response(shared, res, filter, &q)
-            } else {
-                let (rv, _, items) = shared
-                    .store
-                    .snapshot(res, filter.ns.as_deref(), |v| filter.matches(v));
-                Ok(json_response(200, watch::list_body(res, rv, &items)))
-            }
-        }
-        (Route::Collection { res, ns }, &Method::POST) => create(shared, res, ns, &body),
-        (Route::Object { res, ns, name, .. }, &Method::GET) => {
+        Route::Collection { .. } | Route::Object { .. } => return None,
+    })
+}
+
+fn list_or_watch(
+    shared: &Arc<Shared>,
+    res: usize,
+    ns: Option<String>,
+    q: &HashMap<String, String>,
+) -> Result<Response<Body>, ApiError> {
+    let filter = filter_from(q, &RESOURCES[res], ns)?;
+    if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        watch_response(shared, res, filter, q)
+    } else {
+        let (rv, _, items) = shared
+            .store
+            .snapshot(res, filter.ns.as_deref(), |v| filter.matches(v));
+        Ok(json_response(200, watch::list_body(res, rv, &items)))
+    }
+}
+
+/// GET, PUT, PATCH or DELETE of one object; writes to `/status` only where the kind has it.
+fn object_verb(
+    shared: &Arc<Shared>,
+    t: &Target<'_>,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
+    let writes_status = matches!(req.method, Method::PUT | Method::PATCH) && t.status;
+    if writes_status && !t.def.status {
+        return Err(ApiError::no_route("status"));
+    }
+    match req.method {
+        Method::GET => {
             let s = shared
                 .store
-                .get(res, ns.as_deref().unwrap_or(""), &name)
-                .ok_or_else(|| ApiError::not_found(RESOURCES[res].plural, &name))?;
+                .get(t.res, t.ns, t.name)
+                .ok_or_else(|| ApiError::not_found(t.def.plural, t.name))?;
             Ok(json_response(200, s.json.clone()))
         }
-        (
-            Route::Object {
-                res,
-                ns,
-                name,
-                status,
-            },
-            &Method::PUT,
-        ) => replace(
-            shared,
-            res,
-            ns.as_deref().unwrap_or(""),
-            &name,
-            status,
-            &body,
-        ),
-        (
-            Route::Object {
-                res,
-                ns,
-                name,
-                status,
-            },
-            &Method::PATCH,
-        ) => patch_object(
-            shared,
-            res,
-            ns.as_deref().unwrap_or(""),
-            &name,
-            status,
-            &content_type,
-            &body,
-        ),
-        (
-            Route::Object {
-                res,
-                ns,
-                name,
-                status: false,
-            },
-            &Method::DELETE,
-        ) => delete(shared, res, ns.as_deref().unwrap_or(""), &name, &body),
-        (_, m) => Err(ApiError::method_not_allowed(m.as_str())),
+        Method::PUT => replace(shared, t, &req.body),
+        Method::PATCH => patch_object(shared, t, &req.content_type, &req.body),
+        Method::DELETE if !t.status => delete(shared, t, &req.body),
+        ref m => Err(ApiError::method_not_allowed(m.as_str())),
     }
 }
 
@@ -376,57 +416,41 @@ fn create(
     Ok(json_response(201, stored.json.clone()))
 }
 
-fn replace(
-    shared: &Arc<Shared>,
-    res: usize,
-    ns: &str,
-    name: &str,
-    status_write: bool,
-    body: &[u8],
-) -> Result<Response<Body>, ApiError> {
-    let def = &RESOURCES[res];
-    if status_write && !def.status {
-        return Err(ApiError::no_route("status"));
-    }
+fn replace(shared: &Arc<Shared>, t: &Target<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
     let obj = parse_object(body)?;
-    check_body(def, ns, &obj)?;
+    check_body(t.def, t.ns, &obj)?;
     if let Some(n) = body_name(&obj)
-        && n != name
+        && n != t.name
     {
         return Err(ApiError::bad_request(format!(
-            "the name of the object ({n}) does not match the name on the URL ({name})"
+            "the name of the object ({n}) does not match the name on the URL ({})",
+            t.name
         )));
     }
-    let (stored, _) = shared.store.modify(res, ns, name, |existing| {
-        let existing = existing.ok_or_else(|| ApiError::not_found(def.plural, name))?;
-        Ok(merge_status(def, status_write, Some(existing), obj))
+    let (stored, _) = shared.store.modify(t.res, t.ns, t.name, |existing| {
+        let existing = existing.ok_or_else(|| ApiError::not_found(t.def.plural, t.name))?;
+        Ok(merge_status(t.def, t.status, Some(existing), obj))
     })?;
     Ok(json_response(200, stored.json.clone()))
 }
 
 fn patch_object(
     shared: &Arc<Shared>,
-    res: usize,
-    ns: &str,
-    name: &str,
-    status_write: bool,
+    t: &Target<'_>,
     content_type: &str,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
-    let def = &RESOURCES[res];
-    if status_write && !def.status {
-        return Err(ApiError::no_route("status"));
-    }
+    let def = t.def;
     let kind = PatchKind::from_content_type(content_type)?;
     let p = patch::parse_body(kind, body)?;
-    let (stored, created) = shared.store.modify(res, ns, name, |existing| {
+    let (stored, created) = shared.store.modify(t.res, t.ns, t.name, |existing| {
         let mut doc = match (existing, kind) {
             (Some(e), _) => e.clone(),
             // Server-side apply creates.
-            (None, PatchKind::Apply) if !status_write => {
-                json!({"apiVersion": def.api_version(), "kind": def.kind, "metadata": {"name": name}})
+            (None, PatchKind::Apply) if !t.status => {
+                json!({"apiVersion": def.api_version(), "kind": def.kind, "metadata": {"name": t.name}})
             }
-            (None, _) => return Err(ApiError::not_found(def.plural, name)),
+            (None, _) => return Err(ApiError::not_found(def.plural, t.name)),
         };
         patch::apply(kind, &mut doc, &p)?;
         if existing.is_none() && def.status {
@@ -436,7 +460,7 @@ fn patch_object(
             }
             return Ok(doc);
         }
-        Ok(merge_status(def, status_write, existing, doc))
+        Ok(merge_status(def, t.status, existing, doc))
     })?;
     Ok(json_response(
         if created { 201 } else { 200 },
@@ -444,14 +468,7 @@ fn patch_object(
     ))
 }
 
-fn delete(
-    shared: &Arc<Shared>,
-    res: usize,
-    ns: &str,
-    name: &str,
-    body: &[u8],
-) -> Result<Response<Body>, ApiError> {
-    let def = &RESOURCES[res];
+fn delete(shared: &Arc<Shared>, t: &Target<'_>, body: &[u8]) -> Result<Response<Body>, ApiError> {
     // DeleteOptions may carry a resourceVersion precondition.
     let opts: Value = if body.is_empty() {
         Value::Null
@@ -462,9 +479,9 @@ fn delete(
     let pre = opts
         .pointer("/preconditions/resourceVersion")
         .and_then(Value::as_str);
-    match shared.store.delete(res, ns, name, pre)? {
+    match shared.store.delete(t.res, t.ns, t.name, pre)? {
         Some(gone) => Ok(json_response(200, gone.json.clone())),
-        None => Err(ApiError::not_found(def.plural, name)),
+        None => Err(ApiError::not_found(t.def.plural, t.name)),
     }
 }
 

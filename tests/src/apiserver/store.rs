@@ -10,7 +10,10 @@ use std::{
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{resources::RESOURCES, status::ApiError};
+use super::{
+    resources::{RESOURCES, ResourceDef},
+    status::ApiError,
+};
 
 /// How many events are kept at most; older ones are forgotten (watches from before them get 410).
 const MAX_HISTORY: usize = 1 << 20;
@@ -168,6 +171,86 @@ fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
+/// Forces apiVersion, kind, name and namespace of `obj` to its key; returns the non-empty
+/// `metadata.resourceVersion` the writer sent, if any.
+fn force_key(
+    def: &ResourceDef,
+    ns: &str,
+    name: &str,
+    obj: &mut Value,
+) -> Result<Option<String>, ApiError> {
+    let Some(map) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request("object must be a JSON object"));
+    };
+    map.insert("apiVersion".into(), Value::String(def.api_version()));
+    map.insert("kind".into(), Value::String(def.kind.into()));
+    let meta = map
+        .entry("metadata")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
+    meta.insert("name".into(), Value::String(name.into()));
+    if def.namespaced {
+        meta.insert("namespace".into(), Value::String(ns.into()));
+    } else {
+        meta.remove("namespace");
+    }
+    Ok(meta
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned))
+}
+
+/// An update: uid and creationTimestamp stay those of `old`; generation goes up when the spec
+/// changed.
+fn carry_over(old: &Value, obj: &mut Value) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in ["uid", "creationTimestamp"] {
+            match meta_str(old, field) {
+                Some(v) => {
+                    meta.insert(field.into(), Value::String(v.into()));
+                }
+                None => {
+                    meta.remove(field);
+                }
+            }
+        }
+    }
+    let old_gen = old
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let gen_ = if spec_changed(old, obj) {
+        old_gen + 1
+    } else {
+        old_gen
+    };
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert("generation".into(), json!(gen_));
+    }
+}
+
+/// A create: a uid and creationTimestamp unless the object brings them, generation 1.
+fn assign_new(obj: &mut Value) {
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if meta
+        .get("uid")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        meta.insert("uid".into(), Value::String(new_uid()));
+    }
+    if !meta.contains_key("creationTimestamp")
+        || meta.get("creationTimestamp") == Some(&Value::Null)
+    {
+        meta.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
+    }
+    meta.insert("generation".into(), json!(1));
+}
+
 /// Whether anything outside `metadata`, `status`, `apiVersion` and `kind` differs (what bumps
 /// `metadata.generation`).
 fn spec_changed(old: &Value, new: &Value) -> bool {
@@ -323,72 +406,16 @@ impl Store {
         let key = (ns.to_owned(), name.to_owned());
         let existing = inner.objects[res].get(&key).cloned();
         let mut obj = f(existing.as_ref().map(|s| &s.value))?;
-        let Some(map) = obj.as_object_mut() else {
-            return Err(ApiError::bad_request("object must be a JSON object"));
-        };
-        map.insert("apiVersion".into(), Value::String(def.api_version()));
-        map.insert("kind".into(), Value::String(def.kind.into()));
-        let meta = map
-            .entry("metadata")
-            .or_insert_with(|| json!({}))
-            .as_object_mut()
-            .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
-        meta.insert("name".into(), Value::String(name.into()));
-        if def.namespaced {
-            meta.insert("namespace".into(), Value::String(ns.into()));
-        } else {
-            meta.remove("namespace");
-        }
-        let asked_rv = meta
-            .get("resourceVersion")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned);
+        let asked_rv = force_key(def, ns, name, &mut obj)?;
         let rv = inner.rv + 1;
         match &existing {
             Some(old) => {
                 if asked_rv.is_some_and(|r| r != old.rv.to_string()) {
                     return Err(ApiError::conflict(def.plural, name));
                 }
-                for field in ["uid", "creationTimestamp"] {
-                    match meta_str(&old.value, field) {
-                        Some(v) => {
-                            meta.insert(field.into(), Value::String(v.into()));
-                        }
-                        None => {
-                            meta.remove(field);
-                        }
-                    }
-                }
-                let old_gen = old
-                    .value
-                    .pointer("/metadata/generation")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(1);
-                let gen_ = if spec_changed(&old.value, &obj) {
-                    old_gen + 1
-                } else {
-                    old_gen
-                };
-                if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-                    m.insert("generation".into(), json!(gen_));
-                }
+                carry_over(&old.value, &mut obj);
             }
-            None => {
-                if meta
-                    .get("uid")
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty)
-                {
-                    meta.insert("uid".into(), Value::String(new_uid()));
-                }
-                if !meta.contains_key("creationTimestamp")
-                    || meta.get("creationTimestamp") == Some(&Value::Null)
-                {
-                    meta.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
-                }
-                meta.insert("generation".into(), json!(1));
-            }
+            None => assign_new(&mut obj),
         }
         set_rv(&mut obj, rv);
         let stored = Stored::new(obj, rv);

@@ -228,27 +228,33 @@ fn print_json(v: &impl serde::Serialize) {
 
 // ---------- serve ----------
 
+/// Serves one bound socket until it fails.
+type ServeSocket = fn(OwnedFd);
+
 fn serve(tcp: &[u16], udp: &[u16], bind: &[IpAddr]) -> anyhow::Result<()> {
     let binds: Vec<IpAddr> = if bind.is_empty() {
         vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
     } else {
         bind.to_vec()
     };
+    // Per protocol: its ports, socket type, and the loop that serves one bound socket.
+    let protocols: [(&str, &[u16], libc::c_int, ServeSocket); 2] = [
+        ("TCP", tcp, libc::SOCK_STREAM, |fd| {
+            tcp_accept_loop(TcpListener::from(fd));
+        }),
+        ("UDP", udp, libc::SOCK_DGRAM, |fd| {
+            udp_echo_loop(UdpSocket::from(fd));
+        }),
+    ];
     let mut threads = Vec::new();
     for ip in &binds {
-        for &port in tcp {
-            let addr = SocketAddr::new(*ip, port);
-            let fd = bound_socket(addr, libc::SOCK_STREAM)
-                .with_context(|| format!("listening on TCP {addr}"))?;
-            let listener = TcpListener::from(fd);
-            threads.push(thread::spawn(move || tcp_accept_loop(listener)));
-        }
-        for &port in udp {
-            let addr = SocketAddr::new(*ip, port);
-            let fd = bound_socket(addr, libc::SOCK_DGRAM)
-                .with_context(|| format!("listening on UDP {addr}"))?;
-            let sock = UdpSocket::from(fd);
-            threads.push(thread::spawn(move || udp_echo_loop(sock)));
+        for (name, ports, ty, serve_socket) in protocols {
+            for &port in ports {
+                let addr = SocketAddr::new(*ip, port);
+                let fd = bound_socket(addr, ty)
+                    .with_context(|| format!("listening on {name} {addr}"))?;
+                threads.push(thread::spawn(move || serve_socket(fd)));
+            }
         }
     }
     println!("READY tcp={tcp:?} udp={udp:?} bind={binds:?}");
@@ -696,21 +702,9 @@ fn rr_connect_each(
     for _ in 0..warmup {
         let _ = one_connection_request(addr, &msg, &mut buf, timeout);
     }
-    let mut lat = Vec::with_capacity(n as usize);
-    let mut errors = 0;
-    let mut first_error = None;
-    let start = Instant::now();
-    for _ in 0..n {
-        let t = Instant::now();
-        match one_connection_request(addr, &msg, &mut buf, timeout) {
-            Ok(()) => lat.push(t.elapsed().as_secs_f64() * 1e6),
-            Err(e) => {
-                errors += 1;
-                first_error.get_or_insert_with(|| e.to_string());
-            }
-        }
-    }
-    rr_report("connect-each", lat, errors, first_error, start.elapsed())
+    timed_requests("connect-each", n, false, || {
+        one_connection_request(addr, &msg, &mut buf, timeout)
+    })
 }
 
 fn rr_pingpong(
@@ -733,28 +727,36 @@ fn rr_pingpong(
     for _ in 0..warmup {
         round_trip(&mut s).context("warm-up round trip")?;
     }
+    // A failed round trip leaves the connection unusable: the run ends there.
+    Ok(timed_requests("pingpong", n, true, || round_trip(&mut s)))
+}
+
+/// Times `n` requests and reports their latencies; with `stop_at_error` the first failure ends
+/// the run.
+fn timed_requests(
+    mode: &str,
+    n: u64,
+    stop_at_error: bool,
+    mut request: impl FnMut() -> io::Result<()>,
+) -> serde_json::Value {
     let mut lat = Vec::with_capacity(n as usize);
     let mut errors = 0;
     let mut first_error = None;
     let start = Instant::now();
     for _ in 0..n {
         let t = Instant::now();
-        match round_trip(&mut s) {
+        match request() {
             Ok(()) => lat.push(t.elapsed().as_secs_f64() * 1e6),
             Err(e) => {
                 errors += 1;
                 first_error.get_or_insert_with(|| e.to_string());
-                break;
+                if stop_at_error {
+                    break;
+                }
             }
         }
     }
-    Ok(rr_report(
-        "pingpong",
-        lat,
-        errors,
-        first_error,
-        start.elapsed(),
-    ))
+    rr_report(mode, lat, errors, first_error, start.elapsed())
 }
 
 fn flood(

@@ -2,6 +2,7 @@
 //! assertions instead of errors.
 use std::{
     path::{Path, PathBuf},
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -188,6 +189,31 @@ impl Agent {
             panic!("{e}");
         }
     }
+}
+
+/// A `--bpffs` pin directory, cleaned with `firewall-agent cleanup` (whatever is still attached)
+/// when the test ends.
+pub struct Pins(pub PathBuf);
+
+impl Pins {
+    /// `dir`, cleaned first of what an earlier run left.
+    pub fn cleaned(dir: PathBuf) -> Pins {
+        cleanup(&dir);
+        Pins(dir)
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        cleanup(&self.0);
+    }
+}
+
+/// `firewall-agent cleanup --bpffs DIR`, which must succeed; its report (stdout).
+pub fn cleanup(dir: &Path) -> String {
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(["cleanup", "--bpffs"]).arg(dir);
+    super::stdout_of(&mut cmd, "firewall-agent cleanup")
 }
 
 /// Lines as pretty text for assertion messages.

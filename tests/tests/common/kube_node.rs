@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::{
     agent::Agent,
+    http::free_port,
     node::{Node, docs},
 };
 
@@ -85,6 +86,14 @@ impl KubeNode {
         )
     }
 
+    /// Starts the agent with its metrics and health endpoints on a free local port; returns it
+    /// and the port.
+    pub fn agent_with_metrics(&self) -> (Agent, u16) {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        (self.agent(&["--metrics-addr", &addr]), port)
+    }
+
     /// The Pod object the testbed would serve for pod `key` (`ns/name`).
     pub fn pod_object(&self, key: &str) -> Value {
         let (ns, name) = key.split_once('/').expect("ns/name");
@@ -109,21 +118,15 @@ impl KubeNode {
     /// Runs the real `kubectl` against the emulator, as a user would; its stdout. Panics with
     /// its stderr when it fails.
     pub fn kubectl(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.dir().join("kubectl-cache"))
-            .args(args)
-            .output()
-            .expect("running kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        super::stdout_of(
+            std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .arg("--cache-dir")
+                .arg(self.dir().join("kubectl-cache"))
+                .args(args),
+            &format!("kubectl {}", args.join(" ")),
+        )
     }
 
     /// The Warning Events about an object (`kind`, `name`) in `namespace`, via `kubectl`.

@@ -7,9 +7,25 @@ pub mod http;
 pub mod kube_node;
 pub mod node;
 
+use std::process::Command;
+
 use serde_json::Value;
 
 /// Lines matching `pred`.
 pub fn find(lines: &[Value], pred: impl Fn(&Value) -> bool) -> Vec<&Value> {
     lines.iter().filter(|l| pred(l)).collect()
+}
+
+/// Runs `cmd` to its end and returns its stdout; panics, naming `what` and quoting the stderr,
+/// when it cannot start or fails.
+pub fn stdout_of(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

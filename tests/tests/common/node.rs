@@ -19,6 +19,19 @@ pub type R = ProbeResult;
 
 const TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// Pods for the restart tests: a client `alpha/a` and two servers, `beta/b` (TCP 8080) and
+/// `gamma/c` (TCP 9090), one namespace each.
+pub const THREE_PODS: &str = r#"
+namespaces:
+  - {name: alpha}
+  - {name: beta}
+  - {name: gamma}
+pods:
+  - {name: a, namespace: alpha, labels: {app: a}}
+  - {name: b, namespace: beta, labels: {app: b}, serve: [{protocol: TCP, port: 8080}]}
+  - {name: c, namespace: gamma, labels: {app: c}, serve: [{protocol: TCP, port: 9090}]}
+"#;
+
 /// A testbed plus the source file the agent reads.
 pub struct Node {
     tb: Testbed,

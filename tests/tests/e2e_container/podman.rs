@@ -303,12 +303,7 @@ impl Container {
 
     /// `podman kill` (SIGKILL, as an OOM kill or a node problem would), then waits for the exit.
     pub fn kill(mut self) -> ExitStatus {
-        let out = podman().args(["kill", &self.name]).output().expect("kill");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::common::stdout_of(podman().args(["kill", &self.name]), "podman kill");
         self.wait_exit(Duration::from_secs(20))
     }
 }

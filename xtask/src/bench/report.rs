@@ -37,204 +37,44 @@ fn inv(a: &Value, b: &Value) -> Value {
     }
 }
 
+/// The rows of the summary table: measurement, result, target, notes.
+#[derive(Default)]
+struct Rows(Vec<[String; 4]>);
+
+impl Rows {
+    fn add(&mut self, measurement: &str, result: String, target: &str, notes: &str) {
+        self.0.push([
+            measurement.to_owned(),
+            result,
+            target.to_owned(),
+            notes.to_owned(),
+        ]);
+    }
+}
+
+/// Adds the rows of one stage's results.
+type StageRows = fn(&Value, &mut Rows);
+
+/// The stages in table order: the key of their results, the row that names a failed stage, and
+/// the rows of a stage that ran.
+const STAGES: [(&str, &str, StageRows); 6] = [
+    ("throughput", "1 throughput", throughput_rows),
+    ("latency", "2 latency", latency_rows),
+    ("progcost", "3 program cost", progcost_rows),
+    ("iptables", "4 vs iptables", iptables_rows),
+    ("compile", "5 compile", compile_rows),
+    ("storm", "6 storm", storm_rows),
+];
+
 /// The summary table of everything measured in `all` (the `--out` JSON).
 pub fn table(all: &Value) -> String {
     let m = &all["machine"];
     let r = &all["results"];
-    let mut rows: Vec<[String; 4]> = Vec::new();
-    let mut row = |a: &str, b: String, c: &str, d: &str| {
-        rows.push([a.to_owned(), b, c.to_owned(), d.to_owned()]);
-    };
-    if let Some(e) = r["throughput"]["error"].as_str() {
-        row("1 throughput", format!("FAILED: {e}"), "", "");
-    } else if r["throughput"].is_object() {
-        let s = &r["throughput"]["setups"];
-        row(
-            "1 throughput, no agent",
-            format!("{} Gbit/s", fmt(&s["none"]["gbit_s_median"], 2)),
-            "",
-            "",
-        );
-        for mode in ["monitor", "enforce"] {
-            row(
-                &format!("1 throughput, agent {mode}"),
-                format!(
-                    "{} Gbit/s = {} of no agent",
-                    fmt(&s[mode]["gbit_s_median"], 2),
-                    x(&s[mode]["ratio_to_none"])
-                ),
-                ">= 0.98x",
-                &format!("paired per repeat: {}", x(&s[mode]["paired_ratio_to_none"])),
-            );
-        }
-    }
-    if let Some(e) = r["latency"]["error"].as_str() {
-        row("2 latency", format!("FAILED: {e}"), "", "");
-    } else if r["latency"].is_object() {
-        let s = &r["latency"]["setups"];
-        for (kind, label) in [
-            ("connect_each", "new connection per request"),
-            ("pingpong", "ping-pong on one connection"),
-        ] {
-            row(
-                &format!("2 {label}, no agent"),
-                format!(
-                    "p50 {} us, p99 {} us",
-                    fmt(&s["none"][kind]["p50_us"], 1),
-                    fmt(&s["none"][kind]["p99_us"], 1)
-                ),
-                "",
-                "",
-            );
-            for mode in ["monitor", "enforce"] {
-                row(
-                    &format!("2 {label}, agent {mode}"),
-                    format!(
-                        "p50 {} us ({}), p99 {} us ({})",
-                        fmt(&s[mode][kind]["p50_us"], 1),
-                        x(&s[mode]["ratio_to_none"][&format!("{kind}_p50")]),
-                        fmt(&s[mode][kind]["p99_us"], 1),
-                        x(&s[mode]["ratio_to_none"][&format!("{kind}_p99")])
-                    ),
-                    "<= 1.05x",
-                    &format!(
-                        "paired per repeat: p50 {}, p99 {}",
-                        x(&s[mode]["paired_ratio_to_none"][&format!("{kind}_p50")]),
-                        x(&s[mode]["paired_ratio_to_none"][&format!("{kind}_p99")])
-                    ),
-                );
-            }
-        }
-    }
-    if let Some(e) = r["progcost"]["error"].as_str() {
-        row("3 program cost", format!("FAILED: {e}"), "", "");
-    } else if let Some(by) = r["progcost"]["by_rules"].as_object() {
-        let base = std::iter::once((
-            "baseline: 3 pods, base policy".to_owned(),
-            &r["progcost"]["baseline_3_pods"],
-        ))
-        .filter(|(_, v)| v.is_object());
-        let scaled = by.iter().map(|(k, v)| (format!("{k} rules, 10k pods"), v));
-        for (rules, v) in base.chain(scaled) {
-            let p = &v["programs"];
-            let get = |t: &str, w: &str| fmt(&p[t][w]["ns_per_run_median"], 0);
-            row(
-                &format!("3 ns/run, {rules}"),
-                format!(
-                    "bulk: egress {} ingress {}; new conns: egress {} ingress {} connect4 {}",
-                    get("cgroup_inet_egress", "bulk"),
-                    get("cgroup_inet_ingress", "bulk"),
-                    get("cgroup_inet_egress", "connect"),
-                    get("cgroup_inet_ingress", "connect"),
-                    get("cgroup_inet4_connect", "connect"),
-                ),
-                "<= 100 ns, flat",
-                &format!("{} policy entries", fmt(&v["maps"]["policy_entries"], 0)),
-            );
-        }
-    }
-    if let Some(e) = r["iptables"]["error"].as_str() {
-        row("4 vs iptables", format!("FAILED: {e}"), "", "");
-    } else if let Some(by) = r["iptables"]["by_rules"].as_object() {
-        for (rules, v) in by {
-            let s = &v["setups"];
-            row(
-                &format!("4 {rules} rules: Bulkhead / iptables"),
-                format!(
-                    "throughput {} ({} vs {} Gbit/s), conn rate {} ({} vs {} /s), new-connection p50 {} vs {} us ({})",
-                    x(&v["bulkhead_over_iptables"]["throughput"]),
-                    fmt(&s["bulkhead"]["gbit_s_median"], 2),
-                    fmt(&s["iptables"]["gbit_s_median"], 2),
-                    x(&v["bulkhead_over_iptables"]["conn_rate"]),
-                    fmt(&s["bulkhead"]["conn_per_s_median"], 0),
-                    fmt(&s["iptables"]["conn_per_s_median"], 0),
-                    fmt(&s["bulkhead"]["connect_p50_us_median"], 0),
-                    fmt(&s["iptables"]["connect_p50_us_median"], 0),
-                    x(&inv(
-                        &s["iptables"]["connect_p50_us_median"],
-                        &s["bulkhead"]["connect_p50_us_median"]
-                    )),
-                ),
-                ">= 10x at 10,000",
-                &format!(
-                    "stateless chain: {} Gbit/s, {} /s, p50 {} us (Bulkhead {} / {}); no firewall {} Gbit/s, {} /s, p50 {} us",
-                    fmt(&s["iptables-stateless"]["gbit_s_median"], 2),
-                    fmt(&s["iptables-stateless"]["conn_per_s_median"], 0),
-                    fmt(&s["iptables-stateless"]["connect_p50_us_median"], 0),
-                    x(&v["bulkhead_over_iptables_stateless"]["throughput"]),
-                    x(&v["bulkhead_over_iptables_stateless"]["conn_rate"]),
-                    fmt(&s["none"]["gbit_s_median"], 2),
-                    fmt(&s["none"]["conn_per_s_median"], 0),
-                    fmt(&s["none"]["connect_p50_us_median"], 0),
-                ),
-            );
-        }
-    }
-    if let Some(e) = r["compile"]["error"].as_str() {
-        row("5 compile", format!("FAILED: {e}"), "", "");
-    } else if r["compile"].is_object() {
-        let c = &r["compile"];
-        row(
-            "5 start to ready (10k pods, 1k ns, 1k policies)",
-            format!(
-                "{} ms (first compile+apply {} ms)",
-                fmt(&c["start_to_ready_ms"], 0),
-                fmt(&c["first_apply"]["total_ms"], 1)
-            ),
-            "",
-            "",
-        );
-        row(
-            "5 one policy change: compile + apply",
-            format!(
-                "p50 {} ms, p99 {} ms",
-                fmt(&c["change_total_ms"]["p50"], 1),
-                fmt(&c["change_total_ms"]["p99"], 1)
-            ),
-            "<= 100 ms",
-            &format!(
-                "file rename -> applied: p50 {} ms, p99 {} ms (poll {} ms)",
-                fmt(&c["change_file_to_applied_ms"]["p50"], 0),
-                fmt(&c["change_file_to_applied_ms"]["p99"], 0),
-                c["poll_ms"]
-            ),
-        );
-        let mib = |v: &Value| {
-            n(v).map(|k| format!("{:.1}", k / 1024.0))
-                .unwrap_or("-".into())
-        };
-        row(
-            "5 agent memory",
-            format!(
-                "RSS {} MiB, peak (VmHWM) {} MiB",
-                mib(&c["rss_kib_end"]),
-                mib(&c["hwm_kib_end"])
-            ),
-            "<= 64 MiB",
-            "",
-        );
-    }
-    if let Some(e) = r["storm"]["error"].as_str() {
-        row("6 storm", format!("FAILED: {e}"), "", "");
-    } else if let Some(st) = r["storm"].as_object() {
-        for (name, v) in st {
-            row(
-                &format!("6 denied storm, {name}"),
-                format!(
-                    "{} attempts at {}/s: {} events/s delivered, {} lines, {} events lost ({} reported)",
-                    v["attempts"],
-                    fmt(&v["attempts_per_s"], 0),
-                    fmt(&v["events_per_s"], 0),
-                    v["lines_printed"],
-                    fmt(&v["events_lost"], 0),
-                    v["events_lost_reported"],
-                ),
-                "lost counted",
-                &format!(
-                    "counts in lines: {} of {} ({} missing)",
-                    v["counts_total"], v["counts_expected"], v["counts_missing"]
-                ),
-            );
+    let mut rows = Rows::default();
+    for (key, failed, stage_rows) in STAGES {
+        match r[key]["error"].as_str() {
+            Some(e) => rows.add(failed, format!("FAILED: {e}"), "", ""),
+            None => stage_rows(&r[key], &mut rows),
         }
     }
     let mut s = format!(
@@ -253,8 +93,211 @@ pub fn table(all: &Value) -> String {
         "medians over {} repeats\n\n| measurement | result | target | notes |\n|---|---|---|---|\n",
         all["plan"]["repeats"]
     ));
-    for [a, b, c, d] in rows {
+    for [a, b, c, d] in rows.0 {
         s.push_str(&format!("| {a} | {b} | {c} | {d} |\n"));
     }
     s
+}
+
+fn throughput_rows(t: &Value, rows: &mut Rows) {
+    if !t.is_object() {
+        return;
+    }
+    let s = &t["setups"];
+    rows.add(
+        "1 throughput, no agent",
+        format!("{} Gbit/s", fmt(&s["none"]["gbit_s_median"], 2)),
+        "",
+        "",
+    );
+    for mode in ["monitor", "enforce"] {
+        rows.add(
+            &format!("1 throughput, agent {mode}"),
+            format!(
+                "{} Gbit/s = {} of no agent",
+                fmt(&s[mode]["gbit_s_median"], 2),
+                x(&s[mode]["ratio_to_none"])
+            ),
+            ">= 0.98x",
+            &format!("paired per repeat: {}", x(&s[mode]["paired_ratio_to_none"])),
+        );
+    }
+}
+
+fn latency_rows(l: &Value, rows: &mut Rows) {
+    if !l.is_object() {
+        return;
+    }
+    let s = &l["setups"];
+    for (kind, label) in [
+        ("connect_each", "new connection per request"),
+        ("pingpong", "ping-pong on one connection"),
+    ] {
+        rows.add(
+            &format!("2 {label}, no agent"),
+            format!(
+                "p50 {} us, p99 {} us",
+                fmt(&s["none"][kind]["p50_us"], 1),
+                fmt(&s["none"][kind]["p99_us"], 1)
+            ),
+            "",
+            "",
+        );
+        for mode in ["monitor", "enforce"] {
+            rows.add(
+                &format!("2 {label}, agent {mode}"),
+                format!(
+                    "p50 {} us ({}), p99 {} us ({})",
+                    fmt(&s[mode][kind]["p50_us"], 1),
+                    x(&s[mode]["ratio_to_none"][&format!("{kind}_p50")]),
+                    fmt(&s[mode][kind]["p99_us"], 1),
+                    x(&s[mode]["ratio_to_none"][&format!("{kind}_p99")])
+                ),
+                "<= 1.05x",
+                &format!(
+                    "paired per repeat: p50 {}, p99 {}",
+                    x(&s[mode]["paired_ratio_to_none"][&format!("{kind}_p50")]),
+                    x(&s[mode]["paired_ratio_to_none"][&format!("{kind}_p99")])
+                ),
+            );
+        }
+    }
+}
+
+fn progcost_rows(pc: &Value, rows: &mut Rows) {
+    let Some(by) = pc["by_rules"].as_object() else {
+        return;
+    };
+    let base = std::iter::once((
+        "baseline: 3 pods, base policy".to_owned(),
+        &pc["baseline_3_pods"],
+    ))
+    .filter(|(_, v)| v.is_object());
+    let scaled = by.iter().map(|(k, v)| (format!("{k} rules, 10k pods"), v));
+    for (rules, v) in base.chain(scaled) {
+        let p = &v["programs"];
+        let get = |t: &str, w: &str| fmt(&p[t][w]["ns_per_run_median"], 0);
+        rows.add(
+            &format!("3 ns/run, {rules}"),
+            format!(
+                "bulk: egress {} ingress {}; new conns: egress {} ingress {} connect4 {}",
+                get("cgroup_inet_egress", "bulk"),
+                get("cgroup_inet_ingress", "bulk"),
+                get("cgroup_inet_egress", "connect"),
+                get("cgroup_inet_ingress", "connect"),
+                get("cgroup_inet4_connect", "connect"),
+            ),
+            "<= 100 ns, flat",
+            &format!("{} policy entries", fmt(&v["maps"]["policy_entries"], 0)),
+        );
+    }
+}
+
+fn iptables_rows(ipt: &Value, rows: &mut Rows) {
+    let Some(by) = ipt["by_rules"].as_object() else {
+        return;
+    };
+    for (rules, v) in by {
+        let s = &v["setups"];
+        rows.add(
+            &format!("4 {rules} rules: Bulkhead / iptables"),
+            format!(
+                "throughput {} ({} vs {} Gbit/s), conn rate {} ({} vs {} /s), new-connection p50 {} vs {} us ({})",
+                x(&v["bulkhead_over_iptables"]["throughput"]),
+                fmt(&s["bulkhead"]["gbit_s_median"], 2),
+                fmt(&s["iptables"]["gbit_s_median"], 2),
+                x(&v["bulkhead_over_iptables"]["conn_rate"]),
+                fmt(&s["bulkhead"]["conn_per_s_median"], 0),
+                fmt(&s["iptables"]["conn_per_s_median"], 0),
+                fmt(&s["bulkhead"]["connect_p50_us_median"], 0),
+                fmt(&s["iptables"]["connect_p50_us_median"], 0),
+                x(&inv(
+                    &s["iptables"]["connect_p50_us_median"],
+                    &s["bulkhead"]["connect_p50_us_median"]
+                )),
+            ),
+            ">= 10x at 10,000",
+            &format!(
+                "stateless chain: {} Gbit/s, {} /s, p50 {} us (Bulkhead {} / {}); no firewall {} Gbit/s, {} /s, p50 {} us",
+                fmt(&s["iptables-stateless"]["gbit_s_median"], 2),
+                fmt(&s["iptables-stateless"]["conn_per_s_median"], 0),
+                fmt(&s["iptables-stateless"]["connect_p50_us_median"], 0),
+                x(&v["bulkhead_over_iptables_stateless"]["throughput"]),
+                x(&v["bulkhead_over_iptables_stateless"]["conn_rate"]),
+                fmt(&s["none"]["gbit_s_median"], 2),
+                fmt(&s["none"]["conn_per_s_median"], 0),
+                fmt(&s["none"]["connect_p50_us_median"], 0),
+            ),
+        );
+    }
+}
+
+fn compile_rows(c: &Value, rows: &mut Rows) {
+    if !c.is_object() {
+        return;
+    }
+    rows.add(
+        "5 start to ready (10k pods, 1k ns, 1k policies)",
+        format!(
+            "{} ms (first compile+apply {} ms)",
+            fmt(&c["start_to_ready_ms"], 0),
+            fmt(&c["first_apply"]["total_ms"], 1)
+        ),
+        "",
+        "",
+    );
+    rows.add(
+        "5 one policy change: compile + apply",
+        format!(
+            "p50 {} ms, p99 {} ms",
+            fmt(&c["change_total_ms"]["p50"], 1),
+            fmt(&c["change_total_ms"]["p99"], 1)
+        ),
+        "<= 100 ms",
+        &format!(
+            "file rename -> applied: p50 {} ms, p99 {} ms (poll {} ms)",
+            fmt(&c["change_file_to_applied_ms"]["p50"], 0),
+            fmt(&c["change_file_to_applied_ms"]["p99"], 0),
+            c["poll_ms"]
+        ),
+    );
+    let mib = |v: &Value| {
+        n(v).map(|k| format!("{:.1}", k / 1024.0))
+            .unwrap_or("-".into())
+    };
+    rows.add(
+        "5 agent memory",
+        format!(
+            "RSS {} MiB, peak (VmHWM) {} MiB",
+            mib(&c["rss_kib_end"]),
+            mib(&c["hwm_kib_end"])
+        ),
+        "<= 64 MiB",
+        "",
+    );
+}
+
+fn storm_rows(storm: &Value, rows: &mut Rows) {
+    let Some(st) = storm.as_object() else {
+        return;
+    };
+    for (name, v) in st {
+        rows.add(
+            &format!("6 denied storm, {name}"),
+            format!(
+                "{} attempts at {}/s: {} events/s delivered, {} lines, {} events lost ({} reported)",
+                v["attempts"],
+                fmt(&v["attempts_per_s"], 0),
+                fmt(&v["events_per_s"], 0),
+                v["lines_printed"],
+                fmt(&v["events_lost"], 0),
+                v["events_lost_reported"],
+            ),
+            "lost counted",
+            &format!(
+                "counts in lines: {} of {} ({} missing)",
+                v["counts_total"], v["counts_expected"], v["counts_missing"]
+            ),
+        );
+    }
 }
