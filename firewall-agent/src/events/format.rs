@@ -288,7 +288,7 @@ mod tests {
             let icmp = ViolationEvent {
                 proto: proto as u8,
                 dport: 0,
-                ..ev
+                ..web_to_postgres()
             };
             let line = from_event(&icmp, &names, "node-1", String::new(), 1);
             assert_eq!((line.src.port, line.dst.port), (None, None));
