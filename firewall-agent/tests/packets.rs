@@ -2,7 +2,7 @@
 //! through `BPF_PROG_TEST_RUN` while this test process sits in a pod's cgroup, and none that policy
 //! denies may come out allowed — truncated headers, bogus lengths, IPv4 options, IPv6 extension
 //! header chains, non-first fragments dressed up as an allowed port, ICMP errors quoting flows
-//! that were never tracked. Control cases (the allowed port, through the same options and
+//! that were never tracked, unsolicited ICMP. Control cases (the allowed port, through the same options and
 //! extension headers) must pass, so a parser that dropped everything would fail too.
 #![allow(
     unused_crate_dependencies,
@@ -32,6 +32,10 @@ const POD: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const POD6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
 const PEER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+/// A pod of namespace c, which a admits on every protocol.
+const TRUSTED: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+/// An address no object claims.
+const WORLD: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
 /// Allowed a -> b; every other port is denied (enforce).
 const ALLOWED: u16 = 80;
 const DENIED: u16 = 81;
@@ -57,6 +61,12 @@ metadata: {name: server, namespace: b, uid: remote-pod}
 spec: {nodeName: node-2, containers: []}
 status: {phase: Running, podIPs: [{ip: 10.0.0.2}, {ip: "fd00::2"}]}
 ---
+apiVersion: v1
+kind: Pod
+metadata: {name: trusted, namespace: c, uid: trusted-pod}
+spec: {nodeName: node-2, containers: []}
+status: {phase: Running, podIPs: [{ip: 10.0.0.3}, {ip: "fd00::3"}]}
+---
 apiVersion: bulkhead.dev/v1alpha1
 kind: ClusterFirewall
 metadata: {name: baseline}
@@ -69,6 +79,13 @@ spec:
   ingress:
     - from: {namespaces: [a]}
       ports: [{protocol: TCP, port: 80}, {protocol: UDP, port: 80}]
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: from-c, namespace: a}
+spec:
+  ingress:
+    - from: {namespaces: [c]}
 "#;
 
 // ---------- packet building (checksums are irrelevant to the programs) ----------
@@ -96,6 +113,37 @@ fn tcp_syn(sport: u16, dport: u16) -> Vec<u8> {
     t[12] = 5 << 4;
     t[13] = 0x02; // SYN
     t
+}
+
+/// An ICMP or ICMPv6 message: type, code, checksum, then `rest` (the echo id and sequence, the
+/// neighbour discovery target, ...).
+fn icmp(ty: u8, rest: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, 0, 0, 0];
+    m.extend_from_slice(rest);
+    m
+}
+
+/// An echo request or reply body: identifier `id`, sequence 1.
+fn echo_body(id: u16) -> Vec<u8> {
+    let mut b = id.to_be_bytes().to_vec();
+    b.extend_from_slice(&[0, 1]);
+    b
+}
+
+/// A port unreachable error quoting a UDP datagram from `src` to `dst`.
+fn unreachable_for(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let quoted = V4::new(src, dst, 17).packet(&udp(sport(), DENIED, 0));
+    let mut m = icmp(3, &[0; 4]);
+    m[1] = 3;
+    m.extend_from_slice(&quoted[14..]);
+    m
+}
+
+/// A neighbour solicitation/advertisement body: reserved/flags, then the target address.
+fn nd_body(target: Ipv6Addr) -> Vec<u8> {
+    let mut b = vec![0u8; 4];
+    b.extend_from_slice(&target.octets());
+    b
 }
 
 fn udp(sport: u16, dport: u16, payload: usize) -> Vec<u8> {
@@ -345,6 +393,8 @@ fn cases() -> Vec<Case> {
         DROP,
     ));
 
+    out.extend(icmp_cases());
+
     // IPv6.
     out.push(egress(
         "IPv6 TCP SYN to the allowed port",
@@ -423,9 +473,104 @@ fn cases() -> Vec<Case> {
     ));
     out.push(ingress(
         "ingress from the world (not restricted)",
-        V4::new(Ipv4Addr::new(192, 0, 2, 7), POD, 6).packet(&tcp_syn(sport(), DENIED)),
+        V4::new(WORLD, POD, 6).packet(&tcp_syn(sport(), DENIED)),
         PASS,
     ));
+    out
+}
+
+/// ICMP other than echo requests opens no flow: the link's own control messages (ICMPv6 neighbour
+/// and router discovery, MLD) pass whatever the policy says; replies and other messages that no
+/// tracked flow vouches for are dropped across namespaces (enforce), unless the local side's
+/// ingress policy admits the request an echo reply answers (its kernel answered without a socket).
+fn icmp_cases() -> Vec<Case> {
+    let nd = |ty, src, dst, target| v6(src, dst, &[], 58, &icmp(ty, &nd_body(target)));
+    let all_routers: Ipv6Addr = "ff02::2".parse().expect("address");
+    let mld_routers: Ipv6Addr = "ff02::16".parse().expect("address");
+    let id = || sport();
+    let mut out = Vec::new();
+    for (ty, to, from) in [
+        (
+            135,
+            "ICMPv6 neighbour solicitation to another namespace's pod",
+            "ICMPv6 neighbour solicitation from another namespace's pod",
+        ),
+        (
+            136,
+            "ICMPv6 neighbour advertisement to another namespace's pod",
+            "ICMPv6 neighbour advertisement from another namespace's pod",
+        ),
+    ] {
+        out.push(egress(to, nd(ty, POD6, PEER6, PEER6), PASS));
+        out.push(ingress(from, nd(ty, PEER6, POD6, POD6), PASS));
+    }
+    out.extend([
+        egress(
+            "ICMPv6 router solicitation",
+            v6(POD6, all_routers, &[], 58, &icmp(133, &[0; 4])),
+            PASS,
+        ),
+        ingress(
+            "ICMPv6 router solicitation from another namespace's pod",
+            v6(PEER6, POD6, &[], 58, &icmp(133, &[0; 4])),
+            PASS,
+        ),
+        egress(
+            "ICMPv6 MLDv2 report",
+            v6(POD6, mld_routers, &[], 58, &icmp(143, &[0; 4])),
+            PASS,
+        ),
+        egress(
+            "ICMP echo reply no request opened (to another namespace)",
+            V4::new(POD, PEER, 1).packet(&icmp(0, &echo_body(id()))),
+            DROP,
+        ),
+        ingress(
+            "ICMP echo reply no request opened (from another namespace)",
+            V4::new(PEER, POD, 1).packet(&icmp(0, &echo_body(id()))),
+            DROP,
+        ),
+        ingress(
+            "ICMPv6 echo reply no request opened (from another namespace)",
+            v6(PEER6, POD6, &[], 58, &icmp(129, &echo_body(id()))),
+            DROP,
+        ),
+        egress(
+            "ICMP timestamp request across namespaces",
+            V4::new(POD, PEER, 1).packet(&icmp(13, &[0; 16])),
+            DROP,
+        ),
+        ingress(
+            "ICMP timestamp request from another namespace",
+            V4::new(PEER, POD, 1).packet(&icmp(13, &[0; 16])),
+            DROP,
+        ),
+        egress(
+            "ICMP echo reply answering a request the local ingress policy admits",
+            V4::new(POD, TRUSTED, 1).packet(&icmp(0, &echo_body(id()))),
+            PASS,
+        ),
+        egress(
+            "ICMP port unreachable answering UDP the local ingress policy admits",
+            V4::new(POD, TRUSTED, 1).packet(&unreachable_for(TRUSTED, POD)),
+            PASS,
+        ),
+        egress(
+            "ICMP port unreachable answering UDP from the world (ingress not restricted)",
+            V4::new(POD, WORLD, 1).packet(&unreachable_for(WORLD, POD)),
+            PASS,
+        ),
+        egress(
+            "ICMP port unreachable answering UDP the local ingress policy denies",
+            V4::new(POD, PEER, 1).packet(&unreachable_for(PEER, POD)),
+            DROP,
+        ),
+        egress(
+            "ICMP timestamp reply to a namespace the local ingress policy admits",
+            V4::new(POD, TRUSTED, 1).packet(&icmp(14, &[0; 16])),
+            DROP,
+        ),
+    ]);
     out
 }
 

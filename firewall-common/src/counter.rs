@@ -73,6 +73,15 @@ counters! {
     /// Unfolded violation events (see `FoldFull`) the ring buffer had no room for: the only
     /// violations whose count appears in no line; reported in `events_lost` lines instead.
     EventsLostUnfolded => "events_lost_unfolded",
+    /// Passed: ICMPv6 neighbour or router discovery, redirect or MLD (the link's own control
+    /// traffic; never judged).
+    IcmpNeighbor => "icmp_neighbor",
+    /// Dropped: an ICMP message that is no echo request and that no tracked flow vouches for
+    /// (an unsolicited echo reply or error, a timestamp request, ...), across namespaces, in
+    /// enforce mode.
+    IcmpUnsolicitedDrop => "icmp_unsolicited_drop",
+    /// Passed: such an ICMP message across namespaces in monitor/off mode (never judged or logged).
+    IcmpUnsolicitedPass => "icmp_unsolicited_pass",
 }
 
 #[cfg(test)]
@@ -81,10 +90,11 @@ mod tests {
 
     #[test]
     fn counters_are_numbered_in_list_order() {
-        assert_eq!(COUNTERS_LEN, 20);
+        assert_eq!(COUNTERS_LEN, 23);
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
         }
         assert_eq!(Counter::EventsLostUnfolded.name(), "events_lost_unfolded");
+        assert_eq!(Counter::IcmpUnsolicitedPass.name(), "icmp_unsolicited_pass");
     }
 }

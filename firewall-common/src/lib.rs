@@ -93,6 +93,10 @@ pub mod capacity {
     pub const FOLD: u32 = 65_536;
     /// Ring buffer bytes (power of two, multiple of the page size).
     pub const EVENTS_BYTES: u32 = 1 << 22;
+    /// Counter slots: more than [`crate::COUNTERS_LEN`], so that a release adding a counter keeps
+    /// the map's layout and still adopts the previous release's pinned map.
+    pub const COUNTERS: u32 = 64;
+    const _: () = assert!(crate::COUNTERS_LEN <= COUNTERS);
 }
 
 /// An endpoint's identity: the value of the cgroup map and the IP tries.

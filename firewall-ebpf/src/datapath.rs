@@ -59,6 +59,9 @@ struct Judgement {
     peer_mode: Mode,
     /// Deciding rule of the destination's ingress side.
     peer_rule: u32,
+    /// The destination's ingress program never sees this packet (an echo request: its kernel
+    /// answers without a socket), so the source logs that side even when nothing drops.
+    peer_unseen: bool,
     /// Some denying side is in enforce mode.
     drop: bool,
 }
@@ -67,9 +70,17 @@ struct Judgement {
 ///
 /// On the egress side the destination pod's ingress side is also looked up: when it denies in
 /// enforce mode the connection is dropped here, at the source, and that side logs too (see
-/// [`settle`]). Otherwise the destination's own ingress program decides for itself.
+/// [`settle`]). Otherwise the destination's own ingress program decides for itself, unless
+/// `peer_unseen` says it never sees the packet.
 #[inline(always)]
-fn judge(slot: u8, side: Side, local: &Identity, peer: &Identity, t: &Tuple) -> Judgement {
+fn judge(
+    slot: u8,
+    side: Side,
+    local: &Identity,
+    peer: &Identity,
+    t: &Tuple,
+    peer_unseen: bool,
+) -> Judgement {
     let v = policy::lookup(slot, side, local.id, peer.id, t.proto, t.dport);
     let local_mode = identity::mode(slot, local.ns);
     let denied = v.verdict == PolicyVerdict::Deny as u8;
@@ -81,6 +92,7 @@ fn judge(slot: u8, side: Side, local: &Identity, peer: &Identity, t: &Tuple) -> 
         peer_denies: false,
         peer_mode: Mode::Monitor,
         peer_rule: 0,
+        peer_unseen: peer_unseen && side == Side::Egress && peer.ns >= NS_FIRST,
         drop: denied && local_mode == Mode::Enforce,
     };
     // The destination's ingress side, looked up at the source (egress only, pod destinations).
@@ -106,7 +118,8 @@ fn event_verdict(mode: Mode) -> EventVerdict {
 }
 
 /// Logs and counts a judgement: every denying side that is not `off` logs its own line; the
-/// destination side logs here only when the packet never reaches it.
+/// destination side logs here only when its program never sees the packet (dropped here, or
+/// `peer_unseen`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn settle(
@@ -138,7 +151,8 @@ fn settle(
     if j.local_denies {
         report(&viol);
     }
-    if j.drop && j.peer_denies {
+    let peer_logs = j.peer_denies && (j.drop || j.peer_unseen);
+    if peer_logs {
         viol.side = Side::Ingress;
         viol.rule = j.peer_rule;
         viol.verdict = event_verdict(j.peer_mode);
@@ -149,7 +163,7 @@ fn settle(
     }
     if j.drop {
         count(Counter::PolicyDrop);
-    } else if j.local_denies {
+    } else if j.local_denies || peer_logs {
         count(Counter::PolicyAudit);
     } else {
         count(Counter::PolicyAllow);
@@ -220,18 +234,15 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
     let now = unsafe { bpf_ktime_get_ns() };
 
     if pkt.kind == Kind::Fragment {
-        // No transport header: cannot be matched to a flow. Never classified as allowed across
-        // namespaces: dropped in enforce mode, passed (and counted) otherwise.
+        // No transport header: cannot be matched to a flow.
         let peer = identity::remote(slot, t.family, peer_addr);
-        if peer.ns == local.ns {
-            return PASS;
-        }
-        if identity::mode(slot, local.ns) == Mode::Enforce {
-            count(Counter::FragmentDrop);
-            return DROP;
-        }
-        count(Counter::FragmentPass);
-        return PASS;
+        return unmatched(
+            slot,
+            &local,
+            &peer,
+            Counter::FragmentDrop,
+            Counter::FragmentPass,
+        );
     }
     // A SYN always opens a new connection, so it is always checked (policy changes apply at once).
     if conntrack::established(side, t, pkt.kind != Kind::TcpSyn, now) {
@@ -242,15 +253,22 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
         count(Counter::ConntrackHit);
         return PASS;
     }
+    if pkt.kind == Kind::IcmpNeighbor {
+        count(Counter::IcmpNeighbor);
+        return PASS;
+    }
     // The peer's identity (an LPM walk, the costliest lookup) only for packets conntrack did not
     // already vouch for: established traffic never pays it.
     let peer = identity::remote(slot, t.family, peer_addr);
+    if pkt.kind.icmp_without_flow() {
+        return icmp_unsolicited(slot, side, &local, &peer, &pkt, now);
+    }
     if exempt(side, &local, &peer, t) {
         // Replies of an exempt connection (a kubelet probe, a DNS answer, a reply to the world)
         // must not be judged as new connections from the other end: track it. Same-namespace
         // replies are exempt themselves, so those are not worth a map write.
-        if peer.ns != local.ns && !conntrack::insert(side, t, now) {
-            count(Counter::ConntrackFull);
+        if peer.ns != local.ns {
+            track(side, t, now);
         }
         return PASS;
     }
@@ -259,15 +277,103 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
     } else {
         Hook::SkbIngress
     };
-    let j = judge(slot, side, &local, &peer, t);
+    let echo = pkt.kind == Kind::EchoRequest;
+    let j = judge(slot, side, &local, &peer, t, echo);
     settle(&j, slot, side, &local, &peer, t, cgroup_id, hook);
     if j.drop {
         return DROP;
     }
+    track(side, t, now);
+    if j.peer_unseen {
+        // On this node, the destination's egress program then knows the reply (see
+        // `request_admitted` for a destination on another node).
+        track(Side::Ingress, t, now);
+    }
+    PASS
+}
+
+/// Records that `side` let `t` through (counted when the map refuses).
+#[inline(always)]
+fn track(side: Side, t: &Tuple, now: u64) {
     if !conntrack::insert(side, t, now) {
         count(Counter::ConntrackFull);
     }
+}
+
+/// A packet no flow vouches for and that may open none (a non-first fragment, an ICMP message
+/// that is no echo request): never classified as allowed across namespaces, so dropped in
+/// enforce mode and passed otherwise, each counted by `drop` or `pass`. Never judged or logged.
+#[inline(always)]
+fn unmatched(slot: u8, local: &Identity, peer: &Identity, drop: Counter, pass: Counter) -> i32 {
+    if peer.ns == local.ns {
+        return PASS;
+    }
+    if identity::mode(slot, local.ns) == Mode::Enforce {
+        count(drop);
+        return DROP;
+    }
+    count(pass);
     PASS
+}
+
+/// An echo reply, ICMP error or other ICMP message conntrack did not vouch for.
+#[inline(always)]
+fn icmp_unsolicited(
+    slot: u8,
+    side: Side,
+    local: &Identity,
+    peer: &Identity,
+    pkt: &packet::Packet,
+    now: u64,
+) -> i32 {
+    if side == Side::Egress
+        && let Some(request) = answered(pkt)
+        && request_admitted(slot, local, peer, &request, now)
+    {
+        return PASS;
+    }
+    unmatched(
+        slot,
+        local,
+        peer,
+        Counter::IcmpUnsolicitedDrop,
+        Counter::IcmpUnsolicitedPass,
+    )
+}
+
+/// The packet that an echo reply or ICMP error leaving the local pod answers, when the pod
+/// received it (a quoted packet addressed to the pod, from the error's destination).
+#[inline(always)]
+fn answered(pkt: &packet::Packet) -> Option<Tuple> {
+    let t = &pkt.tuple;
+    match pkt.kind {
+        Kind::EchoReply => Some(t.reversed()),
+        Kind::IcmpError if pkt.inner.saddr == t.daddr && pkt.inner.daddr == t.saddr => {
+            Some(pkt.inner)
+        }
+        _ => None,
+    }
+}
+
+/// Does the local pod's ingress side admit the packet `req` its kernel answers (an echo request,
+/// or a packet to a port nothing listens on)? The kernel answered without a socket, so the pod's
+/// ingress program never saw `req` (for an echo request the source judged and logged this side
+/// instead, see [`Judgement::peer_unseen`]), and a source on another node left no conntrack entry
+/// here. When it admits it, the side's verdict is recorded as if its program had seen `req`, so
+/// later answers are conntrack hits.
+#[inline(always)]
+fn request_admitted(slot: u8, local: &Identity, peer: &Identity, req: &Tuple, now: u64) -> bool {
+    if exemption(Side::Ingress, local, peer, req.proto, req.dport).is_none() {
+        let v = policy::lookup(slot, Side::Ingress, local.id, peer.id, req.proto, req.dport);
+        if v.verdict == PolicyVerdict::Deny as u8 {
+            return false;
+        }
+        count(Counter::PolicyAllow);
+    }
+    if peer.ns != local.ns {
+        track(Side::Ingress, req, now);
+    }
+    true
 }
 
 #[inline(always)]
@@ -310,7 +416,7 @@ fn on_connect(ctx: &SockAddrContext, family: u8) -> i32 {
     }
     // Only a drop is decided here; an allowed or audited connect is judged again on its SYN,
     // which logs monitor-mode violations with the real source port.
-    let j = judge(slot, Side::Egress, &local, &peer, &t);
+    let j = judge(slot, Side::Egress, &local, &peer, &t, false);
     if !j.drop {
         return PASS;
     }

@@ -22,17 +22,42 @@ const TCP_FLAG_ACK: u8 = 0x10;
 /// Most IPv6 extension headers walked before giving up (treated as malformed).
 const MAX_IPV6_EXT: usize = 8;
 
-/// What kind of packet this is, for conntrack.
+/// ICMP and ICMPv6 message types the parser tells apart.
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
+/// What kind of packet this is, for conntrack (docs/design.md#connections).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// Anything that may open or continue a flow.
     Normal,
     /// TCP SYN without ACK: always a new connection, always checked.
     TcpSyn,
+    /// ICMP echo request: the only ICMP message that opens a flow.
+    EchoRequest,
+    /// ICMP echo reply: continues the flow of its request, never opens one.
+    EchoReply,
     /// An ICMP error quoting another flow (`inner`).
     IcmpError,
+    /// ICMPv6 neighbour and router discovery, redirect and MLD: the link's own control traffic,
+    /// which every neighbour needs whatever the policy says.
+    IcmpNeighbor,
+    /// Any other ICMP message (timestamp, information, router advertisement for IPv4, ...):
+    /// opens nothing and continues nothing.
+    IcmpControl,
     /// A non-first IP fragment: no transport header.
     Fragment,
+}
+
+impl Kind {
+    /// An ICMP message that opens no flow and is no link control: an echo reply, an error or
+    /// anything else that is no echo request. Only conntrack lets it through across namespaces.
+    #[inline(always)]
+    pub fn icmp_without_flow(self) -> bool {
+        matches!(self, Kind::EchoReply | Kind::IcmpError | Kind::IcmpControl)
+    }
 }
 
 /// The 5-tuple of a packet in packet orientation, as the conntrack key holds it (`side` is set
@@ -164,13 +189,28 @@ fn parse_ipv6(ctx: &SkBuffContext, off: usize, t: &mut Tuple) -> Result<(usize, 
     Err(ParseError::Malformed)
 }
 
-/// Is this ICMP (v4 or v6) type an error message that quotes another packet?
+/// The kind of an ICMP (`proto` ICMP) or ICMPv6 message of type `ty`.
 #[inline(always)]
-fn icmp_is_error(proto: u8, ty: u8) -> bool {
+fn icmp_kind(proto: u8, ty: u8) -> Kind {
     if proto == ICMP {
-        ty == 3 || ty == 4 || ty == 5 || ty == 11 || ty == 12
+        match ty {
+            ICMP_ECHO_REQUEST => Kind::EchoRequest,
+            ICMP_ECHO_REPLY => Kind::EchoReply,
+            // Destination unreachable, source quench, redirect, time exceeded, parameter problem.
+            3 | 4 | 5 | 11 | 12 => Kind::IcmpError,
+            _ => Kind::IcmpControl,
+        }
     } else {
-        ty < 128
+        match ty {
+            ICMPV6_ECHO_REQUEST => Kind::EchoRequest,
+            ICMPV6_ECHO_REPLY => Kind::EchoReply,
+            // Types below 128 are errors (RFC 4443 2.1).
+            0..=127 => Kind::IcmpError,
+            // MLD query/report/done, router and neighbour solicitation/advertisement, redirect,
+            // MLDv2 report.
+            130..=137 | 143 => Kind::IcmpNeighbor,
+            _ => Kind::IcmpControl,
+        }
     }
 }
 
@@ -191,21 +231,12 @@ fn parse_l4(ctx: &SkBuffContext, off: usize, pkt: &mut Packet) -> Result<(), Par
         }
         ICMP | ICMPV6 => {
             let ty: u8 = load(ctx, off)?;
-            let (req, rep) = if t.proto == ICMP {
-                (8u8, 0u8)
-            } else {
-                (128u8, 129u8)
-            };
-            if ty == req || ty == rep {
-                let id = u16::from_be(load(ctx, off + 4)?);
-                if ty == req {
-                    t.sport = id;
-                } else {
-                    t.dport = id;
-                }
-            } else if icmp_is_error(t.proto, ty) {
-                pkt.kind = Kind::IcmpError;
-                parse_inner(ctx, off + 8, t.family, &mut pkt.inner)?;
+            pkt.kind = icmp_kind(t.proto, ty);
+            match pkt.kind {
+                Kind::EchoRequest => t.sport = u16::from_be(load(ctx, off + 4)?),
+                Kind::EchoReply => t.dport = u16::from_be(load(ctx, off + 4)?),
+                Kind::IcmpError => parse_inner(ctx, off + 8, t.family, &mut pkt.inner)?,
+                _ => {}
             }
         }
         _ => {}
@@ -234,7 +265,7 @@ fn parse_inner(
         ICMP | ICMPV6 => {
             let ty: u8 = load(ctx, l4)?;
             let id = u16::from_be(load(ctx, l4 + 4)?);
-            if ty == 8 || ty == 128 {
+            if ty == ICMP_ECHO_REQUEST || ty == ICMPV6_ECHO_REQUEST {
                 inner.sport = id;
             } else {
                 inner.dport = id;

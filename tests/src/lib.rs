@@ -9,6 +9,7 @@ pub mod agent;
 pub mod apiserver;
 pub mod cgroup;
 pub mod kustomize;
+pub mod ping;
 pub mod policy;
 pub mod probe;
 pub mod root;
@@ -18,7 +19,7 @@ pub mod synthetic;
 pub mod testbed;
 
 pub use apiserver::{ApiServer, RequestRecord};
-pub use probe::{HoldReport, Matrix, Outcome, ProbeResult, StormReport, Target};
+pub use probe::{HoldReport, Matrix, Outcome, PingResult, ProbeResult, StormReport, Target};
 pub use root::{is_root, require_root};
 pub use scenario::{CgroupDriver, Protocol, Qos, Scenario};
 pub use testbed::{ApiServerInfo, HoldHandle, Options, Pod, Testbed, WorldServer};

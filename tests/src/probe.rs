@@ -138,6 +138,20 @@ pub struct ProbeResult {
     pub errno: Option<i32>,
 }
 
+/// The output of `bulkhead-pod ping`: one ICMP (IPv4) or ICMPv6 echo request from a raw socket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PingResult {
+    /// The address pinged.
+    pub target: IpAddr,
+    /// `ok` when the echo reply came back, `denied` when the send failed with EPERM (dropped at
+    /// the source), `timeout` when no reply came.
+    pub result: Outcome,
+    /// Milliseconds from the send to the outcome.
+    pub ms: f64,
+    /// The OS error, if one decided the outcome.
+    pub errno: Option<i32>,
+}
+
 /// The output of `bulkhead-pod storm`: many sequential connection attempts, counted by outcome.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StormReport {

@@ -116,6 +116,12 @@ pub fn from_event(
     } else {
         (None, Some(ev.cgroup_id))
     };
+    // ICMP has no ports: the kernel keys its flows by the echo id in the source port's place.
+    let (sport, dport) = if IpProto::WITH_PORTS.iter().any(|p| *p as u8 == ev.proto) {
+        (ev.sport, ev.dport)
+    } else {
+        (0, 0)
+    };
     LogLine {
         ts,
         kind: "violation",
@@ -136,7 +142,7 @@ pub fn from_event(
             ev.src_ns,
             ev.family,
             addr(ev.family, &ev.saddr),
-            ev.sport,
+            sport,
             src_cg,
         ),
         dst: peer(
@@ -144,7 +150,7 @@ pub fn from_event(
             ev.dst_ns,
             ev.family,
             addr(ev.family, &ev.daddr),
-            ev.dport,
+            dport,
             dst_cg,
         ),
         policy: names.rules.get(ev.rule as usize).cloned(),
@@ -277,5 +283,15 @@ mod tests {
             serde_json::to_string(&line).unwrap(),
             r#"{"ts":"2026-11-23T04:00:00.123456Z","type":"violation","verdict":"AUDIT","direction":"egress","node":"node-1","protocol":"TCP","src":{"namespace":"web","pod":"web-5d9c","ip":"10.244.1.5","port":43122},"dst":{"namespace":"db","pod":"postgres-0","ip":"10.244.2.9","port":5432},"policy":"NamespaceFirewall/db/default","count":1}"#
         );
+        // An echo request's id sits in the source port's place: ICMP lines have no ports.
+        for proto in [IpProto::Icmp, IpProto::Icmpv6] {
+            let icmp = ViolationEvent {
+                proto: proto as u8,
+                dport: 0,
+                ..web_to_postgres()
+            };
+            let line = from_event(&icmp, &names, "node-1", String::new(), 1);
+            assert_eq!((line.src.port, line.dst.port), (None, None));
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! `bulkhead-pod`: the one program a simulated pod runs.
 //!
-//! `serve` is the pod's workload (TCP and UDP echo); `connect`, `storm` and `hold` are the probes a
+//! `serve` is the pod's workload (TCP and UDP echo); `connect`, `ping`, `storm` and `hold` are the probes a
 //! test runs *inside* a pod's network namespace and cgroup, because the firewall identifies pods by
 //! the cgroup of the socket. Results are JSON lines on stdout (see `bulkhead_tests::probe`).
 #![allow(
@@ -55,6 +55,14 @@ enum Cmd {
         #[arg(long = "udp")]
         udp: Vec<SocketAddr>,
         /// Per-target budget for connect + echo.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// One ICMP/ICMPv6 echo request from a raw socket; one JSON line.
+    Ping {
+        /// The address to ping.
+        ip: IpAddr,
+        /// Budget for the reply.
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
@@ -143,6 +151,13 @@ fn main() -> anyhow::Result<()> {
             timeout_ms,
         } => {
             connect(&tcp, &udp, Duration::from_millis(timeout_ms.max(1)));
+            Ok(())
+        }
+        Cmd::Ping { ip, timeout_ms } => {
+            print_json(&bulkhead_tests::ping::ping(
+                ip,
+                Duration::from_millis(timeout_ms.max(1)),
+            ));
             Ok(())
         }
         Cmd::Storm {

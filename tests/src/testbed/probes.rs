@@ -1,4 +1,4 @@
-//! Probes from inside pods (`bulkhead-pod connect | storm | hold`): connection outcomes as the
+//! Probes from inside pods (`bulkhead-pod connect | ping | storm | hold`): connection outcomes as the
 //! firewall leaves them, one pod, one target or the whole pod x pod x port matrix.
 use std::{
     net::IpAddr,
@@ -11,7 +11,9 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{Testbed, process::command_in, process::ensure_success};
-use crate::probe::{HoldReport, Matrix, MatrixColumn, ProbeResult, StormReport, Target};
+use crate::probe::{
+    HoldReport, Matrix, MatrixColumn, PingResult, ProbeResult, StormReport, Target,
+};
 
 /// A [`Testbed::spawn_hold`] in progress.
 #[derive(Debug)]
@@ -135,6 +137,18 @@ impl Testbed {
         self.probe(from, &[target], timeout)?
             .pop()
             .context("no probe result")
+    }
+
+    /// One ICMP (IPv4) or ICMPv6 echo request from pod `from` to `ip`, from a raw socket.
+    pub fn ping(&self, from: &str, ip: IpAddr, timeout: Duration) -> anyhow::Result<PingResult> {
+        let args = vec![
+            "ping".to_owned(),
+            ip.to_string(),
+            "--timeout-ms".to_owned(),
+            timeout.as_millis().to_string(),
+        ];
+        let out = self.run_pod_binary(Some(from), &args)?;
+        serde_json::from_str(out.trim()).with_context(|| format!("bad ping output: {out}"))
     }
 
     /// `count` sequential TCP connection attempts from pod `from` to `target`, each bounded by

@@ -8,8 +8,8 @@ use std::{
 };
 
 use bulkhead_tests::{
-    Options, ProbeResult, Protocol, Scenario, Target, Testbed, WorldServer, agent::Pinning,
-    scenario::PortSpec,
+    Options, PingResult, ProbeResult, Protocol, Scenario, Target, Testbed, WorldServer,
+    agent::Pinning, scenario::PortSpec,
 };
 
 use super::agent::Agent;
@@ -141,6 +141,16 @@ impl Node {
     /// UDP datagram + echo.
     pub fn udp(&self, from: &str, to: &str, port: u16) -> R {
         self.probe(from, self.ip(to), Protocol::Udp, port)
+    }
+
+    /// One ICMP echo from a pod to a pod's IPv4 address.
+    pub fn ping(&self, from: &str, to: &str) -> PingResult {
+        self.tb.ping(from, self.ip(to), TIMEOUT).expect("ping")
+    }
+
+    /// One ICMPv6 echo from a pod to a pod's IPv6 address.
+    pub fn ping6(&self, from: &str, to: &str) -> PingResult {
+        self.tb.ping(from, self.ip6(to), TIMEOUT).expect("ping")
     }
 
     /// TCP from the node itself (like a kubelet probe).

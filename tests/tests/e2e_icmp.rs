@@ -1,0 +1,209 @@
+//! ICMP end to end (docs/design.md#connections): real echo requests from raw sockets inside pods.
+//! An echo request is the only ICMP message that opens a connection; its destination's kernel
+//! answers without a socket, so the destination's ingress side is judged and logged by the
+//! source, in monitor mode too. Neighbour discovery, which a pod's raw ICMPv6 socket receives,
+//! never produces a line. Needs root; skips loudly otherwise.
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
+mod common;
+
+use std::time::Duration;
+
+use bulkhead_tests::{
+    policy::{baseline, ingress_from},
+    require_root,
+};
+use common::{
+    agent::pretty,
+    http::{free_port, sample},
+    kube_node::wait_for,
+    node::Node,
+};
+use serde_json::{Value, json};
+
+fn pods() -> &'static str {
+    r#"
+namespaces: [{name: frontend}, {name: payments}, {name: db}]
+pods:
+  - {name: web, namespace: frontend, serve: [{protocol: TCP, port: 80}]}
+  - {name: api, namespace: payments, serve: [{protocol: TCP, port: 8443}]}
+  - {name: postgres, namespace: db, serve: [{protocol: TCP, port: 5432}]}
+"#
+}
+
+/// frontend may open connections to payments only (every protocol); db admits payments on TCP
+/// 5432 only, so no ICMP into db; payments has no rules of its own.
+fn policies(cross: &str, mode: &str) -> Vec<String> {
+    vec![
+        baseline(cross, mode),
+        r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: NamespaceFirewall
+metadata: {name: default, namespace: frontend}
+spec:
+  egress:
+    - to: {namespaces: [payments]}
+"#
+        .to_owned(),
+        ingress_from("default", "db", &["payments"], &[], &[("TCP", 5432)]),
+    ]
+}
+
+fn up(name: &str, subnet: u8, cross: &str, mode: &str) -> Node {
+    let p = policies(cross, mode);
+    let refs: Vec<&str> = p.iter().map(String::as_str).collect();
+    Node::up(name, subnet, pods(), &refs)
+}
+
+/// The exact violation line of an echo from pod `src` to pod `dst` (`ns/pod`), over IPv4 or IPv6,
+/// decided by `direction`'s `policy`.
+fn echo_line(
+    node: &Node,
+    v6: bool,
+    (verdict, direction, policy): (&str, &str, &str),
+    src: &str,
+    dst: &str,
+) -> Value {
+    let end = |key: &str| {
+        let (ns, pod) = key.split_once('/').expect("ns/pod");
+        let ip = if v6 { node.ip6(key) } else { node.ip(key) };
+        json!({"namespace": ns, "pod": pod, "ip": ip.to_string(), "port": null})
+    };
+    json!({
+        "type": "violation",
+        "verdict": verdict,
+        "direction": direction,
+        "node": "node-1",
+        "protocol": if v6 { "ICMPv6" } else { "ICMP" },
+        "src": end(src),
+        "dst": end(dst),
+        "policy": policy,
+        "count": 1,
+    })
+}
+
+/// The lines of an echo from web to postgres: both sides deny (frontend's egress rules do not
+/// name db, db's ingress rules do not admit frontend).
+fn web_to_postgres(node: &Node, v6: bool, verdict: &str) -> [Value; 2] {
+    let (web, pg) = ("frontend/web", "db/postgres");
+    [
+        echo_line(
+            node,
+            v6,
+            (verdict, "egress", "NamespaceFirewall/frontend/default"),
+            web,
+            pg,
+        ),
+        echo_line(
+            node,
+            v6,
+            (verdict, "ingress", "NamespaceFirewall/db/default"),
+            web,
+            pg,
+        ),
+    ]
+}
+
+/// The line of an echo from api to postgres: only db's ingress side denies (its rule admits
+/// payments on TCP 5432 only).
+fn api_to_postgres(node: &Node, verdict: &str) -> Value {
+    echo_line(
+        node,
+        false,
+        (verdict, "ingress", "NamespaceFirewall/db/default"),
+        "payments/api",
+        "db/postgres",
+    )
+}
+
+/// The lines without their timestamps, sorted, to compare with the expected ones.
+fn without_ts(lines: &[Value]) -> Vec<Value> {
+    let mut out: Vec<Value> = lines
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            if let Some(o) = l.as_object_mut() {
+                o.remove("ts");
+            }
+            l
+        })
+        .collect();
+    out.sort_by_key(Value::to_string);
+    out
+}
+
+fn sorted(mut v: Vec<Value>) -> Vec<Value> {
+    v.sort_by_key(Value::to_string);
+    v
+}
+
+#[test]
+fn monitor_mode_logs_the_destination_side_of_an_echo_it_never_sees() {
+    if !require_root("monitor_mode_logs_the_destination_side_of_an_echo_it_never_sees") {
+        return;
+    }
+    let node = up("icmpm", 67, "Allow", "Monitor");
+    let agent = node.agent(&[]);
+    // Both sides of web -> postgres deny; only db's ingress side denies api -> postgres. In
+    // monitor mode both echoes are answered, and every denying side logs AUDIT.
+    let r = node.ping("frontend/web", "db/postgres");
+    assert_eq!(r.result, "ok", "{r:?}");
+    let r = node.ping("payments/api", "db/postgres");
+    assert_eq!(r.result, "ok", "{r:?}");
+    // Allowed: no line.
+    let r = node.ping("frontend/web", "payments/api");
+    assert_eq!(r.result, "ok", "{r:?}");
+    agent.wait_violations(Duration::from_secs(5), |l| l.len() >= 3);
+    let [egress, ingress] = web_to_postgres(&node, false, "AUDIT");
+    let expected = sorted(vec![egress, ingress, api_to_postgres(&node, "AUDIT")]);
+    let lines = agent.stop();
+    assert_eq!(without_ts(&lines), expected, "{}", pretty(&lines));
+}
+
+#[test]
+fn enforce_mode_drops_a_denied_echo_at_the_source_and_answers_an_allowed_one() {
+    if !require_root("enforce_mode_drops_a_denied_echo_at_the_source_and_answers_an_allowed_one") {
+        return;
+    }
+    let node = up("icmpe", 68, "Allow", "Enforce");
+    let agent = node.agent(&[]);
+    assert_eq!(node.ping("frontend/web", "db/postgres").result, "denied");
+    assert_eq!(node.ping("payments/api", "db/postgres").result, "denied");
+    // Allowed into a namespace in enforce mode: the reply its kernel sends passes.
+    let r = node.ping("frontend/web", "payments/api");
+    assert_eq!(r.result, "ok", "{r:?}");
+    let lines = agent.stop();
+    let [egress, ingress] = web_to_postgres(&node, false, "DENIED");
+    let expected = sorted(vec![egress, ingress, api_to_postgres(&node, "DENIED")]);
+    assert_eq!(without_ts(&lines), expected, "{}", pretty(&lines));
+}
+
+#[test]
+fn neighbour_discovery_between_namespaces_passes_and_is_never_logged() {
+    if !require_root("neighbour_discovery_between_namespaces_passes_and_is_never_logged") {
+        return;
+    }
+    // Nothing admits payments or db into frontend: judged as a connection, a neighbour
+    // advertisement from api to web would be denied.
+    let node = up("icmpnd", 69, "Deny", "Enforce");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = node.agent(&["--metrics-addr", &addr]);
+    // The first IPv6 packets between these pods: each needs neighbour discovery first, and the
+    // neighbour advertisements reach the pinging pod's raw ICMPv6 socket (its ingress program).
+    let r = node.ping6("frontend/web", "payments/api");
+    assert_eq!(r.result, "ok", "{r:?}");
+    assert_eq!(node.ping6("frontend/web", "db/postgres").result, "denied");
+    let neighbor = r#"bulkhead_datapath_packets_total{reason="icmp_neighbor"}"#;
+    wait_for(
+        Duration::from_secs(5),
+        "neighbour discovery counted as icmp_neighbor",
+        || (sample(port, neighbor) >= 1.0).then_some(()),
+    );
+    let lines = agent.stop();
+    // Only the echo that policy denies is logged: no line names a neighbour discovery message.
+    let expected = sorted(web_to_postgres(&node, true, "DENIED").to_vec());
+    assert_eq!(without_ts(&lines), expected, "{}", pretty(&lines));
+}
