@@ -10,8 +10,8 @@ use super::names::NameTables;
 const TS_FORMAT: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
-/// One end of a flow. Unknown fields are `null`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// One end of a flow. Unknown fields are `null`. Read back by `suggest` and `report`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Peer {
     /// Namespace, when the address belongs to one.
     pub namespace: Option<String>,

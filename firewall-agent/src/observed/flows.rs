@@ -185,7 +185,7 @@ fn denying_sides(r: &LogRecord) -> Vec<(Side, Option<&str>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observed::lines::Endpoint;
+    use crate::events::format::Peer;
 
     fn rec(ts: &str, verdict: Verdict, dst_ns: Option<&str>, count: u64) -> LogRecord {
         LogRecord {
@@ -199,13 +199,13 @@ mod tests {
             direction: Some(Side::Ingress),
             node: Some("n1".into()),
             protocol: "TCP".into(),
-            src: Endpoint {
+            src: Peer {
                 namespace: Some("web".into()),
                 pod: Some("w".into()),
                 ip: "10.0.0.1".parse().ok(),
                 port: Some(40000),
             },
-            dst: Endpoint {
+            dst: Peer {
                 namespace: dst_ns.map(Into::into),
                 pod: Some("pg".into()),
                 ip: "10.0.0.2".parse().ok(),

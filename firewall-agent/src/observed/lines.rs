@@ -8,7 +8,6 @@
 //! is lenient (then it is counted as bad and skipped).
 use std::{
     io::{BufRead, BufReader, IsTerminal as _, Read},
-    net::IpAddr,
     path::{Path, PathBuf},
 };
 
@@ -16,6 +15,8 @@ use firewall_common::Side;
 use flate2::read::MultiGzDecoder;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+
+use crate::events::format::Peer;
 
 /// gzip's magic bytes (RFC 1952).
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -83,15 +84,6 @@ pub enum RecordKind {
     Flow,
 }
 
-/// One end of a connection (unknown fields are `null`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct Endpoint {
-    pub namespace: Option<String>,
-    pub pod: Option<String>,
-    pub ip: Option<IpAddr>,
-    pub port: Option<u16>,
-}
-
 /// One side that denied the connection (the `sides` field).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct SideEntry {
@@ -120,8 +112,8 @@ pub struct LogRecord {
     #[serde(default)]
     pub node: Option<String>,
     pub protocol: String,
-    pub src: Endpoint,
-    pub dst: Endpoint,
+    pub src: Peer,
+    pub dst: Peer,
     #[serde(default)]
     pub policy: Option<String>,
     #[serde(default = "one")]
