@@ -204,14 +204,24 @@ fn a_never_accepted_cluster_firewall_keeps_only_its_restrictions() {
         );
     }
     // Delegated: the namespaces decide (neither restricts), not `later`'s allow.
-    assert_eq!(
-        judge(&m, "b", "c", 80)[0],
-        allowed("default", Step::Default)
+    egress_sides(
+        &m,
+        &[
+            ("b", "c", allowed("default", Step::Default)),
+            (
+                "c",
+                "a",
+                denied("ClusterFirewall/zones:rules[3]", Step::ClusterRule),
+            ),
+        ],
     );
-    assert_eq!(
-        judge(&m, "c", "a", 80)[0],
-        denied("ClusterFirewall/zones:rules[3]", Step::ClusterRule)
-    );
+}
+
+/// Asserts the egress side of each (source, destination namespace) on TCP 80.
+fn egress_sides(m: &ClusterModel, cases: &[(&str, &str, (PolicyVerdict, String, Step))]) {
+    for (src, dst, want) in cases {
+        assert_eq!(&judge(m, src, dst, 80)[0], want, "{src} -> {dst}");
+    }
 }
 
 #[test]
@@ -232,14 +242,17 @@ fn conflicting_defaults_are_refused_and_the_conflicting_object_keeps_its_restric
         (r.name.as_str(), r.reason.as_str()),
         ("b-second", "DefaultsConflict")
     );
-    assert_eq!(
-        judge(&m, "a", "c", 80)[0],
-        denied("ClusterFirewall/b-second:rules[0]", Step::ClusterRule)
-    );
     // Its allow opens nothing, and a-first's defaults hold.
-    assert_eq!(
-        judge(&m, "b", "c", 80)[0],
-        allowed("default", Step::Default)
+    egress_sides(
+        &m,
+        &[
+            (
+                "a",
+                "c",
+                denied("ClusterFirewall/b-second:rules[0]", Step::ClusterRule),
+            ),
+            ("b", "c", allowed("default", Step::Default)),
+        ],
     );
 }
 

@@ -139,16 +139,24 @@ impl Testbed {
             .context("no probe result")
     }
 
+    /// Runs `bulkhead-pod COMMAND ARGS... --timeout-ms T` in pod `from`; its one JSON report.
+    fn pod_report<T: serde::de::DeserializeOwned>(
+        &self,
+        from: &str,
+        command: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<T> {
+        let mut argv = vec![command.to_owned()];
+        argv.extend_from_slice(args);
+        argv.extend(["--timeout-ms".to_owned(), timeout.as_millis().to_string()]);
+        let out = self.run_pod_binary(Some(from), &argv)?;
+        serde_json::from_str(out.trim()).with_context(|| format!("bad {command} output: {out}"))
+    }
+
     /// One ICMP (IPv4) or ICMPv6 echo request from pod `from` to `ip`, from a raw socket.
     pub fn ping(&self, from: &str, ip: IpAddr, timeout: Duration) -> anyhow::Result<PingResult> {
-        let args = vec![
-            "ping".to_owned(),
-            ip.to_string(),
-            "--timeout-ms".to_owned(),
-            timeout.as_millis().to_string(),
-        ];
-        let out = self.run_pod_binary(Some(from), &args)?;
-        serde_json::from_str(out.trim()).with_context(|| format!("bad ping output: {out}"))
+        self.pod_report(from, "ping", &[ip.to_string()], timeout)
     }
 
     /// `count` sequential TCP connection attempts from pod `from` to `target`, each bounded by
@@ -160,17 +168,13 @@ impl Testbed {
         count: u64,
         timeout: Duration,
     ) -> anyhow::Result<StormReport> {
-        let args = vec![
-            "storm".to_owned(),
+        let args = [
             "--tcp".to_owned(),
             target.addr().to_string(),
             "--count".to_owned(),
             count.to_string(),
-            "--timeout-ms".to_owned(),
-            timeout.as_millis().to_string(),
         ];
-        let out = self.run_pod_binary(Some(from), &args)?;
-        serde_json::from_str(out.trim()).with_context(|| format!("bad storm output: {out}"))
+        self.pod_report(from, "storm", &args, timeout)
     }
 
     /// One long-lived TCP connection from pod `from` to `target`, one round trip every `interval`
