@@ -34,6 +34,9 @@ pub const SETTING_ACTIVE_SLOT: u32 = 0;
 pub const SETTING_DEFAULT_MODE_SLOT0: u32 = 1;
 /// Index in [`maps::SETTINGS`] of slot 1's default mode.
 pub const SETTING_DEFAULT_MODE_SLOT1: u32 = 2;
+/// Index in [`maps::SETTINGS`] of the flow log: 1 also records every allowed new connection
+/// across namespaces or to the world (`--flow-log all`), 0 only violations.
+pub const SETTING_FLOW_LOG: u32 = 3;
 /// Number of u32 entries in [`maps::SETTINGS`].
 pub const SETTINGS_LEN: u32 = 4;
 
@@ -240,7 +243,23 @@ pub struct FoldValue {
     pub total: u64,
 }
 
-/// A violation, sent through the ring buffer when a flow's fold window opens.
+/// What one side of a connection decided, as a [`ViolationEvent`] carries it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SideRecord {
+    /// [`PolicyValue::rule`] that decided this side.
+    pub rule: u32,
+    /// The side's namespace [`Mode`].
+    pub mode: u8,
+    /// 1 when this side denied (and is not `off`): it is one of the line's `sides`.
+    pub denied: u8,
+    /// Always zero.
+    pub pad: [u8; 2],
+}
+
+/// One connection as one node judged it (a violation or, with the flow log, an allowed
+/// connection), sent through the ring buffer when a flow's fold window opens. Where the node
+/// judged both sides it is one record with both (docs/design.md#violation-log).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ViolationEvent {
@@ -264,8 +283,12 @@ pub struct ViolationEvent {
     pub src_ns: u32,
     /// Namespace id of the destination.
     pub dst_ns: u32,
-    /// [`PolicyValue::rule`] that decided.
+    /// [`PolicyValue::rule`] of the `side` that decided.
     pub rule: u32,
+    /// The egress side (at the source), when this node judged it.
+    pub egress: SideRecord,
+    /// The ingress side (at the destination), when this node judged it.
+    pub ingress: SideRecord,
     /// Source port; 0 when unknown (connect() before bind).
     pub sport: u16,
     /// Destination port.
@@ -274,9 +297,10 @@ pub struct ViolationEvent {
     pub proto: u8,
     /// 4 or 6.
     pub family: u8,
-    /// The [`Side`] that decided.
+    /// The [`Side`] the line names: the side that dropped the connection, else the first side
+    /// that denied (egress before ingress), else (allowed) the side that judged.
     pub side: u8,
-    /// An [`EventVerdict`].
+    /// An [`EventVerdict`]: `Denied` iff the connection was dropped.
     pub verdict: u8,
     /// Slot of the policy that decided (the agent resolves `rule` in that slot's table).
     pub slot: u8,
@@ -320,4 +344,5 @@ mod user {
     unsafe impl aya::Pod for FoldKey {}
     unsafe impl aya::Pod for FoldValue {}
     unsafe impl aya::Pod for ViolationEvent {}
+    unsafe impl aya::Pod for SideRecord {}
 }

@@ -85,9 +85,10 @@ vocabulary! {
     /// through, or forbids it.
     pub enum PolicyVerdict: u8 { Allow = 1 => "allow", Deny = 2 => "deny" }
 
-    /// What became of a violation ([`crate::ViolationEvent::verdict`]; the names are the log's):
-    /// `Audit` in monitor mode (it would have been dropped), `Denied` in enforce mode.
-    pub enum EventVerdict: u8 { Audit = 1 => "AUDIT", Denied = 2 => "DENIED" }
+    /// What became of a connection a record is about ([`crate::ViolationEvent::verdict`]; the
+    /// names are the log's): `Audit`, some side denied and none in enforce mode (it would have
+    /// been dropped); `Denied`, dropped; `Allowed`, no side denied (the flow log).
+    pub enum EventVerdict: u8 { Audit = 1 => "AUDIT", Denied = 2 => "DENIED", Allowed = 3 => "ALLOWED" }
 
     /// The side of a connection that decides, at its source pod or at its destination pod (the
     /// names are the log's `direction`).

@@ -8,7 +8,8 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext},
 };
 use firewall_common::{
-    Counter, EventVerdict, Hook, Identity, IpProto, Mode, NS_FIRST, PolicyVerdict, Side, exemption,
+    Counter, EventVerdict, Hook, Identity, IpProto, Mode, NS_FIRST, PolicyVerdict, Side,
+    SideRecord, exemption,
 };
 
 use crate::{
@@ -60,7 +61,7 @@ struct Judgement {
     /// Deciding rule of the destination's ingress side.
     peer_rule: u32,
     /// The destination's ingress program never sees this packet (an echo request: its kernel
-    /// answers without a socket), so the source logs that side even when nothing drops.
+    /// answers without a socket), so the source also tracks the connection for that side.
     peer_unseen: bool,
     /// Some denying side is in enforce mode.
     drop: bool,
@@ -69,9 +70,8 @@ struct Judgement {
 /// Judges a new connection between `local` (the end whose cgroup runs this program) and `peer`.
 ///
 /// On the egress side the destination pod's ingress side is also looked up: when it denies in
-/// enforce mode the connection is dropped here, at the source, and that side logs too (see
-/// [`settle`]). Otherwise the destination's own ingress program decides for itself, unless
-/// `peer_unseen` says it never sees the packet.
+/// enforce mode the connection is dropped here, at the source, and either way the record names
+/// that side too (see [`settle`]). A destination on another node judges its side again.
 #[inline(always)]
 fn judge(
     slot: u8,
@@ -108,18 +108,22 @@ fn judge(
     j
 }
 
+/// The record of a side: its rule and mode, and whether it is one of the line's `sides`.
 #[inline(always)]
-fn event_verdict(mode: Mode) -> EventVerdict {
-    if mode == Mode::Enforce {
-        EventVerdict::Denied
-    } else {
-        EventVerdict::Audit
+fn side_record(rule: u32, mode: Mode, denies: bool) -> SideRecord {
+    SideRecord {
+        rule,
+        mode: mode as u8,
+        denied: denies as u8,
+        pad: [0; 2],
     }
 }
 
-/// Logs and counts a judgement: every denying side that is not `off` logs its own line; the
-/// destination side logs here only when its program never sees the packet (dropped here, or
-/// `peer_unseen`).
+/// Logs and counts a judgement: one record per connection with every side this node judged
+/// (docs/design.md#violation-log). On the egress side that is both: the destination's side was
+/// looked up here too, and on this node its own program then lets the connection through
+/// without judging it again (see [`on_packet`]). With the flow log, an allowed connection is
+/// recorded as well.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn settle(
@@ -134,40 +138,55 @@ fn settle(
 ) {
     let egress = side == Side::Egress;
     let (src, dst) = if egress { (local, peer) } else { (peer, local) };
-    let mut viol = Violation {
-        tuple: *t,
-        cgroup_id,
-        src_id: src.id,
-        dst_id: dst.id,
-        src_ns: src.ns,
-        dst_ns: dst.ns,
-        rule: j.rule,
-        side,
-        verdict: event_verdict(j.local_mode),
-        slot,
-        hook,
-        local_is_src: egress as u8,
+    let local_record = side_record(j.rule, j.local_mode, j.local_denies);
+    let peer_record = side_record(j.peer_rule, j.peer_mode, j.peer_denies);
+    let (egress_record, ingress_record) = if egress {
+        (local_record, peer_record)
+    } else {
+        (SideRecord::default(), local_record)
     };
-    if j.local_denies {
-        report(&viol);
-    }
-    let peer_logs = j.peer_denies && (j.drop || j.peer_unseen);
-    if peer_logs {
-        viol.side = Side::Ingress;
-        viol.rule = j.peer_rule;
-        viol.verdict = event_verdict(j.peer_mode);
-        report(&viol);
+    // The side the line names: the one that dropped it, else the first that denied.
+    let local_drops = j.local_denies && j.local_mode == Mode::Enforce;
+    let peer_named = j.peer_denies && !local_drops && (j.drop || !j.local_denies);
+    let (named, rule) = if peer_named {
+        (Side::Ingress, j.peer_rule)
+    } else {
+        (side, j.rule)
+    };
+    let denies = j.local_denies || j.peer_denies;
+    let verdict = if j.drop {
+        EventVerdict::Denied
+    } else if denies {
+        EventVerdict::Audit
+    } else {
+        EventVerdict::Allowed
+    };
+    if denies || identity::flow_log_all() {
+        report(&Violation {
+            tuple: *t,
+            cgroup_id,
+            src_id: src.id,
+            dst_id: dst.id,
+            src_ns: src.ns,
+            dst_ns: dst.ns,
+            rule,
+            egress: egress_record,
+            ingress: ingress_record,
+            side: named,
+            verdict,
+            slot,
+            hook,
+            local_is_src: egress as u8,
+        });
     }
     if j.denied && j.local_mode == Mode::Off {
         count(Counter::PolicyOff);
     }
-    if j.drop {
-        count(Counter::PolicyDrop);
-    } else if j.local_denies || peer_logs {
-        count(Counter::PolicyAudit);
-    } else {
-        count(Counter::PolicyAllow);
-    }
+    count(match verdict {
+        EventVerdict::Denied => Counter::PolicyDrop,
+        EventVerdict::Audit => Counter::PolicyAudit,
+        EventVerdict::Allowed => Counter::PolicyAllow,
+    });
 }
 
 /// The "always allowed" rules (docs/design.md#always-allowed), counted by reason.
@@ -251,6 +270,14 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
     }
     if pkt.kind == Kind::IcmpError && conntrack::related(&pkt.inner, now) {
         count(Counter::ConntrackHit);
+        return PASS;
+    }
+    // Both ends on this node: the source's egress program judged this connection for both
+    // sides and let it through; judging it again would record it twice. Tracked on this side
+    // too, as if judged here, so its replies and later packets pass as established.
+    if side == Side::Ingress && conntrack::lookup(Side::Egress, t, now) {
+        count(Counter::ConntrackHit);
+        track(Side::Ingress, t, now);
         return PASS;
     }
     if pkt.kind == Kind::IcmpNeighbor {

@@ -5,7 +5,7 @@
 //! the log add up exactly even when the ring buffer was full.
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use firewall_common::{
-    Counter, EventVerdict, FOLD_WINDOW_NS, FoldValue, Hook, Side, ViolationEvent,
+    Counter, EventVerdict, FOLD_WINDOW_NS, FoldValue, Hook, Side, SideRecord, ViolationEvent,
 };
 
 use crate::{
@@ -14,7 +14,7 @@ use crate::{
     packet::Tuple,
 };
 
-/// What is known about a violation when it is raised.
+/// What is known about a connection's record when it is raised.
 pub struct Violation {
     /// The connection, in its own orientation (source = the initiator).
     pub tuple: Tuple,
@@ -28,9 +28,13 @@ pub struct Violation {
     pub src_ns: u32,
     /// Destination namespace id.
     pub dst_ns: u32,
-    /// Deciding rule index.
+    /// Rule index of `side`.
     pub rule: u32,
-    /// Side that decided.
+    /// The egress side, when judged here.
+    pub egress: SideRecord,
+    /// The ingress side, when judged here.
+    pub ingress: SideRecord,
+    /// The side the line names.
     pub side: Side,
     /// What became of it.
     pub verdict: EventVerdict,
@@ -96,6 +100,8 @@ fn event(v: &Violation, now: u64) -> ViolationEvent {
         src_ns: v.src_ns,
         dst_ns: v.dst_ns,
         rule: v.rule,
+        egress: v.egress,
+        ingress: v.ingress,
         sport: t.sport,
         dport: t.dport,
         proto: t.proto,

@@ -1,7 +1,8 @@
-//! Identity, mode and slot lookups.
+//! Identity, mode, slot and flow-log lookups.
 use firewall_common::{
     CgroupKey, IPV4_KEY_BITS, IPV6_KEY_BITS, Identity, Mode, ModeKey, NS_WORLD,
-    SETTING_ACTIVE_SLOT, SETTING_DEFAULT_MODE_SLOT0, ipv4_key, ipv6_key, ipv6_octets,
+    SETTING_ACTIVE_SLOT, SETTING_DEFAULT_MODE_SLOT0, SETTING_FLOW_LOG, ipv4_key, ipv6_key,
+    ipv6_octets,
 };
 
 use crate::maps::{CGROUPS, IPV4, IPV6, MODES, SETTINGS};
@@ -14,6 +15,12 @@ pub fn active_slot() -> u8 {
         Some(s) => (*s & 1) as u8,
         None => 0,
     }
+}
+
+/// Whether allowed new connections are recorded too (`--flow-log all`).
+#[inline(always)]
+pub fn flow_log_all() -> bool {
+    SETTINGS.get(SETTING_FLOW_LOG) == Some(&1)
 }
 
 /// The identity of a local pod, by its cgroup id; None for host processes.

@@ -1,7 +1,7 @@
 //! ICMP end to end (docs/design.md#connections): real echo requests from raw sockets inside pods.
 //! An echo request is the only ICMP message that opens a connection; its destination's kernel
-//! answers without a socket, so the destination's ingress side is judged and logged by the
-//! source, in monitor mode too. Neighbour discovery, which a pod's raw ICMPv6 socket receives,
+//! answers without a socket, so the destination's ingress side is judged by the source, and the
+//! source's one line per connection names it, in monitor mode too. Neighbour discovery, which a pod's raw ICMPv6 socket receives,
 //! never produces a line. Needs root; skips loudly otherwise.
 #![allow(
     unused_crate_dependencies,
@@ -57,20 +57,35 @@ fn up(name: &str, subnet: u8, cross: &str, mode: &str) -> Node {
     Node::up(name, subnet, pods(), &refs)
 }
 
-/// The exact violation line of an echo from pod `src` to pod `dst` (`ns/pod`), over IPv4 or IPv6,
-/// decided by `direction`'s `policy`.
+/// The mode behind a verdict: in these tests both namespaces of a pair share one mode.
+fn mode_of(verdict: &str) -> &'static str {
+    if verdict == "DENIED" {
+        "enforce"
+    } else {
+        "monitor"
+    }
+}
+
+/// The exact line of an echo from pod `src` to pod `dst` (`ns/pod`), over IPv4 or IPv6: one per
+/// connection, naming `direction`'s `policy`, with every denying side (side, namespace, policy).
 fn echo_line(
     node: &Node,
     v6: bool,
     (verdict, direction, policy): (&str, &str, &str),
-    src: &str,
-    dst: &str,
+    denying: &[(&str, &str, &str)],
+    (src, dst): (&str, &str),
 ) -> Value {
     let end = |key: &str| {
         let (ns, pod) = key.split_once('/').expect("ns/pod");
         let ip = if v6 { node.ip6(key) } else { node.ip(key) };
         json!({"namespace": ns, "pod": pod, "ip": ip.to_string(), "port": null})
     };
+    let sides: Vec<Value> = denying
+        .iter()
+        .map(|(side, namespace, policy)| {
+            json!({"side": side, "namespace": namespace, "mode": mode_of(verdict), "policy": policy})
+        })
+        .collect();
     json!({
         "type": "violation",
         "verdict": verdict,
@@ -80,30 +95,24 @@ fn echo_line(
         "src": end(src),
         "dst": end(dst),
         "policy": policy,
+        "sides": sides,
         "count": 1,
     })
 }
 
-/// The lines of an echo from web to postgres: both sides deny (frontend's egress rules do not
-/// name db, db's ingress rules do not admit frontend).
-fn web_to_postgres(node: &Node, v6: bool, verdict: &str) -> [Value; 2] {
-    let (web, pg) = ("frontend/web", "db/postgres");
-    [
-        echo_line(
-            node,
-            v6,
-            (verdict, "egress", "NamespaceFirewall/frontend/default"),
-            web,
-            pg,
-        ),
-        echo_line(
-            node,
-            v6,
-            (verdict, "ingress", "NamespaceFirewall/db/default"),
-            web,
-            pg,
-        ),
-    ]
+/// The line of an echo from web to postgres: both sides deny (frontend's egress rules do not
+/// name db, db's ingress rules do not admit frontend); the egress side, first, names it.
+fn web_to_postgres(node: &Node, v6: bool, verdict: &str) -> Value {
+    echo_line(
+        node,
+        v6,
+        (verdict, "egress", "NamespaceFirewall/frontend/default"),
+        &[
+            ("egress", "frontend", "NamespaceFirewall/frontend/default"),
+            ("ingress", "db", "NamespaceFirewall/db/default"),
+        ],
+        ("frontend/web", "db/postgres"),
+    )
 }
 
 /// The line of an echo from api to postgres: only db's ingress side denies (its rule admits
@@ -113,8 +122,8 @@ fn api_to_postgres(node: &Node, verdict: &str) -> Value {
         node,
         false,
         (verdict, "ingress", "NamespaceFirewall/db/default"),
-        "payments/api",
-        "db/postgres",
+        &[("ingress", "db", "NamespaceFirewall/db/default")],
+        ("payments/api", "db/postgres"),
     )
 }
 
@@ -155,9 +164,11 @@ fn monitor_mode_logs_the_destination_side_of_an_echo_it_never_sees() {
     // Allowed: no line.
     let r = node.ping("frontend/web", "payments/api");
     assert_eq!(r.result, "ok", "{r:?}");
-    agent.wait_violations(Duration::from_secs(5), |l| l.len() >= 3);
-    let [egress, ingress] = web_to_postgres(&node, false, "AUDIT");
-    let expected = sorted(vec![egress, ingress, api_to_postgres(&node, "AUDIT")]);
+    agent.wait_violations(Duration::from_secs(5), |l| l.len() >= 2);
+    let expected = sorted(vec![
+        web_to_postgres(&node, false, "AUDIT"),
+        api_to_postgres(&node, "AUDIT"),
+    ]);
     let lines = agent.stop();
     assert_eq!(without_ts(&lines), expected, "{}", pretty(&lines));
 }
@@ -175,8 +186,10 @@ fn enforce_mode_drops_a_denied_echo_at_the_source_and_answers_an_allowed_one() {
     let r = node.ping("frontend/web", "payments/api");
     assert_eq!(r.result, "ok", "{r:?}");
     let lines = agent.stop();
-    let [egress, ingress] = web_to_postgres(&node, false, "DENIED");
-    let expected = sorted(vec![egress, ingress, api_to_postgres(&node, "DENIED")]);
+    let expected = sorted(vec![
+        web_to_postgres(&node, false, "DENIED"),
+        api_to_postgres(&node, "DENIED"),
+    ]);
     assert_eq!(without_ts(&lines), expected, "{}", pretty(&lines));
 }
 
@@ -204,6 +217,6 @@ fn neighbour_discovery_between_namespaces_passes_and_is_never_logged() {
     );
     let lines = agent.stop();
     // Only the echo that policy denies is logged: no line names a neighbour discovery message.
-    let expected = sorted(web_to_postgres(&node, true, "DENIED").to_vec());
+    let expected = vec![web_to_postgres(&node, true, "DENIED")];
     assert_eq!(without_ts(&lines), expected, "{}", pretty(&lines));
 }

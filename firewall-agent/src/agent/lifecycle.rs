@@ -50,7 +50,10 @@ impl Agent {
             .attach(&cfg.cgroup_root)
             .with_context(|| format!("attaching at cgroup {}", cfg.cgroup_root.display()))?;
         info!(cgroup_root = %cfg.cgroup_root.display(), node = %cfg.compile.node_name, source = ?cfg.source, pinned = datapath.pinned(), adopted = datapath.adopted(), "datapath attached");
-        let writer = map_writer(&datapath, state_maps)?;
+        let mut writer = map_writer(&datapath, state_maps)?;
+        writer
+            .set_flow_log(cfg.flow_log_all)
+            .context("setting the flow log")?;
         metrics.set_capacities(writer.capacities());
         let state = PolicyState::new(
             cfg.compile.clone(),

@@ -1,8 +1,9 @@
 //! Prometheus metrics (`/metrics` on `--metrics-addr`), with the `prometheus-client` crate.
 //!
 //! Cardinality is bounded by construction: datapath counters are labelled by reason (a fixed
-//! enum); violations by verdict, direction and namespace pair, where at most [`MAX_PAIRS`]
-//! distinct pairs get their own series and the rest are counted under `_other`; maps by name.
+//! enum); violations by verdict, direction and namespace pair and allowed flows by namespace
+//! pair, where at most [`MAX_PAIRS`] distinct pairs get their own series and the rest are
+//! counted under `_other`; maps by name.
 use std::{
     collections::HashSet,
     sync::{Mutex, atomic::AtomicU64},
@@ -55,6 +56,12 @@ struct ViolationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PairLabels {
+    src_namespace: String,
+    dst_namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MapLabels {
     map: &'static str,
 }
@@ -77,6 +84,7 @@ pub struct Metrics {
     datapath: Family<ReasonLabels, Counter>,
     kernel_seen: Mutex<[u64; COUNTERS_LEN as usize]>,
     violations: Family<ViolationLabels, Counter>,
+    flows_allowed: Family<PairLabels, Counter>,
     pairs: Mutex<HashSet<(String, String)>>,
     events_lost: Counter,
     map_entries: Family<MapLabels, Gauge>,
@@ -104,6 +112,7 @@ impl Metrics {
             datapath: Family::default(),
             kernel_seen: Mutex::new([0; COUNTERS_LEN as usize]),
             violations: Family::default(),
+            flows_allowed: Family::default(),
             pairs: Mutex::default(),
             events_lost: Counter::default(),
             map_entries: Family::default(),
@@ -168,7 +177,9 @@ impl Metrics {
             datapath: "datapath_packets",
                 "Packets and connections seen by the eBPF programs, by verdict or reason (kernel per-CPU counters)";
             violations: "violations",
-                "Denied (DENIED) or audited (AUDIT) connections by deciding side and namespace pair; pairs beyond the first 1000 are counted as _other";
+                "Denied (DENIED) or audited (AUDIT) connections, one per connection and node, by the line's direction and namespace pair; pairs beyond the first 1000 are counted as _other";
+            flows_allowed: "flows_allowed",
+                "Allowed new connections across namespaces or to the world, by namespace pair (with --flow-log all; pairs capped as for violations)";
             events_lost: "events_lost",
                 "Violation events the ring buffer had no room for (still counted in the log from the fold map)";
             map_entries: "map_entries",
@@ -243,8 +254,30 @@ impl Metrics {
         }
     }
 
-    /// One violation log line.
-    pub fn violation(&self, line: &LogLine) {
+    /// Counts a log line's connections: a violation by verdict and direction, a flow as allowed.
+    pub fn record(&self, line: &LogLine) {
+        let (src_namespace, dst_namespace) = self.pair(line);
+        if line.kind == "flow" {
+            self.flows_allowed
+                .get_or_create(&PairLabels {
+                    src_namespace,
+                    dst_namespace,
+                })
+                .inc_by(line.count);
+            return;
+        }
+        self.violations
+            .get_or_create(&ViolationLabels {
+                verdict: line.verdict,
+                direction: line.direction,
+                src_namespace,
+                dst_namespace,
+            })
+            .inc_by(line.count);
+    }
+
+    /// The line's namespace pair, or `_other` once [`MAX_PAIRS`] pairs have series.
+    fn pair(&self, line: &LogLine) -> (String, String) {
         let src = line
             .src
             .namespace
@@ -267,14 +300,7 @@ impl Metrics {
             }
             Err(_) => ("_other".into(), "_other".into()),
         };
-        self.violations
-            .get_or_create(&ViolationLabels {
-                verdict: line.verdict,
-                direction: line.direction,
-                src_namespace: src,
-                dst_namespace: dst,
-            })
-            .inc_by(line.count);
+        (src, dst)
     }
 
     /// Entries per state map (both slots). Conntrack (an LRU) is not counted: its pressure shows
@@ -367,6 +393,7 @@ mod tests {
                 ..Default::default()
             },
             policy: None,
+            sides: Vec::new(),
             count: 3,
         }
     }
@@ -389,7 +416,7 @@ mod tests {
         m.observe_kernel(|c| if c == KernelCounter::PolicyDrop { 5 } else { 0 });
         m.observe_kernel(|c| if c == KernelCounter::PolicyDrop { 7 } else { 0 });
         for i in 0..MAX_PAIRS + 5 {
-            m.violation(&line(&format!("a{i}"), "db"));
+            m.record(&line(&format!("a{i}"), "db"));
         }
         m.observe_maps(&[(firewall_common::maps::POLICY, 50)]);
         assert_exports(

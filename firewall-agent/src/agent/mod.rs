@@ -48,6 +48,8 @@ pub struct RunConfig {
     pub kube: KubeConfig,
     /// Where `/metrics`, `/healthz`, `/readyz` and `/status` are served.
     pub metrics_addr: Option<SocketAddr>,
+    /// `--flow-log all`: allowed new connections are logged too.
+    pub flow_log_all: bool,
 }
 
 /// The running agent: the attached datapath, the policy applied to it, and the log of its events.

@@ -102,6 +102,20 @@ pub struct RunArgs {
     /// How often a file source is checked for changes, in milliseconds.
     #[arg(long, default_value_t = 200)]
     poll_ms: u64,
+    /// `violations`: log connections some side denies; `all`: also every allowed new connection
+    /// across namespaces or to the world (`"type":"flow"`), to discover traffic before writing
+    /// rules.
+    #[arg(long, env = "BULKHEAD_FLOW_LOG", value_enum, default_value_t = FlowLog::Violations)]
+    flow_log: FlowLog,
+}
+
+/// What the log records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum FlowLog {
+    /// Connections some side denies.
+    Violations,
+    /// Those and every allowed new connection across namespaces or to the world.
+    All,
 }
 
 impl RunArgs {
@@ -163,6 +177,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             lease_name: args.lease_name,
         },
         metrics_addr: args.metrics_addr,
+        flow_log_all: args.flow_log == FlowLog::All,
     };
     agent::run(cfg).await
 }

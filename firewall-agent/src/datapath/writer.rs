@@ -12,7 +12,8 @@ use std::{
 use aya::maps::{MapError, lpm_trie::Key};
 use firewall_common::{
     CgroupKey, IpV4Key, IpV6Key, ModeKey, PolicyKey, PolicyPrefix, SETTING_ACTIVE_SLOT,
-    SETTING_DEFAULT_MODE_SLOT0, ip_addr_bits, ip_key_bits, ipv4_key, ipv6_key, maps,
+    SETTING_DEFAULT_MODE_SLOT0, SETTING_FLOW_LOG, ip_addr_bits, ip_key_bits, ipv4_key, ipv6_key,
+    maps,
 };
 use tracing::warn;
 
@@ -275,6 +276,15 @@ impl MapWriter {
     /// The maps' capacities.
     pub fn capacities(&self) -> super::loader::Capacities {
         self.maps.capacities
+    }
+
+    /// `--flow-log all` (true) also records allowed new connections; set at every start, so an
+    /// adopted datapath follows this agent's flag rather than the last one's.
+    pub fn set_flow_log(&mut self, all: bool) -> Result<(), WriteError> {
+        self.maps
+            .settings
+            .set(SETTING_FLOW_LOG, &u32::from(all), 0)
+            .map_err(err(maps::SETTINGS))
     }
 
     /// Writes `want` into the inactive slot, then makes it active.

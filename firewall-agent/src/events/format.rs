@@ -1,7 +1,7 @@
 //! The violation log line (docs/design.md#violation-log): one JSON object per line on stdout.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use firewall_common::{EventVerdict, FoldKey, IpProto, Side, ViolationEvent};
+use firewall_common::{EventVerdict, FoldKey, IpProto, Mode, Side, ViolationEvent};
 use serde::Serialize;
 use time::{OffsetDateTime, format_description::BorrowedFormatItem, macros::format_description};
 
@@ -22,25 +22,42 @@ pub struct Peer {
     pub port: Option<u16>,
 }
 
-/// A violation log line, fields in the documented order.
+/// One side that denied a connection, as the line's `sides` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SideLine {
+    /// "egress" (at the source) or "ingress" (at the destination).
+    pub side: &'static str,
+    /// The side's namespace.
+    pub namespace: Option<String>,
+    /// "monitor" or "enforce"; `null` when only the fold map knew of the connection.
+    pub mode: Option<&'static str>,
+    /// The side's deciding object and rule.
+    pub policy: Option<String>,
+}
+
+/// A log line: one connection as this node judged it, fields in the documented order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LogLine {
     /// RFC 3339 UTC with microseconds.
     pub ts: String,
-    /// Always "violation".
+    /// "violation" (some side denied) or "flow" (allowed, with `--flow-log all`).
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// "DENIED" (enforce, dropped) or "AUDIT" (monitor, would be dropped).
+    /// "DENIED" (dropped), "AUDIT" (a side denied, none in enforce: it would be dropped) or
+    /// "ALLOWED" (a flow line).
     pub verdict: &'static str,
-    /// The side that decided: "egress" or "ingress".
+    /// The side that dropped it, else the first side that denied, else the side that judged:
+    /// "egress" or "ingress".
     pub direction: &'static str,
     pub node: String,
     /// "TCP", "UDP", "SCTP", "ICMP", "ICMPv6" or the protocol number.
     pub protocol: String,
     pub src: Peer,
     pub dst: Peer,
-    /// Deciding object and rule, or "default".
+    /// `direction`'s deciding object and rule, or "default".
     pub policy: Option<String>,
+    /// Every side that denied, egress first (empty on a flow line).
+    pub sides: Vec<SideLine>,
     /// Events folded into this line.
     pub count: u64,
 }
@@ -122,19 +139,16 @@ pub fn from_event(
     } else {
         (0, 0)
     };
-    LogLine {
+    let verdict = EventVerdict::try_from(ev.verdict).unwrap_or(EventVerdict::Audit);
+    let mut line = LogLine {
         ts,
-        kind: "violation",
-        verdict: if ev.verdict == EventVerdict::Denied as u8 {
-            EventVerdict::Denied.as_str()
+        kind: if verdict == EventVerdict::Allowed {
+            "flow"
         } else {
-            EventVerdict::Audit.as_str()
+            "violation"
         },
-        direction: if ev.side == Side::Egress as u8 {
-            Side::Egress.as_str()
-        } else {
-            Side::Ingress.as_str()
-        },
+        verdict: verdict.as_str(),
+        direction: side_name(ev.side).as_str(),
         node: node.to_owned(),
         protocol: protocol_name(ev.proto),
         src: peer(
@@ -154,8 +168,51 @@ pub fn from_event(
             dst_cg,
         ),
         policy: names.rules.get(ev.rule as usize).cloned(),
+        sides: Vec::new(),
         count,
+    };
+    line.sides = sides(ev, &line, names);
+    line
+}
+
+fn side_name(side: u8) -> Side {
+    if side == Side::Egress as u8 {
+        Side::Egress
+    } else {
+        Side::Ingress
     }
+}
+
+/// The sides that denied, from the record's two sides. A record known only by its fold key has
+/// neither: its named side stands alone, its mode and policy unknown.
+fn sides(ev: &ViolationEvent, line: &LogLine, names: &NameTables) -> Vec<SideLine> {
+    if line.kind == "flow" {
+        return Vec::new();
+    }
+    let namespace = |side: Side| match side {
+        Side::Egress => line.src.namespace.clone(),
+        Side::Ingress => line.dst.namespace.clone(),
+    };
+    let mut out: Vec<SideLine> = [(Side::Egress, ev.egress), (Side::Ingress, ev.ingress)]
+        .into_iter()
+        .filter(|(_, r)| r.denied == 1)
+        .map(|(side, r)| SideLine {
+            side: side.as_str(),
+            namespace: namespace(side),
+            mode: Mode::try_from(u32::from(r.mode)).ok().map(Mode::as_str),
+            policy: names.rules.get(r.rule as usize).cloned(),
+        })
+        .collect();
+    if out.is_empty() {
+        let side = side_name(ev.side);
+        out.push(SideLine {
+            side: side.as_str(),
+            namespace: namespace(side),
+            mode: None,
+            policy: line.policy.clone(),
+        });
+    }
+    out
 }
 
 /// Builds a line for a flow whose first event never reached user space (ring buffer full).
@@ -190,12 +247,15 @@ pub fn from_fold_key(
     };
     line.src = peer(names, u32::MAX, key.family, src_ip, 0, src_cg);
     line.dst = peer(names, u32::MAX, key.family, dst_ip, key.dport, dst_cg);
+    line.sides = sides(&ev, &line, names);
     line
 }
 
 #[cfg(test)]
 mod tests {
     use std::{collections::HashMap, sync::Arc};
+
+    use firewall_common::SideRecord;
 
     use super::*;
     use crate::events::names::PodName;
@@ -239,6 +299,12 @@ mod tests {
             side: Side::Egress as u8,
             verdict: EventVerdict::Audit as u8,
             local_is_src: 1,
+            egress: SideRecord {
+                rule: 1,
+                mode: Mode::Monitor as u8,
+                denied: 1,
+                pad: [0; 2],
+            },
             ..Default::default()
         }
     }
@@ -281,7 +347,7 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_string(&line).unwrap(),
-            r#"{"ts":"2026-11-23T04:00:00.123456Z","type":"violation","verdict":"AUDIT","direction":"egress","node":"node-1","protocol":"TCP","src":{"namespace":"web","pod":"web-5d9c","ip":"10.244.1.5","port":43122},"dst":{"namespace":"db","pod":"postgres-0","ip":"10.244.2.9","port":5432},"policy":"NamespaceFirewall/db/default","count":1}"#
+            r#"{"ts":"2026-11-23T04:00:00.123456Z","type":"violation","verdict":"AUDIT","direction":"egress","node":"node-1","protocol":"TCP","src":{"namespace":"web","pod":"web-5d9c","ip":"10.244.1.5","port":43122},"dst":{"namespace":"db","pod":"postgres-0","ip":"10.244.2.9","port":5432},"policy":"NamespaceFirewall/db/default","sides":[{"side":"egress","namespace":"web","mode":"monitor","policy":"NamespaceFirewall/db/default"}],"count":1}"#
         );
         // An echo request's id sits in the source port's place: ICMP lines have no ports.
         for proto in [IpProto::Icmp, IpProto::Icmpv6] {
@@ -293,5 +359,71 @@ mod tests {
             let line = from_event(&icmp, &names, "node-1", String::new(), 1);
             assert_eq!((line.src.port, line.dst.port), (None, None));
         }
+    }
+
+    /// docs/design.md#violation-log: one record per connection; `verdict` DENIED iff dropped,
+    /// `direction` the side that dropped it, `sides` every side that denied.
+    #[test]
+    fn one_line_names_both_sides_of_a_connection_dropped_at_the_source() {
+        let names = tables();
+        let ev = ViolationEvent {
+            verdict: EventVerdict::Denied as u8,
+            side: Side::Ingress as u8,
+            rule: 0,
+            ingress: SideRecord {
+                rule: 0,
+                mode: Mode::Enforce as u8,
+                denied: 1,
+                pad: [0; 2],
+            },
+            ..web_to_postgres()
+        };
+        let line = from_event(&ev, &names, "node-1", String::new(), 2);
+        assert_eq!(
+            (
+                line.kind,
+                line.verdict,
+                line.direction,
+                line.policy.as_deref()
+            ),
+            ("violation", "DENIED", "ingress", Some("default"))
+        );
+        let sides: Vec<_> = line
+            .sides
+            .iter()
+            .map(|s| (s.side, s.namespace.as_deref(), s.mode, s.policy.as_deref()))
+            .collect();
+        assert_eq!(
+            sides,
+            [
+                (
+                    "egress",
+                    Some("web"),
+                    Some("monitor"),
+                    Some("NamespaceFirewall/db/default")
+                ),
+                ("ingress", Some("db"), Some("enforce"), Some("default")),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_allowed_connection_is_a_flow_line_without_sides() {
+        let ev = ViolationEvent {
+            verdict: EventVerdict::Allowed as u8,
+            egress: SideRecord::default(),
+            rule: 0,
+            ..web_to_postgres()
+        };
+        let line = from_event(&ev, &tables(), "node-1", String::new(), 1);
+        assert_eq!(
+            (
+                line.kind,
+                line.verdict,
+                line.policy.as_deref(),
+                line.sides.len()
+            ),
+            ("flow", "ALLOWED", Some("default"), 0)
+        );
     }
 }

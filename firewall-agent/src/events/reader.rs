@@ -46,7 +46,7 @@ impl ViolationLog {
     }
 
     fn print_violation(&mut self, line: &format::LogLine) {
-        self.metrics.violation(line);
+        self.metrics.record(line);
         self.print(line);
     }
 
