@@ -17,7 +17,7 @@ use bulkhead_tests::{
 use common::{
     agent::{Agent, pretty},
     find,
-    http::{free_port, http_status},
+    http::{free_port, http_status, sample},
     node::Node,
 };
 use serde_json::{Value, json};
@@ -756,4 +756,60 @@ fn a_wrong_node_name_is_not_ready_and_names_the_nodes_it_saw() {
     );
     assert_eq!(http_status(port, "/readyz"), Some(503));
     assert!(agent.logs_with("ready").is_empty());
+}
+
+#[test]
+fn the_flow_log_records_each_allowed_connection_across_namespaces_once() {
+    if !require_root("the_flow_log_records_each_allowed_connection_across_namespaces_once") {
+        return;
+    }
+    let node = Node::up("flows", 22, pods(), &[&db_from_payments()]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let agent = node.agent(&["--flow-log", "all", "--metrics-addr", &addr]);
+    // Allowed across namespaces, by the default and by db's rule: one flow line each.
+    assert_eq!(node.tcp("frontend/web", "payments/api", 8443).result, "ok");
+    assert_eq!(node.tcp("payments/api", "db/postgres", 5432).result, "ok");
+    // Always allowed, so never recorded: the same namespace, DNS.
+    assert_eq!(
+        node.tcp("payments/worker", "payments/api", 8443).result,
+        "ok"
+    );
+    assert_eq!(
+        node.udp("frontend/web", "kube-system/coredns", 53).result,
+        "ok"
+    );
+    // Denied by db's rule, in monitor mode: a violation line, not a flow line.
+    assert_eq!(node.tcp("frontend/web", "db/postgres", 5432).result, "ok");
+    agent.wait_violations(Duration::from_secs(5), |l| l.len() >= 3);
+    let flows = sample(
+        port,
+        "bulkhead_flows_allowed_total{src_namespace=\"frontend\",dst_namespace=\"payments\"}",
+    );
+    let lines = agent.stop();
+    assert_eq!(lines.len(), 3, "{}", pretty(&lines));
+    let flow = |dst: &str| find(&lines, |l| l["type"] == "flow" && l["dst"]["pod"] == dst);
+    let api = flow("api");
+    assert_eq!(api.len(), 1, "{}", pretty(&lines));
+    assert_eq!(
+        (
+            &api[0]["verdict"],
+            &api[0]["direction"],
+            &api[0]["policy"],
+            &api[0]["sides"]
+        ),
+        (
+            &json!("ALLOWED"),
+            &json!("egress"),
+            &json!("default"),
+            &json!([])
+        ),
+    );
+    assert_eq!(api[0]["src"]["pod"], "web");
+    let pg = flow("postgres");
+    assert_eq!(pg.len(), 1, "{}", pretty(&lines));
+    assert_eq!(pg[0]["policy"], "NamespaceFirewall/db/default");
+    let v = find(&lines, |l| l["type"] == "violation");
+    assert_eq!((v.len(), &v[0]["src"]["pod"]), (1, &json!("web")));
+    assert_eq!(flows, 1.0);
 }
