@@ -3,7 +3,7 @@
     unused_crate_dependencies,
     reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
 )]
-use bulkhead_tests::{cgroup::TempCgroup, require_root};
+use bulkhead_tests::{cgroup::TempCgroup, skip_unless_root};
 use firewall_agent::{
     cgroups::cgroup2_root,
     compiler::MapContents,
@@ -18,9 +18,7 @@ fn temp_cgroup(prefix: &str) -> TempCgroup {
 
 #[test]
 fn loads_attaches_and_flips_slots() {
-    if !require_root("loads_attaches_and_flips_slots") {
-        return;
-    }
+    skip_unless_root!("loads_attaches_and_flips_slots");
     let (mut dp, state, _events) = Datapath::load(&LoadOptions::default()).expect("load");
     let cg = temp_cgroup("bulkhead-load-test");
     dp.attach(cg.path()).expect("attach");
@@ -40,9 +38,7 @@ fn loads_attaches_and_flips_slots() {
 fn a_policy_that_does_not_fit_is_refused_before_anything_is_written() {
     use firewall_agent::datapath::writer::ApplyError;
     use firewall_common::Identity;
-    if !require_root("a_policy_that_does_not_fit_is_refused_before_anything_is_written") {
-        return;
-    }
+    skip_unless_root!("a_policy_that_does_not_fit_is_refused_before_anything_is_written");
     // Room for 5 cgroup entries over both slots.
     let opts = LoadOptions {
         cgroup_entries: 5,
@@ -100,9 +96,7 @@ fn a_policy_that_does_not_fit_is_refused_before_anything_is_written() {
 fn pinned_maps_are_adopted_and_links_replaced() {
     use firewall_agent::datapath::pin;
     use firewall_common::{Identity, PolicyPrefix, PolicyValue, Side};
-    if !require_root("pinned_maps_are_adopted_and_links_replaced") {
-        return;
-    }
+    skip_unless_root!("pinned_maps_are_adopted_and_links_replaced");
     let bpffs = std::path::PathBuf::from(format!(
         "/sys/fs/bpf/bulkhead-load-test-{}",
         std::process::id()

@@ -13,7 +13,7 @@ use std::{
     sync::atomic::{AtomicU16, Ordering},
 };
 
-use bulkhead_tests::{cgroup::TempCgroup, require_root};
+use bulkhead_tests::{cgroup::TempCgroup, skip_unless_root};
 use firewall_agent::{
     cgroups::cgroup2_root,
     compiler::{CompileOptions, IdAllocator, compile},
@@ -576,9 +576,7 @@ fn icmp_cases() -> Vec<Case> {
 
 #[test]
 fn crafted_packets_are_never_allowed_where_policy_denies() {
-    if !require_root("crafted_packets_are_never_allowed_where_policy_denies") {
-        return;
-    }
+    skip_unless_root!("crafted_packets_are_never_allowed_where_policy_denies");
     let (dp, state, _events) = Datapath::load(&LoadOptions::default()).expect("load");
     let cg = TempCgroup::enter(
         &cgroup2_root().expect("a cgroup2 mount"),

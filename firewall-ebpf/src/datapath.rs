@@ -9,13 +9,13 @@ use aya_ebpf::{
 };
 use firewall_common::{
     Counter, EventVerdict, Hook, Identity, IpProto, Mode, NS_FIRST, PolicyVerdict, Side,
-    SideRecord, exemption,
+    SideRecord, ViolationEvent, exemption,
 };
 
 use crate::{
     conntrack,
     counters::count,
-    events::{Violation, report},
+    events::report,
     identity,
     packet::{self, Kind, ParseError, Tuple},
     policy,
@@ -162,9 +162,10 @@ fn settle(
         EventVerdict::Allowed
     };
     if denies || identity::flow_log_all() {
-        report(&Violation {
-            tuple: *t,
+        report(ViolationEvent {
             cgroup_id,
+            saddr: t.saddr,
+            daddr: t.daddr,
             src_id: src.id,
             dst_id: dst.id,
             src_ns: src.ns,
@@ -172,11 +173,16 @@ fn settle(
             rule,
             egress: egress_record,
             ingress: ingress_record,
-            side: named,
-            verdict,
+            sport: t.sport,
+            dport: t.dport,
+            proto: t.proto,
+            family: t.family,
+            side: named as u8,
+            verdict: verdict as u8,
             slot,
-            hook,
+            hook: hook as u8,
             local_is_src: egress as u8,
+            ..ViolationEvent::default()
         });
     }
     if j.denied && j.local_mode == Mode::Off {

@@ -1,57 +1,24 @@
-//! Violation events, folded per flow per second in the kernel (docs/design.md#violation-log).
+//! Connection records (violations, and allowed flows with the flow log), folded per flow per
+//! second in the kernel (docs/design.md#violation-log).
 //!
 //! Every event adds one to its flow's `total` (atomically); only the first event of a window is
 //! sent. User space remembers what it printed and prints the remainder later, so the counts of
 //! the log add up exactly even when the ring buffer was full.
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use firewall_common::{
-    Counter, EventVerdict, FOLD_WINDOW_NS, FoldValue, Hook, Side, SideRecord, ViolationEvent,
-};
+use firewall_common::{Counter, FOLD_WINDOW_NS, FoldValue, ViolationEvent};
 
 use crate::{
     counters::count,
     maps::{EVENTS, FOLD},
-    packet::Tuple,
 };
 
-/// What is known about a connection's record when it is raised.
-pub struct Violation {
-    /// The connection, in its own orientation (source = the initiator).
-    pub tuple: Tuple,
-    /// cgroup id of the local end.
-    pub cgroup_id: u64,
-    /// Identities and namespaces of the two ends.
-    pub src_id: u32,
-    /// Destination identity.
-    pub dst_id: u32,
-    /// Source namespace id.
-    pub src_ns: u32,
-    /// Destination namespace id.
-    pub dst_ns: u32,
-    /// Rule index of `side`.
-    pub rule: u32,
-    /// The egress side, when judged here.
-    pub egress: SideRecord,
-    /// The ingress side, when judged here.
-    pub ingress: SideRecord,
-    /// The side the line names.
-    pub side: Side,
-    /// What became of it.
-    pub verdict: EventVerdict,
-    /// Slot of the policy.
-    pub slot: u8,
-    /// Where it was raised.
-    pub hook: Hook,
-    /// 1 when the local end is the source.
-    pub local_is_src: u8,
-}
-
-/// Counts `v` in its flow's fold entry and sends an event when a new window opens.
+/// Counts `ev` (its time and fold fields still zero) in its flow's fold entry and sends it when
+/// a new window opens.
 #[inline(always)]
-pub fn report(v: &Violation) {
+pub fn report(mut ev: ViolationEvent) {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let mut ev = event(v, now);
+    ev.ts_ns = now;
     let key = ev.fold_key();
     let (created, total, folded) = match FOLD.get_ptr_mut(&key) {
         Some(p) => {
@@ -82,37 +49,6 @@ pub fn report(v: &Violation) {
     ev.fold_created_ns = created;
     ev.fold_total = total;
     send(&ev, folded);
-}
-
-/// The event of `v` raised at `now`, its fold fields still zero.
-#[inline(always)]
-fn event(v: &Violation, now: u64) -> ViolationEvent {
-    let t = &v.tuple;
-    ViolationEvent {
-        ts_ns: now,
-        cgroup_id: v.cgroup_id,
-        fold_created_ns: 0,
-        fold_total: 0,
-        saddr: t.saddr,
-        daddr: t.daddr,
-        src_id: v.src_id,
-        dst_id: v.dst_id,
-        src_ns: v.src_ns,
-        dst_ns: v.dst_ns,
-        rule: v.rule,
-        egress: v.egress,
-        ingress: v.ingress,
-        sport: t.sport,
-        dport: t.dport,
-        proto: t.proto,
-        family: t.family,
-        side: v.side as u8,
-        verdict: v.verdict as u8,
-        slot: v.slot,
-        hook: v.hook as u8,
-        local_is_src: v.local_is_src,
-        pad: 0,
-    }
 }
 
 #[inline(always)]

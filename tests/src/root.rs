@@ -13,6 +13,17 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
+/// Returns from the calling test unless it runs as root ([`require_root`] says why, loudly):
+/// the first line of every kernel-level test.
+#[macro_export]
+macro_rules! skip_unless_root {
+    ($test:expr) => {
+        if !$crate::require_root($test) {
+            return;
+        }
+    };
+}
+
 /// True when running as root; otherwise prints a loud SKIPPED line and returns false, or panics
 /// under CI.
 pub fn require_root(test: &str) -> bool {

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use bulkhead_tests::{
     policy::{baseline, ingress_from},
-    require_root,
+    skip_unless_root,
 };
 use common::{
     agent::pretty,
-    http::{free_port, sample},
+    http::{metrics_endpoint, sample},
     kube_node::wait_for,
     node::Node,
 };
@@ -143,6 +143,15 @@ fn without_ts(lines: &[Value]) -> Vec<Value> {
     out
 }
 
+/// The log holds exactly the lines of web -> postgres and api -> postgres, with `verdict`.
+fn assert_two_echoes(node: &Node, lines: &[Value], verdict: &str) {
+    let expected = sorted(vec![
+        web_to_postgres(node, false, verdict),
+        api_to_postgres(node, verdict),
+    ]);
+    assert_eq!(without_ts(lines), expected, "{}", pretty(lines));
+}
+
 fn sorted(mut v: Vec<Value>) -> Vec<Value> {
     v.sort_by_key(Value::to_string);
     v
@@ -150,9 +159,7 @@ fn sorted(mut v: Vec<Value>) -> Vec<Value> {
 
 #[test]
 fn monitor_mode_logs_the_destination_side_of_an_echo_it_never_sees() {
-    if !require_root("monitor_mode_logs_the_destination_side_of_an_echo_it_never_sees") {
-        return;
-    }
+    skip_unless_root!("monitor_mode_logs_the_destination_side_of_an_echo_it_never_sees");
     let node = up("icmpm", 67, "Allow", "Monitor");
     let agent = node.agent(&[]);
     // Both sides of web -> postgres deny; only db's ingress side denies api -> postgres. In
@@ -165,19 +172,12 @@ fn monitor_mode_logs_the_destination_side_of_an_echo_it_never_sees() {
     let r = node.ping("frontend/web", "payments/api");
     assert_eq!(r.result, "ok", "{r:?}");
     agent.wait_violations(Duration::from_secs(5), |l| l.len() >= 2);
-    let expected = sorted(vec![
-        web_to_postgres(&node, false, "AUDIT"),
-        api_to_postgres(&node, "AUDIT"),
-    ]);
-    let lines = agent.stop();
-    assert_eq!(without_ts(&lines), expected, "{}", pretty(&lines));
+    assert_two_echoes(&node, &agent.stop(), "AUDIT");
 }
 
 #[test]
 fn enforce_mode_drops_a_denied_echo_at_the_source_and_answers_an_allowed_one() {
-    if !require_root("enforce_mode_drops_a_denied_echo_at_the_source_and_answers_an_allowed_one") {
-        return;
-    }
+    skip_unless_root!("enforce_mode_drops_a_denied_echo_at_the_source_and_answers_an_allowed_one");
     let node = up("icmpe", 68, "Allow", "Enforce");
     let agent = node.agent(&[]);
     assert_eq!(node.ping("frontend/web", "db/postgres").result, "denied");
@@ -185,24 +185,16 @@ fn enforce_mode_drops_a_denied_echo_at_the_source_and_answers_an_allowed_one() {
     // Allowed into a namespace in enforce mode: the reply its kernel sends passes.
     let r = node.ping("frontend/web", "payments/api");
     assert_eq!(r.result, "ok", "{r:?}");
-    let lines = agent.stop();
-    let expected = sorted(vec![
-        web_to_postgres(&node, false, "DENIED"),
-        api_to_postgres(&node, "DENIED"),
-    ]);
-    assert_eq!(without_ts(&lines), expected, "{}", pretty(&lines));
+    assert_two_echoes(&node, &agent.stop(), "DENIED");
 }
 
 #[test]
 fn neighbour_discovery_between_namespaces_passes_and_is_never_logged() {
-    if !require_root("neighbour_discovery_between_namespaces_passes_and_is_never_logged") {
-        return;
-    }
+    skip_unless_root!("neighbour_discovery_between_namespaces_passes_and_is_never_logged");
     // Nothing admits payments or db into frontend: judged as a connection, a neighbour
     // advertisement from api to web would be denied.
     let node = up("icmpnd", 69, "Deny", "Enforce");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let (port, addr) = metrics_endpoint();
     let agent = node.agent(&["--metrics-addr", &addr]);
     // The first IPv6 packets between these pods: each needs neighbour discovery first, and the
     // neighbour advertisements reach the pinging pod's raw ICMPv6 socket (its ingress program).

@@ -12,7 +12,7 @@ use std::{thread, time::Duration};
 use bulkhead_tests::{
     Protocol,
     policy::{self, admit, ingress_from},
-    require_root,
+    skip_unless_root,
 };
 use common::{
     agent::pretty,
@@ -68,9 +68,7 @@ fn enforced_within_a_second(node: &KubeNode, change: &str, ns: &str, result: &st
 
 #[test]
 fn a_policy_created_through_the_api_is_enforced_within_a_second() {
-    if !require_root("a_policy_created_through_the_api_is_enforced_within_a_second") {
-        return;
-    }
+    skip_unless_root!("a_policy_created_through_the_api_is_enforced_within_a_second");
     let node = KubeNode::up("kapi", 30, PODS, &[&baseline("Enforce")], &[]);
     let (agent, port) = node.agent_with_metrics();
     assert_eq!(http_status(port, "/readyz"), Some(200));
@@ -141,9 +139,7 @@ fn a_policy_created_through_the_api_is_enforced_within_a_second() {
 
 #[test]
 fn a_namespace_label_flips_monitor_and_enforce() {
-    if !require_root("a_namespace_label_flips_monitor_and_enforce") {
-        return;
-    }
+    skip_unless_root!("a_namespace_label_flips_monitor_and_enforce");
     let node = KubeNode::up("klbl", 31, PODS, &[&baseline("Monitor")], &[]);
     let agent = node.agent(&[]);
     assert_eq!(to(&node, "b"), "ok", "monitor lets it through");
@@ -170,9 +166,7 @@ fn a_namespace_label_flips_monitor_and_enforce() {
 
 #[test]
 fn a_mode_label_in_any_case_applies_and_an_invalid_one_keeps_the_mode() {
-    if !require_root("a_mode_label_in_any_case_applies_and_an_invalid_one_keeps_the_mode") {
-        return;
-    }
+    skip_unless_root!("a_mode_label_in_any_case_applies_and_an_invalid_one_keeps_the_mode");
     let node = KubeNode::up("kcase", 36, PODS, &[&baseline("Monitor")], &[]);
     let (agent, port) = node.agent_with_metrics();
     assert_eq!(to(&node, "b"), "ok", "monitor lets it through");
@@ -232,9 +226,7 @@ fn a_mode_label_in_any_case_applies_and_an_invalid_one_keeps_the_mode() {
 
 #[test]
 fn a_new_pod_is_classified_and_a_deleted_pod_is_forgotten() {
-    if !require_root("a_new_pod_is_classified_and_a_deleted_pod_is_forgotten") {
-        return;
-    }
+    skip_unless_root!("a_new_pod_is_classified_and_a_deleted_pod_is_forgotten");
     // a/client runs, but the API does not know it yet: its traffic is nobody's (world), and
     // ingress from the world is not restricted.
     let node = KubeNode::up("kpod", 32, PODS, &[&baseline("Enforce")], &["a/client"]);
@@ -299,9 +291,7 @@ fn a_new_pod_is_classified_and_a_deleted_pod_is_forgotten() {
 
 #[test]
 fn an_api_outage_keeps_enforcement_and_changes_made_during_it_apply_after() {
-    if !require_root("an_api_outage_keeps_enforcement_and_changes_made_during_it_apply_after") {
-        return;
-    }
+    skip_unless_root!("an_api_outage_keeps_enforcement_and_changes_made_during_it_apply_after");
     let node = KubeNode::up("kout", 33, PODS, &[&baseline("Enforce"), &b_from_a()], &[]);
     let (agent, port) = node.agent_with_metrics();
     assert_eq!(
@@ -353,9 +343,7 @@ fn an_api_outage_keeps_enforcement_and_changes_made_during_it_apply_after() {
 
 #[test]
 fn a_forced_relist_keeps_every_verdict() {
-    if !require_root("a_forced_relist_keeps_every_verdict") {
-        return;
-    }
+    skip_unless_root!("a_forced_relist_keeps_every_verdict");
     let node = KubeNode::up("kgone", 34, PODS, &[&baseline("Enforce"), &b_from_a()], &[]);
     let agent = node.agent(&[]);
     let relisted_before = agent.logs_with("relisted").len();
@@ -394,9 +382,7 @@ fn a_forced_relist_keeps_every_verdict() {
 
 #[test]
 fn an_invalid_object_is_refused_in_its_status_while_valid_ones_keep_working() {
-    if !require_root("an_invalid_object_is_refused_in_its_status_while_valid_ones_keep_working") {
-        return;
-    }
+    skip_unless_root!("an_invalid_object_is_refused_in_its_status_while_valid_ones_keep_working");
     // Another agent holds the status Lease: this one must not write status.
     let now = time_now();
     let other = json!({

@@ -13,7 +13,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use bulkhead_tests::{policy::baseline, require_root};
+use bulkhead_tests::{policy::baseline, skip_unless_root};
 use common::{
     agent::{Agent, agent_bin},
     node::Node,
@@ -85,9 +85,7 @@ fn bit(name: &str) -> u32 {
 
 #[test]
 fn the_agent_enforces_with_only_the_daemonsets_capabilities() {
-    if !require_root("the_agent_enforces_with_only_the_daemonsets_capabilities") {
-        return;
-    }
+    skip_unless_root!("the_agent_enforces_with_only_the_daemonsets_capabilities");
     let (caps, node) = capabilities_and_enforcing_node("caps", 24);
     let agent = Agent::start_wrapped(
         &setpriv(&caps),
@@ -115,9 +113,7 @@ fn the_agent_enforces_with_only_the_daemonsets_capabilities() {
 
 #[test]
 fn each_missing_capability_is_named() {
-    if !require_root("each_missing_capability_is_named") {
-        return;
-    }
+    skip_unless_root!("each_missing_capability_is_named");
     let (caps, node) = capabilities_and_enforcing_node("nocap", 25);
     let source = format!("file:{}", node.source().display());
     for missing in &caps {

@@ -26,7 +26,7 @@ use bulkhead_tests::{
     Protocol, Target,
     agent::Pinning,
     policy::{admit, baseline},
-    require_root,
+    skip_unless_root,
 };
 use common::{
     agent::{Pins, agent_bin, cleanup, pretty},
@@ -145,9 +145,7 @@ fn restart_under_load(
 
 #[test]
 fn kill9_and_upgrade_restarts_never_lapse_enforcement() {
-    if !require_root("kill9_and_upgrade_restarts_never_lapse_enforcement") {
-        return;
-    }
+    skip_unless_root!("kill9_and_upgrade_restarts_never_lapse_enforcement");
     let node = Node::up(
         "rstart",
         23,
@@ -266,9 +264,7 @@ fn modes(agent: &serde_json::Value) -> BTreeMap<String, (String, String)> {
 /// `cleanup` with its default removes everything.
 #[test]
 fn restart_without_flags_holds_enforcement() {
-    if !require_root("restart_without_flags_holds_enforcement") {
-        return;
-    }
+    skip_unless_root!("restart_without_flags_holds_enforcement");
     let default = PathBuf::from(DEFAULT_PINS);
     assert!(
         !default.exists(),
@@ -472,9 +468,7 @@ fn restart_without_flags_holds_enforcement() {
 /// `--no-pin` leaves nothing pinned, and `status` says the agent does not pin.
 #[test]
 fn no_pin_pins_nothing_and_status_says_so() {
-    if !require_root("no_pin_pins_nothing_and_status_says_so") {
-        return;
-    }
+    skip_unless_root!("no_pin_pins_nothing_and_status_says_so");
     let node = Node::up("rnopin", 28, THREE_PODS, &[&baseline("Deny", "Enforce")]);
     let dir = PathBuf::from(format!(
         "/sys/fs/bpf/bulkhead-e2e-nopin-{}",

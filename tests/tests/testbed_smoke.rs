@@ -15,7 +15,7 @@ use std::{
 };
 
 use bulkhead_tests::{
-    Options, Outcome, Protocol, Scenario, Target, Testbed, require_root, scenario::PortSpec,
+    Options, Outcome, Protocol, Scenario, Target, Testbed, scenario::PortSpec, skip_unless_root,
 };
 use common::stdout_of;
 
@@ -86,9 +86,7 @@ fn in_pod(tb: &Testbed, pod: &str, prog: &str, args: &[&str]) -> String {
 
 #[test]
 fn cgroupfs_testbed_probes_and_cleans_up() {
-    if !require_root("cgroupfs_testbed_probes_and_cleans_up") {
-        return;
-    }
+    skip_unless_root!("cgroupfs_testbed_probes_and_cleans_up");
     let tb = up(&scenario("saas.yaml", "tsaas", 250)).expect("testbed up");
     let cgroup_root = tb.cgroup_root().to_owned();
     let api4 = tb.pod_ipv4("payments/api").expect("ip");
@@ -372,9 +370,7 @@ fn cgroupfs_testbed_probes_and_cleans_up() {
 
 #[test]
 fn systemd_layout_host_network_and_crash_recovery() {
-    if !require_root("systemd_layout_host_network_and_crash_recovery") {
-        return;
-    }
+    skip_unless_root!("systemd_layout_host_network_and_crash_recovery");
     let s = scenario("systemd.yaml", "tsysd", 251);
     // A "crashed" run: never cleaned up by its process.
     let crashed = up(&s).expect("first up");

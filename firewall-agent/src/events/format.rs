@@ -282,6 +282,16 @@ mod tests {
         }
     }
 
+    /// A side that denied by `rule` in `mode`.
+    fn denying(rule: u32, mode: Mode) -> SideRecord {
+        SideRecord {
+            rule,
+            mode: mode as u8,
+            denied: 1,
+            pad: [0; 2],
+        }
+    }
+
     /// web-5d9c (cgroup 77) connecting from 10.244.1.5:43122 to postgres-0 at 10.244.2.9:5432,
     /// audited on egress by rule 1.
     fn web_to_postgres() -> ViolationEvent {
@@ -299,12 +309,7 @@ mod tests {
             side: Side::Egress as u8,
             verdict: EventVerdict::Audit as u8,
             local_is_src: 1,
-            egress: SideRecord {
-                rule: 1,
-                mode: Mode::Monitor as u8,
-                denied: 1,
-                pad: [0; 2],
-            },
+            egress: denying(1, Mode::Monitor),
             ..Default::default()
         }
     }
@@ -370,12 +375,7 @@ mod tests {
             verdict: EventVerdict::Denied as u8,
             side: Side::Ingress as u8,
             rule: 0,
-            ingress: SideRecord {
-                rule: 0,
-                mode: Mode::Enforce as u8,
-                denied: 1,
-                pad: [0; 2],
-            },
+            ingress: denying(0, Mode::Enforce),
             ..web_to_postgres()
         };
         let line = from_event(&ev, &names, "node-1", String::new(), 2);

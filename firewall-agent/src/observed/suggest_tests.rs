@@ -113,9 +113,10 @@ const T1: &str = "2026-11-23T04:00:00.000001Z";
 const T2: &str = "2026-11-23T04:00:05.000002Z";
 const T3: &str = "2026-11-23T04:01:00.000003Z";
 
-#[test]
-fn writes_each_denying_side_with_its_count_and_times() {
-    let lines = vec![
+/// Ingress denied at orders (twice, two seconds), egress denied at shop once, and shop's egress
+/// to the world.
+fn denials_at_both_ends() -> Vec<String> {
+    vec![
         // Ingress denied at orders (twice, two seconds), egress denied at shop once.
         audit(
             T2,
@@ -151,8 +152,12 @@ fn writes_each_denying_side_with_its_count_and_times() {
             "NamespaceFirewall/shop/old",
             4,
         ),
-    ];
-    let (text, s) = run(&lines, &opts(), None, None);
+    ]
+}
+
+#[test]
+fn writes_each_denying_side_with_its_count_and_times() {
+    let (text, s) = run(&denials_at_both_ends(), &opts(), None, None);
     let expected = format!(
         "---
 apiVersion: bulkhead.dev/v1alpha1

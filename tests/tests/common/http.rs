@@ -13,6 +13,12 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A free port and `--metrics-addr` for it: `(port, "127.0.0.1:PORT")`.
+pub fn metrics_endpoint() -> (u16, String) {
+    let port = free_port();
+    (port, format!("127.0.0.1:{port}"))
+}
+
 /// `GET path` on the agent's metrics server: status code and body.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
