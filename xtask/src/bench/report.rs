@@ -99,6 +99,15 @@ pub fn table(all: &Value) -> String {
     s
 }
 
+/// A setup of stages 1 and 2 as the table names it.
+fn setup_label(setup: &str) -> &str {
+    if setup == "flows" {
+        "monitor, --flow-log all"
+    } else {
+        setup
+    }
+}
+
 fn throughput_rows(t: &Value, rows: &mut Rows) {
     if !t.is_object() {
         return;
@@ -110,9 +119,9 @@ fn throughput_rows(t: &Value, rows: &mut Rows) {
         "",
         "",
     );
-    for mode in ["monitor", "enforce"] {
+    for mode in ["monitor", "enforce", "flows"] {
         rows.add(
-            &format!("1 throughput, agent {mode}"),
+            &format!("1 throughput, agent {}", setup_label(mode)),
             format!(
                 "{} Gbit/s = {} of no agent",
                 fmt(&s[mode]["gbit_s_median"], 2),
@@ -143,9 +152,9 @@ fn latency_rows(l: &Value, rows: &mut Rows) {
             "",
             "",
         );
-        for mode in ["monitor", "enforce"] {
+        for mode in ["monitor", "enforce", "flows"] {
             rows.add(
-                &format!("2 {label}, agent {mode}"),
+                &format!("2 {label}, agent {}", setup_label(mode)),
                 format!(
                     "p50 {} us ({}), p99 {} us ({})",
                     fmt(&s[mode][kind]["p50_us"], 1),

@@ -15,8 +15,10 @@ use super::{
     stats::{median, paired_ratio, ratio, rotated},
 };
 
-/// The three setups of stages 1 and 2.
-pub const SETUPS: [&str; 3] = ["none", "monitor", "enforce"];
+/// The setups of stages 1 and 2: no agent, the agent in monitor and in enforce mode, and in
+/// monitor mode with `--flow-log all` (every measured connection crosses namespaces and is
+/// allowed, so each one is a flow record: the flow log's per-connection cost).
+pub const SETUPS: [&str; 4] = ["none", "monitor", "enforce", "flows"];
 
 /// Runs `f` once per setup per repeat (setups rotated each repeat), with the agent running in that
 /// mode on the base policy (or no agent for `none`); returns what `f` returned, per setup.
@@ -34,6 +36,13 @@ pub fn per_setup<T>(
         for setup in rotated(&SETUPS, r) {
             let agent = match setup {
                 "none" => None,
+                "flows" => Some(Agent::start(
+                    env,
+                    &src,
+                    "monitor",
+                    &["--flow-log", "all"],
+                    Duration::from_secs(30),
+                )?),
                 mode => Some(Agent::start(env, &src, mode, &[], Duration::from_secs(30))?),
             };
             if setup == "enforce" && !checked {
