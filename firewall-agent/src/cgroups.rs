@@ -20,42 +20,11 @@ pub enum CgroupError {
     NoCgroup2,
 }
 
-/// The mount point of the cgroup2 filesystem, from mountinfo text.
-pub fn cgroup2_mount_in(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split_whitespace().next()?;
-        (fstype == "cgroup2")
-            .then(|| left.split_whitespace().nth(4).map(unescape))
-            .flatten()
-    })
-}
-
-/// mountinfo escapes spaces and such as `\040`.
-fn unescape(s: &str) -> PathBuf {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            let oct: String = chars.by_ref().take(3).collect();
-            match u8::from_str_radix(&oct, 8) {
-                Ok(b) => out.push(char::from(b)),
-                Err(_) => {
-                    out.push('\\');
-                    out.push_str(&oct);
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    PathBuf::from(out)
-}
-
 /// The cgroup v2 root of this machine.
 pub fn cgroup2_root() -> Result<PathBuf, CgroupError> {
-    let text = fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::MountInfo)?;
-    cgroup2_mount_in(&text).ok_or(CgroupError::NoCgroup2)
+    firewall_common::mountinfo::cgroup2_mount()
+        .map_err(CgroupError::MountInfo)?
+        .ok_or(CgroupError::NoCgroup2)
 }
 
 /// The places a pod's cgroup can be, for both drivers and every QoS class.
@@ -147,28 +116,6 @@ fn collect(dir: &Path, depth: usize, ids: &mut Vec<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_cgroup2_in_hybrid_and_unified_layouts() {
-        let hybrid = "30 23 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
-                      31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid,relatime shared:10 - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            cgroup2_mount_in(hybrid),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        let unified =
-            "35 24 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(
-            cgroup2_mount_in(unified),
-            Some(PathBuf::from("/sys/fs/cgroup"))
-        );
-        assert_eq!(
-            cgroup2_mount_in("1 2 0:3 / /proc rw - proc proc rw\n"),
-            None
-        );
-        let spaced = "31 30 0:27 / /mnt/cg\\040two rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(cgroup2_mount_in(spaced), Some(PathBuf::from("/mnt/cg two")));
-    }
 
     #[test]
     fn finds_pod_and_container_cgroups_for_both_drivers() {

@@ -8,9 +8,14 @@
 //! once and uses it for every lookup, so it sees either the old policy or the new one, never a mix.
 #![no_std]
 
+#[cfg(feature = "std")]
+extern crate std;
+
 mod counter;
 mod exemption;
 mod keys;
+#[cfg(feature = "std")]
+pub mod mountinfo;
 mod vocabulary;
 
 pub use counter::{COUNTERS_LEN, Counter};

@@ -8,45 +8,11 @@ use anyhow::{Context as _, bail};
 
 use crate::scenario::{CgroupDriver, Qos};
 
-/// The cgroup v2 mount point, from `/proc/self/mountinfo` (it is `/sys/fs/cgroup/unified` on hybrid
-/// hosts, `/sys/fs/cgroup` on most nodes: never hard-coded).
+/// The cgroup v2 mount point (`firewall_common::mountinfo`, as the agent finds it).
 pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
-    let info =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    parse_mountinfo(&info)
+    firewall_common::mountinfo::cgroup2_mount()
+        .context("reading /proc/self/mountinfo")?
         .context("no cgroup2 mount in /proc/self/mountinfo (cgroup v2 is required)")
-}
-
-fn parse_mountinfo(info: &str) -> Option<PathBuf> {
-    info.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        if right.split_whitespace().next()? != "cgroup2" {
-            return None;
-        }
-        let mount_point = left.split_whitespace().nth(4)?;
-        Some(PathBuf::from(unescape_octal(mount_point)))
-    })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\NNN`.
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The directories (relative to the cgroup root, parents first) that kubelet would create for one
@@ -174,16 +140,6 @@ impl Drop for TempCgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo() {
-        let info = "25 1 0:23 / /sys rw - sysfs sysfs rw\n41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            parse_mountinfo(info),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        assert_eq!(unescape_octal(r"/a\040b"), "/a b");
-    }
 
     #[test]
     fn layouts() {
