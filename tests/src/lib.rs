@@ -26,6 +26,8 @@ pub use testbed::{ApiServerInfo, HoldHandle, Options, Pod, Testbed, WorldServer}
 
 // Used only by the binaries (bulkhead-pod, bulkhead-apiserver) of this package.
 use clap as _;
-// A dev-dependency of the integration tests (tests/*.rs), not of the library's unit tests.
+// Dev-dependencies of the integration tests (tests/*.rs), not of the library's unit tests.
 #[cfg(test)]
 use kube as _;
+#[cfg(test)]
+use roxmltree as _;

@@ -19,6 +19,7 @@ use common::{
     find,
     http::{http_status, metrics_endpoint, sample},
     node::Node,
+    side, sides,
 };
 use serde_json::{Value, json};
 
@@ -72,29 +73,6 @@ fn expect_tcp(node: &Node, cases: &[(&str, &str, u16, &str)]) {
             "{from} -> {to}:{port}"
         );
     }
-}
-
-/// A line's `sides` as (side, namespace, mode, policy).
-fn sides(l: &Value) -> Vec<(String, String, String, String)> {
-    let s = |v: &Value| v.as_str().unwrap_or("null").to_owned();
-    l["sides"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|d| {
-            (
-                s(&d["side"]),
-                s(&d["namespace"]),
-                s(&d["mode"]),
-                s(&d["policy"]),
-            )
-        })
-        .collect()
-}
-
-/// One expected entry of `sides`.
-fn side(side: &str, namespace: &str, mode: &str, policy: &str) -> (String, String, String, String) {
-    (side.into(), namespace.into(), mode.into(), policy.into())
 }
 
 fn line<'a>(lines: &'a [Value], direction: &str, dst_pod: &str, dst_port: u16) -> Vec<&'a Value> {

@@ -174,6 +174,21 @@ impl Agent {
         self.violations()
     }
 
+    /// Like [`Agent::stop`], also writing the stdout lines as printed to `path`: the log file an
+    /// operator feeds to `suggest` and `report`.
+    pub fn stop_to_file(self, path: &Path) -> Vec<Value> {
+        self.term_in_place();
+        let text: String = self
+            .0
+            .stdout_lines()
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(path, text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        self.violations()
+    }
+
     /// SIGKILL, as a crash or an OOM kill would: no shutdown code runs. Waits for the exit.
     pub fn kill9(self) {
         self.0.kill();

@@ -29,3 +29,31 @@ pub fn stdout_of(cmd: &mut Command, what: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A line's `sides` as (side, namespace, mode, policy).
+pub fn sides(l: &Value) -> Vec<(String, String, String, String)> {
+    let s = |v: &Value| v.as_str().unwrap_or("null").to_owned();
+    l["sides"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            (
+                s(&d["side"]),
+                s(&d["namespace"]),
+                s(&d["mode"]),
+                s(&d["policy"]),
+            )
+        })
+        .collect()
+}
+
+/// One expected entry of `sides`.
+pub fn side(
+    side: &str,
+    namespace: &str,
+    mode: &str,
+    policy: &str,
+) -> (String, String, String, String) {
+    (side.into(), namespace.into(), mode.into(), policy.into())
+}

@@ -39,11 +39,15 @@ pub struct Node {
     dir: PathBuf,
 }
 
-/// YAML documents as values.
+/// YAML documents as values. Each string may be a stream of documents (as `suggest` prints);
+/// empty documents are left out.
 pub fn docs(policies: &[&str]) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize as _;
     policies
         .iter()
-        .map(|p| serde_yaml::from_str(p).expect("policy YAML"))
+        .flat_map(|p| serde_yaml::Deserializer::from_str(p))
+        .map(|d| serde_yaml::Value::deserialize(d).expect("policy YAML"))
+        .filter(|v| !v.is_null())
         .collect()
 }
 

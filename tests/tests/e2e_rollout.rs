@@ -1,0 +1,479 @@
+//! The rollout loop end to end (issue 12; README "Rolling out"): discover the traffic of a node
+//! without policy (`run --flow-log all`), turn the log into rules (`suggest --source`), apply them
+//! behind a deny-by-default baseline in monitor mode (nothing is audited any more and
+//! `suggest --against` has nothing to add), then enforce: every observed connection still works,
+//! every unobserved cross-namespace one is dropped and logged. The real agent binary and real
+//! packets throughout; the commands are the ones an operator types. Needs root; skips loudly
+//! otherwise.
+#![allow(
+    unused_crate_dependencies,
+    reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
+)]
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    io::Write as _,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+use bulkhead_tests::{agent::file_source, policy::baseline, require_root};
+use common::{
+    agent::{agent_bin, pretty},
+    node::{Node, R},
+    side, sides,
+};
+use serde_json::Value;
+
+/// Four namespaces; `payments-api` selects `api` but not `worker`, which serves the same port.
+const PODS: &str = r#"
+namespaces:
+  - {name: frontend}
+  - {name: payments}
+  - {name: db}
+  - {name: batch}
+pods:
+  - {name: web, namespace: frontend, labels: {app: web}, serve: [{protocol: TCP, port: 80}]}
+  - {name: api, namespace: payments, labels: {app: api}, serve: [{protocol: TCP, port: 8443}, {protocol: TCP, port: 9000}]}
+  - {name: worker, namespace: payments, labels: {app: worker}, serve: [{protocol: TCP, port: 8443}, {protocol: UDP, port: 5353}]}
+  - {name: postgres, namespace: db, labels: {app: postgres}, serve: [{protocol: TCP, port: 5432}, {protocol: UDP, port: 5432}, {protocol: UDP, port: 5353}]}
+  - {name: job, namespace: batch, labels: {app: job}}
+services:
+  - {name: payments-api, namespace: payments, selector: {app: api}}
+"#;
+
+/// Where a connection goes: a pod (`ns/name`) or the world server's address.
+#[derive(Clone, Copy, Debug)]
+enum To {
+    Pod(&'static str),
+    World(Ipv4Addr),
+}
+
+/// One connection of the traffic pattern.
+#[derive(Clone, Copy, Debug)]
+struct Conn {
+    from: &'static str,
+    to: To,
+    protocol: &'static str,
+    port: u16,
+}
+
+/// How the log names a connection: (source `ns/pod`, destination `ns/pod` or address, protocol,
+/// destination port).
+type Key = (String, String, String, u64);
+
+impl Conn {
+    fn key(&self) -> Key {
+        let to = match self.to {
+            To::Pod(p) => p.to_owned(),
+            To::World(ip) => ip.to_string(),
+        };
+        (
+            self.from.to_owned(),
+            to,
+            self.protocol.to_owned(),
+            self.port.into(),
+        )
+    }
+
+    fn probe(&self, node: &Node) -> R {
+        match (self.to, self.protocol) {
+            (To::Pod(p), "TCP") => node.tcp(self.from, p, self.port),
+            (To::Pod(p), "UDP") => node.udp(self.from, p, self.port),
+            (To::World(ip), "TCP") => node.tcp_ip(self.from, ip, self.port),
+            other => panic!("no probe for {other:?}"),
+        }
+    }
+}
+
+fn conn(from: &'static str, to: To, protocol: &'static str, port: u16) -> Conn {
+    Conn {
+        from,
+        to,
+        protocol,
+        port,
+    }
+}
+
+/// The traffic the rules are learnt from: TCP and UDP across namespaces, a Service's backend
+/// (`payments/api` behind `payments-api`), a world destination.
+fn observed(world: Ipv4Addr) -> Vec<Conn> {
+    use To::*;
+    vec![
+        conn("frontend/web", Pod("payments/api"), "TCP", 8443),
+        conn("payments/api", Pod("db/postgres"), "TCP", 5432),
+        conn("payments/worker", Pod("db/postgres"), "UDP", 5353),
+        conn("batch/job", Pod("db/postgres"), "TCP", 5432),
+        conn("batch/job", World(world), "TCP", 80),
+    ]
+}
+
+/// A side that denies: (side, namespace, policy).
+type Denial = (&'static str, &'static str, &'static str);
+
+/// Unobserved connections and the sides that must deny each once enforced: (side, namespace,
+/// policy), all in `enforce` (the baseline's mode). A namespace with rules of its own for a
+/// direction denies what they do not match (step 2: the object is named); one without leaves it to
+/// the other side's rules and then to `crossNamespace: Deny` (`default`); world destinations have
+/// no ingress side (docs/design.md#evaluation-order).
+fn unobserved(world: Ipv4Addr) -> Vec<(Conn, Vec<Denial>)> {
+    use To::*;
+    const FRONTEND: &str = "NamespaceFirewall/frontend/suggested";
+    const PAYMENTS: &str = "NamespaceFirewall/payments/suggested";
+    const DB: &str = "NamespaceFirewall/db/suggested";
+    const BATCH: &str = "NamespaceFirewall/batch/suggested";
+    vec![
+        // The reverse directions.
+        (
+            conn("payments/api", Pod("frontend/web"), "TCP", 80),
+            vec![
+                ("egress", "payments", PAYMENTS),
+                ("ingress", "frontend", "default"),
+            ],
+        ),
+        (
+            conn("db/postgres", Pod("payments/api"), "TCP", 8443),
+            vec![
+                ("egress", "db", "default"),
+                ("ingress", "payments", PAYMENTS),
+            ],
+        ),
+        (
+            conn("db/postgres", Pod("payments/worker"), "UDP", 5353),
+            vec![
+                ("egress", "db", "default"),
+                ("ingress", "payments", PAYMENTS),
+            ],
+        ),
+        // Another port of a pod that was reached.
+        (
+            conn("frontend/web", Pod("payments/api"), "TCP", 9000),
+            vec![
+                ("egress", "frontend", FRONTEND),
+                ("ingress", "payments", PAYMENTS),
+            ],
+        ),
+        // The observed port, on a pod that is not behind the Service: only payments' side knows.
+        (
+            conn("frontend/web", Pod("payments/worker"), "TCP", 8443),
+            vec![("ingress", "payments", PAYMENTS)],
+        ),
+        // A namespace pair never seen.
+        (
+            conn("frontend/web", Pod("db/postgres"), "TCP", 5432),
+            vec![("egress", "frontend", FRONTEND), ("ingress", "db", DB)],
+        ),
+        // UDP where only TCP was seen.
+        (
+            conn("batch/job", Pod("db/postgres"), "UDP", 5432),
+            vec![("egress", "batch", BATCH), ("ingress", "db", DB)],
+        ),
+        // The world: another port, and a namespace that never went there.
+        (
+            conn("batch/job", World(world), "TCP", 8080),
+            vec![("egress", "batch", BATCH)],
+        ),
+        (
+            conn("frontend/web", World(world), "TCP", 80),
+            vec![("egress", "frontend", FRONTEND)],
+        ),
+    ]
+}
+
+/// The NamespaceFirewall rules `suggest` must print for [`observed`], one per (namespace,
+/// direction, peer, protocol) with the observed ports, `services` where every pod reached is a
+/// backend of that Service: `NS DIRECTION PEERS SERVICES PORTS`.
+fn expected_rules(world: Ipv4Addr) -> BTreeSet<String> {
+    [
+        "frontend egress payments - TCP/8443".to_owned(),
+        "payments ingress frontend payments-api TCP/8443".to_owned(),
+        "payments egress db - TCP/5432".to_owned(),
+        "payments egress db - UDP/5353".to_owned(),
+        "db ingress payments - TCP/5432".to_owned(),
+        "db ingress payments - UDP/5353".to_owned(),
+        "db ingress batch - TCP/5432".to_owned(),
+        "batch egress db - TCP/5432".to_owned(),
+        format!("batch egress {world}/32 - TCP/80"),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// A line's [`Key`].
+fn key(l: &Value) -> Key {
+    let s = |v: &Value| v.as_str().unwrap_or("null").to_owned();
+    let src = format!("{}/{}", s(&l["src"]["namespace"]), s(&l["src"]["pod"]));
+    let dst = if l["dst"]["namespace"].is_null() {
+        s(&l["dst"]["ip"])
+    } else {
+        format!("{}/{}", s(&l["dst"]["namespace"]), s(&l["dst"]["pod"]))
+    };
+    let port = l["dst"]["port"].as_u64().unwrap_or(0);
+    (src, dst, s(&l["protocol"]), port)
+}
+
+/// The rules of a YAML stream of NamespaceFirewalls, as [`expected_rules`] writes them.
+fn rules_of(stream: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for doc in common::node::docs(&[stream]) {
+        assert_eq!(doc["apiVersion"], "bulkhead.dev/v1alpha1", "{doc:?}");
+        assert_eq!(doc["kind"], "NamespaceFirewall", "{doc:?}");
+        assert_eq!(doc["metadata"]["name"], "suggested", "{doc:?}");
+        let ns = doc["metadata"]["namespace"].as_str().expect("namespace");
+        for (dir, peer) in [("ingress", "from"), ("egress", "to")] {
+            for rule in doc["spec"][dir].as_sequence().into_iter().flatten() {
+                let strings = |v: &serde_yaml::Value| -> Vec<String> {
+                    v.as_sequence()
+                        .into_iter()
+                        .flatten()
+                        .map(|x| x.as_str().expect("a string").to_owned())
+                        .collect()
+                };
+                let mut peers = strings(&rule[peer]["namespaces"]);
+                peers.extend(strings(&rule[peer]["cidrs"]));
+                let services = strings(&rule["services"]);
+                let services = if services.is_empty() {
+                    "-".to_owned()
+                } else {
+                    services.join(",")
+                };
+                let ports: Vec<String> = rule["ports"]
+                    .as_sequence()
+                    .expect("ports are always listed")
+                    .iter()
+                    .map(|pt| {
+                        assert!(pt.get("endPort").is_none(), "no ranges: {pt:?}");
+                        format!(
+                            "{}/{}",
+                            pt["protocol"].as_str().expect("protocol"),
+                            pt["port"].as_u64().expect("port")
+                        )
+                    })
+                    .collect();
+                out.insert(format!(
+                    "{ns} {dir} {} {services} {}",
+                    peers.join(","),
+                    ports.join(",")
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Runs `firewall-agent ARGS` with `stdin`; its output, whatever the exit status.
+fn firewall_agent(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(agent_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run firewall-agent {args:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("firewall-agent output")
+}
+
+/// `firewall-agent ARGS`, which must succeed: its stdout.
+fn ok(args: &[&str]) -> String {
+    let out = firewall_agent(args, "");
+    assert!(
+        out.status.success(),
+        "firewall-agent {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "$ firewall-agent {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// Runs every connection; panics unless each ends as `want`.
+fn run_all<'a>(node: &Node, conns: impl IntoIterator<Item = &'a Conn>, want: &str) {
+    for c in conns {
+        let r = c.probe(node);
+        assert_eq!(r.result, want, "{c:?}: {r:?}");
+    }
+}
+
+#[test]
+fn discover_suggest_monitor_enforce() {
+    if !require_root("discover_suggest_monitor_enforce") {
+        return;
+    }
+    // No ClusterFirewall at all: a fresh install, where everything is allowed.
+    let node = Node::up("roll", 60, PODS, &[]);
+    let outside = node.world_server(&[200], 80);
+    let world = outside.ips[0];
+    let seen = observed(world);
+    let unseen = unobserved(world);
+    let seen_keys: BTreeSet<Key> = seen.iter().map(Conn::key).collect();
+    let source = file_source(node.source());
+    let log = |phase: &str| -> PathBuf { node.dir().join(format!("{phase}.log")) };
+
+    // Phase 1: discovery. Every allowed new connection across namespaces or to the world is a
+    // flow line, ALLOWED by `default`; nothing is a violation.
+    let agent = node.agent(&["--flow-log", "all"]);
+    run_all(&node, &seen, "ok");
+    let discovery = log("discovery");
+    let lines = agent.stop_to_file(&discovery);
+    let flows: Vec<Key> = lines.iter().map(key).collect();
+    assert_eq!(
+        flows.iter().cloned().collect::<BTreeSet<_>>(),
+        seen_keys,
+        "one flow line per observed connection, nothing else: {}",
+        pretty(&lines)
+    );
+    assert_eq!(flows.len(), seen.len(), "{}", pretty(&lines));
+    for l in &lines {
+        assert_eq!(
+            (&l["type"], &l["verdict"], &l["policy"], &l["count"]),
+            (
+                &Value::from("flow"),
+                &Value::from("ALLOWED"),
+                &Value::from("default"),
+                &Value::from(1)
+            ),
+            "{l}"
+        );
+        assert_eq!(sides(l), [], "a flow line has no denying side: {l}");
+    }
+
+    // suggest: exactly the observed connections, valid, deterministic.
+    let suggested = ok(&["suggest", "--source", &source, path_str(&discovery)]);
+    eprintln!("{suggested}");
+    assert_eq!(rules_of(&suggested), expected_rules(world), "{suggested}");
+    let v = firewall_agent(&["validate", "-"], &suggested);
+    assert!(
+        v.status.success(),
+        "suggest's output must pass validate: {}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    // The same lines reversed and split over two files: the same bytes.
+    let text = std::fs::read_to_string(&discovery).expect("discovery log");
+    let mut reversed: Vec<&str> = text.lines().rev().collect();
+    let tail = reversed.split_off(reversed.len() / 2);
+    let (a, b) = (log("part-a"), log("part-b"));
+    std::fs::write(&a, reversed.join("\n") + "\n").expect("write");
+    std::fs::write(&b, tail.join("\n") + "\n").expect("write");
+    let again = ok(&["suggest", "--source", &source, path_str(&b), path_str(&a)]);
+    assert_eq!(again, suggested, "suggest must be deterministic");
+
+    // report: the pairs with their connections, and a well-formed page.
+    let html = node.dir().join("flows.html");
+    let report = ok(&["report", path_str(&discovery), "--html", path_str(&html)]);
+    eprintln!("{report}");
+    check_report(&report, &html);
+
+    // Phase 2: the suggestion behind a deny-by-default baseline, still monitoring. The same
+    // pattern is audited nowhere, and against the policy now in force nothing more is needed.
+    node.set_policies(&[&baseline("Deny", "Monitor"), &suggested]);
+    let agent = node.agent(&["--flow-log", "all"]);
+    run_all(&node, &seen, "ok");
+    let monitor = log("monitor");
+    let lines = agent.stop_to_file(&monitor);
+    let violations = common::find(&lines, |l| l["type"] != "flow");
+    assert!(
+        violations.is_empty(),
+        "zero AUDIT lines once the suggestion is applied: {}",
+        pretty(&lines)
+    );
+    assert_eq!(
+        lines.iter().map(key).collect::<BTreeSet<_>>(),
+        seen_keys,
+        "{}",
+        pretty(&lines)
+    );
+    let against = format!("file:{}", path_str(node.source()));
+    for l in [&monitor, &discovery] {
+        let out = firewall_agent(&["suggest", "--against", &against, path_str(l)], "");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "",
+            "converged: nothing to add ({stderr})"
+        );
+        assert!(stderr.contains("nothing to suggest"), "{stderr}");
+    }
+
+    // Phase 3: enforce. Every observed connection still works; every unobserved one is dropped
+    // at once (EPERM at the syscall) and logged once, DENIED, with the sides that denied it.
+    node.set_policies(&[&baseline("Deny", "Enforce"), &suggested]);
+    let agent = node.agent(&[]);
+    run_all(&node, &seen, "ok");
+    run_all(&node, unseen.iter().map(|(c, _)| c), "denied");
+    let lines = agent.stop_to_file(&log("enforce"));
+    eprintln!("enforce log:\n{}", pretty(&lines));
+    assert_eq!(lines.len(), unseen.len(), "{}", pretty(&lines));
+    for (c, want) in &unseen {
+        let got = common::find(&lines, |l| key(l) == c.key());
+        assert_eq!(got.len(), 1, "{c:?}: {}", pretty(&lines));
+        let l = got[0];
+        assert_eq!(
+            (&l["type"], &l["verdict"], &l["count"]),
+            (
+                &Value::from("violation"),
+                &Value::from("DENIED"),
+                &Value::from(1)
+            ),
+            "{l}"
+        );
+        let want: Vec<_> = want
+            .iter()
+            .map(|(s, ns, policy)| side(s, ns, "enforce", policy))
+            .collect();
+        assert_eq!(sides(l), want, "{l}");
+    }
+}
+
+/// `report`'s per-pair lines (README: `SRC -> DST: N connection(s): ALLOWED a, AUDIT b, DENIED
+/// c; PROTO/PORT ...`) for the discovery log, and its page: one XML document, no scripts, an SVG
+/// naming every namespace.
+fn check_report(report: &str, html: &Path) {
+    for (pair, n, ports) in [
+        ("batch -> (world)", 1, &["TCP/80"][..]),
+        ("batch -> db", 1, &["TCP/5432"]),
+        ("frontend -> payments", 1, &["TCP/8443"]),
+        ("payments -> db", 2, &["TCP/5432", "UDP/5353"]),
+    ] {
+        let head = format!("{pair}: {n} connection(s): ALLOWED {n}, AUDIT 0, DENIED 0;");
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&head))
+            .unwrap_or_else(|| panic!("no line {head:?} in:\n{report}"));
+        for p in ports {
+            assert!(line.contains(p), "{line}");
+        }
+    }
+    let page = std::fs::read_to_string(html).expect("the page");
+    // The page declares the XHTML doctype.
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..roxmltree::ParsingOptions::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&page, opts)
+        .unwrap_or_else(|e| panic!("the page is not well-formed XML: {e}"));
+    assert_eq!(doc.root_element().tag_name().name(), "html");
+    let names: Vec<&str> = doc.descendants().map(|n| n.tag_name().name()).collect();
+    assert!(names.contains(&"svg"), "{names:?}");
+    assert!(!names.contains(&"script"), "a page without scripts");
+    let text: String = doc.descendants().filter_map(|n| n.text()).collect();
+    for ns in ["frontend", "payments", "db", "batch"] {
+        assert!(text.contains(ns), "{ns} missing from the page");
+    }
+}
