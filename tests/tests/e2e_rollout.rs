@@ -301,6 +301,12 @@ fn path_str(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
 }
 
+/// Shows a log file as written, for the reader of a failure.
+fn print_log(path: &Path) {
+    let text = std::fs::read_to_string(path).expect("the log");
+    eprintln!("{}:\n{text}", path.display());
+}
+
 /// Runs every connection; panics unless each ends as `want`.
 fn run_all<'a>(node: &Node, conns: impl IntoIterator<Item = &'a Conn>, want: &str) {
     for c in conns {
@@ -330,6 +336,7 @@ fn discover_suggest_monitor_enforce() {
     run_all(&node, &seen, "ok");
     let discovery = log("discovery");
     let lines = agent.stop_to_file(&discovery);
+    print_log(&discovery);
     let flows: Vec<Key> = lines.iter().map(key).collect();
     assert_eq!(
         flows.iter().cloned().collect::<BTreeSet<_>>(),
@@ -357,6 +364,11 @@ fn discover_suggest_monitor_enforce() {
     eprintln!("{suggested}");
     assert_eq!(rules_of(&suggested), expected_rules(world), "{suggested}");
     let v = firewall_agent(&["validate", "-"], &suggested);
+    eprintln!(
+        "$ firewall-agent validate -\n{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
     assert!(
         v.status.success(),
         "suggest's output must pass validate: {}{}",
@@ -402,6 +414,10 @@ fn discover_suggest_monitor_enforce() {
     for l in [&monitor, &discovery] {
         let out = firewall_agent(&["suggest", "--against", &against, path_str(l)], "");
         let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!(
+            "$ firewall-agent suggest --against {against} {}\n{stderr}",
+            l.display()
+        );
         assert!(out.status.success(), "{stderr}");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
@@ -417,8 +433,9 @@ fn discover_suggest_monitor_enforce() {
     let agent = node.agent(&[]);
     run_all(&node, &seen, "ok");
     run_all(&node, unseen.iter().map(|(c, _)| c), "denied");
-    let lines = agent.stop_to_file(&log("enforce"));
-    eprintln!("enforce log:\n{}", pretty(&lines));
+    let enforce = log("enforce");
+    let lines = agent.stop_to_file(&enforce);
+    print_log(&enforce);
     assert_eq!(lines.len(), unseen.len(), "{}", pretty(&lines));
     for (c, want) in &unseen {
         let got = common::find(&lines, |l| key(l) == c.key());
