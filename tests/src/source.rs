@@ -45,6 +45,42 @@ pub fn scenario_objects(
     Ok(out)
 }
 
+/// The objects of a cluster whose nodes are `scenarios` (one testbed each): every scenario's
+/// objects as [`scenario_objects`] gives them, an object two scenarios both declare (a Namespace)
+/// once, as the first declares it, then `extra`.
+pub fn cluster_objects(
+    scenarios: &[&Scenario],
+    extra: &[serde_yaml::Value],
+) -> anyhow::Result<Vec<serde_yaml::Value>> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for s in scenarios {
+        for o in scenario_objects(s, &[])? {
+            let field = |v: &serde_yaml::Value| v.as_str().unwrap_or_default().to_owned();
+            let meta = &o["metadata"];
+            if seen.insert((
+                field(&o["kind"]),
+                field(&meta["namespace"]),
+                field(&meta["name"]),
+            )) {
+                out.push(o);
+            }
+        }
+    }
+    out.extend(extra.iter().cloned());
+    Ok(out)
+}
+
+/// Writes `objects` to `path` as the agent's `file:` source (a YAML stream), atomically.
+pub fn write_objects(path: &Path, objects: &[serde_yaml::Value]) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for o in objects {
+        text.push_str("---\n");
+        text.push_str(&serde_yaml::to_string(o).context("serializing an object")?);
+    }
+    write_atomic(path, &text)
+}
+
 /// Writes `text` to `path` atomically (a temporary file renamed over it), so an agent polling the
 /// file never reads half of it.
 pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {

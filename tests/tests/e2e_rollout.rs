@@ -19,10 +19,10 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use bulkhead_tests::{agent::file_source, policy::baseline, require_root};
+use bulkhead_tests::{Protocol, agent::file_source, policy::baseline, require_root};
 use common::{
     agent::{agent_bin, pretty},
-    node::{Node, R},
+    node::{Node, R, set_cluster_policies},
     side, sides,
 };
 use serde_json::Value;
@@ -78,13 +78,25 @@ impl Conn {
         )
     }
 
-    fn probe(&self, node: &Node) -> R {
-        match (self.to, self.protocol) {
-            (To::Pod(p), "TCP") => node.tcp(self.from, p, self.port),
-            (To::Pod(p), "UDP") => node.udp(self.from, p, self.port),
-            (To::World(ip), "TCP") => node.tcp_ip(self.from, ip, self.port),
-            other => panic!("no probe for {other:?}"),
-        }
+    /// Probes from the node that runs the source pod to the destination's address, wherever
+    /// it runs.
+    fn probe(&self, nodes: &[&Node]) -> R {
+        let on = |pod: &str| {
+            nodes
+                .iter()
+                .find(|n| n.testbed().pod_ipv4(pod).is_ok())
+                .unwrap_or_else(|| panic!("no node runs {pod}"))
+        };
+        let ip = match self.to {
+            To::Pod(p) => on(p).ip(p),
+            To::World(ip) => ip.into(),
+        };
+        let protocol = match self.protocol {
+            "TCP" => Protocol::Tcp,
+            "UDP" => Protocol::Udp,
+            other => panic!("no probe for {other}"),
+        };
+        on(self.from).probe(self.from, ip, protocol, self.port)
     }
 }
 
@@ -308,9 +320,9 @@ fn print_log(path: &Path) {
 }
 
 /// Runs every connection; panics unless each ends as `want`.
-fn run_all<'a>(node: &Node, conns: impl IntoIterator<Item = &'a Conn>, want: &str) {
+fn run_all<'a>(nodes: &[&Node], conns: impl IntoIterator<Item = &'a Conn>, want: &str) {
     for c in conns {
-        let r = c.probe(node);
+        let r = c.probe(nodes);
         assert_eq!(r.result, want, "{c:?}: {r:?}");
     }
 }
@@ -333,7 +345,7 @@ fn discover_suggest_monitor_enforce() {
     // Phase 1: discovery. Every allowed new connection across namespaces or to the world is a
     // flow line, ALLOWED by `default`; nothing is a violation.
     let agent = node.agent(&["--flow-log", "all"]);
-    run_all(&node, &seen, "ok");
+    run_all(&[&node], &seen, "ok");
     let discovery = log("discovery");
     let lines = agent.stop_to_file(&discovery);
     print_log(&discovery);
@@ -395,7 +407,7 @@ fn discover_suggest_monitor_enforce() {
     // pattern is audited nowhere, and against the policy now in force nothing more is needed.
     node.set_policies(&[&baseline("Deny", "Monitor"), &suggested]);
     let agent = node.agent(&["--flow-log", "all"]);
-    run_all(&node, &seen, "ok");
+    run_all(&[&node], &seen, "ok");
     let monitor = log("monitor");
     let lines = agent.stop_to_file(&monitor);
     let violations = common::find(&lines, |l| l["type"] != "flow");
@@ -431,15 +443,21 @@ fn discover_suggest_monitor_enforce() {
     // at once (EPERM at the syscall) and logged once, DENIED, with the sides that denied it.
     node.set_policies(&[&baseline("Deny", "Enforce"), &suggested]);
     let agent = node.agent(&[]);
-    run_all(&node, &seen, "ok");
-    run_all(&node, unseen.iter().map(|(c, _)| c), "denied");
+    run_all(&[&node], &seen, "ok");
+    run_all(&[&node], unseen.iter().map(|(c, _)| c), "denied");
     let enforce = log("enforce");
     let lines = agent.stop_to_file(&enforce);
     print_log(&enforce);
-    assert_eq!(lines.len(), unseen.len(), "{}", pretty(&lines));
-    for (c, want) in &unseen {
-        let got = common::find(&lines, |l| key(l) == c.key());
-        assert_eq!(got.len(), 1, "{c:?}: {}", pretty(&lines));
+    check_denied(&lines, &unseen);
+}
+
+/// `lines` are one DENIED line per connection of `unseen`, naming the sides that denied it (all
+/// in enforce), and nothing else.
+fn check_denied(lines: &[Value], unseen: &[(Conn, Vec<Denial>)]) {
+    assert_eq!(lines.len(), unseen.len(), "{}", pretty(lines));
+    for (c, want) in unseen {
+        let got = common::find(lines, |l| key(l) == c.key());
+        assert_eq!(got.len(), 1, "{c:?}: {}", pretty(lines));
         let l = got[0];
         assert_eq!(
             (&l["type"], &l["verdict"], &l["count"]),
@@ -492,5 +510,202 @@ fn check_report(report: &str, html: &Path) {
     let text: String = doc.descendants().filter_map(|n| n.text()).collect();
     for ns in ["frontend", "payments", "db", "batch"] {
         assert!(text.contains(ns), "{ns} missing from the page");
+    }
+}
+
+/// Node 1 of the two-node cluster: the web tier and the Service's backend.
+const NODE_1: &str = r#"
+namespaces:
+  - {name: frontend}
+  - {name: payments}
+pods:
+  - {name: web, namespace: frontend, labels: {app: web}, serve: [{protocol: TCP, port: 80}]}
+  - {name: api, namespace: payments, labels: {app: api}, serve: [{protocol: TCP, port: 8443}]}
+services:
+  - {name: payments-api, namespace: payments, selector: {app: api}}
+"#;
+
+/// Node 2: the database, a batch job and a second payments pod (payments spans both nodes).
+const NODE_2: &str = r#"
+namespaces:
+  - {name: payments}
+  - {name: db}
+  - {name: batch}
+pods:
+  - {name: worker, namespace: payments, labels: {app: worker}}
+  - {name: postgres, namespace: db, labels: {app: postgres}, serve: [{protocol: TCP, port: 5432}, {protocol: UDP, port: 5353}]}
+  - {name: job, namespace: batch, labels: {app: job}}
+"#;
+
+/// The loop over two nodes, each with its own agent: a connection between nodes is judged on
+/// both (its egress side at the source's node, its ingress side at the destination's), so each
+/// logs it; `suggest` reads both logs merged and the result holds on both nodes.
+#[test]
+fn two_nodes_logs_merged() {
+    if !require_root("two_nodes_logs_merged") {
+        return;
+    }
+    let n1 = Node::up_in_cluster("rolla", 61, "node-1", NODE_1);
+    let n2 = Node::up_in_cluster("rollb", 62, "node-2", NODE_2);
+    let nodes = [&n1, &n2];
+    let node_of = |pod: &str| {
+        if n1.testbed().pod_ipv4(pod).is_ok() {
+            "node-1"
+        } else {
+            "node-2"
+        }
+    };
+    use To::Pod;
+    let seen = [
+        conn("frontend/web", Pod("payments/api"), "TCP", 8443),
+        conn("payments/api", Pod("db/postgres"), "TCP", 5432),
+        conn("payments/api", Pod("db/postgres"), "UDP", 5353),
+        conn("batch/job", Pod("payments/api"), "TCP", 8443),
+        conn("payments/worker", Pod("db/postgres"), "TCP", 5432),
+    ];
+    // Each dropped on the source's node, which also judges a pod destination's ingress side
+    // (docs/design.md#connections, step 10): the only node to see it, it logs both sides.
+    const PAYMENTS: &str = "NamespaceFirewall/payments/suggested";
+    const DB: &str = "NamespaceFirewall/db/suggested";
+    let unseen: [(Conn, Vec<Denial>); 5] = [
+        (
+            conn("db/postgres", Pod("payments/api"), "TCP", 8443),
+            vec![
+                ("egress", "db", "default"),
+                ("ingress", "payments", PAYMENTS),
+            ],
+        ),
+        (
+            conn("frontend/web", Pod("db/postgres"), "TCP", 5432),
+            vec![
+                ("egress", "frontend", "NamespaceFirewall/frontend/suggested"),
+                ("ingress", "db", DB),
+            ],
+        ),
+        (
+            conn("payments/api", Pod("db/postgres"), "TCP", 5433),
+            vec![("egress", "payments", PAYMENTS), ("ingress", "db", DB)],
+        ),
+        (
+            conn("batch/job", Pod("payments/api"), "UDP", 8443),
+            vec![
+                ("egress", "batch", "NamespaceFirewall/batch/suggested"),
+                ("ingress", "payments", PAYMENTS),
+            ],
+        ),
+        // Only the remote destination's side denies: a payments pod behind no Service.
+        (
+            conn("frontend/web", Pod("payments/worker"), "TCP", 8443),
+            vec![("ingress", "payments", PAYMENTS)],
+        ),
+    ];
+    let source = file_source(n1.source());
+    let logs = |phase: &str| -> [PathBuf; 2] {
+        [
+            n1.dir().join(format!("{phase}-node-1.log")),
+            n2.dir().join(format!("{phase}-node-2.log")),
+        ]
+    };
+    // Runs `conns` with both agents up (started with `flags`); each agent's lines, as logged.
+    let phase = |name: &str, flags: &[&str], runs: &[(&[Conn], &str)]| -> Vec<Value> {
+        let agents = [n1.agent(flags), n2.agent(flags)];
+        for (conns, want) in runs {
+            run_all(&nodes, conns.iter(), want);
+        }
+        let mut lines = Vec::new();
+        for (agent, path) in agents.into_iter().zip(logs(name)) {
+            lines.extend(agent.stop_to_file(&path));
+            print_log(&path);
+        }
+        lines
+    };
+
+    // Phase 1: discovery, no policy. A flow line on every node that judged a side.
+    set_cluster_policies(&nodes, &[]);
+    let lines = phase("discovery", &["--flow-log", "all"], &[(&seen, "ok")]);
+    let mut want: Vec<(Key, String)> = Vec::new();
+    for c in &seen {
+        let on: BTreeSet<&str> = [node_of(c.from), node_of(pod_of(c))].into();
+        want.extend(on.into_iter().map(|n| (c.key(), n.to_owned())));
+    }
+    want.sort();
+    let mut got: Vec<(Key, String)> = lines
+        .iter()
+        .map(|l| (key(l), l["node"].as_str().unwrap_or("null").to_owned()))
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "{}", pretty(&lines));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["type"] == "flow" && l["verdict"] == "ALLOWED"),
+        "{}",
+        pretty(&lines)
+    );
+
+    // suggest over both logs merged, in either order.
+    let [l1, l2] = logs("discovery");
+    let suggested = ok(&["suggest", "--source", &source, path_str(&l1), path_str(&l2)]);
+    eprintln!("{suggested}");
+    let expected: BTreeSet<String> = [
+        "frontend egress payments - TCP/8443",
+        "payments ingress frontend payments-api TCP/8443",
+        "payments ingress batch payments-api TCP/8443",
+        "payments egress db - TCP/5432",
+        "payments egress db - UDP/5353",
+        "db ingress payments - TCP/5432",
+        "db ingress payments - UDP/5353",
+        "batch egress payments - TCP/8443",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(rules_of(&suggested), expected, "{suggested}");
+    let swapped = ok(&["suggest", "--source", &source, path_str(&l2), path_str(&l1)]);
+    assert_eq!(swapped, suggested, "the order of the logs does not matter");
+    let v = firewall_agent(&["validate", "-"], &suggested);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+
+    // Phase 2: monitor behind the baseline: no AUDIT on either node, nothing more to suggest.
+    set_cluster_policies(&nodes, &[&baseline("Deny", "Monitor"), &suggested]);
+    let lines = phase("monitor", &["--flow-log", "all"], &[(&seen, "ok")]);
+    assert!(
+        lines.iter().all(|l| l["type"] == "flow"),
+        "zero AUDIT lines: {}",
+        pretty(&lines)
+    );
+    let [m1, m2] = logs("monitor");
+    let against = format!("file:{}", path_str(n1.source()));
+    let out = firewall_agent(
+        &[
+            "suggest",
+            "--against",
+            &against,
+            path_str(&m1),
+            path_str(&m2),
+        ],
+        "",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{stderr}");
+
+    // Phase 3: enforce on both nodes.
+    set_cluster_policies(&nodes, &[&baseline("Deny", "Enforce"), &suggested]);
+    let unseen_conns: Vec<Conn> = unseen.iter().map(|(c, _)| *c).collect();
+    let lines = phase("enforce", &[], &[(&seen, "ok"), (&unseen_conns, "denied")]);
+    assert_eq!(lines.len(), unseen.len(), "{}", pretty(&lines));
+    check_denied(&lines, &unseen);
+    for (c, _) in &unseen {
+        let l = common::find(&lines, |l| key(l) == c.key())[0];
+        assert_eq!(l["node"], node_of(c.from), "{l}");
+    }
+}
+
+/// The destination pod of a connection between pods.
+fn pod_of(c: &Conn) -> &'static str {
+    match c.to {
+        To::Pod(p) => p,
+        To::World(_) => panic!("{c:?} goes to the world"),
     }
 }

@@ -15,7 +15,7 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
 use super::{STATE_DIR, Testbed};
-use crate::source::{scenario_objects, write_atomic};
+use crate::source::{scenario_objects, write_objects};
 
 /// A detached `bulkhead-apiserver`, identified by pid *and* start time.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -159,11 +159,6 @@ impl Testbed {
     /// Writes the agent's `file:` source (a YAML stream) atomically, so an agent polling the file
     /// never reads half of it.
     pub fn write_source(&self, path: &Path, extra: &[serde_yaml::Value]) -> anyhow::Result<()> {
-        let mut text = String::new();
-        for o in self.source_objects(extra)? {
-            text.push_str("---\n");
-            text.push_str(&serde_yaml::to_string(&o).context("serializing an object")?);
-        }
-        write_atomic(path, &text)
+        write_objects(path, &self.source_objects(extra)?)
     }
 }

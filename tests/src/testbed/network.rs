@@ -97,6 +97,18 @@ impl Testbed {
         run(&["ip", "link", "set", &bridge, "up"])
     }
 
+    /// Lets the node route IPv4 between its bridge and other testbeds' bridges, so that pods of
+    /// two testbeds (two simulated nodes) reach each other through the host, as pods of two nodes
+    /// do through the network. Per interface (`net.ipv4.conf.<bridge>.forwarding`, which decides
+    /// for packets arriving on it): the host's `ip_forward` is not touched, and the setting goes
+    /// with the bridge. IPv6 has no per-interface forwarding switch, so it stays within the node.
+    pub fn forward_ipv4(&self) -> anyhow::Result<()> {
+        let path = Path::new("/proc/sys/net/ipv4/conf")
+            .join(self.bridge())
+            .join("forwarding");
+        fs::write(&path, "1").with_context(|| format!("writing 1 to {}", path.display()))
+    }
+
     /// A network namespace `ns` with a veth (`link` on the bridge, `eth0` inside), the given
     /// addresses, lo up and default routes via the node.
     pub(super) fn create_netns(

@@ -37,6 +37,7 @@ pub struct Node {
     tb: Testbed,
     source: PathBuf,
     dir: PathBuf,
+    node_name: String,
 }
 
 /// YAML documents as values. Each string may be a stream of documents (as `suggest` prints);
@@ -60,8 +61,22 @@ impl Node {
 
     /// Like [`Node::up`] with the given kubelet cgroup driver.
     pub fn up_with(name: &str, subnet: u8, driver: &str, pods: &str, policies: &[&str]) -> Node {
+        let node = Self::build(name, subnet, "node-1", driver, pods);
+        node.set_policies(policies);
+        node
+    }
+
+    /// One node of a cluster of several (the Node object `node_name`), routing IPv4 to the
+    /// others ([`Testbed::forward_ipv4`]). Its source file is written by [`set_cluster_policies`].
+    pub fn up_in_cluster(name: &str, subnet: u8, node_name: &str, pods: &str) -> Node {
+        let node = Self::build(name, subnet, node_name, "cgroupfs", pods);
+        node.tb.forward_ipv4().expect("forwarding");
+        node
+    }
+
+    fn build(name: &str, subnet: u8, node_name: &str, driver: &str, pods: &str) -> Node {
         let yaml = format!(
-            "name: {name}\nsubnet: {subnet}\nnodeName: node-1\ncgroupDriver: {driver}\nipv6: true\n{pods}"
+            "name: {name}\nsubnet: {subnet}\nnodeName: {node_name}\ncgroupDriver: {driver}\nipv6: true\n{pods}"
         );
         let scenario = Scenario::parse(&yaml).expect("scenario");
         let opts = Options {
@@ -71,20 +86,23 @@ impl Node {
         let dir = std::env::temp_dir().join(format!("bulkhead-e2e-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let source = dir.join("cluster.yaml");
-        let node = Node { tb, source, dir };
-        node.set_policies(policies);
-        node
+        Node {
+            tb,
+            source,
+            dir,
+            node_name: node_name.to_owned(),
+        }
     }
 
     /// Starts the agent on this node, pinning nothing (`--no-pin`).
     pub fn agent(&self, extra: &[&str]) -> Agent {
-        Agent::start(&self.source, self.tb.cgroup_root(), "node-1", extra)
+        Agent::start(&self.source, self.tb.cgroup_root(), &self.node_name, extra)
     }
 
     /// Starts the agent on this node, pinning as `pin` says.
     pub fn agent_pinned(&self, pin: Pinning<'_>, extra: &[&str]) -> Agent {
         let root = self.tb.cgroup_root();
-        Agent::start_pinned(&[], pin, &self.source, root, "node-1", extra)
+        Agent::start_pinned(&[], pin, &self.source, root, &self.node_name, extra)
     }
 
     /// Rewrites the source file with the scenario's objects plus `policies` (atomically).
@@ -126,7 +144,8 @@ impl Node {
         IpAddr::V6(self.tb.pod_ipv6(pod).expect("pod ipv6"))
     }
 
-    fn probe(&self, from: &str, ip: IpAddr, protocol: Protocol, port: u16) -> R {
+    /// A probe from a pod to an address.
+    pub fn probe(&self, from: &str, ip: IpAddr, protocol: Protocol, port: u16) -> R {
         self.tb
             .probe_one(from, Target { ip, protocol, port }, TIMEOUT)
             .expect("probe")
@@ -200,6 +219,18 @@ impl Node {
             ips: ws.ipv4.clone(),
             _ws: ws,
         }
+    }
+}
+
+/// Writes one cluster's source to every node's source file: all the nodes' Namespaces, Pods
+/// (with their `nodeName`), Services and Node objects, plus `policies`, so each agent knows the
+/// other nodes' pods by address.
+pub fn set_cluster_policies(nodes: &[&Node], policies: &[&str]) {
+    let scenarios: Vec<_> = nodes.iter().map(|n| n.tb.scenario()).collect();
+    let objects =
+        bulkhead_tests::source::cluster_objects(&scenarios, &docs(policies)).expect("objects");
+    for n in nodes {
+        bulkhead_tests::source::write_objects(&n.source, &objects).expect("write source");
     }
 }
 
