@@ -19,7 +19,7 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use bulkhead_tests::{Protocol, agent::file_source, policy::baseline, require_root};
+use bulkhead_tests::{Protocol, agent::file_source, policy::baseline, skip_unless_root};
 use common::{
     agent::{agent_bin, pretty},
     node::{Node, R, set_cluster_policies},
@@ -122,75 +122,41 @@ fn observed(world: Ipv4Addr) -> Vec<Conn> {
     ]
 }
 
-/// A side that denies: (side, namespace, policy).
-type Denial = (&'static str, &'static str, &'static str);
+/// An unobserved connection and the policy of its egress and ingress side, each of which must
+/// deny it once enforced unless it is [`ALLOWS`]; each side's namespace is its end's.
+type Denied = (Conn, &'static str, &'static str);
 
-/// Unobserved connections and the sides that must deny each once enforced: (side, namespace,
-/// policy), all in `enforce` (the baseline's mode). A namespace with rules of its own for a
-/// direction denies what they do not match (step 2: the object is named); one without leaves it to
-/// the other side's rules and then to `crossNamespace: Deny` (`default`); world destinations have
-/// no ingress side (docs/design.md#evaluation-order).
-fn unobserved(world: Ipv4Addr) -> Vec<(Conn, Vec<Denial>)> {
+/// A side that allows, or that does not exist (a world destination's ingress side).
+const ALLOWS: &str = "";
+
+const FRONTEND: &str = "NamespaceFirewall/frontend/suggested";
+const PAYMENTS: &str = "NamespaceFirewall/payments/suggested";
+const DB: &str = "NamespaceFirewall/db/suggested";
+const BATCH: &str = "NamespaceFirewall/batch/suggested";
+
+/// Unobserved connections, denied in `enforce` (the baseline's mode). A namespace with rules of
+/// its own for a direction denies what they do not match (step 2: the object is named); one
+/// without leaves it to the other side's rules and then to `crossNamespace: Deny` (`default`);
+/// world destinations have no ingress side (docs/design.md#evaluation-order).
+#[rustfmt::skip]
+fn unobserved(world: Ipv4Addr) -> Vec<Denied> {
     use To::*;
-    const FRONTEND: &str = "NamespaceFirewall/frontend/suggested";
-    const PAYMENTS: &str = "NamespaceFirewall/payments/suggested";
-    const DB: &str = "NamespaceFirewall/db/suggested";
-    const BATCH: &str = "NamespaceFirewall/batch/suggested";
     vec![
         // The reverse directions.
-        (
-            conn("payments/api", Pod("frontend/web"), "TCP", 80),
-            vec![
-                ("egress", "payments", PAYMENTS),
-                ("ingress", "frontend", "default"),
-            ],
-        ),
-        (
-            conn("db/postgres", Pod("payments/api"), "TCP", 8443),
-            vec![
-                ("egress", "db", "default"),
-                ("ingress", "payments", PAYMENTS),
-            ],
-        ),
-        (
-            conn("db/postgres", Pod("payments/worker"), "UDP", 5353),
-            vec![
-                ("egress", "db", "default"),
-                ("ingress", "payments", PAYMENTS),
-            ],
-        ),
+        (conn("payments/api", Pod("frontend/web"), "TCP", 80), PAYMENTS, "default"),
+        (conn("db/postgres", Pod("payments/api"), "TCP", 8443), "default", PAYMENTS),
+        (conn("db/postgres", Pod("payments/worker"), "UDP", 5353), "default", PAYMENTS),
         // Another port of a pod that was reached.
-        (
-            conn("frontend/web", Pod("payments/api"), "TCP", 9000),
-            vec![
-                ("egress", "frontend", FRONTEND),
-                ("ingress", "payments", PAYMENTS),
-            ],
-        ),
+        (conn("frontend/web", Pod("payments/api"), "TCP", 9000), FRONTEND, PAYMENTS),
         // The observed port, on a pod that is not behind the Service: only payments' side knows.
-        (
-            conn("frontend/web", Pod("payments/worker"), "TCP", 8443),
-            vec![("ingress", "payments", PAYMENTS)],
-        ),
+        (conn("frontend/web", Pod("payments/worker"), "TCP", 8443), ALLOWS, PAYMENTS),
         // A namespace pair never seen.
-        (
-            conn("frontend/web", Pod("db/postgres"), "TCP", 5432),
-            vec![("egress", "frontend", FRONTEND), ("ingress", "db", DB)],
-        ),
+        (conn("frontend/web", Pod("db/postgres"), "TCP", 5432), FRONTEND, DB),
         // UDP where only TCP was seen.
-        (
-            conn("batch/job", Pod("db/postgres"), "UDP", 5432),
-            vec![("egress", "batch", BATCH), ("ingress", "db", DB)],
-        ),
+        (conn("batch/job", Pod("db/postgres"), "UDP", 5432), BATCH, DB),
         // The world: another port, and a namespace that never went there.
-        (
-            conn("batch/job", World(world), "TCP", 8080),
-            vec![("egress", "batch", BATCH)],
-        ),
-        (
-            conn("frontend/web", World(world), "TCP", 80),
-            vec![("egress", "frontend", FRONTEND)],
-        ),
+        (conn("batch/job", World(world), "TCP", 8080), BATCH, ALLOWS),
+        (conn("frontend/web", World(world), "TCP", 80), FRONTEND, ALLOWS),
     ]
 }
 
@@ -329,9 +295,7 @@ fn run_all<'a>(nodes: &[&Node], conns: impl IntoIterator<Item = &'a Conn>, want:
 
 #[test]
 fn discover_suggest_monitor_enforce() {
-    if !require_root("discover_suggest_monitor_enforce") {
-        return;
-    }
+    skip_unless_root!("discover_suggest_monitor_enforce");
     // No ClusterFirewall at all: a fresh install, where everything is allowed.
     let node = Node::up("roll", 60, PODS, &[]);
     let outside = node.world_server(&[200], 80);
@@ -444,7 +408,7 @@ fn discover_suggest_monitor_enforce() {
     node.set_policies(&[&baseline("Deny", "Enforce"), &suggested]);
     let agent = node.agent(&[]);
     run_all(&[&node], &seen, "ok");
-    run_all(&[&node], unseen.iter().map(|(c, _)| c), "denied");
+    run_all(&[&node], unseen.iter().map(|(c, _, _)| c), "denied");
     let enforce = log("enforce");
     let lines = agent.stop_to_file(&enforce);
     print_log(&enforce);
@@ -452,10 +416,10 @@ fn discover_suggest_monitor_enforce() {
 }
 
 /// `lines` are one DENIED line per connection of `unseen`, naming the sides that denied it (all
-/// in enforce), and nothing else.
-fn check_denied(lines: &[Value], unseen: &[(Conn, Vec<Denial>)]) {
+/// in enforce, egress first), and nothing else.
+fn check_denied(lines: &[Value], unseen: &[Denied]) {
     assert_eq!(lines.len(), unseen.len(), "{}", pretty(lines));
-    for (c, want) in unseen {
+    for (c, egress, ingress) in unseen {
         let got = common::find(lines, |l| key(l) == c.key());
         assert_eq!(got.len(), 1, "{c:?}: {}", pretty(lines));
         let l = got[0];
@@ -468,10 +432,14 @@ fn check_denied(lines: &[Value], unseen: &[(Conn, Vec<Denial>)]) {
             ),
             "{l}"
         );
-        let want: Vec<_> = want
-            .iter()
-            .map(|(s, ns, policy)| side(s, ns, "enforce", policy))
-            .collect();
+        let namespace = |pod: &str| pod.split_once('/').map_or("", |(ns, _)| ns).to_owned();
+        let mut want = Vec::new();
+        if *egress != ALLOWS {
+            want.push(side("egress", &namespace(c.from), "enforce", egress));
+        }
+        if *ingress != ALLOWS {
+            want.push(side("ingress", &namespace(pod_of(c)), "enforce", ingress));
+        }
         assert_eq!(sides(l), want, "{l}");
     }
 }
@@ -542,9 +510,7 @@ pods:
 /// logs it; `suggest` reads both logs merged and the result holds on both nodes.
 #[test]
 fn two_nodes_logs_merged() {
-    if !require_root("two_nodes_logs_merged") {
-        return;
-    }
+    skip_unless_root!("two_nodes_logs_merged");
     let n1 = Node::up_in_cluster("rolla", 61, "node-1", NODE_1);
     let n2 = Node::up_in_cluster("rollb", 62, "node-2", NODE_2);
     let nodes = [&n1, &n2];
@@ -565,39 +531,14 @@ fn two_nodes_logs_merged() {
     ];
     // Each dropped on the source's node, which also judges a pod destination's ingress side
     // (docs/design.md#connections, step 10): the only node to see it, it logs both sides.
-    const PAYMENTS: &str = "NamespaceFirewall/payments/suggested";
-    const DB: &str = "NamespaceFirewall/db/suggested";
-    let unseen: [(Conn, Vec<Denial>); 5] = [
-        (
-            conn("db/postgres", Pod("payments/api"), "TCP", 8443),
-            vec![
-                ("egress", "db", "default"),
-                ("ingress", "payments", PAYMENTS),
-            ],
-        ),
-        (
-            conn("frontend/web", Pod("db/postgres"), "TCP", 5432),
-            vec![
-                ("egress", "frontend", "NamespaceFirewall/frontend/suggested"),
-                ("ingress", "db", DB),
-            ],
-        ),
-        (
-            conn("payments/api", Pod("db/postgres"), "TCP", 5433),
-            vec![("egress", "payments", PAYMENTS), ("ingress", "db", DB)],
-        ),
-        (
-            conn("batch/job", Pod("payments/api"), "UDP", 8443),
-            vec![
-                ("egress", "batch", "NamespaceFirewall/batch/suggested"),
-                ("ingress", "payments", PAYMENTS),
-            ],
-        ),
+    #[rustfmt::skip]
+    let unseen: [Denied; 5] = [
+        (conn("db/postgres", Pod("payments/api"), "TCP", 8443), "default", PAYMENTS),
+        (conn("frontend/web", Pod("db/postgres"), "TCP", 5432), FRONTEND, DB),
+        (conn("payments/api", Pod("db/postgres"), "TCP", 5433), PAYMENTS, DB),
+        (conn("batch/job", Pod("payments/api"), "UDP", 8443), BATCH, PAYMENTS),
         // Only the remote destination's side denies: a payments pod behind no Service.
-        (
-            conn("frontend/web", Pod("payments/worker"), "TCP", 8443),
-            vec![("ingress", "payments", PAYMENTS)],
-        ),
+        (conn("frontend/web", Pod("payments/worker"), "TCP", 8443), ALLOWS, PAYMENTS),
     ];
     let source = file_source(n1.source());
     let logs = |phase: &str| -> [PathBuf; 2] {
@@ -692,11 +633,11 @@ fn two_nodes_logs_merged() {
 
     // Phase 3: enforce on both nodes.
     set_cluster_policies(&nodes, &[&baseline("Deny", "Enforce"), &suggested]);
-    let unseen_conns: Vec<Conn> = unseen.iter().map(|(c, _)| *c).collect();
+    let unseen_conns: Vec<Conn> = unseen.iter().map(|(c, _, _)| *c).collect();
     let lines = phase("enforce", &[], &[(&seen, "ok"), (&unseen_conns, "denied")]);
     assert_eq!(lines.len(), unseen.len(), "{}", pretty(&lines));
     check_denied(&lines, &unseen);
-    for (c, _) in &unseen {
+    for (c, _, _) in &unseen {
         let l = common::find(&lines, |l| key(l) == c.key())[0];
         assert_eq!(l["node"], node_of(c.from), "{l}");
     }
