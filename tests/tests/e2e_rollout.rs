@@ -336,30 +336,7 @@ fn discover_suggest_monitor_enforce() {
     }
 
     // suggest: exactly the observed connections, valid, deterministic.
-    let suggested = ok(&["suggest", "--source", &source, path_str(&discovery)]);
-    eprintln!("{suggested}");
-    assert_eq!(rules_of(&suggested), expected_rules(world), "{suggested}");
-    let v = firewall_agent(&["validate", "-"], &suggested);
-    eprintln!(
-        "$ firewall-agent validate -\n{}{}",
-        String::from_utf8_lossy(&v.stdout),
-        String::from_utf8_lossy(&v.stderr)
-    );
-    assert!(
-        v.status.success(),
-        "suggest's output must pass validate: {}{}",
-        String::from_utf8_lossy(&v.stdout),
-        String::from_utf8_lossy(&v.stderr)
-    );
-    // The same lines reversed and split over two files: the same bytes.
-    let text = std::fs::read_to_string(&discovery).expect("discovery log");
-    let mut reversed: Vec<&str> = text.lines().rev().collect();
-    let tail = reversed.split_off(reversed.len() / 2);
-    let (a, b) = (log("part-a"), log("part-b"));
-    std::fs::write(&a, reversed.join("\n") + "\n").expect("write");
-    std::fs::write(&b, tail.join("\n") + "\n").expect("write");
-    let again = ok(&["suggest", "--source", &source, path_str(&b), path_str(&a)]);
-    assert_eq!(again, suggested, "suggest must be deterministic");
+    let suggested = suggest_checked(&source, &[&discovery], &expected_rules(world));
 
     // report: the pairs with their connections, and a well-formed page.
     let html = node.dir().join("flows.html");
@@ -386,22 +363,8 @@ fn discover_suggest_monitor_enforce() {
         "{}",
         pretty(&lines)
     );
-    let against = format!("file:{}", path_str(node.source()));
-    for l in [&monitor, &discovery] {
-        let out = firewall_agent(&["suggest", "--against", &against, path_str(l)], "");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        eprintln!(
-            "$ firewall-agent suggest --against {against} {}\n{stderr}",
-            l.display()
-        );
-        assert!(out.status.success(), "{stderr}");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "",
-            "converged: nothing to add ({stderr})"
-        );
-        assert!(stderr.contains("nothing to suggest"), "{stderr}");
-    }
+    assert_converged(node.source(), &[&monitor]);
+    assert_converged(node.source(), &[&discovery]);
 
     // Phase 3: enforce. Every observed connection still works; every unobserved one is dropped
     // at once (EPERM at the syscall) and logged once, DENIED, with the sides that denied it.
@@ -413,6 +376,61 @@ fn discover_suggest_monitor_enforce() {
     let lines = agent.stop_to_file(&enforce);
     print_log(&enforce);
     check_denied(&lines, &unseen);
+}
+
+/// `suggest --source SOURCE LOGS...`, checked: its rules are `expected` exactly, it passes
+/// `validate`, and the same lines in reverse order, split over two files, give the same bytes.
+/// Returns the suggestion.
+fn suggest_checked(source: &str, logs: &[&Path], expected: &BTreeSet<String>) -> String {
+    let mut args = vec!["suggest", "--source", source];
+    args.extend(logs.iter().map(|l| path_str(l)));
+    let suggested = ok(&args);
+    eprintln!("{suggested}");
+    assert_eq!(&rules_of(&suggested), expected, "{suggested}");
+    let v = firewall_agent(&["validate", "-"], &suggested);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    eprintln!("$ firewall-agent validate -\n{said}");
+    assert!(
+        v.status.success(),
+        "suggest's output must pass validate: {said}"
+    );
+
+    let mut lines = Vec::new();
+    for l in logs {
+        let text = std::fs::read_to_string(l).expect("a log");
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    lines.reverse();
+    let tail = lines.split_off(lines.len() / 2);
+    let dir = logs[0].parent().expect("the logs' directory");
+    let (a, b) = (dir.join("reversed-a.log"), dir.join("reversed-b.log"));
+    std::fs::write(&a, lines.join("\n") + "\n").expect("write");
+    std::fs::write(&b, tail.join("\n") + "\n").expect("write");
+    let again = ok(&["suggest", "--source", source, path_str(&a), path_str(&b)]);
+    assert_eq!(again, suggested, "suggest must be deterministic");
+    suggested
+}
+
+/// `suggest --against file:SOURCE LOGS...` prints nothing: the policy in force allows every
+/// connection of the logs (docs/design.md, `suggest`: the loop has converged).
+fn assert_converged(source: &Path, logs: &[&Path]) {
+    let against = file_source(source);
+    let mut args = vec!["suggest", "--against", against.as_str()];
+    args.extend(logs.iter().map(|l| path_str(l)));
+    let out = firewall_agent(&args, "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("$ firewall-agent {}\n{stderr}", args.join(" "));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "converged: nothing to add ({stderr})"
+    );
+    assert!(stderr.contains("nothing to suggest"), "{stderr}");
 }
 
 /// `lines` are one DENIED line per connection of `unseen`, naming the sides that denied it (all
@@ -584,10 +602,7 @@ fn two_nodes_logs_merged() {
         pretty(&lines)
     );
 
-    // suggest over both logs merged, in either order.
-    let [l1, l2] = logs("discovery");
-    let suggested = ok(&["suggest", "--source", &source, path_str(&l1), path_str(&l2)]);
-    eprintln!("{suggested}");
+    // suggest over both logs merged.
     let expected: BTreeSet<String> = [
         "frontend egress payments - TCP/8443",
         "payments ingress frontend payments-api TCP/8443",
@@ -601,11 +616,8 @@ fn two_nodes_logs_merged() {
     .into_iter()
     .map(str::to_owned)
     .collect();
-    assert_eq!(rules_of(&suggested), expected, "{suggested}");
-    let swapped = ok(&["suggest", "--source", &source, path_str(&l2), path_str(&l1)]);
-    assert_eq!(swapped, suggested, "the order of the logs does not matter");
-    let v = firewall_agent(&["validate", "-"], &suggested);
-    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    let [l1, l2] = logs("discovery");
+    let suggested = suggest_checked(&source, &[&l1, &l2], &expected);
 
     // Phase 2: monitor behind the baseline: no AUDIT on either node, nothing more to suggest.
     set_cluster_policies(&nodes, &[&baseline("Deny", "Monitor"), &suggested]);
@@ -616,20 +628,7 @@ fn two_nodes_logs_merged() {
         pretty(&lines)
     );
     let [m1, m2] = logs("monitor");
-    let against = format!("file:{}", path_str(n1.source()));
-    let out = firewall_agent(
-        &[
-            "suggest",
-            "--against",
-            &against,
-            path_str(&m1),
-            path_str(&m2),
-        ],
-        "",
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{stderr}");
+    assert_converged(n1.source(), &[&m1, &m2]);
 
     // Phase 3: enforce on both nodes.
     set_cluster_policies(&nodes, &[&baseline("Deny", "Enforce"), &suggested]);
