@@ -46,6 +46,15 @@ fn line(
     )
 }
 
+/// One AUDIT line per (time, direction, source namespace, destination, port).
+type Audit<'a> = (&'a str, &'a str, &'a str, (&'a str, &'a str, &'a str), u16);
+
+fn audits(rows: &[Audit<'_>]) -> Vec<String> {
+    rows.iter()
+        .map(|&(ts, direction, src, dst, port)| audit(ts, direction, src, dst, port))
+        .collect()
+}
+
 fn audit(ts: &str, direction: &str, src: &str, dst: (&str, &str, &str), port: u16) -> String {
     line(
         ts,
@@ -512,28 +521,28 @@ items:
 #[test]
 fn services_narrow_ingress_to_the_fewest_backends_covering_the_observed_pods() {
     let cluster = parse_objects(CLUSTER).unwrap();
-    let lines = vec![
-        audit(T1, "ingress", "web", ("db", "postgres-0", "10.0.1.9"), 5432),
-        // backup-0 is a backend of `data` only.
-        audit(T1, "ingress", "web", ("db", "backup-0", "10.0.1.11"), 9000),
-        // Two pods of different Services on one port: `data` covers both.
-        audit(
+    // backup-0 is a backend of `data` only. postgres-1 and backup-0 on 7000: two pods of
+    // different Services on one port, `data` covers both. gone-0: a pod the cluster does not
+    // know, so the whole namespace.
+    let lines = audits(&[
+        (T1, "ingress", "web", ("db", "postgres-0", "10.0.1.9"), 5432),
+        (T1, "ingress", "web", ("db", "backup-0", "10.0.1.11"), 9000),
+        (
             T1,
             "ingress",
             "cache",
             ("db", "postgres-1", "10.0.1.10"),
             7000,
         ),
-        audit(
+        (
             T1,
             "ingress",
             "cache",
             ("db", "backup-0", "10.0.1.11"),
             7000,
         ),
-        // A pod the cluster does not know: the whole namespace.
-        audit(T1, "ingress", "cache", ("db", "gone-0", "10.0.1.99"), 7001),
-    ];
+        (T1, "ingress", "cache", ("db", "gone-0", "10.0.1.99"), 7001),
+    ]);
     let (text, _) = run(&lines, &opts(), Some(&cluster), None);
     let spec = serde_json::to_string(&objects(&text)[0].spec).unwrap();
     assert_eq!(
