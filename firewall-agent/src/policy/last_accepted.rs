@@ -7,7 +7,7 @@
 //! (`Kind/namespace/name`): a deleted object is forgotten at the next settle.
 use std::collections::BTreeMap;
 
-use super::{ClusterPolicy, NamespacePolicy, Origin, PolicyInput, StandIn};
+use super::{ClusterPolicy, NamespacePolicy, Origin, PodPolicy, PolicyInput, StandIn, TieredPolicy};
 use crate::model::{InForce, Rejection};
 
 /// The policies accepted last, by object.
@@ -15,6 +15,8 @@ use crate::model::{InForce, Rejection};
 pub struct LastAccepted {
     cluster: BTreeMap<Origin, ClusterPolicy>,
     namespaces: BTreeMap<Origin, NamespacePolicy>,
+    pod_policies: BTreeMap<Origin, PodPolicy>,
+    tiered: BTreeMap<Origin, TieredPolicy>,
 }
 
 /// The policy in force: the accepted policies plus what stands in for each refused one.
@@ -24,6 +26,10 @@ pub struct Settled {
     pub cluster: Vec<ClusterPolicy>,
     /// Namespace policies, in any order.
     pub namespaces: Vec<NamespacePolicy>,
+    /// NetworkPolicies, in any order.
+    pub pod_policies: Vec<PodPolicy>,
+    /// ClusterNetworkPolicies, in any order.
+    pub tiered: Vec<TieredPolicy>,
     /// Every refused object, with what stands in for it ([`Rejection::in_force`]).
     pub rejected: Vec<Rejection>,
 }
@@ -41,12 +47,20 @@ impl LastAccepted {
         for n in &input.namespaces {
             next.namespaces.insert(n.origin.clone(), n.clone());
         }
+        for p in &input.pod_policies {
+            next.pod_policies.insert(p.origin.clone(), p.clone());
+        }
+        for t in &input.tiered {
+            next.tiered.insert(t.origin.clone(), t.clone());
+        }
         // Defaults belong to an accepted object when one sets them; a stand-in never takes
         // them over (its own may be the very conflict it was refused for).
         let defaults_held = input.cluster.iter().any(|c| c.defaults.is_some());
         let mut out = Settled {
             cluster: input.cluster,
             namespaces: input.namespaces,
+            pod_policies: input.pod_policies,
+            tiered: input.tiered,
             rejected: Vec::with_capacity(input.refused.len()),
         };
         for refused in input.refused {
@@ -68,6 +82,19 @@ impl LastAccepted {
                         &mut rejection,
                     );
                     out.namespaces.push(p);
+                }
+                StandIn::Pod(stand_in) => {
+                    let p = in_force(
+                        &self.pod_policies,
+                        &mut next.pod_policies,
+                        stand_in,
+                        &mut rejection,
+                    );
+                    out.pod_policies.push(p);
+                }
+                StandIn::Tiered(stand_in) => {
+                    let p = in_force(&self.tiered, &mut next.tiered, stand_in, &mut rejection);
+                    out.tiered.push(p);
                 }
             }
             out.rejected.push(rejection);
@@ -109,6 +136,18 @@ impl HasOrigin for ClusterPolicy {
 }
 
 impl HasOrigin for NamespacePolicy {
+    fn origin(&self) -> &Origin {
+        &self.origin
+    }
+}
+
+impl HasOrigin for PodPolicy {
+    fn origin(&self) -> &Origin {
+        &self.origin
+    }
+}
+
+impl HasOrigin for TieredPolicy {
     fn origin(&self) -> &Origin {
         &self.origin
     }

@@ -8,6 +8,7 @@
 //! been parsed by then (CIDRs, protocols, ports, selectors), so compiling cannot fail.
 mod last_accepted;
 mod matching;
+mod standard;
 
 use std::fmt;
 
@@ -15,6 +16,7 @@ use firewall_common::{Mode, PolicyVerdict};
 
 pub use last_accepted::{LastAccepted, Settled};
 pub use matching::{Destinations, NamespaceSet, PortRange, Ports, Requirement, Selector};
+pub use standard::{NamedPort, Peer, PeerRule, PodPolicy, PodSet, StdPorts, Tier, TieredPolicy};
 
 use crate::model::Rejection;
 
@@ -144,6 +146,10 @@ pub enum StandIn {
     Cluster(ClusterPolicy),
     /// For a namespace policy.
     Namespace(NamespacePolicy),
+    /// For a NetworkPolicy.
+    Pod(PodPolicy),
+    /// For a ClusterNetworkPolicy.
+    Tiered(TieredPolicy),
 }
 
 /// A refused object and its fail-closed stand-in.
@@ -162,6 +168,10 @@ pub struct PolicyInput {
     pub cluster: Vec<ClusterPolicy>,
     /// Namespace policies, in any order.
     pub namespaces: Vec<NamespacePolicy>,
+    /// NetworkPolicies, in any order.
+    pub pod_policies: Vec<PodPolicy>,
+    /// ClusterNetworkPolicies, in any order.
+    pub tiered: Vec<TieredPolicy>,
     /// Objects not applied as written (undeserializable, invalid, or conflicting).
     pub refused: Vec<Refused>,
 }
