@@ -822,6 +822,7 @@ fn gen_pod(r: &mut Rng, i: usize, ns: &str, j: u8) -> Pod {
         labels: BTreeMap::from([(app_label(ns).to_owned(), app)]),
         terminal: false,
         cgroup_ids: vec![1000 + (i as u64) * 10 + u64::from(j)],
+        named_ports: BTreeMap::new(),
     }
 }
 

@@ -5,9 +5,12 @@
 //! A policy object that does not deserialize becomes a [`Rejection`] (one team's typo never
 //! disables everybody else's policy); its `status` and server-set metadata are dropped, so the
 //! model compares equal across status-only updates.
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
-use k8s_openapi::{api::core::v1 as core, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use k8s_openapi::{
+    api::{core::v1 as core, networking::v1::NetworkPolicy},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use serde_json::Value;
 use tracing::warn;
 
@@ -19,6 +22,7 @@ use crate::crd::{ClusterFirewall, NamespaceFirewall};
 pub enum PolicyKind {
     NamespaceFirewall,
     ClusterFirewall,
+    NetworkPolicy,
 }
 
 impl PolicyKind {
@@ -27,6 +31,7 @@ impl PolicyKind {
         match self {
             Self::NamespaceFirewall => "NamespaceFirewall",
             Self::ClusterFirewall => "ClusterFirewall",
+            Self::NetworkPolicy => "NetworkPolicy",
         }
     }
 }
@@ -62,6 +67,19 @@ pub fn add_policy_object(model: &mut ClusterModel, kind: PolicyKind, value: Valu
                     o.metadata = policy_meta(o.metadata);
                     o.status = None;
                     model.cluster_firewalls.push(o);
+                }
+                Err(e) => model.rejected.push(rejection(kind, &value, &e)),
+            }
+        }
+        PolicyKind::NetworkPolicy => {
+            match serde_path_to_error::deserialize::<_, NetworkPolicy>(&value) {
+                Ok(mut o) => {
+                    o.metadata
+                        .namespace
+                        .get_or_insert_with(|| "default".to_owned());
+                    o.metadata = policy_meta(o.metadata);
+
+                    model.network_policies.push(o);
                 }
                 Err(e) => model.rejected.push(rejection(kind, &value, &e)),
             }
@@ -110,11 +128,32 @@ fn parse_ips<'a>(what: &str, owner: &str, ips: impl Iterator<Item = &'a str>) ->
     out
 }
 
+/// The label the API server puts on every Namespace (immutable, its name): standard policies
+/// select single namespaces by it.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// With [`NAMESPACE_NAME_LABEL`] set as the API server sets it, whatever the source.
 pub fn namespace(ns: core::Namespace) -> Namespace {
-    Namespace {
-        name: ns.metadata.name.unwrap_or_default(),
-        labels: ns.metadata.labels.unwrap_or_default(),
-    }
+    let name = ns.metadata.name.unwrap_or_default();
+    let mut labels = ns.metadata.labels.unwrap_or_default();
+    labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.clone());
+    Namespace { name, labels }
+}
+
+/// Named container ports; a port without a name, or with an unknown protocol, names nothing.
+fn named_ports(spec: &core::PodSpec) -> BTreeMap<String, (u8, u16)> {
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let name = p.name.clone().filter(|n| !n.is_empty())?;
+            let proto =
+                firewall_common::IpProto::from_name(p.protocol.as_deref().unwrap_or("TCP"))?;
+            let port = u16::try_from(p.container_port).ok().filter(|p| *p > 0)?;
+            Some((name, (proto as u8, port)))
+        })
+        .collect()
 }
 
 /// `status.podIPs`, or `status.podIP` when that list is empty.
@@ -135,11 +174,13 @@ pub fn pod(p: core::Pod) -> Pod {
     } else {
         parse_ips("pod IP", &owner, listed.into_iter())
     };
+    let named_ports = named_ports(&spec);
     Pod {
         terminal: matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")),
         uid: p.metadata.uid.unwrap_or_default(),
         node_name: spec.node_name,
         host_network: spec.host_network.unwrap_or(false),
+        named_ports,
         labels: p.metadata.labels.unwrap_or_default(),
         ips,
         namespace,

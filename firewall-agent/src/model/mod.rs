@@ -4,6 +4,8 @@ pub mod convert;
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
 use crate::crd::{ClusterFirewall, NamespaceFirewall};
 
 /// Everything the compiler reads.
@@ -21,6 +23,8 @@ pub struct ClusterModel {
     pub namespace_firewalls: Vec<NamespaceFirewall>,
     /// ClusterFirewall objects, not yet validated.
     pub cluster_firewalls: Vec<ClusterFirewall>,
+    /// NetworkPolicy objects, not yet validated (empty unless `--policy-apis` names them).
+    pub network_policies: Vec<NetworkPolicy>,
     /// Policy objects that failed to even deserialize (reported, never applied).
     pub rejected: Vec<Rejection>,
 }
@@ -45,8 +49,11 @@ pub struct Pod {
     pub host_network: bool,
     /// `status.podIPs`.
     pub ips: Vec<IpAddr>,
-    /// Labels (Service selectors).
+    /// Labels (Service selectors, pod selectors).
     pub labels: BTreeMap<String, String>,
+    /// Named container ports (`spec.containers[].ports[]`): name -> (IP protocol, port), which
+    /// a standard policy's named port resolves to.
+    pub named_ports: BTreeMap<String, (u8, u16)>,
     /// Phase `Succeeded` or `Failed`: no longer an endpoint (its IP may be reused).
     pub terminal: bool,
     /// cgroup v2 ids of the pod's containers, filled by the agent's cgroup discovery.

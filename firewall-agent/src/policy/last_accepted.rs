@@ -7,7 +7,9 @@
 //! (`Kind/namespace/name`): a deleted object is forgotten at the next settle.
 use std::collections::BTreeMap;
 
-use super::{ClusterPolicy, NamespacePolicy, Origin, PodPolicy, PolicyInput, StandIn, TieredPolicy};
+use super::{
+    ClusterPolicy, NamespacePolicy, Origin, PodPolicy, PolicyInput, StandIn, TieredPolicy,
+};
 use crate::model::{InForce, Rejection};
 
 /// The policies accepted last, by object.

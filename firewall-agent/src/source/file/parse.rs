@@ -136,6 +136,7 @@ fn add_object(model: &mut ClusterModel, value: Value, pos: Position) -> Result<(
             convert::add_policy_object(model, PolicyKind::NamespaceFirewall, value);
         }
         "ClusterFirewall" => convert::add_policy_object(model, PolicyKind::ClusterFirewall, value),
+        "NetworkPolicy" => convert::add_policy_object(model, PolicyKind::NetworkPolicy, value),
         other => {
             warn!(document = pos.document, item = ?pos.item, kind = other, "skipping object of unknown kind");
         }
