@@ -12,6 +12,7 @@ pub mod crd;
 pub mod datapath;
 pub mod events;
 pub mod model;
+pub mod netpol;
 pub mod observed;
 pub mod policy;
 pub mod source;

@@ -16,6 +16,7 @@ pub use common::{
     PortSpec,
 };
 pub use namespace_firewall::{EgressRule, IngressRule, NamespaceFirewall, NamespaceFirewallSpec};
+pub(crate) use to_policy::{Checker, each};
 pub use to_policy::{
     FieldError, policy_input, validate_cluster_firewall, validate_namespace_firewall,
 };

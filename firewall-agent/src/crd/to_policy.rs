@@ -36,24 +36,24 @@ pub struct FieldError {
 }
 
 /// Collects the errors of one object.
-pub(super) struct Checker {
+pub(crate) struct Checker {
     object: String,
     errors: Vec<FieldError>,
 }
 
 impl Checker {
-    pub(super) fn new(object: &str) -> Self {
+    pub(crate) fn new(object: &str) -> Self {
         Self {
             object: object.to_owned(),
             errors: Vec::new(),
         }
     }
 
-    pub(super) fn is_clean(&self) -> bool {
+    pub(crate) fn is_clean(&self) -> bool {
         self.errors.is_empty()
     }
 
-    fn err(&mut self, path: &str, message: impl fmt::Display) {
+    pub(crate) fn err(&mut self, path: &str, message: impl fmt::Display) {
         self.errors.push(FieldError {
             object: self.object.clone(),
             path: path.to_owned(),
@@ -82,7 +82,7 @@ impl Checker {
             .collect()
     }
 
-    fn selector(&mut self, path: &str, sel: &LabelSelector) -> Selector {
+    pub(crate) fn selector(&mut self, path: &str, sel: &LabelSelector) -> Selector {
         let mut out = Selector::default();
         for (k, v) in sel.match_labels.iter().flatten() {
             let p = format!("{path}.matchLabels[{k:?}]");
@@ -300,7 +300,7 @@ impl Checker {
         ok.then(|| (ns.to_owned(), name.to_owned()))
     }
 
-    fn port_number(&mut self, path: &str, field: &str, v: i32) -> Option<u16> {
+    pub(crate) fn port_number(&mut self, path: &str, field: &str, v: i32) -> Option<u16> {
         match u16::try_from(v) {
             Ok(p) if p >= 1 => Some(p),
             _ => {
@@ -359,7 +359,7 @@ impl Checker {
         Ports(Some(out))
     }
 
-    fn finish<T>(self, v: T) -> Result<T, Vec<FieldError>> {
+    pub(crate) fn finish<T>(self, v: T) -> Result<T, Vec<FieldError>> {
         if self.errors.is_empty() {
             Ok(v)
         } else {
@@ -369,7 +369,7 @@ impl Checker {
 }
 
 /// A list field's items converted one by one, each with its JSON path (`{path}[{i}]`).
-fn each<T, R>(
+pub(crate) fn each<T, R>(
     c: &mut Checker,
     path: &str,
     items: &[T],
@@ -559,6 +559,7 @@ pub fn policy_input(model: &ClusterModel) -> PolicyInput {
         refused: model
             .rejected
             .iter()
+            .filter(|r| r.kind == "ClusterFirewall" || r.kind == "NamespaceFirewall")
             .map(|r| {
                 let origin = Origin {
                     kind: if r.kind == "ClusterFirewall" {
