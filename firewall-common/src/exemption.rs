@@ -1,7 +1,10 @@
 //! The "always allowed" rules (docs/design.md#always-allowed), written once: the kernel applies
 //! them before its policy lookup, the compiler emits no policy rows for the pairs they cover, and
 //! `firewall-agent check` reports them, all through these functions.
-use crate::{Counter, IDENTITY_F_DNS, Identity, IpProto, NS_FIRST, Side};
+use crate::{
+    Counter, IDENTITY_F_DNS, IDENTITY_F_STD_EGRESS, IDENTITY_F_STD_INGRESS, Identity, IpProto,
+    NS_FIRST, NS_HOST, Side,
+};
 
 /// Why a connection passes whatever the policy says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -29,10 +32,31 @@ impl Exemption {
     }
 }
 
-/// The exemption that holds for every protocol and port between a `local` end in namespace
-/// `local_ns` and a peer in `peer_ns`, seen from `side`.
+/// Whether a standard policy judges `local`'s `side` (its flag), lifting Bulkhead's exemptions.
 #[inline(always)]
-pub fn pair_exemption(side: Side, local_ns: u32, peer_ns: u32) -> Option<Exemption> {
+pub const fn standard_judges(side: Side, local: &Identity) -> bool {
+    let flag = match side {
+        Side::Egress => IDENTITY_F_STD_EGRESS,
+        Side::Ingress => IDENTITY_F_STD_INGRESS,
+    };
+    local.flags & flag != 0
+}
+
+/// The exemption that holds for every protocol and port between `local` and a peer in
+/// `peer_ns`, seen from `side`, as the kernel applies it: where a standard policy judges the
+/// side only the host's ingress (kubelet probes from the pod's own node) stays exempt.
+#[inline(always)]
+pub fn pair_exemption(side: Side, local: &Identity, peer_ns: u32) -> Option<Exemption> {
+    if standard_judges(side, local) {
+        return (matches!(side, Side::Ingress) && peer_ns == NS_HOST)
+            .then_some(Exemption::Unrestricted);
+    }
+    bulkhead_pair_exemption(side, local.ns, peer_ns)
+}
+
+/// Bulkhead's own exemption for every protocol and port: what its own rules never judge.
+#[inline(always)]
+pub fn bulkhead_pair_exemption(side: Side, local_ns: u32, peer_ns: u32) -> Option<Exemption> {
     if peer_ns == local_ns {
         return Some(Exemption::SameNamespace);
     }
@@ -43,7 +67,8 @@ pub fn pair_exemption(side: Side, local_ns: u32, peer_ns: u32) -> Option<Exempti
 }
 
 /// The exemption of a new connection between `local` (the end whose side decides) and `peer`,
-/// to destination port `dport` over IP protocol `proto`.
+/// to destination port `dport` over IP protocol `proto`, as the kernel applies it before its
+/// policy lookup.
 #[inline(always)]
 pub fn exemption(
     side: Side,
@@ -52,7 +77,23 @@ pub fn exemption(
     proto: u8,
     dport: u16,
 ) -> Option<Exemption> {
-    if let Some(e) = pair_exemption(side, local.ns, peer.ns) {
+    if standard_judges(side, local) {
+        return pair_exemption(side, local, peer.ns);
+    }
+    bulkhead_exemption(side, local, peer, proto, dport)
+}
+
+/// Bulkhead's own exemption of a new connection (flags for standard policies ignored): what
+/// ClusterFirewall, NamespaceFirewall and the defaults never judge.
+#[inline(always)]
+pub fn bulkhead_exemption(
+    side: Side,
+    local: &Identity,
+    peer: &Identity,
+    proto: u8,
+    dport: u16,
+) -> Option<Exemption> {
+    if let Some(e) = bulkhead_pair_exemption(side, local.ns, peer.ns) {
         return Some(e);
     }
     // The DNS Service's identity carries the flag: the peer's on egress, ours on ingress.
@@ -102,5 +143,36 @@ mod tests {
             None
         );
         assert_eq!(exemption(Side::Ingress, &a, &dns, tcp, 53), None);
+    }
+
+    #[test]
+    fn a_standard_policy_lifts_every_exemption_but_the_hosts() {
+        let tcp = IpProto::Tcp as u8;
+        let (b, dns) = (id(3, 0), id(4, IDENTITY_F_DNS));
+        let out = id(2, IDENTITY_F_STD_EGRESS);
+        assert_eq!(exemption(Side::Egress, &out, &id(2, 0), tcp, 80), None);
+        assert_eq!(exemption(Side::Egress, &out, &dns, tcp, 53), None);
+        // Only its egress is judged by a standard policy.
+        assert_eq!(
+            exemption(Side::Ingress, &out, &id(2, 0), tcp, 80),
+            Some(Exemption::SameNamespace)
+        );
+        let into = id(2, IDENTITY_F_STD_INGRESS);
+        assert_eq!(exemption(Side::Ingress, &into, &id(0, 0), tcp, 80), None);
+        assert_eq!(exemption(Side::Ingress, &into, &b, tcp, 80), None);
+        assert_eq!(
+            exemption(Side::Ingress, &into, &id(1, 0), tcp, 80),
+            Some(Exemption::Unrestricted)
+        );
+        let dns_isolated = id(4, IDENTITY_F_DNS | IDENTITY_F_STD_INGRESS);
+        assert_eq!(
+            exemption(Side::Ingress, &dns_isolated, &b, IpProto::Udp as u8, 53),
+            None
+        );
+        // Bulkhead's own rules still never judge what its exemptions cover.
+        assert_eq!(
+            bulkhead_exemption(Side::Ingress, &into, &id(0, 0), tcp, 80),
+            Some(Exemption::Unrestricted)
+        );
     }
 }

@@ -19,7 +19,10 @@ pub mod mountinfo;
 mod vocabulary;
 
 pub use counter::{COUNTERS_LEN, Counter};
-pub use exemption::{DNS_PORT, Exemption, exemption, pair_exemption};
+pub use exemption::{
+    DNS_PORT, Exemption, bulkhead_exemption, bulkhead_pair_exemption, exemption, pair_exemption,
+    standard_judges,
+};
 pub use keys::*;
 pub use vocabulary::{EventVerdict, Hook, IpProto, Mode, PolicyVerdict, Side, UnknownValue};
 
@@ -32,6 +35,12 @@ pub const NS_FIRST: u32 = 2;
 
 /// Identity flag: this endpoint is a pod or cluster IP of the cluster DNS Service (DNS is exempt).
 pub const IDENTITY_F_DNS: u32 = 1;
+/// Identity flag: a standard policy (NetworkPolicy, ClusterNetworkPolicy) judges this endpoint's
+/// ingress, so Bulkhead's own exemptions other than the host's do not shield it: the kernel
+/// looks the policy up and the compiler has decided every case.
+pub const IDENTITY_F_STD_INGRESS: u32 = 2;
+/// Identity flag: as [`IDENTITY_F_STD_INGRESS`], for the endpoint's egress.
+pub const IDENTITY_F_STD_EGRESS: u32 = 4;
 
 /// Index in [`maps::SETTINGS`] of the active slot (0 or 1).
 pub const SETTING_ACTIVE_SLOT: u32 = 0;

@@ -96,7 +96,12 @@ fn judge(
         drop: denied && local_mode == Mode::Enforce,
     };
     // The destination's ingress side, looked up at the source (egress only, pod destinations).
-    if side == Side::Egress && peer.ns >= NS_FIRST {
+    // Not where the destination's own exemptions cover it (checked here: with a standard policy
+    // on this side only, this side is judged while the other stays exempt).
+    if side == Side::Egress
+        && peer.ns >= NS_FIRST
+        && exemption(Side::Ingress, peer, local, t.proto, t.dport).is_none()
+    {
         let v2 = policy::lookup(slot, Side::Ingress, peer.id, local.id, t.proto, t.dport);
         if v2.verdict == PolicyVerdict::Deny as u8 {
             j.peer_mode = identity::mode(slot, peer.ns);

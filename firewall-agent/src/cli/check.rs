@@ -303,6 +303,12 @@ fn step_text(step: Step) -> &'static str {
         Step::NoMatch => "step 2: no rule of this side's namespace matched",
         Step::OtherSide => "step 3: a rule of the other side's namespace",
         Step::Default => "step 4: the default",
+        Step::AdminTier => "step 1: a ClusterNetworkPolicy rule of the Admin tier",
+        Step::NetworkPolicy => "step 2: a NetworkPolicy rule isolating this side's pod",
+        Step::NetworkPolicyNoMatch => {
+            "step 2: NetworkPolicies isolate this side's pod and none of their rules matched"
+        }
+        Step::BaselineTier => "step 3: a ClusterNetworkPolicy rule of the Baseline tier",
     }
 }
 

@@ -3,13 +3,16 @@
 //! from the level above.
 use std::collections::BTreeMap;
 
-use firewall_common::{IpProto, NS_FIRST, PolicyPrefix, PolicyValue, Side, pair_exemption};
+use firewall_common::{
+    Identity, IpProto, NS_FIRST, PolicyPrefix, PolicyValue, Side, pair_exemption,
+};
 
 use super::{
     evaluate::{Dst, Outside, PairValue, Plan, PlanSignature, Src, Val},
     identities::{Identities, IdentityKind},
-    policy_set::PolicySet,
+    policy_set::{NamespaceRules, PolicySet},
     prefix::{port_prefix_count, port_prefixes},
+    standard::NO_TRAITS,
 };
 
 fn value((verdict, rule): Val) -> PolicyValue {
@@ -23,11 +26,21 @@ fn value((verdict, rule): Val) -> PolicyValue {
 /// Namespace labels by name (empty for namespaces without a Namespace object).
 pub type Labels<'a> = &'a BTreeMap<String, BTreeMap<String, String>>;
 
+/// What the rules look at of a namespace.
+#[derive(Clone, Copy)]
+struct NsInfo<'p> {
+    name: &'p str,
+    labels: &'p BTreeMap<String, String>,
+    rules: Option<&'p NamespaceRules>,
+}
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
 /// Pair evaluation shared by every pair with the same candidate rules.
 struct Evaluations<'p> {
     set: &'p PolicySet,
     /// Namespace id -> what the rules look at (looked up once, not per pair; ids are dense).
-    namespaces: Vec<Option<Src<'p>>>,
+    namespaces: Vec<Option<NsInfo<'p>>>,
     /// Signature -> index in `values` (foldhash: the memo is hashed once per pair, so a fast
     /// hash matters; its iteration order is never used, so the seed does not affect the output).
     index: foldhash::HashMap<PlanSignature, usize>,
@@ -35,28 +48,60 @@ struct Evaluations<'p> {
 }
 
 impl<'p> Evaluations<'p> {
-    /// Index (in `values`) of the verdict function of `side` from namespace `src` to `dst`
-    /// (an identity of namespace `dst_ns`).
-    fn pair(&mut self, side: Side, src: u32, dst_ns: u32, dst: &'p IdentityKind) -> Option<usize> {
-        let src = (*self.namespaces.get(src as usize)?)?;
-        let plan = match dst {
-            IdentityKind::Namespace { services, .. } => {
-                let n = self.namespaces.get(dst_ns as usize)?.as_ref()?;
-                let d = Dst::Namespace {
+    fn src(&self, ns: u32, kind: &'p IdentityKind) -> Option<Src<'p>> {
+        Some(match kind {
+            IdentityKind::Namespace { traits, .. } => {
+                let n = (*self.namespaces.get(ns as usize)?)?;
+                Src {
+                    name: n.name,
+                    labels: n.labels,
+                    rules: n.rules,
+                    traits,
+                    outside: None,
+                }
+            }
+            IdentityKind::Outside { cidr, .. } => Src {
+                name: "",
+                labels: &NO_LABELS,
+                rules: None,
+                traits: &NO_TRAITS,
+                outside: Some(Outside::Innermost(*cidr)),
+            },
+        })
+    }
+
+    fn dst(&self, ns: u32, kind: &'p IdentityKind) -> Option<Dst<'p>> {
+        Some(match kind {
+            IdentityKind::Namespace {
+                services, traits, ..
+            } => {
+                let n = (*self.namespaces.get(ns as usize)?)?;
+                Dst::Namespace {
                     name: n.name,
                     labels: n.labels,
                     services,
                     rules: n.rules,
-                };
-                Plan::new(self.set, side, src, &d)
+                    traits,
+                }
             }
-            IdentityKind::Outside { cidr, .. } => Plan::new(
-                self.set,
-                side,
-                src,
-                &Dst::Outside(Outside::Innermost(*cidr)),
-            ),
-        };
+            IdentityKind::Outside { cidr, .. } => Dst::Outside(Outside::Innermost(*cidr)),
+        })
+    }
+
+    /// Index (in `values`) of the verdict function of `side` from `src` to `dst` (identities
+    /// of namespaces `src_ns` and `dst_ns`).
+    fn pair(
+        &mut self,
+        side: Side,
+        (src_ns, src): (u32, &'p IdentityKind),
+        (dst_ns, dst): (u32, &'p IdentityKind),
+    ) -> Option<usize> {
+        let plan = Plan::new(
+            self.set,
+            side,
+            self.src(src_ns, src)?,
+            &self.dst(dst_ns, dst)?,
+        );
         let sig = plan.signature();
         if let Some(i) = self.index.get(&sig) {
             return Some(*i);
@@ -67,21 +112,28 @@ impl<'p> Evaluations<'p> {
         Some(i)
     }
 
-    /// Egress: one row per source namespace, shared by its local identities.
+    /// Egress: one row per local identity; without standard policies the value depends on the
+    /// source namespace only, so rows of one namespace share one evaluation.
     fn egress_rows(&mut self, ids: &'p Identities, out: &mut BTreeMap<PolicyPrefix, PolicyValue>) {
-        let mut by_ns: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        let per_identity = !self.set.standard.is_empty();
+        let mut groups: BTreeMap<(u32, u32), Vec<u32>> = BTreeMap::new();
         for id in &ids.local {
             if let Some((ns, _)) = ids.kinds.get(id) {
-                by_ns.entry(*ns).or_default().push(*id);
+                let key = if per_identity { *id } else { *ns };
+                groups.entry((*ns, key)).or_default().push(*id);
             }
         }
-        for (ns, locals) in &by_ns {
+        for ((ns, key), locals) in &groups {
+            let Some((_, kind)) = ids.kinds.get(key).or_else(|| ids.kinds.get(ns)) else {
+                continue;
+            };
+            let me = identity(ids, *key, *ns);
             let row: Vec<(u32, usize)> = ids
                 .kinds
                 .iter()
-                .filter(|(_, (pns, _))| pair_exemption(Side::Egress, *ns, *pns).is_none())
-                .filter_map(|(peer, (pns, kind))| {
-                    Some((*peer, self.pair(Side::Egress, *ns, *pns, kind)?))
+                .filter(|(_, (pns, _))| pair_exemption(Side::Egress, &me, *pns).is_none())
+                .filter_map(|(peer, (pns, pkind))| {
+                    Some((*peer, self.pair(Side::Egress, (*ns, kind), (*pns, pkind))?))
                 })
                 .collect();
             for local in locals {
@@ -91,9 +143,10 @@ impl<'p> Evaluations<'p> {
     }
 
     /// Ingress: for local identities against every other namespace's identities, for the others
-    /// against the local ones. The value depends on the source's namespace only (memo indexed
-    /// by namespace id, reset after each row).
+    /// against the local ones. Without standard policies the value depends on the source's
+    /// namespace only (memo indexed by namespace id, reset after each row).
     fn ingress_rows(&mut self, ids: &'p Identities, out: &mut BTreeMap<PolicyPrefix, PolicyValue>) {
+        let per_identity = !self.set.standard.is_empty();
         let all_peers: Vec<(u32, u32)> = ids.kinds.iter().map(|(id, (ns, _))| (*id, *ns)).collect();
         let local_peers: Vec<(u32, u32)> = all_peers
             .iter()
@@ -108,16 +161,26 @@ impl<'p> Evaluations<'p> {
             } else {
                 &local_peers
             };
+            let me = identity(ids, *local, *lns);
             let mut row: Vec<(u32, usize)> = Vec::with_capacity(peers.len());
             let judged = peers
                 .iter()
-                .filter(|(_, pns)| pair_exemption(Side::Ingress, *lns, *pns).is_none());
+                .filter(|(_, pns)| pair_exemption(Side::Ingress, &me, *pns).is_none());
             for (peer, pns) in judged {
+                let Some((_, pkind)) = ids.kinds.get(peer) else {
+                    continue;
+                };
+                if per_identity {
+                    if let Some(i) = self.pair(Side::Ingress, (*pns, pkind), (*lns, kind)) {
+                        row.push((*peer, i));
+                    }
+                    continue;
+                }
                 let slot = *pns as usize;
                 let i = match by_src.get(slot).copied().flatten() {
                     Some(i) => i,
                     None => {
-                        let Some(i) = self.pair(Side::Ingress, *pns, *lns, kind) else {
+                        let Some(i) = self.pair(Side::Ingress, (*pns, pkind), (*lns, kind)) else {
                             continue;
                         };
                         if let Some(s) = by_src.get_mut(slot) {
@@ -134,6 +197,15 @@ impl<'p> Evaluations<'p> {
             }
             emit_row(out, Side::Ingress, *local, &row, &self.values);
         }
+    }
+}
+
+/// An identity as the kernel holds it, for the exemption it gets.
+fn identity(ids: &Identities, id: u32, ns: u32) -> Identity {
+    Identity {
+        id,
+        ns,
+        flags: ids.flags.get(&id).copied().unwrap_or_default(),
     }
 }
 
@@ -232,7 +304,7 @@ pub fn encode(
     let mut namespaces = vec![None; ids.ns_ids.values().max().map_or(0, |m| *m as usize + 1)];
     for (name, id) in &ids.ns_ids {
         let labels = labels.get(name).unwrap_or(&empty);
-        namespaces[*id as usize] = Some(Src {
+        namespaces[*id as usize] = Some(NsInfo {
             name: name.as_str(),
             labels,
             rules: set.namespaces.get(name),

@@ -17,6 +17,7 @@ use super::{
     ids::IdAllocator,
     modes::{self, InvalidModeLabel, ModeSource, NamespaceMode},
     policy_set::PolicySet,
+    standard::{NO_TRAITS, Traits},
 };
 use crate::{
     model::{ClusterModel, Pod, Rejection},
@@ -226,7 +227,7 @@ struct Resolved<'a> {
 /// Where a destination is, as the rules see it.
 enum Place<'a> {
     /// An endpoint of a namespace selected by these (referenced) Services.
-    Namespace(&'a str, Cow<'a, BTreeSet<String>>),
+    Namespace(&'a str, Cow<'a, BTreeSet<String>>, Cow<'a, Traits>),
     /// A world or host address.
     Outside(IpAddr),
 }
@@ -337,7 +338,7 @@ impl<'m> Evaluator<'m> {
                 ns,
                 flags: if dns { IDENTITY_F_DNS } else { 0 },
             },
-            place: Place::Namespace(name, services),
+            place: Place::Namespace(name, services, Cow::Owned(Traits::default())),
             what,
         }
     }
@@ -371,6 +372,12 @@ impl<'m> Evaluator<'m> {
                             what: format!("hostNetwork pod {namespace}/{name} (host)"),
                         },
                     },
+                    // Its own address: the identity the kernel gives it, with its traits.
+                    Some(p) if !p.ips.is_empty() && !self.set.standard.is_empty() => {
+                        let mut r = self.resolve_address(p.ips[0]);
+                        r.what = pod_name(p);
+                        r
+                    }
                     Some(p) => {
                         let dns =
                             self.model.services.iter().any(|s| {
@@ -396,8 +403,12 @@ impl<'m> Evaluator<'m> {
         let identity = self.idents.lookup(ip);
         let kind = self.idents.kinds.get(&identity.id).map(|k| &k.1);
         let (place, what) = match kind {
-            Some(IdentityKind::Namespace { name, services }) => (
-                Place::Namespace(name, Cow::Borrowed(services)),
+            Some(IdentityKind::Namespace {
+                name,
+                services,
+                traits,
+            }) => (
+                Place::Namespace(name, Cow::Borrowed(services), Cow::Borrowed(traits)),
                 self.endpoint_name(ip),
             ),
             Some(IdentityKind::Outside { host: true, .. }) => {
@@ -434,6 +445,7 @@ impl<'m> Evaluator<'m> {
         let policy = self
             .set
             .rules
+            .borrow()
             .get(d.value.1 as usize)
             .cloned()
             .unwrap_or_else(|| "default".to_owned());
@@ -532,10 +544,30 @@ impl<'m> Evaluator<'m> {
             Source::Address(ip) => {
                 let r = self.resolve_address(*ip);
                 match r.place {
-                    Place::Namespace(ns, _) => (Some(ns.to_owned()), r.what),
+                    Place::Namespace(ns, ..) => (Some(ns.to_owned()), r.what),
                     Place::Outside(_) => (None, r.what),
                 }
             }
+        }
+    }
+
+    /// A pod source's own identity and traits, where standard policies tell pods apart.
+    fn source_pod(&self, src: &Source) -> (Option<Identity>, &Traits) {
+        let ip = match src {
+            Source::Pod { namespace, name } => self
+                .pod(namespace, name)
+                .filter(|p| !p.host_network)
+                .and_then(|p| p.ips.first().copied()),
+            Source::Address(ip) => Some(*ip),
+            _ => None,
+        };
+        let Some(ip) = ip.filter(|_| !self.set.standard.is_empty()) else {
+            return (None, &NO_TRAITS);
+        };
+        let identity = self.idents.lookup(ip);
+        match self.idents.kinds.get(&identity.id) {
+            Some((_, IdentityKind::Namespace { traits, .. })) => (Some(identity), traits),
+            _ => (None, &NO_TRAITS),
         }
     }
 
@@ -545,13 +577,22 @@ impl<'m> Evaluator<'m> {
         let empty = BTreeMap::new();
         let (src_ns, source) = self.resolve_source(src);
         let src_name = src_ns.as_deref().unwrap_or_default();
+        let (pod_identity, traits) = self.source_pod(src);
+        let outside = match src {
+            Source::Address(ip) if src_ns.is_none() => Some(Outside::Address(*ip)),
+            _ if src_ns.is_none() => Some(Outside::Address(IpAddr::from([0, 0, 0, 0]))),
+            _ => None,
+        };
         let rules_src = Src {
             name: src_name,
             labels: self.labels.get(src_name).unwrap_or(&empty),
             rules: src_ns.as_ref().and_then(|n| self.set.namespaces.get(n)),
+            traits,
+            outside,
         };
-        let local = match &src_ns {
-            Some(ns) => {
+        let local = match (&src_ns, pod_identity) {
+            (Some(_), Some(identity)) => identity,
+            (Some(ns), None) => {
                 let id = self.namespace_id(ns).unwrap_or(UNKNOWN_NS);
                 Identity {
                     id,
@@ -560,17 +601,18 @@ impl<'m> Evaluator<'m> {
                 }
             }
             // World and host: the peer an ingress side sees (exempt: not restricted).
-            None => Identity::default(),
+            (None, _) => Identity::default(),
         };
         let resolved = self.resolve(&local, src_ns.as_deref(), dst);
         let peer = resolved.identity;
         let (egress, ingress, destination_namespace) = match &resolved.place {
-            Place::Namespace(name, services) => {
+            Place::Namespace(name, services, traits) => {
                 let d = Dst::Namespace {
                     name,
                     labels: self.labels.get(*name).unwrap_or(&empty),
                     services,
                     rules: self.set.namespaces.get(*name),
+                    traits,
                 };
                 let e = src_ns.as_ref().map(|ns| {
                     self.decide(Side::Egress, ns, &local, &peer, rules_src, &d, proto, port)

@@ -5,10 +5,18 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use firewall_common::{IDENTITY_F_DNS, Identity, NS_HOST, NS_WORLD};
+use firewall_common::{
+    IDENTITY_F_DNS, IDENTITY_F_STD_EGRESS, IDENTITY_F_STD_INGRESS, Identity, NS_HOST, NS_WORLD,
+    Side,
+};
 use ipnet::IpNet;
 
-use super::{CompileOptions, ids::IdAllocator, policy_set::PolicySet};
+use super::{
+    CompileOptions,
+    ids::IdAllocator,
+    policy_set::PolicySet,
+    standard::{End, Traits},
+};
 use crate::model::{ClusterModel, Pod, Service};
 
 /// What an identity id stands for.
@@ -20,6 +28,8 @@ pub enum IdentityKind {
         name: String,
         /// Referenced Services selecting the endpoints.
         services: BTreeSet<String>,
+        /// What the standard policies see of them.
+        traits: Traits,
     },
     /// Host (`host`) or world addresses whose innermost named prefix is `cidr`.
     Outside {
@@ -39,6 +49,8 @@ pub struct Identities {
     pub ns_ids: BTreeMap<String, u32>,
     /// Identities of this node's pods.
     pub local: BTreeSet<u32>,
+    /// Flags of namespace identities, by id.
+    pub flags: BTreeMap<u32, u32>,
     /// cgroup id -> identity.
     pub cgroups: BTreeMap<u64, Identity>,
     /// IPv4 trie.
@@ -106,12 +118,15 @@ impl Identities {
         }
     }
 
-    /// The identity of endpoints of namespace `ns` selected by exactly `services`.
+    /// The identity of endpoints of namespace `ns` selected by exactly `services`, with
+    /// `traits`; flagged where a standard policy judges a side of it.
     fn namespace_identity(
         &mut self,
         ids: &mut IdAllocator,
-        ns: &str,
+        set: &PolicySet,
+        (ns, labels): (&str, &BTreeMap<String, String>),
         services: BTreeSet<String>,
+        traits: Traits,
         dns: bool,
     ) -> Identity {
         let ns_id = self
@@ -119,21 +134,31 @@ impl Identities {
             .get(ns)
             .copied()
             .unwrap_or_else(|| ids.namespace(ns));
-        let id = if services.is_empty() {
+        let id = if services.is_empty() && traits == Traits::default() {
             ns_id
         } else {
-            ids.narrowed(ns, &services)
+            ids.narrowed_with(ns, &services, &traits)
         };
+        let end = End::Namespace {
+            name: ns,
+            labels,
+            traits: &traits,
+        };
+        let mut flags = if dns { IDENTITY_F_DNS } else { 0 };
+        if set.standard.judges(Side::Ingress, &end) {
+            flags |= IDENTITY_F_STD_INGRESS;
+        }
+        if set.standard.judges(Side::Egress, &end) {
+            flags |= IDENTITY_F_STD_EGRESS;
+        }
         let kind = IdentityKind::Namespace {
             name: ns.to_owned(),
             services,
+            traits,
         };
         let ns = self.kinds.entry(id).or_insert((ns_id, kind)).0;
-        Identity {
-            id,
-            ns,
-            flags: if dns { IDENTITY_F_DNS } else { 0 },
-        }
+        *self.flags.entry(id).or_default() |= flags & !IDENTITY_F_DNS;
+        Identity { id, ns, flags }
     }
 
     /// Assigns identities to every endpoint of the model.
@@ -150,6 +175,7 @@ impl Identities {
             let kind = IdentityKind::Namespace {
                 name,
                 services: BTreeSet::new(),
+                traits: Traits::default(),
             };
             out.kinds.insert(id, (id, kind));
         }
@@ -183,6 +209,7 @@ impl Identities {
         for s in model.services.iter().filter(|s| is_referenced(set, s)) {
             referenced.entry(s.namespace.as_str()).or_default().push(s);
         }
+        let empty = BTreeMap::new();
         for pod in model.pods.iter().filter(|p| p.is_endpoint()) {
             let services = narrowing(
                 referenced
@@ -192,12 +219,46 @@ impl Identities {
                     .copied(),
                 pod,
             );
+            let labels = model
+                .namespaces
+                .get(&pod.namespace)
+                .map_or(&empty, |n| &n.labels);
+            let local = pod.node_name.as_deref() == Some(opts.node_name.as_str());
             let is_dns = dns.is_some_and(|d| d.selects(pod));
-            let identity = self.namespace_identity(ids, &pod.namespace, services, is_dns);
+            let mut first = None;
+            // One identity per address: a standard CIDR may hold one of a pod's addresses and
+            // not the other.
             for ip in &pod.ips {
+                let traits = pod_traits(set, is_dns, pod, Some(*ip));
+                let identity = self.namespace_identity(
+                    ids,
+                    set,
+                    (&pod.namespace, labels),
+                    services.clone(),
+                    traits,
+                    is_dns,
+                );
                 self.insert_ip(*ip, identity);
+                if local {
+                    self.local.insert(identity.id);
+                }
+                first.get_or_insert(identity);
             }
-            if pod.node_name.as_deref() == Some(opts.node_name.as_str()) {
+            let identity = match first {
+                Some(i) => i,
+                None => {
+                    let traits = pod_traits(set, is_dns, pod, None);
+                    self.namespace_identity(
+                        ids,
+                        set,
+                        (&pod.namespace, labels),
+                        services,
+                        traits,
+                        is_dns,
+                    )
+                }
+            };
+            if local {
                 self.local.insert(identity.id);
                 for cg in &pod.cgroup_ids {
                     self.cgroups.insert(*cg, identity);
@@ -213,6 +274,7 @@ impl Identities {
         ids: &mut IdAllocator,
         dns: Option<&Service>,
     ) {
+        let empty = BTreeMap::new();
         for svc in &model.services {
             let services = if is_referenced(set, svc) {
                 BTreeSet::from([svc.name.clone()])
@@ -220,7 +282,38 @@ impl Identities {
                 BTreeSet::new()
             };
             let is_dns = dns.is_some_and(|d| d.namespace == svc.namespace && d.name == svc.name);
-            let identity = self.namespace_identity(ids, &svc.namespace, services, is_dns);
+            let labels = model
+                .namespaces
+                .get(&svc.namespace)
+                .map_or(&empty, |n| &n.labels);
+            // A cluster IP stands for its backends: what all of them share.
+            let mut traits = common_traits(
+                model
+                    .pods
+                    .iter()
+                    .filter(|p| p.is_endpoint() && svc.selects(p))
+                    .flat_map(|p| {
+                        let is_dns = dns.is_some_and(|d| d.selects(p));
+                        let per_ip: Vec<Traits> = if p.ips.is_empty() {
+                            vec![pod_traits(set, is_dns, p, None)]
+                        } else {
+                            p.ips
+                                .iter()
+                                .map(|ip| pod_traits(set, is_dns, p, Some(*ip)))
+                                .collect()
+                        };
+                        per_ip
+                    }),
+            );
+            traits.dns = is_dns && !set.standard.is_empty();
+            let identity = self.namespace_identity(
+                ids,
+                set,
+                (&svc.namespace, labels),
+                services,
+                traits,
+                is_dns,
+            );
             for ip in &svc.cluster_ips {
                 self.insert_ip(*ip, identity);
             }
@@ -296,4 +389,53 @@ pub fn narrowing<'a>(
 pub fn is_referenced(set: &PolicySet, svc: &Service) -> bool {
     set.referenced_services
         .contains(&(svc.namespace.clone(), svc.name.clone()))
+}
+
+/// What the standard policies see of a pod (at one of its addresses). Without standard
+/// policies nothing, so identities split as before; the DNS mark only then matters.
+fn pod_traits(set: &PolicySet, is_dns: bool, pod: &Pod, ip: Option<IpAddr>) -> Traits {
+    let std = &set.standard;
+    if std.is_empty() {
+        return Traits::default();
+    }
+    Traits {
+        groups: std.groups_of(&pod.labels),
+        cidrs: ip
+            .map(|ip| {
+                std.cidrs
+                    .iter()
+                    .filter(|c| c.contains(&ip))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default(),
+        named: pod
+            .named_ports
+            .iter()
+            .filter(|(n, _)| std.named_ports.contains(*n))
+            .map(|(n, p)| (n.clone(), *p))
+            .collect(),
+        dns: is_dns,
+    }
+}
+
+/// The traits every one of `all` has (none when there are none).
+fn common_traits(all: impl Iterator<Item = Traits>) -> Traits {
+    let mut out: Option<Traits> = None;
+    for t in all {
+        out = Some(match out {
+            None => t,
+            Some(o) => Traits {
+                groups: o.groups.intersection(&t.groups).copied().collect(),
+                cidrs: o.cidrs.intersection(&t.cidrs).copied().collect(),
+                named: o
+                    .named
+                    .into_iter()
+                    .filter(|(n, p)| t.named.get(n) == Some(p))
+                    .collect(),
+                dns: o.dns && t.dns,
+            },
+        });
+    }
+    out.unwrap_or_default()
 }

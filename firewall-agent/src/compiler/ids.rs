@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use firewall_common::NS_FIRST;
 use ipnet::IpNet;
 
+use super::standard::Traits;
+
 /// First id of a namespace narrowed to a set of referenced Services.
 pub const NARROWED_FIRST: u32 = 0x0100_0000;
 /// First id of a named CIDR (world or host addresses inside it).
@@ -14,7 +16,7 @@ pub const CIDR_FIRST: u32 = 0x0200_0000;
 #[derive(Clone, Debug, Default)]
 pub struct IdAllocator {
     namespaces: BTreeMap<String, u32>,
-    narrowed: BTreeMap<(String, BTreeSet<String>), u32>,
+    narrowed: BTreeMap<(String, BTreeSet<String>, Traits), u32>,
     cidrs: BTreeMap<(bool, IpNet), u32>,
 }
 
@@ -31,7 +33,18 @@ impl IdAllocator {
 
     /// The id of a namespace's endpoints selected by exactly this set of referenced Services.
     pub fn narrowed(&mut self, namespace: &str, services: &BTreeSet<String>) -> u32 {
-        let key = (namespace.to_owned(), services.clone());
+        self.narrowed_with(namespace, services, &Traits::default())
+    }
+
+    /// The id of a namespace's endpoints selected by exactly these referenced Services and
+    /// with these traits for the standard policies.
+    pub fn narrowed_with(
+        &mut self,
+        namespace: &str,
+        services: &BTreeSet<String>,
+        traits: &Traits,
+    ) -> u32 {
+        let key = (namespace.to_owned(), services.clone(), traits.clone());
         let next = NARROWED_FIRST + self.narrowed.len() as u32;
         *self.narrowed.entry(key).or_insert(next)
     }

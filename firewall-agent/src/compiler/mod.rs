@@ -8,8 +8,11 @@ mod fail_closed_tests;
 mod identities;
 mod ids;
 mod modes;
+#[cfg(test)]
+mod netpol_tests;
 mod policy_set;
 mod prefix;
+mod standard;
 #[cfg(test)]
 mod tests;
 
@@ -142,7 +145,7 @@ pub fn compile_remembering(
             modes,
             default_mode: default_mode.mode as u32,
         },
-        rules: set.rules,
+        rules: set.rules.into_inner(),
         namespaces: idents
             .ns_ids
             .iter()

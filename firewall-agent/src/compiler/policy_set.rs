@@ -1,6 +1,9 @@
 //! The accepted policy of a model: policies in evaluation order, the rule table the log resolves
 //! `PolicyValue::rule` with, cluster defaults and rejections.
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use firewall_common::{Mode, PolicyVerdict};
 
@@ -8,9 +11,11 @@ use crate::{
     model::{ClusterModel, Rejection},
     policy::{
         ClusterPolicy, ClusterRule, Destinations, EgressRule, IngressRule, LastAccepted,
-        NamespacePolicy, Settled,
+        NamespacePolicy, Settled, Tier, TieredPolicy,
     },
 };
+
+use super::standard::StandardRules;
 
 /// Index of `"default"` in the rule table.
 pub const RULE_DEFAULT: u32 = 0;
@@ -45,8 +50,11 @@ pub struct NamespaceRules {
 /// The accepted policy.
 #[derive(Clone, Debug, Default)]
 pub struct PolicySet {
-    /// Cluster rules by (priority, object name, index), with their rule-table index.
-    pub cluster_rules: Vec<(u32, ClusterRule)>,
+    /// Cluster rules by (priority, object name, index), with their rule-table index and their
+    /// place among them and the Admin tier's rules.
+    pub cluster_rules: Vec<(u32, ClusterRule, u32)>,
+    /// NetworkPolicies and ClusterNetworkPolicies.
+    pub standard: StandardRules,
     /// Namespace rules by namespace.
     pub namespaces: BTreeMap<String, NamespaceRules>,
     /// Verdict of cross-namespace pairs no rule decides (allow unless the defaults say deny).
@@ -58,20 +66,23 @@ pub struct PolicySet {
     /// Prefixes named in any `cidrs`/`except`.
     pub named_cidrs: BTreeSet<ipnet::IpNet>,
     /// Rule table: `PolicyValue::rule` -> the log's `policy` string; `[0]` is `"default"`.
-    pub rules: Vec<String>,
+    /// Grows while encoding: a NetworkPolicy denial names the policies isolating that endpoint.
+    pub rules: RefCell<Vec<String>>,
     /// Objects not applied.
     pub rejected: Vec<Rejection>,
-    index: BTreeMap<String, u32>,
+    index: RefCell<BTreeMap<String, u32>>,
 }
 
 impl PolicySet {
-    fn intern(&mut self, s: String) -> u32 {
-        if let Some(i) = self.index.get(&s) {
+    /// The rule-table index of a `policy` string.
+    pub fn intern(&self, s: String) -> u32 {
+        if let Some(i) = self.index.borrow().get(&s) {
             return *i;
         }
-        let i = self.rules.len() as u32;
-        self.index.insert(s.clone(), i);
-        self.rules.push(s);
+        let mut rules = self.rules.borrow_mut();
+        let i = rules.len() as u32;
+        self.index.borrow_mut().insert(s.clone(), i);
+        rules.push(s);
         i
     }
 
@@ -80,6 +91,9 @@ impl PolicySet {
     pub fn in_force(model: &ClusterModel, last: &mut LastAccepted) -> Self {
         let mut input = crate::crd::policy_input(model);
         input.resolve_defaults();
+        let standard = crate::netpol::policy_input(model);
+        input.pod_policies = standard.pod_policies;
+        input.refused.extend(standard.refused);
         Self::build(last.settle(input))
     }
 
@@ -87,19 +101,58 @@ impl PolicySet {
     fn build(input: Settled) -> Self {
         let mut set = PolicySet {
             cross_namespace_allow: true,
-            rules: vec!["default".to_owned()],
+            rules: RefCell::new(vec!["default".to_owned()]),
             rejected: input.rejected,
-            index: BTreeMap::from([("default".to_owned(), RULE_DEFAULT)]),
+            index: RefCell::new(BTreeMap::from([("default".to_owned(), RULE_DEFAULT)])),
             ..Default::default()
         };
-        set.add_cluster(input.cluster);
+        set.add_cluster(input.cluster, input.tiered);
         set.add_namespaces(input.namespaces);
+        let mut standard = std::mem::take(&mut set.standard);
+        standard.add_netpols(input.pod_policies, |s| set.intern(s));
+        set.standard = standard;
+        set.named_cidrs.extend(set.standard.cidrs.iter().copied());
         // Not logged here: the agent reports each rejection once, when it first appears.
         set
     }
 
-    fn add_cluster(&mut self, mut policies: Vec<ClusterPolicy>) {
+    /// ClusterFirewalls and the Admin tier run as one list by (priority, object name), a
+    /// ClusterNetworkPolicy first where both tie; the Baseline tier by (priority, name).
+    fn add_cluster(&mut self, mut policies: Vec<ClusterPolicy>, tiered: Vec<TieredPolicy>) {
         policies.sort_by(|a, b| (a.priority, &a.origin.name).cmp(&(b.priority, &b.origin.name)));
+        let mut order: Vec<(i32, String, u8, Option<usize>)> = policies
+            .iter()
+            .map(|c| (c.priority, c.origin.name.clone(), 1, None))
+            .collect();
+        let (mut tiers, mut baseline): (Vec<_>, Vec<_>) =
+            tiered.into_iter().partition(|t| t.tier == Tier::Admin);
+        order.extend(
+            tiers
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.priority, t.origin.name.clone(), 0, Some(i))),
+        );
+        order.sort();
+        let place = |name: &str, admin: Option<usize>| {
+            order
+                .iter()
+                .position(|(_, n, _, a)| *a == admin && (admin.is_some() || n == name))
+                .unwrap_or_default() as u32
+        };
+        let mut standard = std::mem::take(&mut self.standard);
+        for (i, t) in tiers.drain(..).enumerate() {
+            let at = place("", Some(i));
+            standard.add_tiered(t, at, |s| self.intern(s));
+        }
+        baseline.sort_by(|a, b| (a.priority, &a.origin.name).cmp(&(b.priority, &b.origin.name)));
+        for (i, t) in baseline.into_iter().enumerate() {
+            standard.add_tiered(t, i as u32, |s| self.intern(s));
+        }
+        self.standard = standard;
+        let orders: Vec<u32> = policies
+            .iter()
+            .map(|c| place(&c.origin.name, None))
+            .collect();
         // Conflicts were refused before (`PolicyInput::resolve_defaults`); only stand-ins, when
         // no accepted object sets defaults, can still disagree: the first by name decides.
         let winner = policies
@@ -107,7 +160,7 @@ impl PolicySet {
             .filter(|c| c.defaults.is_some())
             .map(|c| c.origin.clone())
             .min_by(|a, b| a.name.cmp(&b.name));
-        for c in policies {
+        for (c, at) in policies.into_iter().zip(orders) {
             if let Some(d) = c.defaults.filter(|_| Some(&c.origin) == winner.as_ref()) {
                 self.cross_namespace_allow = d.cross_namespace != Some(PolicyVerdict::Deny);
                 self.default_mode = d.mode;
@@ -115,7 +168,7 @@ impl PolicySet {
             for (i, rule) in c.rules.into_iter().enumerate() {
                 let idx = self.intern(format!("{}:rules[{i}]", c.origin));
                 self.note_destinations(&rule.to);
-                self.cluster_rules.push((idx, rule));
+                self.cluster_rules.push((idx, rule, at));
             }
         }
     }

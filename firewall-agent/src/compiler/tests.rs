@@ -953,7 +953,7 @@ fn gen_namespace_firewall(r: &mut Rng, ns: &str, k: usize) -> NamespaceFirewall 
 type Row = Vec<(u32, [u8; 13], PolicyValue)>;
 
 /// The kernel's view: longest-prefix match over the compiled trie.
-struct Kernel<'c> {
+pub(super) struct Kernel<'c> {
     c: &'c Compiled,
     rows: BTreeMap<(Side, u32), Row>,
 }
@@ -974,7 +974,7 @@ fn prefix_match(len: u32, a: &[u8; 13], b: &[u8; 13]) -> bool {
 }
 
 impl<'c> Kernel<'c> {
-    fn new(c: &'c Compiled) -> Self {
+    pub(super) fn new(c: &'c Compiled) -> Self {
         let mut rows: BTreeMap<(Side, u32), Row> = BTreeMap::new();
         for (p, v) in &c.maps.policy {
             let (len, key) = p.to_lpm(0);
@@ -985,11 +985,18 @@ impl<'c> Kernel<'c> {
         Self { c, rows }
     }
 
-    fn identity(&self, ip: IpAddr) -> Identity {
+    pub(super) fn identity(&self, ip: IpAddr) -> Identity {
         identities::lookup_address(&self.c.maps.ipv4, &self.c.maps.ipv6, ip)
     }
 
-    fn lookup(&self, side: Side, local: u32, peer: u32, proto: u8, port: u16) -> PolicyValue {
+    pub(super) fn lookup(
+        &self,
+        side: Side,
+        local: u32,
+        peer: u32,
+        proto: u8,
+        port: u16,
+    ) -> PolicyValue {
         let key = policy_key(0, side as u8, local, peer, proto, port);
         self.rows
             .get(&(side, local))
