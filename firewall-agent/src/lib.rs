@@ -7,6 +7,7 @@ pub mod capabilities;
 pub mod cgroups;
 pub mod cli;
 pub mod clock;
+pub mod cnp;
 pub mod compiler;
 pub mod crd;
 pub mod datapath;

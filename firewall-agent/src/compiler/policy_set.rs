@@ -94,6 +94,9 @@ impl PolicySet {
         let standard = crate::netpol::policy_input(model);
         input.pod_policies = standard.pod_policies;
         input.refused.extend(standard.refused);
+        let tiered = crate::cnp::policy_input(model);
+        input.tiered = tiered.tiered;
+        input.refused.extend(tiered.refused);
         Self::build(last.settle(input))
     }
 

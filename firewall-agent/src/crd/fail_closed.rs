@@ -116,7 +116,7 @@ fn rule(object: &str, r: &Value) -> ClusterRule {
 
 /// A part of a rule converted, `absent` when it is not written, `None` when it does not read
 /// or does not validate.
-fn part<T: DeserializeOwned, R>(
+pub(crate) fn part<T: DeserializeOwned, R>(
     object: &str,
     value: Option<&Value>,
     absent: R,

@@ -15,8 +15,9 @@ pub use common::{
     Condition, DestPeer, EgressPeer, FirewallStatus, LabelSelector, LabelSelectorRequirement, Peer,
     PortSpec,
 };
+pub(crate) use fail_closed::part;
 pub use namespace_firewall::{EgressRule, IngressRule, NamespaceFirewall, NamespaceFirewallSpec};
-pub(crate) use to_policy::{Checker, each};
+pub(crate) use to_policy::{Checker, each, errors_message, refusal, source_rejections, written};
 pub use to_policy::{
     FieldError, policy_input, validate_cluster_firewall, validate_namespace_firewall,
 };

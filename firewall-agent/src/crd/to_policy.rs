@@ -17,7 +17,7 @@ use crate::{
     policy::{
         ClusterAction, ClusterPolicy, ClusterRule, Defaults, Destinations, EgressRule, IngressRule,
         NamespacePolicy, NamespaceSet, Origin, PolicyInput, PortRange, Ports, Refused, Requirement,
-        Selector,
+        Selector, StandIn,
     },
 };
 use serde_json::Value;
@@ -510,6 +510,19 @@ pub fn validate_cluster_firewall(obj: &ClusterFirewall) -> Result<ClusterPolicy,
 
 /// A refused object: its rejection and its fail-closed stand-in, read from `spec` as written.
 fn refused(origin: Origin, reason: &str, message: String, spec: &Value) -> Refused {
+    refusal(origin, reason, message, |o| {
+        super::fail_closed::stand_in(o, spec)
+    })
+}
+
+/// A refused object of any front end: its rejection, and the stand-in `stand_in` reads from
+/// `spec` as written.
+pub(crate) fn refusal(
+    origin: Origin,
+    reason: &str,
+    message: String,
+    stand_in: impl FnOnce(Origin) -> StandIn,
+) -> Refused {
     Refused {
         rejection: Rejection {
             kind: origin.kind.to_owned(),
@@ -519,19 +532,51 @@ fn refused(origin: Origin, reason: &str, message: String, spec: &Value) -> Refus
             message,
             ..Rejection::default()
         },
-        stand_in: super::fail_closed::stand_in(origin, spec),
+        stand_in: stand_in(origin),
     }
 }
 
-fn invalid<S: serde::Serialize>(origin: Origin, spec: &S, errors: &[FieldError]) -> Refused {
-    let message = errors
+/// The model's rejections of `kind` (objects the source could not deserialize), each refused
+/// with the stand-in `stand_in` reads from its spec as written.
+pub(crate) fn source_rejections<'m>(
+    model: &'m ClusterModel,
+    kind: &'m str,
+    origin: impl Fn(&Rejection) -> Origin + 'm,
+    stand_in: impl Fn(Origin, &Value) -> StandIn + 'm,
+) -> impl Iterator<Item = Refused> + 'm {
+    let of_kind = model.rejected.iter().filter(move |r| r.kind == kind);
+    of_kind.map(move |r| {
+        let spec = r.spec.clone().unwrap_or(Value::Null);
+        let mut refused = refusal(origin(r), &r.reason, r.message.clone(), |o| {
+            stand_in(o, &spec)
+        });
+        refused.rejection.spec = r.spec.clone();
+        refused
+    })
+}
+
+/// Field errors as one rejection message: `path: message; path: message`.
+pub(crate) fn errors_message(errors: &[FieldError]) -> String {
+    errors
         .iter()
         .map(|e| format!("{}: {}", e.path, e.message))
         .collect::<Vec<_>>()
-        .join("; ");
-    // Serializing a deserialized spec cannot fail; `Null` would stand in as "unreadable".
-    let spec = serde_json::to_value(spec).unwrap_or(Value::Null);
-    refused(origin, "InvalidSpec", message, &spec)
+        .join("; ")
+}
+
+/// A deserialized spec as written again, for its stand-in. Serializing cannot fail; `Null`
+/// would stand in as "unreadable".
+pub(crate) fn written<S: serde::Serialize>(spec: &S) -> Value {
+    serde_json::to_value(spec).unwrap_or(Value::Null)
+}
+
+fn invalid<S: serde::Serialize>(origin: Origin, spec: &S, errors: &[FieldError]) -> Refused {
+    refused(
+        origin,
+        "InvalidSpec",
+        errors_message(errors),
+        &written(spec),
+    )
 }
 
 /// Converts each object into `accepted`, or a refusal naming `origin(object)`.

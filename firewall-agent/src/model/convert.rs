@@ -15,7 +15,10 @@ use serde_json::Value;
 use tracing::warn;
 
 use super::{ClusterModel, Namespace, Node, Pod, Rejection, Service};
-use crate::crd::{ClusterFirewall, NamespaceFirewall};
+use crate::{
+    cnp::ClusterNetworkPolicy,
+    crd::{ClusterFirewall, NamespaceFirewall},
+};
 
 /// The policy kinds the model holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +26,7 @@ pub enum PolicyKind {
     NamespaceFirewall,
     ClusterFirewall,
     NetworkPolicy,
+    ClusterNetworkPolicy,
 }
 
 impl PolicyKind {
@@ -32,6 +36,7 @@ impl PolicyKind {
             Self::NamespaceFirewall => "NamespaceFirewall",
             Self::ClusterFirewall => "ClusterFirewall",
             Self::NetworkPolicy => "NetworkPolicy",
+            Self::ClusterNetworkPolicy => crate::cnp::KIND,
         }
     }
 }
@@ -80,6 +85,16 @@ pub fn add_policy_object(model: &mut ClusterModel, kind: PolicyKind, value: Valu
                     o.metadata = policy_meta(o.metadata);
 
                     model.network_policies.push(o);
+                }
+                Err(e) => model.rejected.push(rejection(kind, &value, &e)),
+            }
+        }
+        PolicyKind::ClusterNetworkPolicy => {
+            // Its status is not read (the type has none), so status updates compare equal.
+            match serde_path_to_error::deserialize::<_, ClusterNetworkPolicy>(&value) {
+                Ok(mut o) => {
+                    o.metadata = policy_meta(o.metadata);
+                    model.cluster_network_policies.push(o);
                 }
                 Err(e) => model.rejected.push(rejection(kind, &value, &e)),
             }

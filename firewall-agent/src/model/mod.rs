@@ -6,7 +6,10 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
-use crate::crd::{ClusterFirewall, NamespaceFirewall};
+use crate::{
+    cnp::ClusterNetworkPolicy,
+    crd::{ClusterFirewall, NamespaceFirewall},
+};
 
 /// Everything the compiler reads.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -25,6 +28,9 @@ pub struct ClusterModel {
     pub cluster_firewalls: Vec<ClusterFirewall>,
     /// NetworkPolicy objects, not yet validated (empty unless `--policy-apis` names them).
     pub network_policies: Vec<NetworkPolicy>,
+    /// ClusterNetworkPolicy objects, not yet validated (empty unless `--policy-apis` names
+    /// them).
+    pub cluster_network_policies: Vec<ClusterNetworkPolicy>,
     /// Policy objects that failed to even deserialize (reported, never applied).
     pub rejected: Vec<Rejection>,
 }
@@ -84,7 +90,8 @@ pub struct Node {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rejection {
-    /// `NamespaceFirewall` or `ClusterFirewall`.
+    /// The object's kind (`NamespaceFirewall`, `ClusterNetworkPolicy`, ...): each front end
+    /// takes the rejections of its own kinds.
     pub kind: String,
     /// Set for namespaced kinds only.
     pub namespace: Option<String>,

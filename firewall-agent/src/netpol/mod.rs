@@ -120,7 +120,7 @@ fn own_pods(namespace: &str, pods: Option<Selector>) -> PodSet {
 }
 
 /// The crate's selector checks take the CRDs' selector type, which has the same shape.
-fn selector(c: &mut Checker, path: &str, s: &meta::LabelSelector) -> Selector {
+pub(crate) fn selector(c: &mut Checker, path: &str, s: &meta::LabelSelector) -> Selector {
     let ours = LabelSelector {
         match_labels: s.match_labels.clone(),
         match_expressions: s.match_expressions.as_ref().map(|v| {
@@ -271,7 +271,7 @@ fn peer(c: &mut Checker, path: &str, namespace: &str, peer: &NetworkPolicyPeer) 
 }
 
 /// Like the API server, a CIDR with host bits set stands for its network.
-fn block_cidr(c: &mut Checker, path: &str, s: &str) -> Option<IpNet> {
+pub(crate) fn block_cidr(c: &mut Checker, path: &str, s: &str) -> Option<IpNet> {
     match s.parse::<IpNet>() {
         Ok(net) => Some(net.trunc()),
         Err(_) => {

@@ -137,6 +137,9 @@ fn add_object(model: &mut ClusterModel, value: Value, pos: Position) -> Result<(
         }
         "ClusterFirewall" => convert::add_policy_object(model, PolicyKind::ClusterFirewall, value),
         "NetworkPolicy" => convert::add_policy_object(model, PolicyKind::NetworkPolicy, value),
+        "ClusterNetworkPolicy" => {
+            convert::add_policy_object(model, PolicyKind::ClusterNetworkPolicy, value);
+        }
         other => {
             warn!(document = pos.document, item = ?pos.item, kind = other, "skipping object of unknown kind");
         }
