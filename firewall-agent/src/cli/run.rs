@@ -10,6 +10,7 @@ use crate::{
     cgroups,
     compiler::CompileOptions,
     datapath::{LoadOptions, pin},
+    policy::PolicyApis,
     source::{SourceSpec, kube::KubeConfig},
 };
 
@@ -107,6 +108,12 @@ pub struct RunArgs {
     /// rules.
     #[arg(long, env = "BULKHEAD_FLOW_LOG", value_enum, default_value_t = FlowLog::Violations)]
     flow_log: FlowLog,
+    /// Which policy APIs to enforce, comma-separated: `bulkhead` (NamespaceFirewall,
+    /// ClusterFirewall), `networkpolicy` (networking.k8s.io/v1), `clusternetworkpolicy`
+    /// (policy.networking.k8s.io/v1alpha2). Leave `networkpolicy` out where the CNI already
+    /// enforces NetworkPolicy.
+    #[arg(long, env = "BULKHEAD_POLICY_APIS", default_value_t = PolicyApis::BULKHEAD)]
+    policy_apis: PolicyApis,
 }
 
 /// What the log records.
@@ -162,6 +169,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             node_name,
             default_mode: args.mode.value(),
             dns_service: parse_dns_service(&args.dns_service)?,
+            policy_apis: args.policy_apis,
         },
         load: LoadOptions {
             conntrack_entries: args.conntrack_entries,

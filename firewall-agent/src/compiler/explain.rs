@@ -251,7 +251,7 @@ impl<'m> Evaluator<'m> {
     /// Validates the model's policy once and gives its endpoints identities, as a compile does.
     pub fn new(model: &'m ClusterModel, opts: &'m CompileOptions) -> Self {
         // Judged alone: a refused object is shown by its fail-closed stand-in.
-        let set = PolicySet::in_force(model, &mut LastAccepted::default());
+        let set = PolicySet::in_force(model, opts.policy_apis, &mut LastAccepted::default());
         let idents = Identities::build(model, &set, opts, &mut IdAllocator::default());
         let names = namespace_names(model);
         let (modes, invalid_mode_labels) =

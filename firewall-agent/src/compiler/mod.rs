@@ -34,7 +34,7 @@ pub use prefix::port_prefixes;
 
 use crate::{
     model::{ClusterModel, Rejection},
-    policy::LastAccepted,
+    policy::{LastAccepted, PolicyApis},
 };
 
 /// Compiler settings that come from the agent's command line.
@@ -46,6 +46,8 @@ pub struct CompileOptions {
     pub default_mode: Mode,
     /// The cluster DNS Service (namespace, name), always reachable on port 53.
     pub dns_service: (String, String),
+    /// Which policy APIs are enforced; objects of the others are ignored.
+    pub policy_apis: PolicyApis,
 }
 
 impl Default for CompileOptions {
@@ -54,6 +56,7 @@ impl Default for CompileOptions {
             node_name: String::new(),
             default_mode: Mode::Monitor,
             dns_service: ("kube-system".to_owned(), "kube-dns".to_owned()),
+            policy_apis: PolicyApis::ALL,
         }
     }
 }
@@ -119,7 +122,7 @@ pub fn compile_remembering(
     ids: &mut IdAllocator,
     memory: &mut Memory,
 ) -> Compiled {
-    let set = policy_set::PolicySet::in_force(model, &mut memory.policies);
+    let set = policy_set::PolicySet::in_force(model, opts.policy_apis, &mut memory.policies);
     let idents = identities::Identities::build(model, &set, opts, ids);
     let labels: BTreeMap<String, BTreeMap<String, String>> = model
         .namespaces

@@ -11,7 +11,7 @@ use crate::{
     model::{ClusterModel, Rejection},
     policy::{
         ClusterPolicy, ClusterRule, Destinations, EgressRule, IngressRule, LastAccepted,
-        NamespacePolicy, Settled, Tier, TieredPolicy,
+        NamespacePolicy, PolicyApis, PolicyInput, Settled, Tier, TieredPolicy,
     },
 };
 
@@ -88,15 +88,23 @@ impl PolicySet {
 
     /// The policy in force for a model: its objects through their front end, each refused
     /// one replaced by what `last` says stands in for it.
-    pub fn in_force(model: &ClusterModel, last: &mut LastAccepted) -> Self {
-        let mut input = crate::crd::policy_input(model);
+    pub fn in_force(model: &ClusterModel, apis: PolicyApis, last: &mut LastAccepted) -> Self {
+        let mut input = if apis.bulkhead {
+            crate::crd::policy_input(model)
+        } else {
+            PolicyInput::default()
+        };
         input.resolve_defaults();
-        let standard = crate::netpol::policy_input(model);
-        input.pod_policies = standard.pod_policies;
-        input.refused.extend(standard.refused);
-        let tiered = crate::cnp::policy_input(model);
-        input.tiered = tiered.tiered;
-        input.refused.extend(tiered.refused);
+        if apis.network_policy {
+            let standard = crate::netpol::policy_input(model);
+            input.pod_policies = standard.pod_policies;
+            input.refused.extend(standard.refused);
+        }
+        if apis.cluster_network_policy {
+            let tiered = crate::cnp::policy_input(model);
+            input.tiered = tiered.tiered;
+            input.refused.extend(tiered.refused);
+        }
         Self::build(last.settle(input))
     }
 

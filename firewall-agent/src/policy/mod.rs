@@ -6,6 +6,7 @@
 //! cluster policies whose ordered rules allow, deny or pass before any namespace's own rules,
 //! each namespace's ingress and egress allow lists, and the cluster defaults. Every string has
 //! been parsed by then (CIDRs, protocols, ports, selectors), so compiling cannot fail.
+mod apis;
 mod last_accepted;
 mod matching;
 mod standard;
@@ -14,6 +15,7 @@ use std::fmt;
 
 use firewall_common::{Mode, PolicyVerdict};
 
+pub use apis::{PolicyApis, UnknownApi};
 pub use last_accepted::{LastAccepted, Settled};
 pub use matching::{Destinations, NamespaceSet, PortRange, Ports, Requirement, Selector};
 pub use standard::{NamedPort, Peer, PeerRule, PodPolicy, PodSet, StdPorts, Tier, TieredPolicy};
