@@ -71,7 +71,8 @@ struct Agent {
 /// Runs the agent until a termination signal.
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let node = &cfg.compile.node_name;
-    let mut source = Source::open(&cfg.source, cfg.poll, &cfg.kube, node).await?;
+    let apis = cfg.compile.policy_apis;
+    let mut source = Source::open(&cfg.source, cfg.poll, apis, &cfg.kube, node).await?;
     let (mut agent, mut ring) = Agent::start(&cfg).await?;
     let mut second = interval(Duration::from_secs(1));
     second.set_missed_tick_behavior(MissedTickBehavior::Delay);

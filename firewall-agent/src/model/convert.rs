@@ -30,6 +30,14 @@ pub enum PolicyKind {
 }
 
 impl PolicyKind {
+    /// Every policy kind.
+    pub const ALL: [Self; 4] = [
+        Self::NamespaceFirewall,
+        Self::ClusterFirewall,
+        Self::NetworkPolicy,
+        Self::ClusterNetworkPolicy,
+    ];
+
     /// The object's `kind`.
     pub fn name(self) -> &'static str {
         match self {

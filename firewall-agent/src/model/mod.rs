@@ -9,7 +9,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use crate::{
     cnp::ClusterNetworkPolicy,
     crd::{ClusterFirewall, NamespaceFirewall},
+    policy::PolicyApis,
 };
+use convert::PolicyKind;
 
 /// Everything the compiler reads.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -149,6 +151,33 @@ impl fmt::Display for Rejection {
     }
 }
 
+impl ClusterModel {
+    /// Drops the policy objects, and the rejections, of the kinds `apis` does not read (a
+    /// source reads only what `--policy-apis` names); returns the kinds that had any.
+    pub fn retain_apis(&mut self, apis: PolicyApis) -> Vec<&'static str> {
+        let mut dropped = Vec::new();
+        for kind in PolicyKind::ALL.into_iter().filter(|k| !apis.reads(*k)) {
+            let had = match kind {
+                PolicyKind::NamespaceFirewall => take(&mut self.namespace_firewalls),
+                PolicyKind::ClusterFirewall => take(&mut self.cluster_firewalls),
+                PolicyKind::NetworkPolicy => take(&mut self.network_policies),
+                PolicyKind::ClusterNetworkPolicy => take(&mut self.cluster_network_policies),
+            };
+            let before = self.rejected.len();
+            self.rejected.retain(|r| r.kind != kind.name());
+            if had || self.rejected.len() != before {
+                dropped.push(kind.name());
+            }
+        }
+        dropped
+    }
+}
+
+/// Empties `v`; whether it held anything.
+fn take<T>(v: &mut Vec<T>) -> bool {
+    !std::mem::take(v).is_empty()
+}
+
 impl Service {
     /// Whether the Service selects a pod (same namespace, non-empty selector, all labels match).
     pub fn selects(&self, pod: &Pod) -> bool {
@@ -163,5 +192,35 @@ impl Pod {
     /// Whether the pod is a policy endpoint with its own addresses (running, not hostNetwork).
     pub fn is_endpoint(&self) -> bool {
         !self.terminal && !self.host_network
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_keeps_only_the_kinds_policy_apis_names() {
+        let mut m = ClusterModel::default();
+        m.network_policies.push(NetworkPolicy::default());
+        m.cluster_network_policies
+            .push(ClusterNetworkPolicy::default());
+        for kind in ["ClusterNetworkPolicy", "NamespaceFirewall"] {
+            m.rejected.push(Rejection {
+                kind: kind.to_owned(),
+                ..Rejection::default()
+            });
+        }
+        let apis: PolicyApis = "bulkhead,clusternetworkpolicy".parse().expect("valid");
+        assert_eq!(m.clone().retain_apis(PolicyApis::ALL), Vec::<&str>::new());
+        assert_eq!(m.retain_apis(apis), ["NetworkPolicy"]);
+        assert!(m.network_policies.is_empty());
+        assert_eq!(m.cluster_network_policies.len(), 1);
+        assert_eq!(m.rejected.len(), 2);
+        assert_eq!(
+            m.retain_apis(PolicyApis::BULKHEAD),
+            ["ClusterNetworkPolicy"]
+        );
+        assert_eq!(m.rejected.len(), 1);
     }
 }

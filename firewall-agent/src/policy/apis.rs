@@ -2,6 +2,8 @@
 //! NetworkPolicy must not be enforced twice, so the standard APIs are opt-in.
 use std::{fmt, str::FromStr};
 
+use crate::model::convert::PolicyKind;
+
 /// A set of policy APIs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PolicyApis {
@@ -27,6 +29,17 @@ impl PolicyApis {
         network_policy: true,
         cluster_network_policy: true,
     };
+}
+
+impl PolicyApis {
+    /// Whether objects of `kind` are read (watched, parsed, compiled).
+    pub fn reads(self, kind: PolicyKind) -> bool {
+        match kind {
+            PolicyKind::NamespaceFirewall | PolicyKind::ClusterFirewall => self.bulkhead,
+            PolicyKind::NetworkPolicy => self.network_policy,
+            PolicyKind::ClusterNetworkPolicy => self.cluster_network_policy,
+        }
+    }
 }
 
 impl Default for PolicyApis {

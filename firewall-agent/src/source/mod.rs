@@ -9,6 +9,7 @@ use std::{path::PathBuf, time::Duration};
 use crate::{
     compiler::InvalidModeLabel,
     model::{ClusterModel, Rejection},
+    policy::PolicyApis,
 };
 use file::{FileError, FileSource};
 use kube::{KubeConfig, KubeError, KubeSource};
@@ -62,19 +63,20 @@ pub enum Source {
 }
 
 impl Source {
-    /// Opens `spec`: `poll` is how often a file is checked; `kube` and `node` (the status Lease's
-    /// holder) configure the kube source.
+    /// Opens `spec`, reading the policy kinds `apis` names: `poll` is how often a file is
+    /// checked; `kube` and `node` (the status Lease's holder) configure the kube source.
     pub async fn open(
         spec: &SourceSpec,
         poll: Duration,
+        apis: PolicyApis,
         kube: &KubeConfig,
         node: &str,
     ) -> Result<Self, KubeError> {
         Ok(match spec {
-            SourceSpec::File(path) => Self::File(FileSource::new(path, poll)),
+            SourceSpec::File(path) => Self::File(FileSource::new(path, poll, apis)),
             SourceSpec::Kube => {
                 let client = kube::client(kube.kubeconfig.as_deref()).await?;
-                Self::Kube(Box::new(KubeSource::start(client, kube, node)))
+                Self::Kube(Box::new(KubeSource::start(client, kube, apis, node)))
             }
         })
     }

@@ -4,7 +4,9 @@
 //!
 //! Served: core/v1 namespaces, pods, services, nodes, configmaps; coordination.k8s.io/v1 leases;
 //! events.k8s.io/v1 events;
-//! bulkhead.dev/v1alpha1 namespacefirewalls and clusterfirewalls (see [`resources::RESOURCES`]).
+//! bulkhead.dev/v1alpha1 namespacefirewalls and clusterfirewalls; networking.k8s.io/v1
+//! networkpolicies; policy.networking.k8s.io/v1alpha2 clusternetworkpolicies (the CRD always
+//! installed) (see [`resources::RESOURCES`]).
 //! Deliberate simplifications, all legal for a server or irrelevant to Bulkhead:
 //! - `limit`/`continue` are ignored: lists return everything, without a continue token.
 //! - Namespaced objects may be created in namespaces that do not exist; deleting a namespace

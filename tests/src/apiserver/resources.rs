@@ -50,6 +50,8 @@ impl ResourceDef {
             "events" => &["ev"],
             "namespacefirewalls" => &["nsfw"],
             "clusterfirewalls" => &["cfw"],
+            "networkpolicies" => &["netpol"],
+            "clusternetworkpolicies" => &["cnp"],
             _ => &[],
         }
     }
@@ -180,6 +182,27 @@ pub const RESOURCES: &[ResourceDef] = &[
         "clusterfirewalls",
         "clusterfirewall",
         "ClusterFirewall",
+        false,
+        true,
+        &[],
+    ),
+    def(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "networkpolicy",
+        "NetworkPolicy",
+        true,
+        false,
+        &[],
+    ),
+    // network-policy-api v0.2.0's CRD, as if installed.
+    def(
+        "policy.networking.k8s.io",
+        "v1alpha2",
+        "clusternetworkpolicies",
+        "clusternetworkpolicy",
+        "ClusterNetworkPolicy",
         false,
         true,
         &[],

@@ -5,18 +5,18 @@
 mod parse;
 
 use std::{
-    collections::hash_map::DefaultHasher,
+    collections::{BTreeSet, hash_map::DefaultHasher},
     hash::{Hash as _, Hasher as _},
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use tokio::time::{Interval, MissedTickBehavior, interval};
-use tracing::info;
+use tracing::{info, warn};
 
 pub use parse::{ObjectsError, Position, documents, parse_objects};
 
-use crate::model::ClusterModel;
+use crate::{model::ClusterModel, policy::PolicyApis};
 
 /// Why a file could not be used; the agent keeps its last good policy.
 #[derive(Debug, thiserror::Error)]
@@ -51,12 +51,16 @@ pub struct FileSource {
     /// Unix time (ms) the content last changed, for the freshness metric; 0 before the first read.
     pub last_change_ms: u64,
     poll: Interval,
+    /// The policy kinds read; objects of the others are dropped.
+    apis: PolicyApis,
+    /// Kinds whose objects were dropped and said so (once per kind).
+    dropped_logged: BTreeSet<&'static str>,
 }
 
 impl FileSource {
     /// Watches `path`, checking it every `poll` (the first check is immediate). Needs the
     /// runtime's timer.
-    pub fn new(path: &Path, poll: Duration) -> Self {
+    pub fn new(path: &Path, poll: Duration, apis: PolicyApis) -> Self {
         let mut poll = interval(poll);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Self {
@@ -64,6 +68,8 @@ impl FileSource {
             last: None,
             last_change_ms: 0,
             poll,
+            apis,
+            dropped_logged: BTreeSet::new(),
         }
     }
 
@@ -72,8 +78,14 @@ impl FileSource {
         loop {
             self.poll.tick().await;
             match self.read() {
-                Some(Ok(model)) => {
+                Some(Ok(mut model)) => {
                     info!(file = %self.path.display(), "source changed");
+                    for kind in model.retain_apis(self.apis) {
+                        if self.dropped_logged.insert(kind) {
+                            let apis = self.apis.to_string();
+                            warn!(file = %self.path.display(), kind, policy_apis = %apis, "ignoring the file's objects of this kind: --policy-apis does not name its API");
+                        }
+                    }
                     return Ok(model);
                 }
                 Some(Err(e)) => return Err(e),

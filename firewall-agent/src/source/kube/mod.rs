@@ -42,7 +42,8 @@ use tracing::{error, info, warn};
 
 pub use client::{KubeError, client};
 pub use policies::{
-    PolicyObject, PolicyStores, Verdicts, cluster_firewall_resource, namespace_firewall_resource,
+    PolicyObject, PolicyStores, Verdicts, cluster_firewall_resource,
+    cluster_network_policy_resource, namespace_firewall_resource, network_policy_resource,
 };
 pub use snapshot::{SnapshotError, snapshot};
 
@@ -53,6 +54,7 @@ use crate::{
         ClusterModel, Rejection,
         convert::{self, PolicyKind},
     },
+    policy::PolicyApis,
 };
 use lease::Elector;
 use watch::{Kind, SyncState, Watch, strip, strip_node, strip_pod};
@@ -106,9 +108,11 @@ impl Drop for KubeSource {
 }
 
 impl KubeSource {
-    /// Starts the watchers; `holder` (this node's name) is who claims the status Lease.
-    pub fn start(client: Client, cfg: &KubeConfig, holder: &str) -> Self {
-        let state = Arc::new(SyncState::new());
+    /// Starts the watchers of the kinds `apis` reads; `holder` (this node's name) is who claims
+    /// the status Lease.
+    pub fn start(client: Client, cfg: &KubeConfig, apis: PolicyApis, holder: &str) -> Self {
+        let watched = move |k: Kind| k.policy_kind().is_none_or(|p| apis.reads(p));
+        let state = Arc::new(SyncState::new(watched));
         let changes = state.subscribe();
         let mut tasks = Vec::new();
         let live_pods = watcher::Config::default().fields(LIVE_PODS);
@@ -119,15 +123,21 @@ impl KubeSource {
             typed(&client, Kind::Service, Default::default(), strip).spawn(&state, &mut tasks);
         let nodes =
             typed(&client, Kind::Node, Default::default(), strip_node).spawn(&state, &mut tasks);
+        let mut policy = |kind: Kind, resource: ApiResource| {
+            if watched(kind) {
+                policy(&client, kind, resource).spawn(&state, &mut tasks)
+            } else {
+                Writer::new(resource).as_reader()
+            }
+        };
         let policies = PolicyStores {
-            namespace_firewalls: policy(
-                &client,
-                Kind::NamespaceFirewall,
-                namespace_firewall_resource(),
-            )
-            .spawn(&state, &mut tasks),
-            cluster_firewalls: policy(&client, Kind::ClusterFirewall, cluster_firewall_resource())
-                .spawn(&state, &mut tasks),
+            namespace_firewalls: policy(Kind::NamespaceFirewall, namespace_firewall_resource()),
+            cluster_firewalls: policy(Kind::ClusterFirewall, cluster_firewall_resource()),
+            network_policies: policy(Kind::NetworkPolicy, network_policy_resource()),
+            cluster_network_policies: policy(
+                Kind::ClusterNetworkPolicy,
+                cluster_network_policy_resource(),
+            ),
         };
         let elector = Elector::new(
             client.clone(),
@@ -232,7 +242,7 @@ impl KubeSource {
     fn model(&self) -> ClusterModel {
         let policies = self
             .policies
-            .by_kind()
+            .every_kind()
             .map(|(store, kind)| (cloned(store), kind));
         assemble(
             cloned(&self.namespaces),
@@ -260,7 +270,7 @@ fn assemble(
     pods: Vec<core::Pod>,
     services: Vec<core::Service>,
     nodes: Vec<core::Node>,
-    policies: [(Vec<DynamicObject>, PolicyKind); 2],
+    policies: impl IntoIterator<Item = (Vec<DynamicObject>, PolicyKind)>,
 ) -> ClusterModel {
     let mut m = ClusterModel::default();
     for ns in namespaces {

@@ -9,7 +9,10 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
-use super::{LIVE_PODS, assemble, cluster_firewall_resource, namespace_firewall_resource};
+use super::{
+    LIVE_PODS, assemble, cluster_firewall_resource, cluster_network_policy_resource,
+    namespace_firewall_resource, network_policy_resource,
+};
 use crate::model::{ClusterModel, convert::PolicyKind};
 
 /// Items per list page: large lists arrive in pieces rather than one response.
@@ -46,6 +49,21 @@ pub async fn snapshot(client: &Client) -> Result<ClusterModel, SnapshotError> {
         list(&Api::all(client.clone()), ListParams::default(), "nodes").await?;
     let nsfw = policies(client, &namespace_firewall_resource(), "namespacefirewalls").await?;
     let cfw = policies(client, &cluster_firewall_resource(), "clusterfirewalls").await?;
+    let np = policies(client, &network_policy_resource(), "networkpolicies").await?;
+    // The ClusterNetworkPolicy CRD is optional: a cluster without it has none.
+    let cnp = match policies(
+        client,
+        &cluster_network_policy_resource(),
+        "clusternetworkpolicies",
+    )
+    .await
+    {
+        Err(SnapshotError {
+            source: kube::Error::Api(e),
+            ..
+        }) if e.code == 404 => Vec::new(),
+        listed => listed?,
+    };
     Ok(assemble(
         namespaces,
         pods,
@@ -54,6 +72,8 @@ pub async fn snapshot(client: &Client) -> Result<ClusterModel, SnapshotError> {
         [
             (nsfw, PolicyKind::NamespaceFirewall),
             (cfw, PolicyKind::ClusterFirewall),
+            (np, PolicyKind::NetworkPolicy),
+            (cnp, PolicyKind::ClusterNetworkPolicy),
         ],
     ))
 }

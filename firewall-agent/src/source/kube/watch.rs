@@ -21,7 +21,9 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use tokio::{sync::watch, task::JoinHandle};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
+
+use crate::model::convert::PolicyKind;
 
 /// The kinds watched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,10 +34,33 @@ pub enum Kind {
     Node,
     NamespaceFirewall,
     ClusterFirewall,
+    NetworkPolicy,
+    ClusterNetworkPolicy,
 }
 
 impl Kind {
-    const COUNT: usize = 6;
+    /// The policy kind a watch reads, for `--policy-apis`.
+    pub fn policy_kind(self) -> Option<PolicyKind> {
+        match self {
+            Self::NamespaceFirewall => Some(PolicyKind::NamespaceFirewall),
+            Self::ClusterFirewall => Some(PolicyKind::ClusterFirewall),
+            Self::NetworkPolicy => Some(PolicyKind::NetworkPolicy),
+            Self::ClusterNetworkPolicy => Some(PolicyKind::ClusterNetworkPolicy),
+            Self::Namespace | Self::Pod | Self::Service | Self::Node => None,
+        }
+    }
+
+    const COUNT: usize = 8;
+    const ALL: [Self; Self::COUNT] = [
+        Self::Namespace,
+        Self::Pod,
+        Self::Service,
+        Self::Node,
+        Self::NamespaceFirewall,
+        Self::ClusterFirewall,
+        Self::NetworkPolicy,
+        Self::ClusterNetworkPolicy,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -45,6 +70,8 @@ impl Kind {
             Self::Node => "Node",
             Self::NamespaceFirewall => "NamespaceFirewall",
             Self::ClusterFirewall => "ClusterFirewall",
+            Self::NetworkPolicy => "NetworkPolicy",
+            Self::ClusterNetworkPolicy => "ClusterNetworkPolicy",
         }
     }
 }
@@ -62,13 +89,18 @@ pub struct SyncState {
 }
 
 impl SyncState {
-    pub fn new() -> Self {
-        Self {
+    /// The sync gate waits for the kinds `watched` says are watched, and only those.
+    pub fn new(watched: impl Fn(Kind) -> bool) -> Self {
+        let state = Self {
             changes: watch::channel(0).0,
             synced: Default::default(),
             last_event_ms: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+        };
+        for kind in Kind::ALL.into_iter().filter(|k| !watched(*k)) {
+            state.synced[kind as usize].store(true, Ordering::Release);
         }
+        state
     }
 
     fn bump(&self) {
@@ -188,8 +220,12 @@ where
                 }
                 Err(e) => {
                     state.errors.fetch_add(1, Ordering::Relaxed);
-                    if !failing {
-                        warn!(kind, error = %e, hint = hint(&e), "watch failed; retrying with backoff, the last known state stays in force");
+                    if !failing && status_code(&e) == Some(404) {
+                        // Not served at all: nothing will change until an operator acts.
+                        error!(kind, error = %e, hint = hint(self.kind, &e), "the API server does not serve this kind; retrying with backoff, no policy is applied before it is listed and the last known state stays in force");
+                        failing = true;
+                    } else if !failing {
+                        warn!(kind, error = %e, hint = hint(self.kind, &e), "watch failed; retrying with backoff, the last known state stays in force");
                         failing = true;
                     } else {
                         debug!(kind, error = %e, "watch still failing");
@@ -212,8 +248,11 @@ fn status_code(e: &watcher::Error) -> Option<u16> {
 }
 
 /// What an operator should check for the usual causes of a failing watch.
-fn hint(e: &watcher::Error) -> &'static str {
+fn hint(kind: Kind, e: &watcher::Error) -> &'static str {
     match status_code(e) {
+        Some(404) if kind == Kind::ClusterNetworkPolicy => {
+            "the ClusterNetworkPolicy CRD (policy.networking.k8s.io/v1alpha2) is not installed: kubectl apply -f https://raw.githubusercontent.com/kubernetes-sigs/network-policy-api/refs/tags/v0.2.0/config/crd/standard/policy.networking.k8s.io_clusternetworkpolicies.yaml, or leave clusternetworkpolicy out of --policy-apis"
+        }
         Some(404) => {
             "the API server does not serve this kind: are the Bulkhead CRDs installed (kubectl apply -k deploy/)?"
         }
@@ -223,5 +262,27 @@ fn hint(e: &watcher::Error) -> &'static str {
         }
         Some(_) => "the API server answered with an error",
         None => "the API server is unreachable or the connection broke",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sync_gate_waits_for_the_watched_kinds_only() {
+        let state = SyncState::new(|k| k != Kind::NetworkPolicy);
+        for k in Kind::ALL.into_iter().filter(|k| *k != Kind::Pod) {
+            state.synced[k as usize].store(true, Ordering::Release);
+        }
+        assert!(!state.is_synced(), "Pod is watched and not listed yet");
+        state.synced[Kind::Pod as usize].store(true, Ordering::Release);
+        assert!(state.is_synced());
+        // An unwatched kind counts as listed from the start.
+        let state = SyncState::new(|k| k.policy_kind().is_none());
+        for k in Kind::ALL.into_iter().filter(|k| k.policy_kind().is_none()) {
+            state.synced[k as usize].store(true, Ordering::Release);
+        }
+        assert!(state.is_synced());
     }
 }
