@@ -52,22 +52,26 @@ fn kubeconfig(server: &ApiServer, what: &str) -> PathBuf {
     path
 }
 
-/// The first model the source yields with `apis` (after every watched kind is listed).
-async fn first_model(server: &ApiServer, what: &str, apis: &str) -> ClusterModel {
+/// The kube source over `server`, reading `apis`.
+async fn source(server: &ApiServer, what: &str, apis: &str) -> KubeSource {
     let path = kubeconfig(server, what);
     let c = client(Some(&path)).await.expect("client");
+    let _ = std::fs::remove_file(&path);
     let cfg = KubeConfig {
-        kubeconfig: Some(path.clone()),
+        kubeconfig: None,
         lease_namespace: "bulkhead-system".to_owned(),
         lease_name: "bulkhead-status".to_owned(),
     };
     let apis: PolicyApis = apis.parse().expect("policy APIs");
-    let mut source = KubeSource::start(c, &cfg, apis, "node-1");
-    let model = tokio::time::timeout(Duration::from_secs(20), source.next_model())
+    KubeSource::start(c, &cfg, apis, "node-1")
+}
+
+/// The first model the source yields with `apis` (after every watched kind is listed).
+async fn first_model(server: &ApiServer, what: &str, apis: &str) -> ClusterModel {
+    let mut source = source(server, what, apis).await;
+    tokio::time::timeout(Duration::from_secs(20), source.next_model())
         .await
-        .expect("a model within 20 s");
-    let _ = std::fs::remove_file(&path);
-    model
+        .expect("a model within 20 s")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,4 +126,33 @@ async fn by_default_only_bulkheads_own_kinds_are_watched() {
         "{:?}",
         server.requests()
     );
+}
+
+/// Without the ClusterNetworkPolicy CRD no model is yielded (the agent applies nothing and stays
+/// unready rather than enforce as if there were no such policies); once installed, it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_crd_holds_the_sync_gate_until_installed() {
+    let server = ApiServer::start().expect("API server emulator");
+    server.apply_all(objects()).expect("seeding");
+    let group = "policy.networking.k8s.io";
+    server
+        .set_installed(group, "clusternetworkpolicies", false)
+        .expect("uninstall");
+    let mut source = source(&server, "crd", "bulkhead,clusternetworkpolicy").await;
+    let early = tokio::time::timeout(Duration::from_secs(3), source.next_model()).await;
+    assert!(early.is_err(), "no model while a named kind is not served");
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/clusternetworkpolicies") && r.status == 404)
+    );
+    server
+        .set_installed(group, "clusternetworkpolicies", true)
+        .expect("install");
+    let m = tokio::time::timeout(Duration::from_secs(30), source.next_model())
+        .await
+        .expect("a model once the CRD is installed");
+    assert_eq!(m.cluster_network_policies.len(), 1);
+    assert_eq!(m.namespace_firewalls.len(), 1);
 }

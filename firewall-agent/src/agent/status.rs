@@ -89,6 +89,9 @@ pub struct Snapshot {
     pub commit: String,
     pub node: String,
     pub pid: u32,
+    /// `--policy-apis` (empty from an agent that predates it).
+    #[serde(default)]
+    pub policy_apis: String,
     /// A policy is applied and this node is known (`/readyz`).
     pub ready: bool,
     /// The pin directory; `None` with `--no-pin`.
@@ -207,6 +210,7 @@ pub fn snapshot(
         commit: crate::COMMIT.to_owned(),
         node: state.opts.node_name.clone(),
         pid: std::process::id(),
+        policy_apis: state.opts.policy_apis.to_string(),
         ready: state.serving(),
         pin_dir: datapath.pin_dir().map(|p| p.display().to_string()),
         link_generation: datapath.generation().map(str::to_owned),

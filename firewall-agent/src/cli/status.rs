@@ -241,6 +241,9 @@ fn agent_text(a: &Snapshot, endpoint: &str) -> String {
             ""
         }
     );
+    if !a.policy_apis.is_empty() {
+        out += &format!("  policy APIs: {}\n", a.policy_apis);
+    }
     if let Some(e) = &a.apply_error {
         out += &format!("  last apply FAILED (the previous policy stays in force): {e}\n");
     }

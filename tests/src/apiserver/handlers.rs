@@ -81,7 +81,12 @@ async fn dispatch(
     req: http::Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_owned();
-    let route = routes::parse(&path).ok_or_else(|| ApiError::no_route(&path))?;
+    let route = routes::parse(&path)
+        .filter(|r| match r {
+            Route::Collection { res, .. } | Route::Object { res, .. } => shared.installed(*res),
+            _ => true,
+        })
+        .ok_or_else(|| ApiError::no_route(&path))?;
     let req = read_request(req).await?;
     match (route, &req.method) {
         (Route::Collection { res, ns }, &Method::GET) => list_or_watch(shared, res, ns, &req.query),

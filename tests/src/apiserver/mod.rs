@@ -15,6 +15,8 @@
 //!   create-or-merge-patch (no managed fields); `dryRun` is not supported.
 //! - A watch from a resourceVersion newer than the current one gets 410 Expired (forcing a
 //!   relist), where a real server would wait and then time out.
+//! - Every resource is served unless [`ApiServer::set_installed`] says its CRD is not installed
+//!   (then its paths answer 404, but discovery still lists it).
 //! - HTTP create drops `.status` for kinds with a status subresource (a Namespace gets
 //!   `phase: Active`); in-process [`ApiServer::apply`] keeps it.
 use std::{
@@ -62,6 +64,8 @@ pub struct Shared {
     addr: Mutex<SocketAddr>,
     /// Connections being served (so `stop` can wait until they are all closed).
     live: Arc<AtomicUsize>,
+    /// Resource ids whose CRD is "not installed": their paths answer 404.
+    uninstalled: Mutex<Vec<usize>>,
 }
 
 impl Shared {
@@ -81,6 +85,12 @@ impl Shared {
 
     fn addr(&self) -> SocketAddr {
         *self.addr.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether resource `res` is served (its CRD installed).
+    fn installed(&self, res: usize) -> bool {
+        let u = self.uninstalled.lock().unwrap_or_else(|e| e.into_inner());
+        !u.contains(&res)
     }
 }
 
@@ -177,6 +187,7 @@ impl ApiServer {
             bookmark_ms: AtomicU64::new(2000),
             addr: Mutex::new(addr),
             live: Arc::new(AtomicUsize::new(0)),
+            uninstalled: Mutex::new(Vec::new()),
         });
         let server = ApiServer {
             rt: Some(rt),
@@ -199,6 +210,25 @@ impl ApiServer {
             tokio::net::TcpListener::from_std(listener).context("registering the listener")?;
         let handle = rt.spawn(serve(listener, self.shared.clone()));
         *self.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(())
+    }
+
+    /// Serves `group`/`plural` or not, as if its CRD were installed or deleted: while not, every
+    /// path of it answers 404 (discovery still lists it). Objects stored stay stored.
+    pub fn set_installed(&self, group: &str, plural: &str, installed: bool) -> anyhow::Result<()> {
+        let res = resources::RESOURCES
+            .iter()
+            .position(|r| r.group == group && r.plural == plural)
+            .ok_or_else(|| anyhow!("no resource {plural}.{group}"))?;
+        let mut u = self
+            .shared
+            .uninstalled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        u.retain(|r| *r != res);
+        if !installed {
+            u.push(res);
+        }
         Ok(())
     }
 
