@@ -101,11 +101,17 @@ pub fn bulkhead_exemption(
         Side::Egress => peer,
         Side::Ingress => local,
     };
-    let dns_proto = proto == IpProto::Udp as u8 || proto == IpProto::Tcp as u8;
-    if dport == DNS_PORT && dns_proto && destination.flags & IDENTITY_F_DNS != 0 {
+    if destination.flags & IDENTITY_F_DNS != 0 && is_dns(proto, dport) {
         return Some(Exemption::Dns);
     }
     None
+}
+
+/// Whether a connection to the cluster DNS Service is DNS, which Bulkhead exempts: UDP or TCP
+/// to port 53.
+#[inline(always)]
+pub fn is_dns(proto: u8, dport: u16) -> bool {
+    dport == DNS_PORT && (proto == IpProto::Udp as u8 || proto == IpProto::Tcp as u8)
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use firewall_common::{
-    Identity, IpProto, NS_FIRST, PolicyPrefix, PolicyValue, Side, pair_exemption,
+    Identity, IpProto, NS_FIRST, PolicyPrefix, PolicyValue, Side, bulkhead_pair_exemption,
+    pair_exemption,
 };
 
 use super::{
@@ -96,11 +97,16 @@ impl<'p> Evaluations<'p> {
         (src_ns, src): (u32, &'p IdentityKind),
         (dst_ns, dst): (u32, &'p IdentityKind),
     ) -> Option<usize> {
+        let (local_ns, peer_ns) = match side {
+            Side::Egress => (src_ns, dst_ns),
+            Side::Ingress => (dst_ns, src_ns),
+        };
         let plan = Plan::new(
             self.set,
             side,
             self.src(src_ns, src)?,
             &self.dst(dst_ns, dst)?,
+            bulkhead_pair_exemption(side, local_ns, peer_ns),
         );
         let sig = plan.signature();
         if let Some(i) = self.index.get(&sig) {

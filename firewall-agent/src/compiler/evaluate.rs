@@ -7,7 +7,7 @@ use std::{
     net::IpAddr,
 };
 
-use firewall_common::{DNS_PORT, Exemption, IpProto, PolicyVerdict, Side};
+use firewall_common::{DNS_PORT, Exemption, IpProto, PolicyVerdict, Side, is_dns};
 use ipnet::IpNet;
 
 use super::{
@@ -288,19 +288,19 @@ pub struct PairValue {
 
 impl<'p> Plan<'p> {
     /// Builds the plan of `side` for a connection from `src` to `dst`
-    /// (docs/design.md#evaluation-order).
-    pub fn new(set: &'p PolicySet, side: Side, src: Src<'p>, dst: &Dst<'p>) -> Self {
+    /// (docs/design.md#evaluation-order). `exempt` is Bulkhead's exemption for every port of
+    /// the pair ([`firewall_common::bulkhead_pair_exemption`] of the two ends' namespace ids).
+    pub fn new(
+        set: &'p PolicySet,
+        side: Side,
+        src: Src<'p>,
+        dst: &Dst<'p>,
+        exempt: Option<Exemption>,
+    ) -> Self {
         let (src_end, dst_end) = (src.end(), dst.end());
         let (local, peer) = match side {
             Side::Egress => (src_end, dst_end),
             Side::Ingress => (dst_end, src_end),
-        };
-        let exempt = match (&src.outside, dst) {
-            (Some(_), _) if side == Side::Ingress => Some(Exemption::Unrestricted),
-            (None, Dst::Namespace { name, .. }) if *name == src.name => {
-                Some(Exemption::SameNamespace)
-            }
-            _ => None,
         };
         let dns = matches!(dst, Dst::Namespace { traits, .. } if traits.dns);
         let std = &set.standard;
@@ -384,9 +384,8 @@ impl<'p> Plan<'p> {
 
     /// Bulkhead's exemption at one protocol and port.
     fn exemption_at(&self, proto: u8, port: u16) -> Option<Exemption> {
-        let dns_proto = proto == IpProto::Udp as u8 || proto == IpProto::Tcp as u8;
         self.exempt
-            .or((self.dns && dns_proto && port == DNS_PORT).then_some(Exemption::Dns))
+            .or((self.dns && is_dns(proto, port)).then_some(Exemption::Dns))
     }
 
     /// The decision for one protocol and destination port.

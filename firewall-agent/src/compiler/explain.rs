@@ -7,7 +7,9 @@ use std::{
     net::IpAddr,
 };
 
-use firewall_common::{IDENTITY_F_DNS, Identity, Mode, PolicyVerdict, Side, exemption};
+use firewall_common::{
+    IDENTITY_F_DNS, Identity, Mode, PolicyVerdict, Side, bulkhead_pair_exemption, exemption,
+};
 use ipnet::IpNet;
 
 use super::{
@@ -485,7 +487,14 @@ impl<'m> Evaluator<'m> {
                 mode_from,
             },
             None => self.side(
-                Plan::new(&self.set, side, src, dst).decide(proto, port),
+                Plan::new(
+                    &self.set,
+                    side,
+                    src,
+                    dst,
+                    bulkhead_pair_exemption(side, local.ns, peer.ns),
+                )
+                .decide(proto, port),
                 mode,
                 mode_from,
             ),
