@@ -226,10 +226,7 @@ impl Identities {
             let local = pod.node_name.as_deref() == Some(opts.node_name.as_str());
             let is_dns = dns.is_some_and(|d| d.selects(pod));
             let mut first = None;
-            // One identity per address: a standard CIDR may hold one of a pod's addresses and
-            // not the other.
-            for ip in &pod.ips {
-                let traits = pod_traits(set, is_dns, pod, Some(*ip));
+            for (ip, traits) in address_traits(set, is_dns, pod) {
                 let identity = self.namespace_identity(
                     ids,
                     set,
@@ -238,28 +235,19 @@ impl Identities {
                     traits,
                     is_dns,
                 );
-                self.insert_ip(*ip, identity);
+                if let Some(ip) = ip {
+                    self.insert_ip(ip, identity);
+                }
+                // The pod-by-address fallback looks a local pod up by any of its addresses.
                 if local {
                     self.local.insert(identity.id);
                 }
                 first.get_or_insert(identity);
             }
-            let identity = match first {
-                Some(i) => i,
-                None => {
-                    let traits = pod_traits(set, is_dns, pod, None);
-                    self.namespace_identity(
-                        ids,
-                        set,
-                        (&pod.namespace, labels),
-                        services,
-                        traits,
-                        is_dns,
-                    )
-                }
+            let Some(identity) = first else {
+                continue;
             };
             if local {
-                self.local.insert(identity.id);
                 for cg in &pod.cgroup_ids {
                     self.cgroups.insert(*cg, identity);
                 }
@@ -294,15 +282,7 @@ impl Identities {
                     .filter(|p| p.is_endpoint() && svc.selects(p))
                     .flat_map(|p| {
                         let is_dns = dns.is_some_and(|d| d.selects(p));
-                        let per_ip: Vec<Traits> = if p.ips.is_empty() {
-                            vec![pod_traits(set, is_dns, p, None)]
-                        } else {
-                            p.ips
-                                .iter()
-                                .map(|ip| pod_traits(set, is_dns, p, Some(*ip)))
-                                .collect()
-                        };
-                        per_ip
+                        address_traits(set, is_dns, p).into_iter().map(|(_, t)| t)
                     }),
             );
             traits.dns = is_dns && !set.standard.is_empty();
@@ -417,6 +397,18 @@ fn pod_traits(set: &PolicySet, is_dns: bool, pod: &Pod, ip: Option<IpAddr>) -> T
             .collect(),
         dns: is_dns,
     }
+}
+
+/// A pod's traits at each of its addresses (one identity per address: a standard CIDR may
+/// hold one of them and not the other), or once without an address when it has none yet.
+fn address_traits(set: &PolicySet, is_dns: bool, pod: &Pod) -> Vec<(Option<IpAddr>, Traits)> {
+    if pod.ips.is_empty() {
+        return vec![(None, pod_traits(set, is_dns, pod, None))];
+    }
+    pod.ips
+        .iter()
+        .map(|ip| (Some(*ip), pod_traits(set, is_dns, pod, Some(*ip))))
+        .collect()
 }
 
 /// The traits every one of `all` has (none when there are none).
