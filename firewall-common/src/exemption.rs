@@ -107,6 +107,24 @@ pub fn bulkhead_exemption(
     None
 }
 
+/// Whether the destination's ingress side judges a connection from `local` to `peer` that the
+/// source looks up for it (docs/design.md#connections): the destination is a pod and none of its
+/// own exemptions hold. The source's exemption never settles that side, because on this node
+/// the destination's program then passes the connection on the source's conntrack entry.
+#[inline(always)]
+pub fn destination_judges(local: &Identity, peer: &Identity, proto: u8, dport: u16) -> bool {
+    peer.ns >= NS_FIRST && exemption(Side::Ingress, peer, local, proto, dport).is_none()
+}
+
+/// Whether the replies of an exempt connection between `local` and `peer` could be judged as
+/// new connections, so the connection must be tracked: across namespaces, or where a standard
+/// policy judges either end (then same-namespace traffic is no longer exempt on that side).
+#[inline(always)]
+pub const fn replies_judged(local: &Identity, peer: &Identity) -> bool {
+    let standard = IDENTITY_F_STD_INGRESS | IDENTITY_F_STD_EGRESS;
+    peer.ns != local.ns || (local.flags | peer.flags) & standard != 0
+}
+
 /// Whether a connection to the cluster DNS Service is DNS, which Bulkhead exempts: UDP or TCP
 /// to port 53.
 #[inline(always)]
@@ -180,5 +198,30 @@ mod tests {
             bulkhead_exemption(Side::Ingress, &into, &id(0, 0), tcp, 80),
             Some(Exemption::Unrestricted)
         );
+    }
+
+    #[test]
+    fn the_source_leaves_a_standard_destination_to_judge_and_tracks_what_it_may_judge() {
+        let (udp, tcp) = (IpProto::Udp as u8, IpProto::Tcp as u8);
+        let (a, b) = (id(2, 0), id(3, 0));
+        let dns = id(4, IDENTITY_F_DNS);
+        let dns_isolated = id(4, IDENTITY_F_DNS | IDENTITY_F_STD_INGRESS);
+        // DNS is exempt at the source either way; only a standard policy on the DNS pods' ingress
+        // leaves that side to judge.
+        assert!(!destination_judges(&a, &dns, udp, 53));
+        assert!(destination_judges(&a, &dns_isolated, udp, 53));
+        // The host and the world never judge; a plain pod across namespaces always does.
+        assert!(!destination_judges(&a, &id(1, 0), tcp, 80));
+        assert!(!destination_judges(&a, &id(0, 0), tcp, 80));
+        assert!(destination_judges(&a, &b, tcp, 80));
+        // The same namespace: judged only where the destination is isolated.
+        let a_isolated = id(2, IDENTITY_F_STD_INGRESS);
+        assert!(!destination_judges(&a, &id(2, 0), tcp, 80));
+        assert!(destination_judges(&a, &a_isolated, tcp, 80));
+        // Replies of same-namespace traffic are exempt, unless a standard policy judges an end.
+        assert!(!replies_judged(&a, &id(2, 0)));
+        assert!(replies_judged(&a, &b));
+        assert!(replies_judged(&a_isolated, &a));
+        assert!(replies_judged(&a, &id(2, IDENTITY_F_STD_EGRESS)));
     }
 }

@@ -20,8 +20,8 @@ mod vocabulary;
 
 pub use counter::{COUNTERS_LEN, Counter};
 pub use exemption::{
-    DNS_PORT, Exemption, bulkhead_exemption, bulkhead_pair_exemption, exemption, is_dns,
-    pair_exemption, standard_judges,
+    DNS_PORT, Exemption, bulkhead_exemption, bulkhead_pair_exemption, destination_judges,
+    exemption, is_dns, pair_exemption, replies_judged, standard_judges,
 };
 pub use keys::*;
 pub use vocabulary::{EventVerdict, Hook, IpProto, Mode, PolicyVerdict, Side, UnknownValue};

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use firewall_common::{
     Counter, EventVerdict, Hook, Identity, IpProto, Mode, NS_FIRST, PolicyVerdict, Side,
-    SideRecord, ViolationEvent, exemption,
+    SideRecord, ViolationEvent, destination_judges, exemption, replies_judged,
 };
 
 use crate::{
@@ -68,6 +68,8 @@ struct Judgement {
 }
 
 /// Judges a new connection between `local` (the end whose cgroup runs this program) and `peer`.
+/// `local_exempt`: this side's exemption holds (it allows without a lookup), and only the
+/// destination's side is judged.
 ///
 /// On the egress side the destination pod's ingress side is also looked up: when it denies in
 /// enforce mode the connection is dropped here, at the source, and either way the record names
@@ -80,12 +82,17 @@ fn judge(
     peer: &Identity,
     t: &Tuple,
     peer_unseen: bool,
+    local_exempt: bool,
 ) -> Judgement {
-    let v = policy::lookup(slot, side, local.id, peer.id, t.proto, t.dport);
+    let (denied, rule) = if local_exempt {
+        (false, 0)
+    } else {
+        let v = policy::lookup(slot, side, local.id, peer.id, t.proto, t.dport);
+        (v.verdict == PolicyVerdict::Deny as u8, v.rule)
+    };
     let local_mode = identity::mode(slot, local.ns);
-    let denied = v.verdict == PolicyVerdict::Deny as u8;
     let mut j = Judgement {
-        rule: v.rule,
+        rule,
         local_mode,
         denied,
         local_denies: denied && local_mode != Mode::Off,
@@ -95,13 +102,9 @@ fn judge(
         peer_unseen: peer_unseen && side == Side::Egress && peer.ns >= NS_FIRST,
         drop: denied && local_mode == Mode::Enforce,
     };
-    // The destination's ingress side, looked up at the source (egress only, pod destinations).
-    // Not where the destination's own exemptions cover it (checked here: with a standard policy
-    // on this side only, this side is judged while the other stays exempt).
-    if side == Side::Egress
-        && peer.ns >= NS_FIRST
-        && exemption(Side::Ingress, peer, local, t.proto, t.dport).is_none()
-    {
+    // The destination's ingress side, looked up at the source (egress only), where the
+    // destination's own exemptions do not cover it.
+    if side == Side::Egress && destination_judges(local, peer, t.proto, t.dport) {
         let v2 = policy::lookup(slot, Side::Ingress, peer.id, local.id, t.proto, t.dport);
         if v2.verdict == PolicyVerdict::Deny as u8 {
             j.peer_mode = identity::mode(slot, peer.ns);
@@ -200,15 +203,29 @@ fn settle(
     });
 }
 
-/// The "always allowed" rules (docs/design.md#always-allowed), counted by reason.
+/// What the "always allowed" rules (docs/design.md#always-allowed) leave to judge.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Exempt {
+    /// No exemption holds: both sides are judged.
+    No,
+    /// This side is exempt and so is every side judged here: the connection passes.
+    Settled,
+    /// This side (an egress) is exempt, but the destination's ingress side, looked up here,
+    /// is not: a standard policy there judges it.
+    DestinationJudges,
+}
+
+/// This side's exemption, counted by reason.
 #[inline(always)]
-fn exempt(side: Side, local: &Identity, peer: &Identity, t: &Tuple) -> bool {
-    match exemption(side, local, peer, t.proto, t.dport) {
-        Some(e) => {
-            count(e.counter());
-            true
-        }
-        None => false,
+fn exempt(side: Side, local: &Identity, peer: &Identity, t: &Tuple) -> Exempt {
+    let Some(e) = exemption(side, local, peer, t.proto, t.dport) else {
+        return Exempt::No;
+    };
+    count(e.counter());
+    if side == Side::Egress && destination_judges(local, peer, t.proto, t.dport) {
+        Exempt::DestinationJudges
+    } else {
+        Exempt::Settled
     }
 }
 
@@ -301,11 +318,12 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
     if pkt.kind.icmp_without_flow() {
         return icmp_unsolicited(slot, side, &local, &peer, &pkt, now);
     }
-    if exempt(side, &local, &peer, t) {
+    let exempted = exempt(side, &local, &peer, t);
+    if exempted == Exempt::Settled {
         // Replies of an exempt connection (a kubelet probe, a DNS answer, a reply to the world)
-        // must not be judged as new connections from the other end: track it. Same-namespace
-        // replies are exempt themselves, so those are not worth a map write.
-        if peer.ns != local.ns {
+        // must not be judged as new connections from the other end: track it, unless its
+        // replies are exempt themselves (not worth a map write).
+        if replies_judged(&local, &peer) {
             track(side, t, now);
         }
         return PASS;
@@ -316,7 +334,15 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
         Hook::SkbIngress
     };
     let echo = pkt.kind == Kind::EchoRequest;
-    let j = judge(slot, side, &local, &peer, t, echo);
+    let j = judge(
+        slot,
+        side,
+        &local,
+        &peer,
+        t,
+        echo,
+        exempted == Exempt::DestinationJudges,
+    );
     settle(&j, slot, side, &local, &peer, t, cgroup_id, hook);
     if j.drop {
         return DROP;
@@ -408,7 +434,7 @@ fn request_admitted(slot: u8, local: &Identity, peer: &Identity, req: &Tuple, no
         }
         count(Counter::PolicyAllow);
     }
-    if peer.ns != local.ns {
+    if replies_judged(local, peer) {
         track(Side::Ingress, req, now);
     }
     true
@@ -449,12 +475,14 @@ fn on_connect(ctx: &SockAddrContext, family: u8) -> i32 {
         ..Tuple::default()
     };
     let peer = identity::remote(slot, family, &daddr);
-    if exempt(Side::Egress, &local, &peer, &t) {
+    let exempted = exempt(Side::Egress, &local, &peer, &t);
+    if exempted == Exempt::Settled {
         return PASS;
     }
     // Only a drop is decided here; an allowed or audited connect is judged again on its SYN,
     // which logs monitor-mode violations with the real source port.
-    let j = judge(slot, Side::Egress, &local, &peer, &t, false);
+    let local_exempt = exempted == Exempt::DestinationJudges;
+    let j = judge(slot, Side::Egress, &local, &peer, &t, false, local_exempt);
     if !j.drop {
         return PASS;
     }

@@ -754,3 +754,108 @@ fn the_flow_log_records_each_allowed_connection_across_namespaces_once() {
     assert_eq!((v.len(), &v[0]["src"]["pod"]), (1, &json!("web")));
     assert_eq!(flows, 1.0);
 }
+
+/// The agent flags enforcing both standard APIs, as an operator enables them.
+const STANDARD_APIS: [&str; 2] = [
+    "--policy-apis",
+    "bulkhead,networkpolicy,clusternetworkpolicy",
+];
+
+#[test]
+fn a_pod_isolated_by_a_network_policy_gets_its_same_namespace_replies_and_nothing_else() {
+    skip_unless_root!(
+        "a_pod_isolated_by_a_network_policy_gets_its_same_namespace_replies_and_nothing_else"
+    );
+    // api's ingress is isolated by a NetworkPolicy that admits nothing; worker is not selected.
+    // NetworkPolicy is stateful: api's own connection to worker (the same namespace) and its
+    // replies pass, while worker's connection to api is a new connection api's ingress refuses.
+    let isolate_api = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api-ingress, namespace: payments}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  policyTypes: [Ingress]
+"#;
+    let pods = pods().replace(
+        "labels: {app: worker}, serve: [{protocol: TCP, port: 8443}]",
+        "labels: {app: worker}, serve: [{protocol: TCP, port: 8443}, {protocol: UDP, port: 8443}]",
+    );
+    let node = Node::up(
+        "nprep",
+        45,
+        &pods,
+        &[&baseline("Allow", "Enforce"), isolate_api],
+    );
+    let agent = node.agent(&STANDARD_APIS);
+    expect_tcp(
+        &node,
+        &[
+            ("payments/api", "payments/worker", 8443, "ok"),
+            ("payments/worker", "payments/api", 8443, "denied"),
+        ],
+    );
+    assert_eq!(
+        node.udp("payments/api", "payments/worker", 8443).result,
+        "ok"
+    );
+    agent.wait_violations(Duration::from_secs(5), |l| !l.is_empty());
+    let lines = agent.stop();
+    assert_eq!(lines.len(), 1, "{}", pretty(&lines));
+    assert_eq!(
+        (
+            &lines[0]["src"]["pod"],
+            &lines[0]["dst"]["pod"],
+            &lines[0]["policy"]
+        ),
+        (
+            &json!("worker"),
+            &json!("api"),
+            &json!("NetworkPolicy/payments/api-ingress")
+        ),
+        "{}",
+        pretty(&lines)
+    );
+}
+
+#[test]
+fn a_network_policy_on_the_dns_pods_restricts_dns_from_clients_on_the_same_node() {
+    skip_unless_root!(
+        "a_network_policy_on_the_dns_pods_restricts_dns_from_clients_on_the_same_node"
+    );
+    // DNS to the cluster DNS Service is exempt from Bulkhead's own rules, but a NetworkPolicy
+    // selecting the DNS pods judges their ingress: only frontend may query them. The clients are
+    // on the DNS pod's node, where its ingress program sees the query after the client's egress.
+    let dns_from_frontend = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: dns-clients, namespace: kube-system}
+spec:
+  podSelector: {matchLabels: {k8s-app: kube-dns}}
+  ingress:
+    - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: frontend}}}]
+      ports: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]
+"#;
+    let node = Node::up(
+        "npdns",
+        46,
+        pods(),
+        &[&baseline("Allow", "Enforce"), dns_from_frontend],
+    );
+    let agent = node.agent(&STANDARD_APIS);
+    let dns = "kube-system/coredns";
+    assert_eq!(node.udp("frontend/web", dns, 53).result, "ok");
+    assert_eq!(node.tcp("frontend/web", dns, 53).result, "ok");
+    assert_eq!(node.udp("payments/api", dns, 53).result, "denied");
+    assert_eq!(node.tcp("payments/api", dns, 53).result, "denied");
+    agent.wait_violations(Duration::from_secs(5), |l| l.len() >= 2);
+    let lines = agent.stop();
+    let denied = find(&lines, |l| {
+        l["src"]["pod"] == "api"
+            && l["dst"]["pod"] == "coredns"
+            && l["policy"] == "NetworkPolicy/kube-system/dns-clients"
+            && l["verdict"] == "DENIED"
+    });
+    assert_eq!(denied.len(), 2, "{}", pretty(&lines));
+    assert_eq!(lines.len(), 2, "{}", pretty(&lines));
+}
