@@ -99,9 +99,19 @@ pub struct PodSpec {
     /// A hostNetwork pod shares the node's network namespace and addresses (it still gets a cgroup).
     #[serde(default)]
     pub host_network: bool,
+    /// Container port names (`ports[].name`, for named-port policies): name -> one of `serve`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_names: BTreeMap<String, PortSpec>,
 }
 
 impl PodSpec {
+    /// The container port name of a served port, if it has one.
+    pub fn port_name(&self, port: &PortSpec) -> Option<&str> {
+        self.port_names
+            .iter()
+            .find(|(_, p)| *p == port)
+            .map(|(n, _)| n.as_str())
+    }
     /// `namespace/name`, the key the testbed API uses for pods.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -253,6 +263,7 @@ impl Scenario {
                     );
                 }
             }
+            validate_port_names(i, p)?;
         }
         // hostNetwork pods share the node's addresses: two of them cannot serve the same port.
         let mut host_ports = BTreeMap::new();
@@ -405,6 +416,37 @@ fn declared(namespaces: &BTreeSet<&str>, field: &str, namespace: &str) -> anyhow
     Ok(())
 }
 
+/// `pods[i].portNames`: IANA service names (as a container port's `name`), each naming a
+/// served port, no port named twice.
+fn validate_port_names(i: usize, p: &PodSpec) -> anyhow::Result<()> {
+    let mut named = BTreeSet::new();
+    for (name, port) in &p.port_names {
+        let field = format!("pods[{i}].portNames.{name}");
+        let ok = (1..=15).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && name.bytes().any(|b| b.is_ascii_lowercase())
+            && !name.starts_with('-')
+            && !name.ends_with('-')
+            && !name.contains("--");
+        if !ok {
+            bail!("{field}: {name:?} is not a port name (IANA service name, 1..15 characters)");
+        }
+        if !p.serve.contains(port) {
+            bail!("{field}: {} {} is not served", port.protocol, port.port);
+        }
+        if !named.insert(*port) {
+            bail!(
+                "{field}: {} {} already has a name",
+                port.protocol,
+                port.port
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `FIELD.port` is not 0.
 fn nonzero_port(field: &str, port: &PortSpec) -> anyhow::Result<()> {
     if port.port == 0 {
@@ -440,6 +482,21 @@ pods: [{name: web, namespace: frontend, serve: [{protocol: TCP, port: 80}]}]
 
     fn err(text: &str) -> String {
         format!("{:#}", Scenario::parse(text).expect_err("must fail"))
+    }
+
+    #[test]
+    fn port_names_name_served_ports() {
+        let named = OK.replace(
+            "serve: [{protocol: TCP, port: 80}]",
+            "serve: [{protocol: TCP, port: 80}], portNames: {serve-80-tcp: {protocol: TCP, port: 80}}",
+        );
+        let s = Scenario::parse(&named).expect("valid");
+        let p = &s.pods[0];
+        assert_eq!(p.port_name(&p.serve[0]), Some("serve-80-tcp"));
+        let e = err(&named.replace("port: 80}}", "port: 81}}"));
+        assert!(e.contains("pods[0].portNames.serve-80-tcp"), "{e}");
+        let e = err(&named.replace("serve-80-tcp", "Serve_80"));
+        assert!(e.contains("not a port name"), "{e}");
     }
 
     #[test]

@@ -125,7 +125,13 @@ fn pod_object(s: &Scenario, pod: &Pod, spec: &PodSpec) -> Value {
     let ports: Vec<_> = spec
         .serve
         .iter()
-        .map(|p| json!({"containerPort": p.port, "protocol": p.protocol.as_str()}))
+        .map(|p| {
+            let mut port = json!({"containerPort": p.port, "protocol": p.protocol.as_str()});
+            if let Some(name) = spec.port_name(p) {
+                port["name"] = json!(name);
+            }
+            port
+        })
         .collect();
     json!({
         "apiVersion": "v1", "kind": "Pod",

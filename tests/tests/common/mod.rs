@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod http;
 pub mod kube_node;
+pub mod matrix;
 pub mod node;
 
 use std::process::Command;
