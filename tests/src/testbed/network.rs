@@ -43,7 +43,7 @@ pub(super) fn run(args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// `ip -n NS ARGS...`.
-fn ip_in(ns: &str, args: &[&str]) -> anyhow::Result<()> {
+pub(super) fn ip_in(ns: &str, args: &[&str]) -> anyhow::Result<()> {
     let mut all = vec!["ip", "-n", ns];
     all.extend_from_slice(args);
     run(&all)

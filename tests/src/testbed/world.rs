@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::bail;
 
-use super::{Testbed, process::command_in, servers::serve_args};
+use super::{Testbed, network::ip_in, process::command_in, servers::serve_args};
 use crate::scenario::PortSpec;
 
 /// A host outside every namespace, from [`Testbed::world_server`].
@@ -72,6 +72,41 @@ impl Testbed {
             cgroup,
             log,
         })
+    }
+
+    /// Like [`Testbed::world_server`], also answering on `routed` IPv4 addresses outside the
+    /// testbed's subnet (a policy's `10.0.0.0/8`, say): each is added to the server's netns
+    /// (/32), and every pod's netns gets an on-link route to it, so pods reach it across the
+    /// bridge without the host routing anything (nothing changes outside the testbed's netns).
+    /// The routed addresses follow the others in `ipv4`. Its replies from unbound sockets (UDP
+    /// echoes) come from the first routed address, so keep its own `hosts` for TCP only.
+    pub fn world_server_routed(
+        &self,
+        hosts: &[u8],
+        routed: &[Ipv4Addr],
+        serve: &[PortSpec],
+    ) -> anyhow::Result<WorldServer> {
+        let mut ws = self.world_server(hosts, serve)?;
+        for a in routed {
+            ip_in(
+                &ws.netns,
+                &["addr", "add", &format!("{a}/32"), "dev", "eth0"],
+            )?;
+            for ns in self.pods.iter().filter_map(|p| p.netns.as_deref()) {
+                ip_in(ns, &["route", "add", &format!("{a}/32"), "dev", "eth0"])?;
+            }
+            ws.ipv4.push(*a);
+        }
+        if let Some(first) = routed.first() {
+            let net = format!("{}/24", Ipv4Addr::new(198, 18, self.scenario.subnet, 0));
+            let src = first.to_string();
+            let route = ["route", "replace", &net, "dev", "eth0", "proto", "kernel"];
+            ip_in(
+                &ws.netns,
+                &[&route[..], &["scope", "link", "src", &src]].concat(),
+            )?;
+        }
+        Ok(ws)
     }
 
     /// Validates and reserves the host numbers and the next world index, in one critical section.
