@@ -352,7 +352,12 @@ fn every_flow_listed_by_the_example_scenarios() {
     // The headers were written from the policy semantics and are proved with packets by
     // e2e_examples; every namespace of these scenarios is in enforce, so `ok` is `allowed` and
     // `denied` is `dropped`.
-    for name in ["security-zones", "multi-tenant", "team-segmentation"] {
+    for name in [
+        "security-zones",
+        "multi-tenant",
+        "team-segmentation",
+        "standard-policies",
+    ] {
         let (_, header) = scenario(name);
         let flows = header_flows(&header);
         assert!(flows.len() >= 9, "{name}: {} flows parsed", flows.len());

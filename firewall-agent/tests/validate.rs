@@ -143,6 +143,83 @@ spec:
     );
 }
 
+/// NetworkPolicy (networking.k8s.io/v1) and ClusterNetworkPolicy
+/// (policy.networking.k8s.io/v1alpha2) are checked by the rules their APIs document: an
+/// `except` outside its `cidr`, an `endPort` below `port`, a tier that is neither Admin nor
+/// Baseline, a priority above 1000. Another version of either kind is named, not skipped.
+#[test]
+fn network_policies_and_cluster_network_policies_are_validated_too() {
+    let dir = tempdir();
+    let text = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: ok, namespace: web}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: bad, namespace: web}
+spec:
+  podSelector: {}
+  egress:
+    - to: [{ipBlock: {cidr: 10.0.0.0/8, except: [192.168.0.0/16]}}]
+      ports: [{protocol: TCP, port: 90, endPort: 80}]
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: tiers}
+spec:
+  tier: Middle
+  priority: 2000
+  subject: {namespaces: {}}
+  ingress: []
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: ClusterNetworkPolicy
+metadata: {name: old}
+spec: {}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: not-a-policy, namespace: web}
+";
+    let f = write(&dir, "standard.yaml", text);
+    let o = validate(&[&f], None);
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    let stdout = out(&o);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let expected = [
+        "NetworkPolicy/web/bad: spec.egress[0].to[0].ipBlock.except[0]:",
+        "NetworkPolicy/web/bad: spec.egress[0].ports[0].endPort:",
+        "ClusterNetworkPolicy/tiers: spec.tier:",
+        "ClusterNetworkPolicy/tiers: spec.priority:",
+        "ClusterNetworkPolicy/old (document 4): policy.networking.k8s.io/v1alpha1 is not read",
+    ];
+    for e in expected {
+        let n = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("{f}: {e}")))
+            .count();
+        assert_eq!(n, 1, "{e:?} printed {n} times in:\n{stdout}");
+    }
+    assert_eq!(lines.len(), expected.len(), "{stdout}");
+    assert_eq!(
+        err(&o).trim(),
+        "firewall-agent: 5 error(s); 1 of 4 policy object(s) valid"
+    );
+    let o = validate(
+        &[&write(
+            &dir,
+            "ok.yaml",
+            text.split("---").next().unwrap_or(""),
+        )],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert_eq!(out(&o).trim(), "1 policy object(s) valid");
+}
+
 #[test]
 fn directories_and_stdin_are_read_and_other_kinds_skipped_quietly() {
     let dir = tempdir();

@@ -41,6 +41,11 @@ pub const IDENTITY_F_DNS: u32 = 1;
 pub const IDENTITY_F_STD_INGRESS: u32 = 2;
 /// Identity flag: as [`IDENTITY_F_STD_INGRESS`], for the endpoint's egress.
 pub const IDENTITY_F_STD_EGRESS: u32 = 4;
+/// Address flag (set on the IP-trie entries of Service cluster IPs, not on the identity): the
+/// address is a cluster IP. `connect()` sees it before kube-proxy's DNAT, with the Service's
+/// port; the packets after it carry the backend's address and the target port, which is the
+/// port NetworkPolicy and ClusterNetworkPolicy rules name.
+pub const IDENTITY_F_CLUSTER_IP: u32 = 8;
 
 /// Index in [`maps::SETTINGS`] of the active slot (0 or 1).
 pub const SETTING_ACTIVE_SLOT: u32 = 0;

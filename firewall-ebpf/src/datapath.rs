@@ -8,8 +8,9 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext},
 };
 use firewall_common::{
-    Counter, EventVerdict, Hook, Identity, IpProto, Mode, NS_FIRST, PolicyVerdict, Side,
-    SideRecord, ViolationEvent, destination_judges, exemption, replies_judged,
+    Counter, EventVerdict, Hook, IDENTITY_F_CLUSTER_IP, Identity, IpProto, Mode, NS_FIRST,
+    PolicyVerdict, Side, SideRecord, ViolationEvent, destination_judges, exemption, replies_judged,
+    standard_judges,
 };
 
 use crate::{
@@ -475,6 +476,9 @@ fn on_connect(ctx: &SockAddrContext, family: u8) -> i32 {
         ..Tuple::default()
     };
     let peer = identity::remote(slot, family, &daddr);
+    if standard_at_cluster_ip(&local, &peer) {
+        return PASS;
+    }
     let exempted = exempt(Side::Egress, &local, &peer, &t);
     if exempted == Exempt::Settled {
         return PASS;
@@ -498,6 +502,16 @@ fn on_connect(ctx: &SockAddrContext, family: u8) -> i32 {
     );
     count(Counter::ConnectDenied);
     DROP
+}
+
+/// A `connect()` to a Service cluster IP where a standard policy may judge a side: the port
+/// here is the Service's, while NetworkPolicy and ClusterNetworkPolicy name the backend's
+/// (target) port, so a decision here could refuse an allowed connection or pass a refused one.
+/// The first packet, after the DNAT, carries the backend's address and port and is judged.
+#[inline(always)]
+fn standard_at_cluster_ip(local: &Identity, peer: &Identity) -> bool {
+    peer.flags & IDENTITY_F_CLUSTER_IP != 0
+        && (standard_judges(Side::Egress, local) || standard_judges(Side::Ingress, peer))
 }
 
 #[panic_handler]

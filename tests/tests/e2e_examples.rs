@@ -25,6 +25,9 @@ struct Expect {
     protocol: Protocol,
     port: u16,
     ok: bool,
+    /// The line's parenthesised note: for examples of the standard APIs, the deciding rule as
+    /// the violation log names it.
+    why: String,
 }
 
 #[derive(Debug)]
@@ -66,6 +69,7 @@ fn expectations(text: &str) -> Vec<Expect> {
             "denied" => false,
             _ => continue,
         };
+        let why = note(&rest[3..].join(" "));
         out.push(Expect {
             line: line.trim().to_owned(),
             from: words[arrow - 1].to_owned(),
@@ -73,12 +77,45 @@ fn expectations(text: &str) -> Vec<Expect> {
             protocol,
             port,
             ok,
+            why,
         });
     }
     out
 }
 
+/// The first word of a header line's parenthesised note (parentheses inside it kept), e.g.
+/// `ClusterNetworkPolicy/p:ingress[0](scrape)` of `(ClusterNetworkPolicy/p:ingress[0](scrape), ...)`.
+fn note(rest: &str) -> String {
+    let inner = rest.strip_prefix('(').unwrap_or_default();
+    let mut depth = 0usize;
+    inner
+        .chars()
+        .take_while(|c| match c {
+            '(' => {
+                depth += 1;
+                true
+            }
+            ')' if depth == 0 => false,
+            ')' => {
+                depth -= 1;
+                true
+            }
+            ',' | ' ' => depth > 0,
+            _ => true,
+        })
+        .collect()
+}
+
+/// Proves an example's header with the agent's default flags.
 fn prove(example: &str) {
+    let (flows, _) = run(example, &[], false);
+    eprintln!("{example}: {flows} flows as expected");
+}
+
+/// Brings the example's scenario up, runs the agent with `flags` and probes every flow of the
+/// header. With `monitor`, every namespace the scenario puts in a mode is put in monitor first:
+/// every flow must pass. Returns the number of flows and the agent's log lines.
+fn run(example: &str, flags: &[&str], monitor: bool) -> (usize, Vec<serde_json::Value>) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("scenarios")
         .join(format!("{example}.yaml"));
@@ -89,7 +126,14 @@ fn prove(example: &str) {
         "{example}: only {} expectations parsed from the header",
         expected.len()
     );
-    let scenario = Scenario::load(&path).expect("scenario");
+    let mut scenario = Scenario::load(&path).expect("scenario");
+    if monitor {
+        for ns in &mut scenario.namespaces {
+            if let Some(mode) = ns.labels.get_mut("bulkhead.dev/mode") {
+                "monitor".clone_into(mode);
+            }
+        }
+    }
     let tb = Testbed::up(
         &scenario,
         &Options {
@@ -119,7 +163,7 @@ fn prove(example: &str) {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let source = dir.join("cluster.yaml");
     tb.write_source(&source, &[]).expect("source");
-    let agent = Agent::start(&source, tb.cgroup_root(), &scenario.node_name, &[]);
+    let agent = Agent::start(&source, tb.cgroup_root(), &scenario.node_name, flags);
     let mut wrong = Vec::new();
     for e in &expected {
         let target = match &e.to {
@@ -135,11 +179,15 @@ fn prove(example: &str) {
             .expect("probe")
             .result;
         let passed = got.as_str() == "ok";
-        if passed != e.ok {
+        if passed != (e.ok || monitor) {
             wrong.push(format!("{}\n    got {}", e.line, got.as_str()));
         }
     }
-    drop(agent);
+    let denied = expected.iter().filter(|e| !e.ok).count();
+    if monitor {
+        agent.wait_violations(Duration::from_secs(5), |l| l.len() >= denied);
+    }
+    let lines = agent.stop();
     drop(worlds);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
@@ -149,7 +197,50 @@ fn prove(example: &str) {
         expected.len(),
         wrong.join("\n")
     );
-    eprintln!("{example}: {} flows as expected", expected.len());
+    (expected.len(), lines)
+}
+
+/// The flows an example's header denies, each logged once as an `AUDIT` line naming the rule
+/// in its parentheses, and nothing else logged.
+fn logged_as_the_header_says(example: &str, lines: &[serde_json::Value]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(format!("{example}.yaml"));
+    let text = std::fs::read_to_string(&path).expect("scenario file");
+    let denied: Vec<Expect> = expectations(&text).into_iter().filter(|e| !e.ok).collect();
+    let all = common::agent::pretty(lines);
+    for e in &denied {
+        let To::Pod(to) = &e.to else {
+            panic!("{}: only pod destinations are checked in monitor", e.line);
+        };
+        let matching = common::find(lines, |l| {
+            format!(
+                "{}/{}",
+                l["src"]["namespace"].as_str().unwrap_or(""),
+                l["src"]["pod"].as_str().unwrap_or("")
+            ) == e.from
+                && format!(
+                    "{}/{}",
+                    l["dst"]["namespace"].as_str().unwrap_or(""),
+                    l["dst"]["pod"].as_str().unwrap_or("")
+                ) == *to
+                && l["dst"]["port"] == e.port
+        });
+        assert_eq!(
+            matching.len(),
+            1,
+            "{}: logged {} times in\n{all}",
+            e.line,
+            matching.len()
+        );
+        assert_eq!(
+            (&matching[0]["verdict"], matching[0]["policy"].as_str()),
+            (&serde_json::json!("AUDIT"), Some(e.why.as_str())),
+            "{}",
+            e.line
+        );
+    }
+    assert_eq!(lines.len(), denied.len(), "{all}");
 }
 
 #[test]
@@ -163,6 +254,23 @@ fn multi_tenant_example() {
 fn team_segmentation_example() {
     if require_root("team_segmentation_example") {
         prove("team-segmentation");
+    }
+}
+
+#[test]
+fn standard_policies_example_rolled_out_from_monitor_to_enforce() {
+    if require_root("standard_policies_example_rolled_out_from_monitor_to_enforce") {
+        let example = "standard-policies";
+        let apis = [
+            "--policy-apis",
+            "bulkhead,networkpolicy,clusternetworkpolicy",
+        ];
+        // Monitor first: every flow passes, and the log names exactly the flows to be denied.
+        let (flows, lines) = run(example, &apis, true);
+        logged_as_the_header_says(example, &lines);
+        // Then enforce: the header's verdicts.
+        run(example, &apis, false);
+        eprintln!("{example}: {flows} flows as expected in monitor, then in enforce");
     }
 }
 

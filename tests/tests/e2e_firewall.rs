@@ -859,3 +859,101 @@ spec:
     assert_eq!(denied.len(), 2, "{}", pretty(&lines));
     assert_eq!(lines.len(), 2, "{}", pretty(&lines));
 }
+
+/// Adds kube-proxy's rewrite inside `pod`'s network namespace: TCP to `vip`:`port` goes to
+/// `backend`:`target`.
+fn dnat(
+    node: &Node,
+    pod: &str,
+    vip: std::net::IpAddr,
+    port: u16,
+    backend: std::net::IpAddr,
+    target: u16,
+) {
+    let netns = node
+        .testbed()
+        .pod(pod)
+        .expect("pod")
+        .netns
+        .clone()
+        .expect("a pod network namespace");
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &netns, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp",
+        ])
+        .args([
+            "-d",
+            &vip.to_string(),
+            "--dport",
+            &port.to_string(),
+            "-j",
+            "DNAT",
+        ])
+        .args(["--to-destination", &format!("{backend}:{target}")])
+        .output()
+        .expect("iptables");
+    assert!(
+        out.status.success(),
+        "iptables: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_network_policy_port_is_the_backends_through_a_service_cluster_ip() {
+    skip_unless_root!("a_network_policy_port_is_the_backends_through_a_service_cluster_ip");
+    // The Service maps port 80 to api's 8443, which the NetworkPolicy names: `connect()` sees
+    // the cluster IP and port 80, the packets api's port after the DNAT. frontend may connect,
+    // payments' worker (not listed) may not.
+    let api_from_frontend = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api-from-frontend, namespace: payments}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  ingress:
+    - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: frontend}}}]
+      ports: [{protocol: TCP, port: 8443}]
+"#;
+    let node = Node::up(
+        "npsvc",
+        47,
+        pods(),
+        &[&baseline("Allow", "Enforce"), api_from_frontend],
+    );
+    let vip = node
+        .testbed()
+        .service_ips("payments/payments-api")
+        .expect("cluster IP")[0];
+    let api = node.ip("payments/api");
+    for client in ["frontend/web", "payments/worker"] {
+        dnat(&node, client, vip, 80, api, 8443);
+    }
+    let agent = node.agent(&STANDARD_APIS);
+    assert_eq!(node.tcp_ip("frontend/web", vip, 80).result, "ok");
+    // Dropped on its SYN (after the DNAT), where the kernel gives the sender no error: the
+    // probe times out instead of failing fast as a refused `connect()` would.
+    assert_eq!(node.tcp_ip("payments/worker", vip, 80).result, "timeout");
+    agent.wait_violations(Duration::from_secs(5), |l| !l.is_empty());
+    let lines = agent.stop();
+    // One line per SYN the client's kernel retransmits: each is a new attempt, judged again.
+    assert!(!lines.is_empty());
+    let policy = json!("NetworkPolicy/payments/api-from-frontend");
+    let want = (
+        &json!("worker"),
+        &json!("api"),
+        &json!(8443),
+        &policy,
+        &json!("DENIED"),
+    );
+    for l in &lines {
+        let got = (
+            &l["src"]["pod"],
+            &l["dst"]["pod"],
+            &l["dst"]["port"],
+            &l["policy"],
+            &l["verdict"],
+        );
+        assert_eq!(got, want, "{}", pretty(&lines));
+    }
+}

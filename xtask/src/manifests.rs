@@ -68,7 +68,7 @@ pub fn run() -> anyhow::Result<()> {
         files.push(write_stream(
             &out.join(format!("example-{name}-core.yaml")),
             objs,
-            |o| !is_policy(o),
+            |o| !is_custom_resource(o),
         )?);
     }
     kubernetes_validate(&files)?;
@@ -80,7 +80,8 @@ pub fn run() -> anyhow::Result<()> {
     for (name, objs) in &examples {
         ensure!(
             objs.iter().any(is_policy),
-            "deploy/examples/{name}: no NamespaceFirewall or ClusterFirewall"
+            "deploy/examples/{name}: no policy object ({})",
+            POLICY_KINDS.join(", ")
         );
         policy_files.push(write_stream(
             &out.join(format!("example-{name}.yaml")),
@@ -116,8 +117,22 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The kinds the agent enforces: Bulkhead's CRDs and the standard APIs (`--policy-apis`).
+const POLICY_KINDS: [&str; 4] = [
+    "NamespaceFirewall",
+    "ClusterFirewall",
+    "NetworkPolicy",
+    "ClusterNetworkPolicy",
+];
+
 fn is_policy(o: &Object) -> bool {
-    matches!(o.kind(), "NamespaceFirewall" | "ClusterFirewall")
+    POLICY_KINDS.contains(&o.kind())
+}
+
+/// A kind Kubernetes' own schemas do not define (checked against its CRD instead, where
+/// `deploy/` carries it; ClusterNetworkPolicy's CRD is network-policy-api's, not vendored).
+fn is_custom_resource(o: &Object) -> bool {
+    is_policy(o) && o.kind() != "NetworkPolicy"
 }
 
 fn write_stream(

@@ -1,8 +1,9 @@
 //! `firewall-agent validate FILE|DIR|-...`: checks policy objects offline with the agent's own
 //! parser and validation (the same code that decides `Accepted` in a cluster), before they are
-//! applied. Strict: an unknown kind or version of the `bulkhead.dev` group, input without any
-//! policy object, or any invalid object fails; every error of every object is printed once.
-//! Objects of other groups (a Kustomization, Namespaces) are skipped quietly.
+//! applied. Strict: an unknown kind or version of the `bulkhead.dev` group, a NetworkPolicy or
+//! ClusterNetworkPolicy of a version the agent does not read, input without any policy object,
+//! or any invalid object fails; every error of every object is printed once. Objects of other
+//! kinds (a Kustomization, Namespaces) are skipped quietly.
 use std::{fmt::Display, path::PathBuf};
 
 use anyhow::bail;
@@ -14,10 +15,39 @@ use super::{
     structure::{self, PolicyKind},
 };
 use crate::{
+    cnp,
     crd::{validate_cluster_firewall, validate_namespace_firewall},
     model::ClusterModel,
+    netpol,
     source::file::{Position, documents, parse_objects},
 };
+
+/// The standard policy kinds the agent enforces, each with the one version it reads:
+/// `(group, version, kind)`.
+const STANDARD_KINDS: [(&str, &str, &str); 2] = [
+    ("networking.k8s.io", "v1", "NetworkPolicy"),
+    (
+        "policy.networking.k8s.io",
+        "v1alpha2",
+        "ClusterNetworkPolicy",
+    ),
+];
+
+/// What to do with an object of `api_version` and `kind` that is not of the `bulkhead.dev`
+/// group: `None` skips it (not a policy), `Some(Err(_))` names a version the agent does not read.
+fn standard_kind(api_version: &str, kind: &str) -> Option<Result<(), String>> {
+    let (group, version) = api_version.split_once('/')?;
+    let (_, served, _) = STANDARD_KINDS
+        .iter()
+        .find(|(g, _, k)| *g == group && *k == kind)?;
+    Some(if version == *served {
+        Ok(())
+    } else {
+        Err(format!(
+            "{api_version} is not read by the agent: it reads {kind} as {group}/{served}"
+        ))
+    })
+}
 
 #[derive(clap::Args)]
 pub struct ValidateArgs {
@@ -66,7 +96,9 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
         );
     }
     if tally.seen == 0 {
-        let names: Vec<String> = kinds.iter().map(|k| k.kind.clone()).collect();
+        let mut names: Vec<String> = kinds.iter().map(|k| k.kind.clone()).collect();
+        names.dedup();
+        names.extend(STANDARD_KINDS.iter().map(|(_, _, k)| (*k).to_owned()));
         bail!("no policy object ({}) in the input", names.join(", "));
     }
     println!("{} policy object(s) valid", tally.valid);
@@ -85,6 +117,19 @@ fn check_input(input: &Input, kinds: &[PolicyKind], tally: &mut Tally) {
         let api_version = value["apiVersion"].as_str().unwrap_or_default();
         let kind = value["kind"].as_str().unwrap_or_default();
         if !api_version.starts_with(&format!("{}/", structure::GROUP)) {
+            // A standard kind: its typed parse and validation below name every error.
+            match standard_kind(api_version, kind) {
+                None => {}
+                Some(Ok(())) => {
+                    tally.seen += 1;
+                    sound.push(value);
+                }
+                Some(Err(why)) => {
+                    tally.seen += 1;
+                    let what = describe(&pos, kind, &value);
+                    tally.error(&input.name, format_args!("{what}: {why}"));
+                }
+            }
             continue;
         }
         tally.seen += 1;
@@ -135,6 +180,12 @@ fn validate(input: &str, model: &ClusterModel, tally: &mut Tally) {
             with_defaults.push(o.name_any());
         }
         tally.object(input, validate_cluster_firewall(o));
+    }
+    for o in &model.network_policies {
+        tally.object(input, netpol::validate(o));
+    }
+    for o in &model.cluster_network_policies {
+        tally.object(input, cnp::validate(o));
     }
     if with_defaults.len() > 1 {
         tally.error(

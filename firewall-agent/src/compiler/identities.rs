@@ -6,8 +6,8 @@ use std::{
 };
 
 use firewall_common::{
-    IDENTITY_F_DNS, IDENTITY_F_STD_EGRESS, IDENTITY_F_STD_INGRESS, Identity, NS_HOST, NS_WORLD,
-    Side,
+    IDENTITY_F_CLUSTER_IP, IDENTITY_F_DNS, IDENTITY_F_STD_EGRESS, IDENTITY_F_STD_INGRESS, Identity,
+    NS_HOST, NS_WORLD, Side,
 };
 use ipnet::IpNet;
 
@@ -294,8 +294,12 @@ impl Identities {
                 traits,
                 is_dns,
             );
+            let address = Identity {
+                flags: identity.flags | IDENTITY_F_CLUSTER_IP,
+                ..identity
+            };
             for ip in &svc.cluster_ips {
-                self.insert_ip(*ip, identity);
+                self.insert_ip(*ip, address);
             }
         }
     }

@@ -8,8 +8,8 @@ use std::{
 };
 
 use firewall_common::{
-    IDENTITY_F_DNS, Identity, Mode, NS_FIRST, PolicyValue, PolicyVerdict, Side, exemption,
-    policy_key,
+    IDENTITY_F_CLUSTER_IP, IDENTITY_F_DNS, Identity, Mode, NS_FIRST, PolicyValue, PolicyVerdict,
+    Side, exemption, policy_key,
 };
 
 use super::*;
@@ -334,7 +334,9 @@ fn services_narrow_to_backing_pods_and_cluster_ips() {
     let pod = c.maps.ipv4[&("10.244.0.2".parse().unwrap(), 32)];
     let vip = c.maps.ipv4[&("10.96.0.2".parse().unwrap(), 32)];
     let other = c.maps.ipv4[&("10.244.0.3".parse().unwrap(), 32)];
-    assert_eq!(pod, vip);
+    assert_eq!((pod.id, pod.ns), (vip.id, vip.ns));
+    // The cluster IP's own entry says it is one (connect() sees it before the DNAT).
+    assert_eq!(vip.flags, pod.flags | IDENTITY_F_CLUSTER_IP);
     assert!(pod.id >= NARROWED_FIRST && pod.id < CIDR_FIRST);
     assert_eq!(other.id, other.ns);
     assert_eq!(pod.ns, other.ns);
@@ -443,7 +445,7 @@ fn always_allowed() {
     );
     assert_eq!(
         c.maps.ipv4[&("10.96.0.10".parse().unwrap(), 32)].flags,
-        IDENTITY_F_DNS
+        IDENTITY_F_DNS | IDENTITY_F_CLUSTER_IP
     );
     assert_eq!(c.maps.ipv4[&("10.244.0.1".parse().unwrap(), 32)].flags, 0);
     assert_eq!(
