@@ -6,6 +6,8 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -22,6 +24,9 @@ use super::{
 const TIMEOUT: Duration = Duration::from_millis(800);
 /// The kernel folds a flow's violations for 1 s: a flow probed again sooner logs late.
 const FOLD_WINDOW: Duration = Duration::from_millis(1200);
+
+/// Ephemeral ports per probe pass: more than one pass's sockets per pod (one per target).
+const PORT_WINDOW: u32 = 128;
 
 /// The agent flags that enforce both standard APIs.
 pub const STANDARD_APIS: [&str; 2] = [
@@ -187,6 +192,7 @@ pub struct Harness {
     pub grid: Grid,
     last_monitor: std::sync::Mutex<Option<Instant>>,
     relabeled: std::sync::Mutex<Vec<(String, String, String)>>,
+    next_port: AtomicU32,
 }
 
 impl Harness {
@@ -202,6 +208,7 @@ impl Harness {
             grid,
             last_monitor,
             relabeled: std::sync::Mutex::default(),
+            next_port: AtomicU32::new(0),
         }
     }
 
@@ -249,8 +256,30 @@ impl Harness {
         }
     }
 
+    /// Gives every pod a fresh window of [`PORT_WINDOW`] ephemeral ports, never used in the last
+    /// minutes: a probe must be a new connection. (UDP has no handshake: a probe whose random
+    /// source port repeats a tuple tracked in the last 60 s, from an earlier pass that allowed
+    /// it, is the same flow to any stateful firewall and passes unjudged.)
+    fn fresh_ports(&self) {
+        let lo = self.next_port.fetch_add(PORT_WINDOW, Ordering::Relaxed);
+        let lo = 10_000 + lo % (65_000 - 10_000 - PORT_WINDOW);
+        let range = format!("net.ipv4.ip_local_port_range={lo} {}", lo + PORT_WINDOW - 1);
+        for ns in self
+            .node
+            .testbed()
+            .pods()
+            .iter()
+            .filter_map(|p| p.netns.as_deref())
+        {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, "sysctl", "-qw", &range]);
+            super::stdout_of(&mut cmd, "sysctl ip_local_port_range");
+        }
+    }
+
     /// Probes every flow of the grid, one thread per source pod.
     pub fn observe(&self) -> Reach {
+        self.fresh_ports();
         let tb = self.node.testbed();
         let flows: Vec<Flow> = self.grid.expect(|_| true).into_keys().collect();
         let sources: Vec<Pod> = self.grid.pods.iter().map(|(p, _)| *p).collect();
@@ -292,25 +321,17 @@ impl Harness {
         }
     }
 
-    /// Enforce mode: the observed matrix must be `expected`. As upstream's `ValidateOrFail`, a
-    /// first try that differs is printed and probed once more (a probe's UDP source port can
-    /// repeat a recent, still tracked connection's); only a second difference fails.
+    /// Enforce mode: the observed matrix must be `expected`.
     pub fn check_enforce(&self, policies: &[String], expected: &Reach) -> Result<(), String> {
         self.apply("enforce", policies);
-        let Some(first) = truth_tables(&self.grid, expected, &self.observe()) else {
-            return Ok(());
-        };
-        eprintln!("enforce: FIRST TRY differs, probing again:\n{first}");
         match truth_tables(&self.grid, expected, &self.observe()) {
             None => Ok(()),
-            Some(t) => Err(format!("enforce: reachability differs (twice)\n{t}")),
+            Some(t) => Err(format!("enforce: reachability differs\n{t}")),
         }
     }
 
     /// Monitor mode: every probe connects, and the flows logged as violations (AUDIT) are
-    /// exactly the denied flows of `expected`, each side naming one of `objects`. A first pass
-    /// that differs is printed and run once more, as in [`Harness::check_enforce`] (a UDP probe
-    /// reusing a tracked tuple is no new connection, so it is not judged or logged).
+    /// exactly the denied flows of `expected`, each side naming one of `objects`.
     pub fn check_monitor(
         &self,
         policies: &[String],
@@ -318,11 +339,7 @@ impl Harness {
         objects: &[String],
     ) -> Result<(), String> {
         self.apply("monitor", policies);
-        let Err(first) = self.monitor_pass(expected, objects) else {
-            return Ok(());
-        };
-        eprintln!("monitor: FIRST TRY differs, probing again:\n{first}");
-        (self.monitor_pass(expected, objects)).map_err(|e| format!("{e}\n(twice)"))
+        self.monitor_pass(expected, objects)
     }
 
     fn monitor_pass(&self, expected: &Reach, objects: &[String]) -> Result<(), String> {
@@ -384,6 +401,7 @@ impl Harness {
 
     /// A probe from a grid pod to any address (a world server, a pod outside the grid).
     pub fn probe(&self, from: &str, ip: IpAddr, proto: Protocol, port: u16) -> bool {
+        self.fresh_ports();
         self.node.probe(from, ip, proto, port).result == "ok"
     }
 }
