@@ -284,6 +284,30 @@ const TIERS: &[Case] = &[
 /// Subjects and peers by pods and networks; protocols with ranges and named ports.
 const SELECT: &[Case] = &[
     (
+        "ingress-peer-by-pods",
+        &[(
+            "",
+            "ravenclaw-not-harry-1",
+            "{tier: Admin, priority: 10, subject: {namespaces: {matchLabels: {conformance-house: ravenclaw}}}, ingress: [{action: Deny, from: [{pods: {namespaceSelector: {matchLabels: {conformance-house: gryffindor}}, podSelector: {matchLabels: {statefulset.kubernetes.io/pod-name: harry-potter-1}}}}]}]}",
+        )],
+        |f| {
+            !(f.to.ns == R
+                && is(
+                    f.from,
+                    "network-policy-conformance-gryffindor/harry-potter-1",
+                ))
+        },
+    ),
+    (
+        "baseline-egress-deny-by-networks",
+        &[(
+            "",
+            "baseline-hufflepuff-out",
+            "{tier: Baseline, priority: 10, subject: {namespaces: {matchLabels: {conformance-house: hufflepuff}}}, egress: [{action: Deny, to: [{networks: [\"{net}\"]}], protocols: [{tcp: {destinationPort: {number: 8080}}}, {udp: {destinationPort: {number: 5353}}}]}]}",
+        )],
+        |f| !(f.from.ns == H && (f.is(TCP, 8080) || f.is(UDP, 5353))),
+    ),
+    (
         "subject-by-pods",
         &[(
             "",
