@@ -568,6 +568,32 @@ fn dns_cases(h: &Harness) -> Vec<String> {
     failures
 }
 
+/// A denial because no rule of the isolating policies matched names every one of them (both
+/// policies of `two-policies-are-a-union` isolate x/a's ingress).
+fn union_denials_name_both(h: &Harness) -> Vec<String> {
+    let both = ["NetworkPolicy/x/a-from-c", "NetworkPolicy/x/a-from-y"];
+    let mut seen = 0;
+    let mut failures = Vec::new();
+    for l in h.agent.violations() {
+        for side in l["sides"].as_array().into_iter().flatten() {
+            let policy = side["policy"].as_str().unwrap_or("");
+            let names: BTreeSet<&str> = policy.split(',').collect();
+            if both.iter().any(|b| names.contains(b)) {
+                seen += 1;
+                if names != both.into_iter().collect() {
+                    failures.push(format!(
+                        "union: {policy:?} does not name both of {both:?}: {l}"
+                    ));
+                }
+            }
+        }
+    }
+    if seen == 0 {
+        failures.push("union: no line named the two policies of two-policies-are-a-union".into());
+    }
+    failures
+}
+
 #[test]
 fn network_policy_truth_tables() {
     skip_unless_root!("network_policy_truth_tables");
@@ -587,6 +613,7 @@ fn network_policy_truth_tables() {
     failures.extend(relabeled_cases(&h));
     failures.extend(run_cases(&h, &prepared(&h, CHANGES)));
     failures.extend(dns_cases(&h));
+    failures.extend(union_denials_name_both(&h));
     eprintln!("all cases in {} ms", started.elapsed().as_millis());
     assert_no_failures(&failures, &h.agent);
 }
