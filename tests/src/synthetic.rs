@@ -2,6 +2,8 @@
 //! with no process and no cgroup), and optionally one NamespaceFirewall per namespace, so that the
 //! agent's identity and policy maps hold production-sized contents while measured flows stay
 //! between real testbed pods. Deterministic: the same objects on every run.
+pub mod standard;
+
 use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
@@ -54,7 +56,17 @@ pub fn cluster(policy_objects: bool) -> Vec<Value> {
     out
 }
 
-/// The pods of synthetic namespace `i`.
+/// The pods' workloads, by pod index modulo 4: (app, tier, named container port). Bulkhead's own
+/// policies never read them; the standard policies of [`standard`] select by them.
+pub const WORKLOADS: [(&str, &str, Option<(&str, u16)>); 4] = [
+    ("web", "frontend", Some(("http", 8080))),
+    ("api", "backend", Some(("http", 8080))),
+    ("worker", "backend", None),
+    ("db", "data", Some(("postgres", 5432))),
+];
+
+/// The pods of synthetic namespace `i`: labelled `app` and `tier` from [`WORKLOADS`] and with a
+/// per-pod `pod-template-hash` no selector uses.
 fn pods(i: usize) -> impl Iterator<Item = Value> {
     let per_ns = SYN_PODS / SYN_NAMESPACES;
     let net = ns_net(i).octets();
@@ -67,10 +79,16 @@ fn pods(i: usize) -> impl Iterator<Item = Value> {
         } else {
             "node-2"
         };
+        let (app, tier, port) = WORKLOADS[j % WORKLOADS.len()];
+        let ports: Vec<Value> = port
+            .map(|(name, port)| json!({"name": name, "containerPort": port, "protocol": "TCP"}))
+            .into_iter()
+            .collect();
+        let labels = json!({"app": app, "tier": tier, "pod-template-hash": format!("h{j}")});
         json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": format!("p{j}"), "namespace": name, "uid": format!("00000000-0000-4000-8000-{n:012x}"), "labels": {"app": format!("a{}", j % 3)}},
-            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "x"}]},
+            "metadata": {"name": format!("p{j}"), "namespace": name, "uid": format!("00000000-0000-4000-8000-{n:012x}"), "labels": labels},
+            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "x", "ports": ports}]},
             "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
         })
     })

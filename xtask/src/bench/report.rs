@@ -57,13 +57,14 @@ type StageRows = fn(&Value, &mut Rows);
 
 /// The stages in table order: the key of their results, the row that names a failed stage, and
 /// the rows of a stage that ran.
-const STAGES: [(&str, &str, StageRows); 6] = [
+const STAGES: [(&str, &str, StageRows); 7] = [
     ("throughput", "1 throughput", throughput_rows),
     ("latency", "2 latency", latency_rows),
     ("progcost", "3 program cost", progcost_rows),
     ("iptables", "4 vs iptables", iptables_rows),
     ("compile", "5 compile", compile_rows),
     ("storm", "6 storm", storm_rows),
+    ("identities", "8 identities", identities_rows),
 ];
 
 /// The summary table of everything measured in `all` (the `--out` JSON).
@@ -306,6 +307,46 @@ fn storm_rows(storm: &Value, rows: &mut Rows) {
             &format!(
                 "counts in lines: {} of {} ({} missing)",
                 v["counts_total"], v["counts_expected"], v["counts_missing"]
+            ),
+        );
+    }
+}
+
+fn identities_rows(st: &Value, rows: &mut Rows) {
+    let Some(clusters) = st["clusters"].as_object() else {
+        return;
+    };
+    for (name, c) in clusters {
+        let (m, r, p) = (
+            &c["median"],
+            &c["ratio_to_bulkhead"],
+            &c["paired_ratio_to_bulkhead"],
+        );
+        let mib = |v: &Value| fmt(&n(v).map(|k| k / 1024.0).into(), 1);
+        rows.add(
+            &format!("8 standard policies at 10k pods: {name}"),
+            format!(
+                "{} identities ({}), {} policy entries ({}), change compile + apply {} ms ({}), RSS {} MiB ({})",
+                fmt(&m["identities"], 0),
+                x(&r["identities"]),
+                fmt(&m["policy_entries"], 0),
+                x(&r["policy_entries"]),
+                fmt(&m["change_total_ms"], 1),
+                x(&r["change_total_ms"]),
+                mib(&m["rss_kib_end"]),
+                x(&r["rss_kib_end"]),
+            ),
+            "namespace-only ~1x",
+            &format!(
+                "first compile {} ms, first compile + apply {} ms ({}), change compile {} ms ({}); peak {} MiB; paired: change {}, RSS {}",
+                fmt(&m["first_compile_ms"], 1),
+                fmt(&m["first_total_ms"], 1),
+                x(&r["first_total_ms"]),
+                fmt(&m["change_compile_ms"], 1),
+                x(&r["change_compile_ms"]),
+                mib(&m["hwm_kib_end"]),
+                x(&p["change_total_ms"]),
+                x(&p["rss_kib_end"]),
             ),
         );
     }
