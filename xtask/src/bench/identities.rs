@@ -17,6 +17,7 @@ use std::{
 };
 
 use bulkhead_tests::synthetic::standard::{Flavour, policies};
+use firewall_common::capacity;
 use serde_json::{Map, Value, json};
 
 use super::{
@@ -39,13 +40,19 @@ const CLUSTERS: [(&str, Flavour); 3] = [
 /// Policy changes per run (the steady-state compile + apply time is their median).
 const CHANGES: usize = 3;
 
-/// Agent flags: every policy API, so the clusters differ only in their objects.
-const AGENT_ARGS: &[&str] = &[
+/// Agent flags: every policy API, so the clusters differ only in their objects (and
+/// `--policy-entries` [`POLICY_ENTRIES`]).
+const AGENT_ARGS: [&str; 4] = [
     "--poll-ms",
     "20",
     "--policy-apis",
     "bulkhead,networkpolicy,clusternetworkpolicy",
 ];
+
+/// The policy map's capacity in this stage (both slots), 4x the default: the `selectors` cluster
+/// needs more than half the default, so at the default it is applied once and no change after it
+/// fits (the writer needs room for the active slot's entries and the new ones).
+const POLICY_ENTRIES: u32 = 1_048_576;
 
 /// The figures of one run; each is reported as the median over repeats.
 const FIGURES: [&str; 10] = [
@@ -72,7 +79,10 @@ fn cluster_spec(flavour: Flavour, extra_port: Option<u16>) -> Spec {
 fn run_one(env: &Env, name: &str, flavour: Flavour) -> anyhow::Result<Map<String, Value>> {
     let src = env.dir.join(format!("identities-{name}.yaml"));
     source::write(env, &src, &cluster_spec(flavour, None))?;
-    let agent = Agent::start(env, &src, "enforce", AGENT_ARGS, Duration::from_secs(170))?;
+    let cap = POLICY_ENTRIES.to_string();
+    let mut args = AGENT_ARGS.to_vec();
+    args.extend(["--policy-entries", &cap]);
+    let agent = Agent::start(env, &src, "enforce", &args, Duration::from_secs(170))?;
     let r = ready(&agent)?;
     let (mut compile, mut total) = (Vec::new(), Vec::new());
     for i in 0..CHANGES {
@@ -94,13 +104,14 @@ fn run_one(env: &Env, name: &str, flavour: Flavour) -> anyhow::Result<Map<String
         "change_compile_ms": median(&compile), "change_total_ms": median(&total),
         "rss_kib_end": rss, "hwm_kib_end": hwm,
     });
+    let g = |k: &str| num(&out[k]).unwrap_or(f64::NAN);
     progress(&format!(
-        "  {name}: {} identities, {} policy entries; first compile {} ms; change compile+apply {:.1} ms (compile {:.1} ms); RSS {} MiB",
-        out["identities"],
-        out["policy_entries"],
-        out["first_compile_ms"],
-        out["change_total_ms"].as_f64().unwrap_or(f64::NAN),
-        out["change_compile_ms"].as_f64().unwrap_or(f64::NAN),
+        "  {name}: {:.0} identities, {:.0} policy entries; first compile {:.1} ms; change compile+apply {:.1} ms (compile {:.1} ms); RSS {} MiB",
+        g("identities"),
+        g("policy_entries"),
+        g("first_compile_ms"),
+        g("change_total_ms"),
+        g("change_compile_ms"),
         rss / 1024
     ));
     Ok(out.as_object().cloned().unwrap_or_default())
@@ -131,9 +142,13 @@ fn summarise(runs: &Runs) -> Value {
             ratios.insert(f.into(), json!(ratio(median(&v), median(&b))));
             paired.insert(f.into(), json!(paired_ratio(&v, &b)));
         }
+        // The writer needs room for the active slot's entries and the new ones.
+        let entries = median(&samples(runs, name, "policy_entries"));
+        let fits = 2.0 * entries <= f64::from(capacity::POLICY);
         out.insert(
             name.into(),
             json!({"median": medians, "ratio_to_bulkhead": ratios,
+                "changes_fit_default_policy_capacity": fits,
                 "paired_ratio_to_bulkhead": paired, "runs": runs[name]}),
         );
     }
@@ -173,6 +188,8 @@ pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
     }
     Ok(json!({
         "cluster": cluster_summary("changes_per_run", CHANGES as u64),
+        "policy_map_capacity": POLICY_ENTRIES,
+        "default_policy_map_capacity": capacity::POLICY,
         "policy_objects_added": added(),
         "clusters": summarise(&runs),
     }))
