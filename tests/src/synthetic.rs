@@ -56,8 +56,8 @@ pub fn cluster(policy_objects: bool) -> Vec<Value> {
     out
 }
 
-/// The pods' workloads, by pod index modulo 4: (app, tier, named container port). Bulkhead's own
-/// policies never read them; the standard policies of [`standard`] select by them.
+/// The pods' workloads: (app, tier, named container port). Bulkhead's own policies never read
+/// them; the standard policies of [`standard`] select by them.
 pub const WORKLOADS: [(&str, &str, Option<(&str, u16)>); 4] = [
     ("web", "frontend", Some(("http", 8080))),
     ("api", "backend", Some(("http", 8080))),
@@ -79,7 +79,9 @@ fn pods(i: usize) -> impl Iterator<Item = Value> {
         } else {
             "node-2"
         };
-        let (app, tier, port) = WORKLOADS[j % WORKLOADS.len()];
+        // Offset per block of LOCAL_EVERY pods, so that this node's pods (the first of each
+        // block) run every workload, and each namespace still runs all of them.
+        let (app, tier, port) = WORKLOADS[(n / LOCAL_EVERY + j) % WORKLOADS.len()];
         let ports: Vec<Value> = port
             .map(|(name, port)| json!({"name": name, "containerPort": port, "protocol": "TCP"}))
             .into_iter()
@@ -130,5 +132,15 @@ mod tests {
             .count();
         assert_eq!(local, SYN_PODS / LOCAL_EVERY);
         assert_eq!(cluster(false).len(), 1 + SYN_NAMESPACES + SYN_PODS);
+        // This node's pods run every workload, 25 each.
+        for (app, ..) in WORKLOADS {
+            let here = all
+                .iter()
+                .filter(|o| {
+                    o["spec"]["nodeName"] == "node-1" && o["metadata"]["labels"]["app"] == app
+                })
+                .count();
+            assert_eq!(here, SYN_PODS / LOCAL_EVERY / WORKLOADS.len(), "{app}");
+        }
     }
 }

@@ -180,13 +180,24 @@ mod tests {
     fn counts_and_determinism() {
         let count = |f, kind: &str| policies(f).iter().filter(|o| o["kind"] == kind).count();
         assert!(policies(Flavour::None).is_empty());
-        assert_eq!(count(Flavour::NamespaceOnly, "NetworkPolicy"), 3 * SYN_NAMESPACES);
+        assert_eq!(
+            count(Flavour::NamespaceOnly, "NetworkPolicy"),
+            3 * SYN_NAMESPACES
+        );
         assert_eq!(count(Flavour::NamespaceOnly, "ClusterNetworkPolicy"), 1);
-        assert_eq!(count(Flavour::Selectors, "NetworkPolicy"), 4 * SYN_NAMESPACES);
+        assert_eq!(
+            count(Flavour::Selectors, "NetworkPolicy"),
+            4 * SYN_NAMESPACES
+        );
         assert_eq!(count(Flavour::Selectors, "ClusterNetworkPolicy"), 4);
         assert_eq!(policies(Flavour::Selectors), policies(Flavour::Selectors));
         let text = serde_json::to_string(&policies(Flavour::NamespaceOnly)).expect("json");
-        for word in ["matchLabels\":{\"app", "matchLabels\":{\"tier", "networks", "\"http\""] {
+        for word in [
+            "matchLabels\":{\"app",
+            "matchLabels\":{\"tier",
+            "networks",
+            "\"http\"",
+        ] {
             assert!(!text.contains(word), "namespace-only policies use {word}");
         }
     }

@@ -161,7 +161,9 @@ fn added() -> Value {
     for (name, flavour) in CLUSTERS {
         let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
         for o in policies(flavour) {
-            *kinds.entry(o["kind"].as_str().unwrap_or("?").into()).or_default() += 1;
+            *kinds
+                .entry(o["kind"].as_str().unwrap_or("?").into())
+                .or_default() += 1;
         }
         out.insert(name.into(), json!(kinds));
     }
@@ -172,7 +174,8 @@ fn added() -> Value {
 pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
     let mut runs = Runs::new();
     for (name, _) in CLUSTERS {
-        let empty: Map<String, Value> = FIGURES.iter().map(|f| (f.to_string(), json!([]))).collect();
+        let empty: Map<String, Value> =
+            FIGURES.iter().map(|f| (f.to_string(), json!([]))).collect();
         runs.insert(name.into(), Value::Object(empty));
     }
     for r in 0..plan.repeats {
