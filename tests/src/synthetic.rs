@@ -56,13 +56,40 @@ pub fn cluster(policy_objects: bool) -> Vec<Value> {
     out
 }
 
-/// The pods' workloads: (app, tier, named container port). Bulkhead's own policies never read
-/// them; the standard policies of [`standard`] select by them.
-pub const WORKLOADS: [(&str, &str, Option<(&str, u16)>); 4] = [
-    ("web", "frontend", Some(("http", 8080))),
-    ("api", "backend", Some(("http", 8080))),
-    ("worker", "backend", None),
-    ("db", "data", Some(("postgres", 5432))),
+/// What a synthetic pod runs: its `app` and `tier` labels and its named container port. Bulkhead's
+/// own policies never read them; the standard policies of [`standard`] select by them.
+#[derive(Clone, Copy, Debug)]
+pub struct Workload {
+    /// The `app` label.
+    pub app: &'static str,
+    /// The `tier` label.
+    pub tier: &'static str,
+    /// A named TCP container port: (name, number).
+    pub port: Option<(&'static str, u16)>,
+}
+
+/// The workloads, a small vocabulary: each namespace runs all of them.
+pub const WORKLOADS: [Workload; 4] = [
+    Workload {
+        app: "web",
+        tier: "frontend",
+        port: Some(("http", 8080)),
+    },
+    Workload {
+        app: "api",
+        tier: "backend",
+        port: Some(("http", 8080)),
+    },
+    Workload {
+        app: "worker",
+        tier: "backend",
+        port: None,
+    },
+    Workload {
+        app: "db",
+        tier: "data",
+        port: Some(("postgres", 5432)),
+    },
 ];
 
 /// The pods of synthetic namespace `i`: labelled `app` and `tier` from [`WORKLOADS`] and with a
@@ -81,12 +108,13 @@ fn pods(i: usize) -> impl Iterator<Item = Value> {
         };
         // Offset per block of LOCAL_EVERY pods, so that this node's pods (the first of each
         // block) run every workload, and each namespace still runs all of them.
-        let (app, tier, port) = WORKLOADS[(n / LOCAL_EVERY + j) % WORKLOADS.len()];
-        let ports: Vec<Value> = port
+        let w = WORKLOADS[(n / LOCAL_EVERY + j) % WORKLOADS.len()];
+        let ports: Vec<Value> = w
+            .port
             .map(|(name, port)| json!({"name": name, "containerPort": port, "protocol": "TCP"}))
             .into_iter()
             .collect();
-        let labels = json!({"app": app, "tier": tier, "pod-template-hash": format!("h{j}")});
+        let labels = json!({"app": w.app, "tier": w.tier, "pod-template-hash": format!("h{j}")});
         json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": format!("p{j}"), "namespace": name, "uid": format!("00000000-0000-4000-8000-{n:012x}"), "labels": labels},
@@ -133,7 +161,7 @@ mod tests {
         assert_eq!(local, SYN_PODS / LOCAL_EVERY);
         assert_eq!(cluster(false).len(), 1 + SYN_NAMESPACES + SYN_PODS);
         // This node's pods run every workload, 25 each.
-        for (app, ..) in WORKLOADS {
+        for Workload { app, .. } in WORKLOADS {
             let here = all
                 .iter()
                 .filter(|o| {

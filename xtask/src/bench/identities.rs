@@ -40,14 +40,8 @@ const CLUSTERS: [(&str, Flavour); 3] = [
 /// Policy changes per run (the steady-state compile + apply time is their median).
 const CHANGES: usize = 3;
 
-/// Agent flags: every policy API, so the clusters differ only in their objects (and
-/// `--policy-entries` [`POLICY_ENTRIES`]).
-const AGENT_ARGS: [&str; 4] = [
-    "--poll-ms",
-    "20",
-    "--policy-apis",
-    "bulkhead,networkpolicy,clusternetworkpolicy",
-];
+/// Every policy API, so the clusters differ only in their objects.
+const POLICY_APIS: &str = "bulkhead,networkpolicy,clusternetworkpolicy";
 
 /// The policy map's capacity in this stage (both slots), 4x the default: the `selectors` cluster
 /// needs more than half the default, so at the default it is applied once and no change after it
@@ -80,8 +74,14 @@ fn run_one(env: &Env, name: &str, flavour: Flavour) -> anyhow::Result<Map<String
     let src = env.dir.join(format!("identities-{name}.yaml"));
     source::write(env, &src, &cluster_spec(flavour, None))?;
     let cap = POLICY_ENTRIES.to_string();
-    let mut args = AGENT_ARGS.to_vec();
-    args.extend(["--policy-entries", &cap]);
+    let args = [
+        "--poll-ms",
+        "20",
+        "--policy-apis",
+        POLICY_APIS,
+        "--policy-entries",
+        &cap,
+    ];
     let agent = Agent::start(env, &src, "enforce", &args, Duration::from_secs(170))?;
     let r = ready(&agent)?;
     let (mut compile, mut total) = (Vec::new(), Vec::new());
