@@ -2,6 +2,8 @@
 //! with no process and no cgroup), and optionally one NamespaceFirewall per namespace, so that the
 //! agent's identity and policy maps hold production-sized contents while measured flows stay
 //! between real testbed pods. Deterministic: the same objects on every run.
+pub mod standard;
+
 use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
@@ -54,7 +56,44 @@ pub fn cluster(policy_objects: bool) -> Vec<Value> {
     out
 }
 
-/// The pods of synthetic namespace `i`.
+/// What a synthetic pod runs: its `app` and `tier` labels and its named container port. Bulkhead's
+/// own policies never read them; the standard policies of [`standard`] select by them.
+#[derive(Clone, Copy, Debug)]
+pub struct Workload {
+    /// The `app` label.
+    pub app: &'static str,
+    /// The `tier` label.
+    pub tier: &'static str,
+    /// A named TCP container port: (name, number).
+    pub port: Option<(&'static str, u16)>,
+}
+
+/// The workloads, a small vocabulary: each namespace runs all of them.
+pub const WORKLOADS: [Workload; 4] = [
+    Workload {
+        app: "web",
+        tier: "frontend",
+        port: Some(("http", 8080)),
+    },
+    Workload {
+        app: "api",
+        tier: "backend",
+        port: Some(("http", 8080)),
+    },
+    Workload {
+        app: "worker",
+        tier: "backend",
+        port: None,
+    },
+    Workload {
+        app: "db",
+        tier: "data",
+        port: Some(("postgres", 5432)),
+    },
+];
+
+/// The pods of synthetic namespace `i`: labelled `app` and `tier` from [`WORKLOADS`] and with a
+/// per-pod `pod-template-hash` no selector uses.
 fn pods(i: usize) -> impl Iterator<Item = Value> {
     let per_ns = SYN_PODS / SYN_NAMESPACES;
     let net = ns_net(i).octets();
@@ -67,10 +106,19 @@ fn pods(i: usize) -> impl Iterator<Item = Value> {
         } else {
             "node-2"
         };
+        // Offset per block of LOCAL_EVERY pods, so that this node's pods (the first of each
+        // block) run every workload, and each namespace still runs all of them.
+        let w = WORKLOADS[(n / LOCAL_EVERY + j) % WORKLOADS.len()];
+        let ports: Vec<Value> = w
+            .port
+            .map(|(name, port)| json!({"name": name, "containerPort": port, "protocol": "TCP"}))
+            .into_iter()
+            .collect();
+        let labels = json!({"app": w.app, "tier": w.tier, "pod-template-hash": format!("h{j}")});
         json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": format!("p{j}"), "namespace": name, "uid": format!("00000000-0000-4000-8000-{n:012x}"), "labels": {"app": format!("a{}", j % 3)}},
-            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "x"}]},
+            "metadata": {"name": format!("p{j}"), "namespace": name, "uid": format!("00000000-0000-4000-8000-{n:012x}"), "labels": labels},
+            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "x", "ports": ports}]},
             "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
         })
     })
@@ -112,5 +160,15 @@ mod tests {
             .count();
         assert_eq!(local, SYN_PODS / LOCAL_EVERY);
         assert_eq!(cluster(false).len(), 1 + SYN_NAMESPACES + SYN_PODS);
+        // This node's pods run every workload, 25 each.
+        for Workload { app, .. } in WORKLOADS {
+            let here = all
+                .iter()
+                .filter(|o| {
+                    o["spec"]["nodeName"] == "node-1" && o["metadata"]["labels"]["app"] == app
+                })
+                .count();
+            assert_eq!(here, SYN_PODS / LOCAL_EVERY / WORKLOADS.len(), "{app}");
+        }
     }
 }

@@ -245,6 +245,7 @@ impl PolicyState {
                     pods = contents.cgroups.len(),
                     addresses = contents.ipv4.len() + contents.ipv6.len(),
                     policy_entries = contents.policy.len(),
+                    identities = compiled.identities,
                     compile_ms = format!("{compile_ms:.2}"),
                     total_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1e3),
                     "policy applied"

@@ -97,6 +97,9 @@ pub struct Compiled {
     pub default_mode: NamespaceMode,
     /// Mode labels that are no mode.
     pub invalid_mode_labels: Vec<InvalidModeLabel>,
+    /// Identities of this compile: every namespace's, the narrowed ones (by referenced Services
+    /// and standard-policy traits), host, world and named CIDRs.
+    pub identities: usize,
 }
 
 /// What the agent's compiles remember so that a mistake never loosens enforcement: the last
@@ -139,7 +142,9 @@ pub fn compile_remembering(
         .iter()
         .filter_map(|(name, id)| namespace_modes.get(name).map(|m| (*id, m.mode as u32)))
         .collect();
+    let identities = idents.kinds.len();
     Compiled {
+        identities,
         maps: MapContents {
             cgroups: idents.cgroups,
             ipv4: idents.ipv4,

@@ -6,7 +6,7 @@
 //! reading and parsing the 10,000-pod file). RSS from /proc/PID/status.
 use std::time::{Duration, Instant};
 
-use bulkhead_tests::synthetic::{LOCAL_EVERY, SYN_NAMESPACES, SYN_PODS};
+use bulkhead_tests::synthetic::{LOCAL_EVERY, SYN_NAMESPACES, SYN_PODS, standard::Flavour};
 use serde_json::{Value, json};
 
 use super::{
@@ -29,6 +29,7 @@ pub fn spec(extra_port: Option<u16>) -> Spec {
         pair_rules: 0,
         policy_objects: true,
         extra_port,
+        standard: Flavour::None,
     }
 }
 

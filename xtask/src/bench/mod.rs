@@ -12,11 +12,14 @@
 //! 6. `storm`: denied-connection storms: events delivered, lines printed, events lost.
 //! 7. `kube`: `--source kube` at 10k pods against the API server emulator: start to ready,
 //!    API change to applied (p50/p99), RSS.
+//! 8. `identities`: standard policies at 10k pods (none / by namespace only / pod selectors):
+//!    identities, policy entries, compile + apply time, RSS, as ratios to Bulkhead's alone.
 //!
 //! Everything it creates (testbed, iptables chain, sysctls) is removed or restored on the way
 //! out, including on error and on Ctrl-C.
 mod agent;
 mod compile;
+mod identities;
 mod interrupt;
 mod iptables;
 mod kube;
@@ -53,10 +56,12 @@ pub enum Stage {
     Storm,
     /// 7. The Kubernetes source at 10,000 pods through the API server emulator.
     Kube,
+    /// 8. Identities, policy entries, compile time and RSS at 10,000 pods with standard policies.
+    Identities,
 }
 
 impl Stage {
-    const ALL: [Stage; 7] = [
+    const ALL: [Stage; 8] = [
         Stage::Throughput,
         Stage::Latency,
         Stage::Progcost,
@@ -64,6 +69,7 @@ impl Stage {
         Stage::Compile,
         Stage::Storm,
         Stage::Kube,
+        Stage::Identities,
     ];
 
     fn name(self) -> &'static str {
@@ -75,6 +81,7 @@ impl Stage {
             Stage::Compile => "compile",
             Stage::Storm => "storm",
             Stage::Kube => "kube",
+            Stage::Identities => "identities",
         }
     }
 }
@@ -202,6 +209,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Stage::Compile => compile::run(&env, &plan),
             Stage::Storm => storm::run(&env, &plan),
             Stage::Kube => kube::run(&env, &plan),
+            Stage::Identities => identities::run(&env, &plan),
         };
         match r {
             Ok(v) => {

@@ -102,7 +102,7 @@ pub fn applied_fields(agent: &Agent) -> anyhow::Result<Value> {
     let g = |k: &str| num(&v[k]).or_else(|| num(&v["fields"][k]));
     Ok(json!({
         "pods": g("pods"), "addresses": g("addresses"), "policy_entries": g("policy_entries"),
-        "compile_ms": g("compile_ms"), "total_ms": g("total_ms"),
+        "identities": g("identities"), "compile_ms": g("compile_ms"), "total_ms": g("total_ms"),
     }))
 }
 

@@ -57,13 +57,14 @@ type StageRows = fn(&Value, &mut Rows);
 
 /// The stages in table order: the key of their results, the row that names a failed stage, and
 /// the rows of a stage that ran.
-const STAGES: [(&str, &str, StageRows); 6] = [
+const STAGES: [(&str, &str, StageRows); 7] = [
     ("throughput", "1 throughput", throughput_rows),
     ("latency", "2 latency", latency_rows),
     ("progcost", "3 program cost", progcost_rows),
     ("iptables", "4 vs iptables", iptables_rows),
     ("compile", "5 compile", compile_rows),
     ("storm", "6 storm", storm_rows),
+    ("identities", "8 identities", identities_rows),
 ];
 
 /// The summary table of everything measured in `all` (the `--out` JSON).
@@ -306,6 +307,55 @@ fn storm_rows(storm: &Value, rows: &mut Rows) {
             &format!(
                 "counts in lines: {} of {} ({} missing)",
                 v["counts_total"], v["counts_expected"], v["counts_missing"]
+            ),
+        );
+    }
+}
+
+fn identities_rows(st: &Value, rows: &mut Rows) {
+    let Some(clusters) = st["clusters"].as_object() else {
+        return;
+    };
+    for (name, c) in clusters {
+        let (m, r) = (&c["median"], &c["ratio_to_bulkhead"]);
+        // A median (KiB figures in MiB) with its unit, and its ratio to the baseline's.
+        let v = |f: &str, digits: usize, unit: &str| {
+            let value = if f.ends_with("_kib_end") {
+                n(&m[f]).map(|k| k / 1024.0).into()
+            } else {
+                m[f].clone()
+            };
+            format!("{}{unit} ({})", fmt(&value, digits), x(&r[f]))
+        };
+        rows.add(
+            &format!("8 standard policies at 10k pods: {name}"),
+            format!(
+                "{}, {}, change compile + apply {}, RSS {}",
+                v("identities", 0, " identities"),
+                v("policy_entries", 0, " policy entries"),
+                v("change_total_ms", 1, " ms"),
+                v("rss_kib_end", 1, " MiB"),
+            ),
+            if name == "namespace-only" {
+                "identities ~1x"
+            } else {
+                ""
+            },
+            &format!(
+                "first compile + apply {}, change compile {}, peak {}; paired per repeat: change {}, RSS {}{}",
+                v("first_total_ms", 1, " ms"),
+                v("change_compile_ms", 1, " ms"),
+                v("hwm_kib_end", 1, " MiB"),
+                x(&c["paired_ratio_to_bulkhead"]["change_total_ms"]),
+                x(&c["paired_ratio_to_bulkhead"]["rss_kib_end"]),
+                if c["changes_fit_default_policy_capacity"] == false {
+                    format!(
+                        "; **a change does not fit the default policy map** (2 x entries > {})",
+                        st["default_policy_map_capacity"]
+                    )
+                } else {
+                    String::new()
+                },
             ),
         );
     }

@@ -4,7 +4,7 @@
 use std::{io::Write as _, path::Path};
 
 use anyhow::Context as _;
-use bulkhead_tests::synthetic;
+use bulkhead_tests::synthetic::{self, standard::Flavour};
 use serde_json::{Value, json};
 
 use super::setup::{ECHO_PORT, Env, IPERF_PORT};
@@ -21,6 +21,8 @@ pub struct Spec {
     pub policy_objects: bool,
     /// An extra allowed port on the measured rule (stage 5 changes it to make a policy change).
     pub extra_port: Option<u16>,
+    /// Standard policies (NetworkPolicy, ClusterNetworkPolicy) for the synthetic namespaces.
+    pub standard: Flavour,
 }
 
 /// The bench policy: a cross-namespace deny baseline and `bench-b`'s NamespaceFirewall.
@@ -67,6 +69,7 @@ pub fn objects(env: &Env, spec: &Spec) -> anyhow::Result<Vec<Value>> {
     out.extend(policy(spec));
     if spec.synthetic {
         out.extend(synthetic::cluster(spec.policy_objects));
+        out.extend(synthetic::standard::policies(spec.standard));
     }
     Ok(out)
 }
