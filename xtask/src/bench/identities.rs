@@ -43,10 +43,10 @@ const CHANGES: usize = 3;
 /// Every policy API, so the clusters differ only in their objects.
 const POLICY_APIS: &str = "bulkhead,networkpolicy,clusternetworkpolicy";
 
-/// The policy map's capacity in this stage (both slots), 4x the default: the `selectors` cluster
-/// needs more than half the default, so at the default it is applied once and no change after it
-/// fits (the writer needs room for the active slot's entries and the new ones).
-const POLICY_ENTRIES: u32 = 1_048_576;
+/// The policy map's capacity in this stage (both slots): the agent's default, which the results
+/// check each cluster's changes against (the writer needs room for the active slot's entries and
+/// the new ones).
+const POLICY_ENTRIES: u32 = capacity::POLICY;
 
 /// The figures of one run; each is reported as the median over repeats.
 const FIGURES: [&str; 10] = [
