@@ -957,3 +957,51 @@ spec:
         assert_eq!(got, want, "{}", pretty(&lines));
     }
 }
+
+#[test]
+fn kubelet_probes_from_the_pod_networks_gateway_reach_a_pod_a_network_policy_isolates() {
+    skip_unless_root!(
+        "kubelet_probes_from_the_pod_networks_gateway_reach_a_pod_a_network_policy_isolates"
+    );
+    // On a bridge CNI the node reaches its pods from the bridge's address, which the Node object
+    // does not list (it says InternalIP 192.0.2.10 here, the node's other interface). Traffic
+    // from the pod's own node stays allowed under a NetworkPolicy; the rest is isolated.
+    let db_from_payments = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-ingress, namespace: db}
+spec:
+  podSelector: {}
+  ingress:
+    - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: payments}}}]
+"#;
+    let node = Node::up("npkube", 48, pods(), &[]);
+    let mut objects = node
+        .testbed()
+        .source_objects(&common::node::docs(&[
+            &baseline("Allow", "Enforce"),
+            db_from_payments,
+        ]))
+        .expect("objects");
+    assert_eq!(objects[0]["kind"], "Node");
+    objects[0]["status"]["addresses"] =
+        serde_yaml::from_str(r#"[{type: InternalIP, address: 192.0.2.10}]"#).expect("addresses");
+    let text: Vec<String> = objects
+        .iter()
+        .map(|o| serde_yaml::to_string(o).expect("YAML"))
+        .collect();
+    node.write_raw_source(&text.join("---\n"));
+    let agent = node.agent(&STANDARD_APIS);
+    assert_eq!(node.tcp_from_host("db/postgres", 5432).result, "ok");
+    expect_tcp(
+        &node,
+        &[
+            ("payments/api", "db/postgres", 5432, "ok"),
+            ("frontend/web", "db/postgres", 5432, "denied"),
+        ],
+    );
+    agent.wait_violations(Duration::from_secs(5), |l| !l.is_empty());
+    let lines = agent.stop();
+    assert_eq!(lines.len(), 1, "{}", pretty(&lines));
+    assert_eq!(lines[0]["src"]["pod"], "web", "{}", pretty(&lines));
+}

@@ -8,7 +8,7 @@ use std::{
 
 use tracing::{error, info, warn};
 
-use super::{metrics::Metrics, status::PolicyView};
+use super::{local_addresses::local_addresses, metrics::Metrics, status::PolicyView};
 
 use crate::{
     cgroups,
@@ -207,6 +207,13 @@ impl PolicyState {
         for pod in &mut model.pods {
             if let Some(ids) = self.cgroup_ids.get(&pod.uid) {
                 pod.cgroup_ids.clone_from(ids);
+            }
+        }
+        // Read at each compile: a bridge CNI creates its gateway with the node's first pod.
+        match local_addresses() {
+            Ok(addresses) => model.add_node_addresses(&self.opts.node_name, &addresses),
+            Err(e) => {
+                warn!(error = %e, "cannot list this node's interface addresses: only the Node object's count as the host");
             }
         }
         let compiled =

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod health;
 mod lifecycle;
+mod local_addresses;
 pub mod metrics;
 pub mod status;
 

@@ -191,7 +191,7 @@ impl Identities {
         // Pods first: a pod IP wins over anything else claiming the same address.
         out.add_pods(model, set, opts, ids, dns);
         out.add_services(model, set, ids, dns);
-        out.add_hosts(model, set, ids);
+        out.add_hosts(model, set, opts, ids);
         out.add_named_cidrs(set, ids);
         out
     }
@@ -304,12 +304,24 @@ impl Identities {
         }
     }
 
-    fn add_hosts(&mut self, model: &ClusterModel, set: &PolicySet, ids: &mut IdAllocator) {
-        let host_ips = model.nodes.iter().flat_map(|n| n.addresses.iter()).chain(
+    /// `host`: this node's own addresses and its hostNetwork pods'. The standard APIs exempt
+    /// only traffic from a pod's own node; another node's address is judged like any address
+    /// outside the cluster (an `ipBlock` may name it), which Bulkhead's own rules treat the
+    /// same as `host`. Without a node name (`check` offline) every node counts as this one.
+    fn add_hosts(
+        &mut self,
+        model: &ClusterModel,
+        set: &PolicySet,
+        opts: &CompileOptions,
+        ids: &mut IdAllocator,
+    ) {
+        let here = |node: Option<&str>| opts.node_name.is_empty() || node == Some(&opts.node_name);
+        let nodes = model.nodes.iter().filter(|n| here(Some(&n.name)));
+        let host_ips = nodes.flat_map(|n| n.addresses.iter()).chain(
             model
                 .pods
                 .iter()
-                .filter(|p| p.host_network && !p.terminal)
+                .filter(|p| p.host_network && !p.terminal && here(p.node_name.as_deref()))
                 .flat_map(|p| p.ips.iter()),
         );
         for ip in host_ips {

@@ -65,10 +65,16 @@ fn model(policies: &str) -> ClusterModel {
         )])),
         cluster_ips: vec!["10.96.0.10".parse().expect("test address")],
     }];
-    m.nodes = vec![Node {
-        name: "node-1".to_owned(),
-        addresses: vec!["192.168.0.1".parse().expect("test address")],
-    }];
+    m.nodes = vec![
+        Node {
+            name: "node-1".to_owned(),
+            addresses: vec!["192.168.0.1".parse().expect("test address")],
+        },
+        Node {
+            name: "node-2".to_owned(),
+            addresses: vec!["192.168.0.2".parse().expect("test address")],
+        },
+    ];
     m
 }
 
@@ -144,6 +150,8 @@ fn ingress_isolation_applies_inside_the_namespace_and_from_the_world() {
     // Outside the cluster: restricted; the pod's own node: always allowed.
     assert_eq!(denied_by(&c, &m, "203.0.113.7", "x/a", 80), np);
     assert_eq!(denied_by(&c, &m, "192.168.0.1", "x/a", 81), None);
+    // Another node (its kubelet, its hostNetwork pods) is not the pod's own node.
+    assert_eq!(denied_by(&c, &m, "192.168.0.2", "x/a", 81), np);
     // Egress of the isolated pod is not isolated by an ingress-only policy.
     assert_eq!(denied_by(&c, &m, "x/a", "y/a", 81), None);
 }

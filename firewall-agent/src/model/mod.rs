@@ -152,6 +152,27 @@ impl fmt::Display for Rejection {
 }
 
 impl ClusterModel {
+    /// Adds addresses to node `name` (a Node object for it if there is none): what the agent
+    /// learns of its own node that the API does not say.
+    pub fn add_node_addresses(&mut self, name: &str, addresses: &[IpAddr]) {
+        let node = match self.nodes.iter().position(|n| n.name == name) {
+            Some(i) => &mut self.nodes[i],
+            None => {
+                self.nodes.push(Node {
+                    name: name.to_owned(),
+                    addresses: Vec::new(),
+                });
+                let last = self.nodes.len() - 1;
+                &mut self.nodes[last]
+            }
+        };
+        for ip in addresses {
+            if !node.addresses.contains(ip) {
+                node.addresses.push(*ip);
+            }
+        }
+    }
+
     /// Drops the policy objects, and the rejections, of the kinds `apis` does not read (a
     /// source reads only what `--policy-apis` names); returns the kinds that had any.
     pub fn retain_apis(&mut self, apis: PolicyApis) -> Vec<&'static str> {
