@@ -83,6 +83,9 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     /// `PerCpuArray<u64>`: counters indexed by [`super::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
+    /// `SkStorage<SocketVerdict>`: the verdict of an established TCP socket, so its packets
+    /// skip parsing and conntrack (docs/design.md#connections).
+    pub const SOCKETS: &str = "SOCKETS";
 }
 
 /// Names of the programs in the object file.
@@ -208,6 +211,27 @@ impl CtKey {
             ..*self
         }
     }
+}
+
+/// The datapath's memo on a synchronized TCP socket whose connection a side let through (a
+/// conntrack hit): later packets of that socket pass on this alone. It names the connection it
+/// was written for, because a socket outlives its connection (a `connect(AF_UNSPEC)` and a new
+/// `connect()` reuse it), and the kernel's current view of the socket must still match it.
+/// Ports host order, addresses network order, IPv4 in word 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketVerdict {
+    /// The remote address of the connection.
+    pub dst_ip: [u32; 4],
+    /// The socket's local port.
+    pub src_port: u16,
+    /// The remote port.
+    pub dst_port: u16,
+    /// The [`Side`]s whose conntrack vouched for the connection, or-ed (their values are distinct
+    /// bits).
+    pub sides: u8,
+    /// Always zero.
+    pub pad: [u8; 3],
 }
 
 /// Connection tracking value.

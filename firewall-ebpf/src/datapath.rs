@@ -3,7 +3,7 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{__sk_buff, bpf_sock_addr},
-    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_skb_cgroup_id},
+    helpers::{bpf_get_current_cgroup_id, bpf_skb_cgroup_id},
     macros::{cgroup_skb, cgroup_sock_addr},
     programs::{SkBuffContext, SockAddrContext},
 };
@@ -14,12 +14,12 @@ use firewall_common::{
 };
 
 use crate::{
-    conntrack,
+    conntrack::{self, Clock},
     counters::count,
     events::report,
     identity,
     packet::{self, Kind, ParseError, Tuple},
-    policy,
+    policy, sockets,
 };
 
 const PASS: i32 = 1;
@@ -69,8 +69,8 @@ struct Judgement {
 }
 
 /// Judges a new connection between `local` (the end whose cgroup runs this program) and `peer`.
-/// `local_exempt`: this side's exemption holds (it allows without a lookup), and only the
-/// destination's side is judged.
+/// `exempted`: what this side's exemption left to judge ([`Exempt::DestinationJudges`]: only the
+/// destination's side, which is then known to judge).
 ///
 /// On the egress side the destination pod's ingress side is also looked up: when it denies in
 /// enforce mode the connection is dropped here, at the source, and either way the record names
@@ -83,8 +83,9 @@ fn judge(
     peer: &Identity,
     t: &Tuple,
     peer_unseen: bool,
-    local_exempt: bool,
+    exempted: Exempt,
 ) -> Judgement {
+    let local_exempt = exempted == Exempt::DestinationJudges;
     let (denied, rule) = if local_exempt {
         (false, 0)
     } else {
@@ -105,7 +106,7 @@ fn judge(
     };
     // The destination's ingress side, looked up at the source (egress only), where the
     // destination's own exemptions do not cover it.
-    if side == Side::Egress && destination_judges(local, peer, t.proto, t.dport) {
+    if side == Side::Egress && (local_exempt || destination_judges(local, peer, t.proto, t.dport)) {
         let v2 = policy::lookup(slot, Side::Ingress, peer.id, local.id, t.proto, t.dport);
         if v2.verdict == PolicyVerdict::Deny as u8 {
             j.peer_mode = identity::mode(slot, peer.ns);
@@ -233,31 +234,40 @@ fn exempt(side: Side, local: &Identity, peer: &Identity, t: &Tuple) -> Exempt {
 #[inline(always)]
 fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
     let skb = ctx.as_ptr() as *mut __sk_buff;
-    // SAFETY: `skb` is the program's context pointer.
-    let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
-    let slot = identity::active_slot();
-    let by_cgroup = identity::local(slot, cgroup_id);
+    // Step 0: a TCP socket conntrack already vouched for (see `sockets`).
+    if sockets::vouched(skb, side) {
+        count(Counter::ConntrackHit);
+        return PASS;
+    }
     // SAFETY: reading a context field.
     let protocol = unsafe { (*skb).protocol };
     let pkt = match packet::parse(ctx, protocol) {
         Ok(p) => p,
         Err(ParseError::NotIp) => return PASS,
-        Err(ParseError::Malformed) => {
-            let Some(local) = by_cgroup else {
-                count(Counter::NotPod);
-                return PASS;
-            };
-            count(Counter::Malformed);
-            return if identity::mode(slot, local.ns) == Mode::Enforce {
-                DROP
-            } else {
-                PASS
-            };
-        }
+        Err(ParseError::Malformed) => return malformed(skb),
     };
     let t = &pkt.tuple;
     let egress = side == Side::Egress;
-    let local = match by_cgroup {
+    let peer_addr = if egress { &t.daddr } else { &t.saddr };
+    let loopback = identity::is_loopback(t.family, peer_addr);
+    let mut clock = Clock::new();
+    // Conntrack before any identity: an established packet needs none. A fragment cannot be
+    // matched to a flow and a loopback peer is never tracked, so neither asks. A SYN always
+    // opens a new connection, so it is always checked (policy changes apply at once).
+    if !loopback
+        && pkt.kind != Kind::Fragment
+        && conntrack::established(side, t, pkt.kind != Kind::TcpSyn, &mut clock)
+    {
+        count(Counter::ConntrackHit);
+        if t.proto == IpProto::Tcp as u8 {
+            sockets::remember(skb, side);
+        }
+        return PASS;
+    }
+    // SAFETY: `skb` is the program's context pointer.
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+    let slot = identity::active_slot();
+    let local = match identity::local(slot, cgroup_id) {
         Some(l) => l,
         None => {
             // A container whose cgroup the agent has not discovered yet (it just started or
@@ -273,14 +283,10 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
             id
         }
     };
-    let peer_addr = if egress { &t.daddr } else { &t.saddr };
-    if identity::is_loopback(t.family, peer_addr) {
+    if loopback {
         count(Counter::Unrestricted);
         return PASS;
     }
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-
     if pkt.kind == Kind::Fragment {
         // No transport header: cannot be matched to a flow.
         let peer = identity::remote(slot, t.family, peer_addr);
@@ -292,21 +298,16 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
             Counter::FragmentPass,
         );
     }
-    // A SYN always opens a new connection, so it is always checked (policy changes apply at once).
-    if conntrack::established(side, t, pkt.kind != Kind::TcpSyn, now) {
-        count(Counter::ConntrackHit);
-        return PASS;
-    }
-    if pkt.kind == Kind::IcmpError && conntrack::related(&pkt.inner, now) {
+    if pkt.kind == Kind::IcmpError && conntrack::related(&pkt.inner, &mut clock) {
         count(Counter::ConntrackHit);
         return PASS;
     }
     // Both ends on this node: the source's egress program judged this connection for both
     // sides and let it through; judging it again would record it twice. Tracked on this side
     // too, as if judged here, so its replies and later packets pass as established.
-    if side == Side::Ingress && conntrack::lookup(Side::Egress, t, now) {
+    if side == Side::Ingress && conntrack::lookup(Side::Egress, t, &mut clock) {
         count(Counter::ConntrackHit);
-        track(Side::Ingress, t, now);
+        track(Side::Ingress, t, &mut clock);
         return PASS;
     }
     if pkt.kind == Kind::IcmpNeighbor {
@@ -317,7 +318,7 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
     // already vouch for: established traffic never pays it.
     let peer = identity::remote(slot, t.family, peer_addr);
     if pkt.kind.icmp_without_flow() {
-        return icmp_unsolicited(slot, side, &local, &peer, &pkt, now);
+        return icmp_unsolicited(slot, side, &local, &peer, &pkt, &mut clock);
     }
     let exempted = exempt(side, &local, &peer, t);
     if exempted == Exempt::Settled {
@@ -325,7 +326,7 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
         // must not be judged as new connections from the other end: track it, unless its
         // replies are exempt themselves (not worth a map write).
         if replies_judged(&local, &peer) {
-            track(side, t, now);
+            track(side, t, &mut clock);
         }
         return PASS;
     }
@@ -335,32 +336,43 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
         Hook::SkbIngress
     };
     let echo = pkt.kind == Kind::EchoRequest;
-    let j = judge(
-        slot,
-        side,
-        &local,
-        &peer,
-        t,
-        echo,
-        exempted == Exempt::DestinationJudges,
-    );
+    let j = judge(slot, side, &local, &peer, t, echo, exempted);
     settle(&j, slot, side, &local, &peer, t, cgroup_id, hook);
     if j.drop {
         return DROP;
     }
-    track(side, t, now);
+    track(side, t, &mut clock);
     if j.peer_unseen {
         // On this node, the destination's egress program then knows the reply (see
         // `request_admitted` for a destination on another node).
-        track(Side::Ingress, t, now);
+        track(Side::Ingress, t, &mut clock);
     }
     PASS
 }
 
+/// A packet the parser could not classify: a pod's is dropped when its namespace is in enforce
+/// and passed otherwise ([Modes](docs/design.md#modes)); a non-pod's passes.
+#[inline(always)]
+fn malformed(skb: *mut __sk_buff) -> i32 {
+    // SAFETY: `skb` is the program's context pointer.
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+    let slot = identity::active_slot();
+    let Some(local) = identity::local(slot, cgroup_id) else {
+        count(Counter::NotPod);
+        return PASS;
+    };
+    count(Counter::Malformed);
+    if identity::mode(slot, local.ns) == Mode::Enforce {
+        DROP
+    } else {
+        PASS
+    }
+}
+
 /// Records that `side` let `t` through (counted when the map refuses).
 #[inline(always)]
-fn track(side: Side, t: &Tuple, now: u64) {
-    if !conntrack::insert(side, t, now) {
+fn track(side: Side, t: &Tuple, clock: &mut Clock) {
+    if !conntrack::insert(side, t, clock) {
         count(Counter::ConntrackFull);
     }
 }
@@ -389,11 +401,11 @@ fn icmp_unsolicited(
     local: &Identity,
     peer: &Identity,
     pkt: &packet::Packet,
-    now: u64,
+    clock: &mut Clock,
 ) -> i32 {
     if side == Side::Egress
         && let Some(request) = answered(pkt)
-        && request_admitted(slot, local, peer, &request, now)
+        && request_admitted(slot, local, peer, &request, clock)
     {
         return PASS;
     }
@@ -427,7 +439,13 @@ fn answered(pkt: &packet::Packet) -> Option<Tuple> {
 /// here. When it admits it, the side's verdict is recorded as if its program had seen `req`, so
 /// later answers are conntrack hits.
 #[inline(always)]
-fn request_admitted(slot: u8, local: &Identity, peer: &Identity, req: &Tuple, now: u64) -> bool {
+fn request_admitted(
+    slot: u8,
+    local: &Identity,
+    peer: &Identity,
+    req: &Tuple,
+    clock: &mut Clock,
+) -> bool {
     if exemption(Side::Ingress, local, peer, req.proto, req.dport).is_none() {
         let v = policy::lookup(slot, Side::Ingress, local.id, peer.id, req.proto, req.dport);
         if v.verdict == PolicyVerdict::Deny as u8 {
@@ -436,7 +454,7 @@ fn request_admitted(slot: u8, local: &Identity, peer: &Identity, req: &Tuple, no
         count(Counter::PolicyAllow);
     }
     if replies_judged(local, peer) {
-        track(Side::Ingress, req, now);
+        track(Side::Ingress, req, clock);
     }
     true
 }
@@ -485,8 +503,7 @@ fn on_connect(ctx: &SockAddrContext, family: u8) -> i32 {
     }
     // Only a drop is decided here; an allowed or audited connect is judged again on its SYN,
     // which logs monitor-mode violations with the real source port.
-    let local_exempt = exempted == Exempt::DestinationJudges;
-    let j = judge(slot, Side::Egress, &local, &peer, &t, false, local_exempt);
+    let j = judge(slot, Side::Egress, &local, &peer, &t, false, exempted);
     if !j.drop {
         return PASS;
     }

@@ -33,3 +33,5 @@ mod maps;
 mod packet;
 #[cfg(target_arch = "bpf")]
 mod policy;
+#[cfg(target_arch = "bpf")]
+mod sockets;

@@ -1,12 +1,13 @@
 //! Every map of the datapath, one definition each. Sizes are defaults: the agent resizes them from
 //! its configuration before loading (`EbpfLoader::set_max_entries`).
 use aya_ebpf::{
-    macros::map,
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use firewall_common::{
     CgroupKey, CtKey, CtValue, FoldKey, FoldValue, Identity, IpV4Key, IpV6Key, ModeKey, PolicyKey,
-    PolicyValue, SETTINGS_LEN, capacity,
+    PolicyValue, SETTINGS_LEN, SocketVerdict, capacity,
 };
 
 /// Active slot and per-slot default modes.
@@ -37,6 +38,11 @@ pub static MODES: HashMap<ModeKey, u32> = HashMap::with_max_entries(capacity::MO
 #[map(name = "CONNTRACK")]
 pub static CONNTRACK: LruHashMap<CtKey, CtValue> =
     LruHashMap::with_max_entries(capacity::CONNTRACK, 0);
+
+/// Verdicts of established TCP sockets (see `sockets.rs`). Socket-local storage: an entry lives
+/// and dies with its socket, so it needs no capacity and no eviction.
+#[btf_map(name = "SOCKETS")]
+pub static SOCKETS: SkStorage<SocketVerdict> = SkStorage::new();
 
 /// Per-flow event folding state. A plain hash, not an LRU: an LRU would evict a flow's unreported
 /// count silently; here a full map refuses the insert and the event goes out unfolded (counted).

@@ -191,8 +191,9 @@ pub struct EventMaps {
     pub conntrack: HashMap<MapData, CtKey, CtValue>,
 }
 
-/// Every map of the object, all pinned under `maps/` when pinning.
-const ALL_MAPS: [&str; 10] = [
+/// Every map of the object, all pinned under `maps/` when pinning. `SOCKETS` repeats `CONNTRACK`
+/// (a socket's cached verdict), so the two are adopted, or started afresh, together.
+const ALL_MAPS: [&str; 11] = [
     maps::SETTINGS,
     maps::CGROUPS,
     maps::IPV4,
@@ -200,6 +201,7 @@ const ALL_MAPS: [&str; 10] = [
     maps::POLICY,
     maps::MODES,
     maps::CONNTRACK,
+    maps::SOCKETS,
     maps::FOLD,
     maps::EVENTS,
     maps::COUNTERS,

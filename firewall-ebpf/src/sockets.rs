@@ -1,0 +1,181 @@
+//! The verdict cache of established TCP sockets (docs/design.md#connections, step 0).
+//!
+//! Once conntrack has vouched for a packet of a synchronized TCP socket, the socket's own storage
+//! remembers it, and its later packets pass on one socket-storage lookup: no parsing, no
+//! conntrack, no identity. That is sound because
+//! - it only ever repeats conntrack's answer for the same connection: an entry names the
+//!   connection (local port, remote address and port) and must match the socket as the kernel
+//!   sees it now, and only sockets whose handshake is done count (a SYN is never cached, so a
+//!   policy change still applies to every new connection at once);
+//! - the packets it passes are the TCP stack's own: on egress built by it for this socket, on
+//!   ingress already matched by it to this socket, so never a fragment (reassembled before TCP,
+//!   never produced by it) nor a truncated header (TCP checks its header before demultiplexing);
+//! - an entry lives and dies with its socket and with the map: a restarted agent that adopts the
+//!   pinned maps adopts the cache with the conntrack it repeats; one that starts fresh creates
+//!   a new, empty map, so nothing cached by the old state survives.
+use core::ptr::{addr_of, addr_of_mut, from_ref, null_mut, read_volatile, write_volatile};
+
+use aya_ebpf::{
+    bindings::{
+        __sk_buff, BPF_SK_STORAGE_GET_F_CREATE, BPF_TCP_CLOSE_WAIT, BPF_TCP_CLOSING,
+        BPF_TCP_ESTABLISHED, BPF_TCP_FIN_WAIT1, BPF_TCP_FIN_WAIT2, BPF_TCP_LAST_ACK, bpf_sock,
+    },
+    helpers::generated::{bpf_sk_fullsock, bpf_sk_storage_get},
+};
+use firewall_common::{IpProto, Side, SocketVerdict};
+
+use crate::maps::SOCKETS;
+
+/// `SOCK_STREAM`.
+const SOCK_STREAM: u32 = 1;
+
+/// The connection a socket is in, as its entry names it.
+struct Connection {
+    dst_ip: [u32; 4],
+    src_port: u16,
+    dst_port: u16,
+}
+
+/// The packet's socket when it is a full TCP socket whose handshake is done and which is not
+/// closed yet (the states in which it exchanges data or FINs with one peer).
+#[inline(always)]
+fn synchronized_tcp(skb: *mut __sk_buff) -> Option<(*mut bpf_sock, Connection)> {
+    // SAFETY: reading a context field; the verifier checks every access to `sk` below.
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return None;
+    }
+    // SAFETY: `sk` is the skb's (non-null) socket pointer.
+    let sk = unsafe { bpf_sk_fullsock(sk) };
+    if sk.is_null() {
+        return None;
+    }
+    // The verifier allows no arithmetic on a socket pointer: each field is read on its own.
+    // SAFETY: `sk` is a full socket returned by `bpf_sk_fullsock`.
+    let (ty, proto, state, family) = unsafe {
+        (
+            read_volatile(addr_of!((*sk).type_)),
+            read_volatile(addr_of!((*sk).protocol)),
+            read_volatile(addr_of!((*sk).state)),
+            read_volatile(addr_of!((*sk).family)),
+        )
+    };
+    if ty != SOCK_STREAM || proto != IpProto::Tcp as u32 {
+        return None;
+    }
+    if !matches!(
+        state,
+        BPF_TCP_ESTABLISHED
+            | BPF_TCP_FIN_WAIT1
+            | BPF_TCP_FIN_WAIT2
+            | BPF_TCP_CLOSE_WAIT
+            | BPF_TCP_CLOSING
+            | BPF_TCP_LAST_ACK
+    ) {
+        return None;
+    }
+    // SAFETY: as above.
+    let conn = unsafe {
+        let dst_ip = if family == 2 {
+            [read_volatile(addr_of!((*sk).dst_ip4)), 0, 0, 0]
+        } else {
+            [
+                read_volatile(addr_of!((*sk).dst_ip6[0])),
+                read_volatile(addr_of!((*sk).dst_ip6[1])),
+                read_volatile(addr_of!((*sk).dst_ip6[2])),
+                read_volatile(addr_of!((*sk).dst_ip6[3])),
+            ]
+        };
+        Connection {
+            dst_ip,
+            // `src_port` is host order in a u32, `dst_port` network order in a u16.
+            src_port: read_volatile(addr_of!((*sk).src_port)) as u16,
+            dst_port: u16::from_be(read_volatile(addr_of!((*sk).dst_port))),
+        }
+    };
+    Some((sk, conn))
+}
+
+#[inline(always)]
+fn storage(sk: *mut bpf_sock, create: bool) -> *mut SocketVerdict {
+    let flags = if create {
+        BPF_SK_STORAGE_GET_F_CREATE as u64
+    } else {
+        0
+    };
+    // SAFETY: `sk` is a full socket; the map is socket storage of `SocketVerdict`.
+    unsafe {
+        bpf_sk_storage_get(
+            from_ref(&SOCKETS).cast_mut().cast(),
+            sk.cast(),
+            null_mut(),
+            flags,
+        )
+    }
+    .cast()
+}
+
+/// Does the entry `v` name the connection `conn`?
+///
+/// # Safety
+/// `v` must be a socket storage pointer valid for this program run.
+#[inline(always)]
+unsafe fn names(v: *const SocketVerdict, conn: &Connection) -> bool {
+    // SAFETY: see the function's contract.
+    unsafe {
+        read_volatile(addr_of!((*v).src_port)) == conn.src_port
+            && read_volatile(addr_of!((*v).dst_port)) == conn.dst_port
+            && read_volatile(addr_of!((*v).dst_ip[0])) == conn.dst_ip[0]
+            && read_volatile(addr_of!((*v).dst_ip[1])) == conn.dst_ip[1]
+            && read_volatile(addr_of!((*v).dst_ip[2])) == conn.dst_ip[2]
+            && read_volatile(addr_of!((*v).dst_ip[3])) == conn.dst_ip[3]
+    }
+}
+
+/// Has conntrack already vouched for this packet's connection on `side` (a socket cached by
+/// [`remember`] that is still in that connection)?
+#[inline(always)]
+pub fn vouched(skb: *mut __sk_buff, side: Side) -> bool {
+    let Some((sk, conn)) = synchronized_tcp(skb) else {
+        return false;
+    };
+    let v = storage(sk, false);
+    if v.is_null() {
+        return false;
+    }
+    // SAFETY: `v` is this socket's storage, valid for this program run. Another CPU may be
+    // rewriting it (see `remember`): `sides` is read first, then the connection.
+    unsafe { read_volatile(addr_of!((*v).sides)) & side as u8 != 0 && names(v, &conn) }
+}
+
+/// Remembers on the packet's socket that conntrack vouched for its connection on `side`.
+/// Best effort: without a synchronized TCP socket or storage, later packets take conntrack.
+#[inline(always)]
+pub fn remember(skb: *mut __sk_buff, side: Side) {
+    let Some((sk, conn)) = synchronized_tcp(skb) else {
+        return;
+    };
+    let v = storage(sk, true);
+    if v.is_null() {
+        return;
+    }
+    // SAFETY: as in `vouched`. Another connection's entry loses its sides before it is
+    // rewritten and gains this side after. A reader overlapping the rewrite can still pair the
+    // old sides with the new connection; that is harmless, because for one socket both sides
+    // rest on the same conntrack entries (an egress packet's own-side or reply lookup is its
+    // ingress replies' reply or own-side lookup), so conntrack vouched for both or neither.
+    unsafe {
+        let mut sides = read_volatile(addr_of!((*v).sides));
+        if !names(v, &conn) {
+            write_volatile(addr_of_mut!((*v).sides), 0);
+            write_volatile(addr_of_mut!((*v).src_port), conn.src_port);
+            write_volatile(addr_of_mut!((*v).dst_port), conn.dst_port);
+            write_volatile(addr_of_mut!((*v).dst_ip[0]), conn.dst_ip[0]);
+            write_volatile(addr_of_mut!((*v).dst_ip[1]), conn.dst_ip[1]);
+            write_volatile(addr_of_mut!((*v).dst_ip[2]), conn.dst_ip[2]);
+            write_volatile(addr_of_mut!((*v).dst_ip[3]), conn.dst_ip[3]);
+            sides = 0;
+        }
+        write_volatile(addr_of_mut!((*v).sides), sides | side as u8);
+    }
+}
