@@ -197,7 +197,9 @@ impl Running {
             self.seq += 1;
             let seq = self.seq;
             let r = match &self.broken {
-                Some(why) => Err(io::Error::other(format!("connection broken earlier: {why}"))),
+                Some(why) => Err(io::Error::other(format!(
+                    "connection broken earlier: {why}"
+                ))),
                 None => self.one(seq),
             };
             match r {

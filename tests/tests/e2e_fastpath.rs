@@ -415,7 +415,11 @@ fn headers_outside_the_linear_area_are_judged_like_linear_ones() {
     tb.inject("alpha/a", &frames).expect("inject");
     let report = sniff.wait().expect("sniff report");
     eprintln!("sniffed: {report:?}");
-    assert!(report.errors.is_empty(), "sniffer errors: {:?}", report.errors);
+    assert!(
+        report.errors.is_empty(),
+        "sniffer errors: {:?}",
+        report.errors
+    );
 
     for (src_pod, allowed, v6, size, src) in flows {
         let raw = if v6 { "raw6" } else { "raw4" };
@@ -496,7 +500,11 @@ fn kill9_adoption_keeps_connections_and_a_fresh_start_judges_anew() {
     )));
     let pin = || Pinning::Dir(&pins.0);
     let first = node.agent_pinned(pin(), &[]);
-    assert_eq!(adopted(&first), Some(false), "a fresh pin directory was adopted");
+    assert_eq!(
+        adopted(&first),
+        Some(false),
+        "a fresh pin directory was adopted"
+    );
     let mut to_b = open(
         &node,
         "alpha/a",
@@ -541,9 +549,17 @@ fn kill9_adoption_keeps_connections_and_a_fresh_start_judges_anew() {
     );
     second.kill9();
     let third = node.agent_pinned(pin(), &[]);
-    assert_eq!(adopted(&third), Some(true), "the second restart did not adopt");
+    assert_eq!(
+        adopted(&third),
+        Some(true),
+        "the second restart did not adopt"
+    );
     flows(&mut to_b, 20, "after a second kill -9 and adoption");
-    flows(&mut to_c, 20, "after a second kill -9 and adoption (opened while allowed)");
+    flows(
+        &mut to_c,
+        20,
+        "after a second kill -9 and adoption (opened while allowed)",
+    );
     third.kill9();
 
     // Uninstall, then a fresh start: nothing is adopted, every connection is judged anew.
@@ -581,7 +597,14 @@ fn kill9_adoption_keeps_connections_and_a_fresh_start_judges_anew() {
         "denied",
         "after the fresh start",
     );
-    new_tcp(&node, "alpha/a", "beta/b", 8080, "ok", "after the fresh start");
+    new_tcp(
+        &node,
+        "alpha/a",
+        "beta/b",
+        8080,
+        "ok",
+        "after the fresh start",
+    );
     let lines = logged(&fresh, "DENIED", "TCP", "c", 9090);
     eprintln!("fresh agent's violation lines:\n{}", pretty(&lines));
 }

@@ -44,7 +44,8 @@ impl Session {
         if n == 0 {
             bail!("{} exited", self.what);
         }
-        serde_json::from_str(line.trim()).with_context(|| format!("bad {} reply: {line}", self.what))
+        serde_json::from_str(line.trim())
+            .with_context(|| format!("bad {} reply: {line}", self.what))
     }
 
     /// `n` round trips on the connection.
