@@ -792,12 +792,15 @@ fn fragment_cases() -> Vec<Case> {
     out
 }
 
+/// Builds one extension header's bytes.
+type ExtBuilder = fn() -> Vec<u8>;
+
 /// Each IPv6 extension header type, alone and chained, on both hooks: the transport header behind
 /// it decides. Headers the parser may not walk (ESP, mobility, HIP, shim6, experimental, no next
 /// header) hide the ports: whatever the parser does, a denied port must not pass.
 fn ext_header_cases() -> Vec<Case> {
     let mut out = Vec::new();
-    let walked: [(u8, fn() -> Vec<u8>, &str); 4] = [
+    let walked: [(u8, ExtBuilder, &str); 4] = [
         (0, opts_ext, "hop-by-hop"),
         (43, routing_ext, "routing"),
         (60, opts_ext, "destination options"),
