@@ -630,6 +630,19 @@ fn truncation_cases() -> Vec<Case> {
     out
 }
 
+/// The allowed port (passes, `policy_allow`) and a denied one (dropped, `policy_drop`).
+const BOTH_PORTS: [(u16, u32, &[Counter]); 2] =
+    [(ALLOWED, PASS, ALLOW), (DENIED, DROP, POLICY_DROP)];
+
+/// A first packet to `port`: a TCP SYN (`proto` 6) or a UDP datagram.
+fn first_packet(proto: u8, port: u16) -> Vec<u8> {
+    if proto == 6 {
+        tcp_syn(sport(), port)
+    } else {
+        udp(sport(), port, 4)
+    }
+}
+
 /// IPv4 options of every length move the transport header; it must be found behind them.
 fn option_cases() -> Vec<Case> {
     let mut out = Vec::new();
@@ -641,12 +654,8 @@ fn option_cases() -> Vec<Case> {
             h.options[0] = 7;
             h.options[1] = (words * 4) as u8;
             h.options[2] = 4;
-            for (port, want, reasons) in [(ALLOWED, PASS, ALLOW), (DENIED, DROP, POLICY_DROP)] {
-                let l4 = if proto == 6 {
-                    tcp_syn(sport(), port)
-                } else {
-                    udp(sport(), port, 4)
-                };
+            for (port, want, reasons) in BOTH_PORTS {
+                let l4 = first_packet(proto, port);
                 out.push(
                     egress(
                         format!(
@@ -808,12 +817,8 @@ fn ext_header_cases() -> Vec<Case> {
     ];
     for (nh, ext, name) in walked {
         for (proto, pname) in [(6u8, "TCP"), (17, "UDP")] {
-            for (port, want, reasons) in [(ALLOWED, PASS, ALLOW), (DENIED, DROP, POLICY_DROP)] {
-                let l4 = if proto == 6 {
-                    tcp_syn(sport(), port)
-                } else {
-                    udp(sport(), port, 4)
-                };
+            for (port, want, reasons) in BOTH_PORTS {
+                let l4 = first_packet(proto, port);
                 out.push(
                     egress(
                         format!("IPv6 {name} then {pname} to port {port}"),
@@ -852,7 +857,7 @@ fn ext_header_cases() -> Vec<Case> {
         (60, opts_ext()),
     ];
     for n in 2..=chain.len() {
-        for (port, want, reasons) in [(ALLOWED, PASS, ALLOW), (DENIED, DROP, POLICY_DROP)] {
+        for (port, want, reasons) in BOTH_PORTS {
             out.push(
                 egress(
                     format!("IPv6 chain of {n} extension headers then UDP to port {port}"),

@@ -37,7 +37,7 @@ use bulkhead_tests::{
 };
 use common::{
     agent::{Agent, Pins, cleanup, pretty},
-    node::Node,
+    node::{Node, THREE_PODS},
 };
 use serde_json::Value;
 
@@ -159,6 +159,21 @@ fn logged(agent: &Agent, verdict: &str, protocol: &str, dst_pod: &str, port: u16
     })
 }
 
+/// After a change that forbids alpha -> beta 8080 (`change`): new TCP and UDP connections of the
+/// pair are refused, the open `sessions` keep flowing (200 round trips each), and a new connection
+/// is still refused after their traffic (nothing it did opened the pair), with a `DENIED` line.
+fn open_flow_new_refused(node: &Node, agent: &Agent, sessions: &mut [Session], change: &str) {
+    new_tcp(node, "alpha/a", "beta/b", 8080, "denied", change);
+    new_udp_dropped(node, "alpha/a", "beta/b", 8080, change);
+    for s in sessions.iter_mut() {
+        flows(s, 200, &format!("{change} (opened before)"));
+    }
+    let after = format!("{change}, after the open connections kept flowing");
+    new_tcp(node, "alpha/a", "beta/b", 8080, "denied", &after);
+    let lines = logged(agent, "DENIED", "TCP", "b", 8080);
+    eprintln!("violation lines:\n{}", pretty(&lines));
+}
+
 fn addr(ip: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
@@ -187,22 +202,7 @@ fn policy_edit_keeps_open_connections_and_applies_to_new_ones() {
 
     // The edit: beta no longer admits alpha.
     change_policy(&node, &agent, &[&baseline("Deny", "Enforce")]);
-    new_tcp(&node, "alpha/a", "beta/b", 8080, "denied", "after the edit");
-    new_udp_dropped(&node, "alpha/a", "beta/b", 8080, "after the edit");
-    for s in &mut sessions {
-        flows(s, 200, "after an edit forbade it (opened before)");
-    }
-    // Still refused after the open connections' traffic: nothing it did opened the pair.
-    new_tcp(
-        &node,
-        "alpha/a",
-        "beta/b",
-        8080,
-        "denied",
-        "after the open connections kept flowing",
-    );
-    let lines = logged(&agent, "DENIED", "TCP", "b", 8080);
-    eprintln!("violation lines:\n{}", pretty(&lines));
+    open_flow_new_refused(&node, &agent, &mut sessions, "after an edit forbade it");
 
     // And back: the pair is admitted again for new connections at once.
     change_policy(
@@ -235,21 +235,7 @@ fn monitor_to_enforce_keeps_connections_opened_in_monitor() {
     logged(&agent, "AUDIT", "UDP", "b", 8080);
 
     change_policy(&node, &agent, &[&baseline("Deny", "Enforce")]);
-    new_tcp(&node, "alpha/a", "beta/b", 8080, "denied", "once enforced");
-    new_udp_dropped(&node, "alpha/a", "beta/b", 8080, "once enforced");
-    for s in &mut sessions {
-        flows(s, 200, "after monitor -> enforce (opened in monitor)");
-    }
-    new_tcp(
-        &node,
-        "alpha/a",
-        "beta/b",
-        8080,
-        "denied",
-        "after the audited connections kept flowing",
-    );
-    let lines = logged(&agent, "DENIED", "TCP", "b", 8080);
-    eprintln!("violation lines:\n{}", pretty(&lines));
+    open_flow_new_refused(&node, &agent, &mut sessions, "after monitor -> enforce");
 }
 
 /// The port a datapath that did not skip our 8-byte padded extension header would read as the
@@ -339,18 +325,6 @@ fn ipv6_extension_headers_are_walked_on_new_and_established_flows() {
     );
 }
 
-/// `alpha/a` receives; `beta/b` is admitted on UDP 7000, `gamma/c` is not.
-const THREE_PODS_UDP: &str = r#"
-namespaces:
-  - {name: alpha}
-  - {name: beta}
-  - {name: gamma}
-pods:
-  - {name: a, namespace: alpha, labels: {app: a}}
-  - {name: b, namespace: beta, labels: {app: b}}
-  - {name: c, namespace: gamma, labels: {app: c}}
-"#;
-
 const SNIFF_PORT: u16 = 7000;
 /// Frames per (family, source, size).
 const FRAMES: u64 = 10;
@@ -361,6 +335,7 @@ const SMALL: usize = 200;
 #[test]
 fn headers_outside_the_linear_area_are_judged_like_linear_ones() {
     skip_unless_root!("headers_outside_the_linear_area_are_judged_like_linear_ones");
+    // alpha/a receives; beta/b is admitted on UDP 7000, gamma/c is not.
     let admit_beta = ingress_from(
         "from-beta",
         "alpha",
@@ -371,7 +346,7 @@ fn headers_outside_the_linear_area_are_judged_like_linear_ones() {
     let node = Node::up(
         "fpbig",
         73,
-        THREE_PODS_UDP,
+        THREE_PODS,
         &[&baseline("Deny", "Enforce"), &admit_beta],
     );
     let agent = node.agent(&[]);
@@ -470,18 +445,6 @@ fn adopted(agent: &Agent) -> Option<bool> {
         .find_map(|l| l["fields"]["adopted"].as_bool().or(l["adopted"].as_bool()))
 }
 
-/// A client `alpha/a`, servers `beta/b` (TCP 8080) and `gamma/c` (TCP 9090).
-const RESTART_PODS: &str = r#"
-namespaces:
-  - {name: alpha}
-  - {name: beta}
-  - {name: gamma}
-pods:
-  - {name: a, namespace: alpha, labels: {app: a}}
-  - {name: b, namespace: beta, labels: {app: b}, serve: [{protocol: TCP, port: 8080}]}
-  - {name: c, namespace: gamma, labels: {app: c}, serve: [{protocol: TCP, port: 9090}]}
-"#;
-
 #[test]
 fn kill9_adoption_keeps_connections_and_a_fresh_start_judges_anew() {
     skip_unless_root!("kill9_adoption_keeps_connections_and_a_fresh_start_judges_anew");
@@ -493,7 +456,7 @@ fn kill9_adoption_keeps_connections_and_a_fresh_start_judges_anew() {
     let both: Vec<&str> = both.iter().map(String::as_str).collect();
     let only_beta = [baseline("Deny", "Enforce"), admit("beta", "alpha", 8080)];
     let only_beta: Vec<&str> = only_beta.iter().map(String::as_str).collect();
-    let node = Node::up("fpkill", 74, RESTART_PODS, &both);
+    let node = Node::up("fpkill", 74, THREE_PODS, &both);
     let pins = Pins::cleaned(PathBuf::from(format!(
         "/sys/fs/bpf/bulkhead-e2e-fastpath-{}",
         std::process::id()

@@ -10,7 +10,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{Testbed, network::run};
+use super::{
+    Testbed,
+    network::{run, sysctl_in},
+};
 use crate::{
     frames::{self, SniffReport},
     scenario::Protocol,
@@ -150,17 +153,14 @@ impl Testbed {
         let mtu = mtu.to_string();
         run(&["ip", "link", "set", link, "mtu", &mtu])?;
         run(&["ip", "-n", ns, "link", "set", "eth0", "mtu", &mtu])?;
-        run(&[
-            "ip",
-            "netns",
-            "exec",
+        sysctl_in(
             ns,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_early_demux=0",
-            "net.ipv4.udp_early_demux=0",
-            "net.ipv4.tcp_early_demux=0",
-        ])
+            &[
+                "net.ipv4.ip_early_demux=0",
+                "net.ipv4.udp_early_demux=0",
+                "net.ipv4.tcp_early_demux=0",
+            ],
+        )
     }
 
     /// The MAC addresses of pod `key`'s link: (its `eth0`, the host end).
