@@ -8,12 +8,14 @@
 pub mod agent;
 pub mod apiserver;
 pub mod cgroup;
+pub mod frames;
 pub mod kustomize;
 pub mod ping;
 pub mod policy;
 pub mod probe;
 pub mod root;
 pub mod scenario;
+pub mod session;
 pub mod source;
 pub mod synthetic;
 pub mod testbed;
@@ -22,7 +24,9 @@ pub use apiserver::{ApiServer, RequestRecord};
 pub use probe::{HoldReport, Matrix, Outcome, PingResult, ProbeResult, StormReport, Target};
 pub use root::{is_root, require_root};
 pub use scenario::{CgroupDriver, Protocol, Qos, Scenario};
-pub use testbed::{ApiServerInfo, HoldHandle, Options, Pod, Testbed, WorldServer};
+pub use testbed::{
+    ApiServerInfo, HoldHandle, Options, Pod, Session, SniffHandle, Testbed, WorldServer,
+};
 
 // Used only by the binaries (bulkhead-pod, bulkhead-apiserver) of this package.
 use clap as _;

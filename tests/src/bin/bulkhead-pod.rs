@@ -1,8 +1,8 @@
 //! `bulkhead-pod`: the one program a simulated pod runs.
 //!
-//! `serve` is the pod's workload (TCP and UDP echo); `connect`, `ping`, `storm` and `hold` are the probes a
-//! test runs *inside* a pod's network namespace and cgroup, because the firewall identifies pods by
-//! the cgroup of the socket. Results are JSON lines on stdout (see `bulkhead_tests::probe`).
+//! `serve` is the pod's workload (TCP and UDP echo); `connect`, `ping`, `storm`, `hold`, `session`
+//! and `sniff` are the probes a test runs *inside* a pod's network namespace and cgroup, because
+//! the firewall identifies pods by the cgroup of the socket. Results are JSON lines on stdout (see `bulkhead_tests::probe`).
 #![allow(
     unused_crate_dependencies,
     reason = "a binary or test target links all of its package's dependencies; the library target is where unused ones are caught"
@@ -121,6 +121,32 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
+    /// One long-lived connection doing round trips when told on stdin (`rt N`, `ext hbh|dst|both|none`,
+    /// `quit`); one JSON reply per command (see `bulkhead_tests::session`).
+    Session {
+        /// A TCP echo server.
+        #[arg(long, conflicts_with = "udp", required_unless_present = "udp")]
+        tcp: Option<SocketAddr>,
+        /// A UDP echo server (a connected UDP socket).
+        #[arg(long)]
+        udp: Option<SocketAddr>,
+        /// IPv6 extension headers from the first packet on: hbh, dst, both or none.
+        #[arg(long, default_value = "none")]
+        ext: String,
+        /// Budget for connecting and for one round trip.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// Counts UDP datagrams to a port on raw sockets and on a bound UDP socket; prints READY once
+    /// they are open, then one JSON report at the end.
+    Sniff {
+        /// The UDP port.
+        #[arg(long)]
+        port: u16,
+        /// How long to listen.
+        #[arg(long, default_value_t = 3000)]
+        duration_ms: u64,
+    },
     /// Sequential TCP connect attempts cycling over `--ports` consecutive destination ports (each
     /// port is a separate flow for the firewall's per-flow folding); prints counts by outcome.
     Flood {
@@ -198,6 +224,27 @@ fn main() -> anyhow::Result<()> {
                 (None, None) => anyhow::bail!("give --connect-each N or --pingpong N"),
             };
             print_json(&report);
+            Ok(())
+        }
+        Cmd::Session {
+            tcp,
+            udp,
+            ext,
+            timeout_ms,
+        } => {
+            let timeout = Duration::from_millis(timeout_ms.max(1));
+            match (tcp, udp) {
+                (Some(a), _) => bulkhead_tests::session::run(Protocol::Tcp, a, &ext, timeout),
+                (None, Some(a)) => bulkhead_tests::session::run(Protocol::Udp, a, &ext, timeout),
+                (None, None) => anyhow::bail!("give --tcp ADDR or --udp ADDR"),
+            }
+            Ok(())
+        }
+        Cmd::Sniff { port, duration_ms } => {
+            print_json(&bulkhead_tests::frames::sniff(
+                port,
+                Duration::from_millis(duration_ms),
+            ));
             Ok(())
         }
         Cmd::Flood {

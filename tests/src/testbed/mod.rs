@@ -3,9 +3,11 @@
 //! Per pod: a network namespace, a veth into a shared bridge, a kubelet-style cgroup and an echo
 //! server started inside both. One module per job: [`state`] (the record of what was created, and
 //! the cleanup that removes exactly that), [`network`], [`pods`] (ids, cgroups, lookups),
-//! [`servers`] and [`process`] (processes inside pods), [`probes`], [`world`] servers, and
+//! [`servers`] and [`process`] (processes inside pods), [`probes`], [`fastpath`] (sessions,
+//! injected frames), [`world`] servers, and
 //! [`apiserver`] (the API server emulator and the agent's `file:` source).
 mod apiserver;
+mod fastpath;
 mod network;
 mod pods;
 mod probes;
@@ -27,6 +29,7 @@ pub(crate) use self::pods::plan_pods;
 use self::state::{State, cleanup, state_path, subnet_user};
 pub use self::{
     apiserver::ApiServerInfo,
+    fastpath::{Session, SniffHandle},
     network::names,
     pods::{Pod, container_id, pod_uid},
     probes::HoldHandle,

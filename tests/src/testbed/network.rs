@@ -49,6 +49,13 @@ pub(super) fn ip_in(ns: &str, args: &[&str]) -> anyhow::Result<()> {
     run(&all)
 }
 
+/// `sysctl -qw SETTINGS...` inside network namespace `ns`.
+pub(super) fn sysctl_in(ns: &str, settings: &[&str]) -> anyhow::Result<()> {
+    let mut all = vec!["ip", "netns", "exec", ns, "sysctl", "-qw"];
+    all.extend_from_slice(settings);
+    run(&all)
+}
+
 pub(super) fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
@@ -129,16 +136,13 @@ impl Testbed {
         run(&["ip", "netns", "add", ns])?;
         if s.ipv6 {
             // No duplicate address detection: v6 must work the moment `up` returns.
-            run(&[
-                "ip",
-                "netns",
-                "exec",
+            sysctl_in(
                 ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.accept_dad=0",
-                "net.ipv6.conf.default.accept_dad=0",
-            ])?;
+                &[
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                ],
+            )?;
         }
         self.record(|st| st.links.push(link.to_owned()))?;
         run(&[
