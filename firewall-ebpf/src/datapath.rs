@@ -383,6 +383,7 @@ fn track(side: Side, t: &Tuple, clock: &mut Clock) {
 #[inline(always)]
 fn unmatched(slot: u8, local: &Identity, peer: &Identity, drop: Counter, pass: Counter) -> i32 {
     if peer.ns == local.ns {
+        count(Counter::SameNamespace);
         return PASS;
     }
     if identity::mode(slot, local.ns) == Mode::Enforce {
@@ -446,7 +447,9 @@ fn request_admitted(
     req: &Tuple,
     clock: &mut Clock,
 ) -> bool {
-    if exemption(Side::Ingress, local, peer, req.proto, req.dport).is_none() {
+    if let Some(e) = exemption(Side::Ingress, local, peer, req.proto, req.dport) {
+        count(e.counter());
+    } else {
         let v = policy::lookup(slot, Side::Ingress, local.id, peer.id, req.proto, req.dport);
         if v.verdict == PolicyVerdict::Deny as u8 {
             return false;

@@ -26,7 +26,8 @@ const SCTP: u8 = IpProto::Sctp as u8;
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
 
-/// Most IPv6 extension headers walked before giving up (treated as malformed).
+/// Most IPv6 extension headers walked before giving up (treated as malformed): the walk reads
+/// this many headers and then the transport protocol's number.
 const MAX_IPV6_EXT: usize = 8;
 
 /// ICMP and ICMPv6 message types the parser tells apart.
@@ -256,7 +257,7 @@ fn parse_ipv6(ctx: &SkBuffContext, off: usize, t: &mut Tuple) -> Result<(usize, 
     t.daddr = load(ctx, off + 24)?;
     t.family = 6;
     let mut pos = off + 40;
-    for _ in 0..MAX_IPV6_EXT {
+    for _ in 0..=MAX_IPV6_EXT {
         match next {
             // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
             0 | 43 | 60 => {
