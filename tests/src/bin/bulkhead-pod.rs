@@ -96,11 +96,16 @@ enum Cmd {
     /// Request/response latency to a TCP echo server (benchmarks): either a new connection per
     /// request (`--connect-each N`: connect, send, read the echo, close with RST so that no
     /// TIME_WAIT piles up) or one connection doing `--pingpong N` round trips. Prints one JSON
-    /// object with percentiles in microseconds and the request rate.
+    /// object with percentiles in microseconds and the request rate. With `--udp` instead of
+    /// `--tcp`: `--pingpong N` datagram round trips on one connected UDP socket (the UDP flow the
+    /// firewall tracks), since UDP has no connection to open per request.
     Rr {
-        /// The echo server.
-        #[arg(long)]
-        tcp: SocketAddr,
+        /// The TCP echo server.
+        #[arg(long, conflicts_with = "udp", required_unless_present = "udp")]
+        tcp: Option<SocketAddr>,
+        /// The UDP echo server (with `--pingpong` only).
+        #[arg(long, conflicts_with = "connect_each", requires = "pingpong")]
+        udp: Option<SocketAddr>,
         /// Requests, each on a new connection.
         #[arg(
             long,
@@ -184,6 +189,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Rr {
             tcp,
+            udp,
             connect_each,
             pingpong,
             size,
@@ -192,10 +198,13 @@ fn main() -> anyhow::Result<()> {
         } => {
             let timeout = Duration::from_millis(timeout_ms.max(1));
             let size = size.clamp(1, 1024);
-            let report = match (connect_each, pingpong) {
-                (Some(n), _) => rr_connect_each(tcp, n, size, warmup, timeout),
-                (None, Some(n)) => rr_pingpong(tcp, n, size, warmup, timeout)?,
-                (None, None) => anyhow::bail!("give --connect-each N or --pingpong N"),
+            let report = match (tcp, udp, connect_each, pingpong) {
+                (_, Some(addr), _, Some(n)) => rr_udp_pingpong(addr, n, size, warmup, timeout)?,
+                (Some(addr), _, Some(n), _) => rr_connect_each(addr, n, size, warmup, timeout),
+                (Some(addr), _, None, Some(n)) => rr_pingpong(addr, n, size, warmup, timeout)?,
+                _ => anyhow::bail!(
+                    "give --tcp ADDR with --connect-each N or --pingpong N, or --udp ADDR --pingpong N"
+                ),
             };
             print_json(&report);
             Ok(())
@@ -729,6 +738,41 @@ fn rr_pingpong(
     }
     // A failed round trip leaves the connection unusable: the run ends there.
     Ok(timed_requests("pingpong", n, true, || round_trip(&mut s)))
+}
+
+fn rr_udp_pingpong(
+    addr: SocketAddr,
+    n: u64,
+    size: usize,
+    warmup: u64,
+    timeout: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let local: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = UdpSocket::bind(local).context("binding a UDP socket")?;
+    sock.connect(addr)
+        .with_context(|| format!("connecting to {addr}"))?;
+    sock.set_read_timeout(Some(timeout))?;
+    let msg = vec![b'u'; size];
+    let mut buf = vec![0u8; size + 1];
+    let round_trip = |buf: &mut [u8]| -> io::Result<()> {
+        sock.send(&msg)?;
+        let got = sock.recv(buf)?;
+        if buf.get(..got) != Some(msg.as_slice()) {
+            return Err(io::Error::other("echo mismatch"));
+        }
+        Ok(())
+    };
+    for _ in 0..warmup {
+        round_trip(&mut buf).context("warm-up round trip")?;
+    }
+    // A lost datagram is a timeout: the run ends there, as a broken TCP connection does.
+    Ok(timed_requests("udp-pingpong", n, true, || {
+        round_trip(&mut buf)
+    }))
 }
 
 /// Times `n` requests and reports their latencies; with `stop_at_error` the first failure ends
