@@ -13,10 +13,7 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 #![cfg_attr(
     not(target_arch = "bpf"),
-    allow(
-        unused_crate_dependencies,
-        reason = "on the host this binary is empty"
-    )
+    allow(unused_crate_dependencies, reason = "on the host this binary is empty")
 )]
 #![cfg_attr(
     target_arch = "bpf",
@@ -47,7 +44,10 @@ mod programs {
     /// protocol, padding), so the lookup hashes as many bytes as Bulkhead's does.
     #[repr(C)]
     #[derive(Clone, Copy)]
-    #[allow(dead_code, reason = "the fields are read by the kernel's hash, not by Rust code")]
+    #[allow(
+        dead_code,
+        reason = "the fields are read by the kernel's hash, not by Rust code"
+    )]
     pub struct FloorKey {
         src: [u8; 16],
         dst: [u8; 16],
@@ -104,30 +104,13 @@ mod programs {
         if data + 1 > end {
             return None;
         }
-        // SAFETY: every read below is bounds-checked against data_end first (the verifier
-        // checks the same).
-        let l4 = unsafe {
-            match *(data as *const u8) >> 4 {
-                4 => {
-                    if data + 20 > end {
-                        return None;
-                    }
-                    k.proto = *((data + 9) as *const u8);
-                    core::ptr::copy_nonoverlapping((data + 12) as *const u8, k.src.as_mut_ptr(), 4);
-                    core::ptr::copy_nonoverlapping((data + 16) as *const u8, k.dst.as_mut_ptr(), 4);
-                    data + 20
-                }
-                6 => {
-                    if data + 40 > end {
-                        return None;
-                    }
-                    k.proto = *((data + 6) as *const u8);
-                    core::ptr::copy_nonoverlapping((data + 8) as *const u8, k.src.as_mut_ptr(), 16);
-                    core::ptr::copy_nonoverlapping((data + 24) as *const u8, k.dst.as_mut_ptr(), 16);
-                    data + 40
-                }
-                _ => return None,
-            }
+        // IPv4: protocol at 9, addresses at 12 (4 bytes each), 20-byte header (options ignored);
+        // IPv6: next header at 6, addresses at 8 (16 bytes each), 40-byte header.
+        // SAFETY: data + 1 <= data_end was checked above.
+        let l4 = match unsafe { *(data as *const u8) } >> 4 {
+            4 => addresses(&mut k, data, end, 9, 12, 4)?,
+            6 => addresses(&mut k, data, end, 6, 8, 16)?,
+            _ => return None,
         };
         if l4 + 4 <= end {
             // SAFETY: bounds-checked just above.
@@ -137,6 +120,35 @@ mod programs {
             }
         }
         Some(k)
+    }
+
+    /// Fills the protocol and both addresses (`len` bytes each, source at `src`, destination
+    /// right after it) of the IP header at `data`; returns where the transport header starts.
+    /// Inlined, so the verifier sees constant offsets.
+    #[inline(always)]
+    fn addresses(
+        k: &mut FloorKey,
+        data: usize,
+        end: usize,
+        proto: usize,
+        src: usize,
+        len: usize,
+    ) -> Option<usize> {
+        let header = src + 2 * len;
+        if data + header > end {
+            return None;
+        }
+        // SAFETY: the whole header is within data_end (checked just above).
+        unsafe {
+            k.proto = *((data + proto) as *const u8);
+            core::ptr::copy_nonoverlapping((data + src) as *const u8, k.src.as_mut_ptr(), len);
+            core::ptr::copy_nonoverlapping(
+                (data + src + len) as *const u8,
+                k.dst.as_mut_ptr(),
+                len,
+            );
+        }
+        Some(data + header)
     }
 
     #[inline(always)]

@@ -145,6 +145,15 @@ impl Setup {
     }
 }
 
+/// `cgroup_inet_egress` -> `egress`, `cgroup_inet4_connect` -> `connect4`.
+fn hook_name(attach_type: &str) -> String {
+    match short(attach_type) {
+        "inet4_connect" => "connect4".to_owned(),
+        "inet6_connect" => "connect6".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
 /// Per (workload, setup, hook): ns/run per repeat (NaN where the hook did not run), and runs.
 type Samples = BTreeMap<(String, &'static str, String), (Vec<f64>, u64)>;
 
@@ -180,7 +189,7 @@ pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
                 let s1 = snapshot()?;
                 let mut costs = Vec::new();
                 for (t, (ns, runs)) in delta(&progs, &s0, &s1) {
-                    let hook = short(&t).to_owned();
+                    let hook = hook_name(&t);
                     if runs > 0 {
                         costs.push(format!("{hook} {ns:.0}"));
                     }
@@ -223,7 +232,13 @@ fn program(samples: &Samples, w: &str, setup: &'static str, hook: &str) -> Optio
 
 /// Median over repeats of `f(program[r], floor[r])`: each setup against the floor of its own
 /// repeat, so a drift of the machine between repeats cancels out.
-fn paired(samples: &Samples, w: &str, setup: &'static str, hook: &str, f: fn(f64, f64) -> f64) -> f64 {
+fn paired(
+    samples: &Samples,
+    w: &str,
+    setup: &'static str,
+    hook: &str,
+    f: fn(f64, f64) -> f64,
+) -> f64 {
     let get = |s| samples.get(&(w.to_owned(), s, hook.to_owned()));
     let (Some((a, _)), Some((b, _))) = (get(setup), get("empty")) else {
         return f64::NAN;
@@ -284,8 +299,15 @@ fn summarise(
             .iter()
             .map(|s| {
                 let v = measured.get(&(w.clone(), *s)).cloned().unwrap_or_default();
-                let unit = if w.ends_with("-bulk") { "Gbit/s" } else { "p50_us" };
-                ((*s).to_owned(), json!({"median": median(&v), "runs": v, "unit": unit}))
+                let unit = if w.ends_with("-bulk") {
+                    "Gbit/s"
+                } else {
+                    "p50_us"
+                };
+                (
+                    (*s).to_owned(),
+                    json!({"median": median(&v), "runs": v, "unit": unit}),
+                )
             })
             .collect();
         hooks.insert("workload_result".into(), Value::Object(results));
@@ -298,4 +320,57 @@ fn summarise(
         "udp_bulk": "iperf3 -u -b 0 -l 1200",
         "by_workload": by,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ten_workloads_named_as_reported() {
+        let names: Vec<String> = workloads().into_iter().map(Workload::name).collect();
+        assert_eq!(
+            names,
+            [
+                "tcp4-bulk",
+                "udp4-bulk",
+                "tcp4-connect-each",
+                "tcp4-pingpong",
+                "udp4-pingpong",
+                "tcp6-bulk",
+                "udp6-bulk",
+                "tcp6-connect-each",
+                "tcp6-pingpong",
+                "udp6-pingpong",
+            ]
+        );
+        assert_eq!(hook_name("cgroup_inet6_connect"), "connect6");
+        assert_eq!(hook_name("cgroup_inet_ingress"), "ingress");
+    }
+
+    #[test]
+    fn above_the_floor_per_repeat_and_of_medians() {
+        let mut s = Samples::new();
+        let key = |setup| ("tcp4-bulk".to_owned(), setup, "egress".to_owned());
+        s.insert(key("empty"), (vec![100.0, 80.0, f64::NAN], 10));
+        s.insert(key("bulkhead"), (vec![900.0, 880.0, 700.0], 10));
+        // Repeat 3 has no floor figure: it is left out of the paired figures.
+        assert_eq!(
+            paired(&s, "tcp4-bulk", "bulkhead", "egress", |a, b| a - b),
+            800.0
+        );
+        assert_eq!(
+            paired(&s, "tcp4-bulk", "bulkhead", "egress", |a, b| a / b),
+            10.0
+        );
+        let v = summarise(
+            &Plan::new(true, Some(3)),
+            &workloads()[..1],
+            &s,
+            &BTreeMap::new(),
+        );
+        let h = &v["by_workload"]["tcp4-bulk"]["egress"];
+        assert_eq!(h["bulkhead_above_floor_ns"], 790.0);
+        assert_eq!(h["empty"]["ns_per_run"][2], Value::Null);
+    }
 }

@@ -120,10 +120,7 @@ fn workload_label(w: &str) -> String {
 /// `+780 ns (9.76x)`: a program's distance to the floor.
 fn above(h: &Value, setup: &str) -> String {
     match n(&h[format!("{setup}_above_floor_ns")]) {
-        Some(d) => format!(
-            "{d:+.0} ns ({})",
-            x(&h[format!("{setup}_ratio_to_floor")])
-        ),
+        Some(d) => format!("{d:+.0} ns ({})", x(&h[format!("{setup}_ratio_to_floor")])),
         None => "-".into(),
     }
 }
@@ -146,7 +143,12 @@ fn floor_rows(f: &Value, rows: &mut Rows) {
         let connect = ["connect4", "connect6"]
             .iter()
             .filter(|c| v[**c].is_object())
-            .map(|c| format!("Bulkhead {c} {} ns/run", fmt(&v[*c]["bulkhead"]["ns_per_run_median"], 0)))
+            .map(|c| {
+                format!(
+                    "Bulkhead {c} {} ns/run",
+                    fmt(&v[*c]["bulkhead"]["ns_per_run_median"], 0)
+                )
+            })
             .collect::<Vec<_>>();
         let paired = |hook: &str| {
             format!(
@@ -423,5 +425,16 @@ fn identities_rows(st: &Value, rows: &mut Rows) {
                 },
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_labels() {
+        assert_eq!(workload_label("tcp4-connect-each"), "TCP/IPv4 connect-each");
+        assert_eq!(workload_label("udp6-pingpong"), "UDP/IPv6 pingpong");
     }
 }
