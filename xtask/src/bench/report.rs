@@ -140,9 +140,11 @@ fn floor_rows(f: &Value, rows: &mut Rows) {
                 above(h, "bulkhead")
             )
         };
+        // Only connect-each makes connect4/6 runs worth a figure (elsewhere: the 1-2 connects of
+        // iperf3's control connection or of a UDP socket).
         let connect = ["connect4", "connect6"]
             .iter()
-            .filter(|c| v[**c].is_object())
+            .filter(|c| w.ends_with("connect-each") && v[**c].is_object())
             .map(|c| {
                 format!(
                     "Bulkhead {c} {} ns/run",
