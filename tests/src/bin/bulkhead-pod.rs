@@ -96,11 +96,16 @@ enum Cmd {
     /// Request/response latency to a TCP echo server (benchmarks): either a new connection per
     /// request (`--connect-each N`: connect, send, read the echo, close with RST so that no
     /// TIME_WAIT piles up) or one connection doing `--pingpong N` round trips. Prints one JSON
-    /// object with percentiles in microseconds and the request rate.
+    /// object with percentiles in microseconds and the request rate. With `--udp` instead of
+    /// `--tcp`: `--pingpong N` datagram round trips on one connected UDP socket (the UDP flow the
+    /// firewall tracks), since UDP has no connection to open per request.
     Rr {
-        /// The echo server.
-        #[arg(long)]
-        tcp: SocketAddr,
+        /// The TCP echo server.
+        #[arg(long, conflicts_with = "udp", required_unless_present = "udp")]
+        tcp: Option<SocketAddr>,
+        /// The UDP echo server (with `--pingpong` only).
+        #[arg(long, conflicts_with = "connect_each", requires = "pingpong")]
+        udp: Option<SocketAddr>,
         /// Requests, each on a new connection.
         #[arg(
             long,
@@ -210,18 +215,26 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Rr {
             tcp,
+            udp,
             connect_each,
             pingpong,
             size,
             warmup,
             timeout_ms,
         } => {
-            let timeout = Duration::from_millis(timeout_ms.max(1));
-            let size = size.clamp(1, 1024);
-            let report = match (connect_each, pingpong) {
-                (Some(n), _) => rr_connect_each(tcp, n, size, warmup, timeout),
-                (None, Some(n)) => rr_pingpong(tcp, n, size, warmup, timeout)?,
-                (None, None) => anyhow::bail!("give --connect-each N or --pingpong N"),
+            let plan = |n| RrPlan {
+                n,
+                size: size.clamp(1, 1024),
+                warmup,
+                timeout: Duration::from_millis(timeout_ms.max(1)),
+            };
+            let report = match (tcp, udp, connect_each, pingpong) {
+                (_, Some(addr), _, Some(n)) => rr_udp_pingpong(addr, &plan(n))?,
+                (Some(addr), _, Some(n), _) => rr_connect_each(addr, &plan(n)),
+                (Some(addr), _, None, Some(n)) => rr_pingpong(addr, &plan(n))?,
+                _ => anyhow::bail!(
+                    "give --tcp ADDR with --connect-each N or --pingpong N, or --udp ADDR --pingpong N"
+                ),
             };
             print_json(&report);
             Ok(())
@@ -737,45 +750,76 @@ fn one_connection_request(
     Ok(())
 }
 
-fn rr_connect_each(
-    addr: SocketAddr,
+/// How many requests `rr` times, and how.
+struct RrPlan {
+    /// Timed requests.
     n: u64,
+    /// Request size in bytes.
     size: usize,
+    /// Unmeasured requests first.
     warmup: u64,
+    /// Budget for one request.
     timeout: Duration,
-) -> serde_json::Value {
-    let msg = vec![b'x'; size];
-    let mut buf = vec![0u8; size];
-    for _ in 0..warmup {
-        let _ = one_connection_request(addr, &msg, &mut buf, timeout);
+}
+
+fn rr_connect_each(addr: SocketAddr, p: &RrPlan) -> serde_json::Value {
+    let msg = vec![b'x'; p.size];
+    let mut buf = vec![0u8; p.size];
+    for _ in 0..p.warmup {
+        let _ = one_connection_request(addr, &msg, &mut buf, p.timeout);
     }
-    timed_requests("connect-each", n, false, || {
-        one_connection_request(addr, &msg, &mut buf, timeout)
+    timed_requests("connect-each", p.n, false, || {
+        one_connection_request(addr, &msg, &mut buf, p.timeout)
     })
 }
 
-fn rr_pingpong(
-    addr: SocketAddr,
-    n: u64,
-    size: usize,
-    warmup: u64,
-    timeout: Duration,
+/// `p.warmup` unmeasured round trips, then `p.n` timed ones. A failed round trip leaves the
+/// connection unusable (or, for UDP, means a lost datagram): the run ends there.
+fn pingpong(
+    mode: &str,
+    p: &RrPlan,
+    mut round_trip: impl FnMut() -> io::Result<()>,
 ) -> anyhow::Result<serde_json::Value> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout)
+    for _ in 0..p.warmup {
+        round_trip().context("warm-up round trip")?;
+    }
+    Ok(timed_requests(mode, p.n, true, round_trip))
+}
+
+fn rr_pingpong(addr: SocketAddr, p: &RrPlan) -> anyhow::Result<serde_json::Value> {
+    let mut s = TcpStream::connect_timeout(&addr, p.timeout)
         .with_context(|| format!("connecting to {addr}"))?;
     s.set_nodelay(true)?;
-    s.set_read_timeout(Some(timeout))?;
-    let msg = vec![b'y'; size];
-    let mut buf = vec![0u8; size];
-    let mut round_trip = |s: &mut TcpStream| -> io::Result<()> {
+    s.set_read_timeout(Some(p.timeout))?;
+    let msg = vec![b'y'; p.size];
+    let mut buf = vec![0u8; p.size];
+    pingpong("pingpong", p, || {
         s.write_all(&msg)?;
         s.read_exact(&mut buf)
+    })
+}
+
+fn rr_udp_pingpong(addr: SocketAddr, p: &RrPlan) -> anyhow::Result<serde_json::Value> {
+    let local: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    for _ in 0..warmup {
-        round_trip(&mut s).context("warm-up round trip")?;
-    }
-    // A failed round trip leaves the connection unusable: the run ends there.
-    Ok(timed_requests("pingpong", n, true, || round_trip(&mut s)))
+    let sock = UdpSocket::bind(local).context("binding a UDP socket")?;
+    sock.connect(addr)
+        .with_context(|| format!("connecting to {addr}"))?;
+    sock.set_read_timeout(Some(p.timeout))?;
+    let msg = vec![b'u'; p.size];
+    // One byte more than sent: a longer echo shows as a mismatch, not as a truncated match.
+    let mut buf = vec![0u8; p.size + 1];
+    pingpong("udp-pingpong", p, || {
+        sock.send(&msg)?;
+        let got = sock.recv(&mut buf)?;
+        if buf.get(..got) != Some(msg.as_slice()) {
+            return Err(io::Error::other("echo mismatch"));
+        }
+        Ok(())
+    })
 }
 
 /// Times `n` requests and reports their latencies; with `stop_at_error` the first failure ends

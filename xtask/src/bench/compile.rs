@@ -30,6 +30,7 @@ pub fn spec(extra_port: Option<u16>) -> Spec {
         policy_objects: true,
         extra_port,
         standard: Flavour::None,
+        udp: false,
     }
 }
 

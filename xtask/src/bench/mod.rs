@@ -14,11 +14,16 @@
 //!    API change to applied (p50/p99), RSS.
 //! 8. `identities`: standard policies at 10k pods (none / by namespace only / pod selectors):
 //!    identities, policy entries, compile + apply time, RSS, as ratios to Bulkhead's alone.
+//! 9. `floor`: Bulkhead's programs against an empty cgroup_skb program (and one doing a single
+//!    hash lookup) on the same hooks and workloads (bulk, connect-each, ping-pong; IPv4/IPv6;
+//!    TCP/UDP): ns above the floor and ratio to it. The summary table leads with it.
 //!
 //! Everything it creates (testbed, iptables chain, sysctls) is removed or restored on the way
 //! out, including on error and on Ctrl-C.
 mod agent;
 mod compile;
+mod floor;
+mod floorprog;
 mod identities;
 mod interrupt;
 mod iptables;
@@ -58,10 +63,12 @@ pub enum Stage {
     Kube,
     /// 8. Identities, policy entries, compile time and RSS at 10,000 pods with standard policies.
     Identities,
+    /// 9. Program cost above an empty program's (the floor), IPv4/IPv6, TCP/UDP.
+    Floor,
 }
 
 impl Stage {
-    const ALL: [Stage; 8] = [
+    const ALL: [Stage; 9] = [
         Stage::Throughput,
         Stage::Latency,
         Stage::Progcost,
@@ -70,6 +77,7 @@ impl Stage {
         Stage::Storm,
         Stage::Kube,
         Stage::Identities,
+        Stage::Floor,
     ];
 
     fn name(self) -> &'static str {
@@ -82,6 +90,7 @@ impl Stage {
             Stage::Storm => "storm",
             Stage::Kube => "kube",
             Stage::Identities => "identities",
+            Stage::Floor => "floor",
         }
     }
 }
@@ -210,6 +219,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Stage::Storm => storm::run(&env, &plan),
             Stage::Kube => kube::run(&env, &plan),
             Stage::Identities => identities::run(&env, &plan),
+            Stage::Floor => floor::run(&env, &plan),
         };
         match r {
             Ok(v) => {

@@ -50,7 +50,7 @@ pub fn programs(env: &Env) -> anyhow::Result<BTreeMap<String, u64>> {
 }
 
 /// Program id -> (run_time_ns, run_cnt).
-fn snapshot() -> anyhow::Result<BTreeMap<u64, (u64, u64)>> {
+pub fn snapshot() -> anyhow::Result<BTreeMap<u64, (u64, u64)>> {
     let out = Command::new("bpftool")
         .args(["prog", "show", "-j"])
         .output()
@@ -72,7 +72,7 @@ fn snapshot() -> anyhow::Result<BTreeMap<u64, (u64, u64)>> {
 }
 
 /// Per attach type: (ns per run, runs) between two snapshots.
-fn delta(
+pub fn delta(
     progs: &BTreeMap<String, u64>,
     a: &BTreeMap<u64, (u64, u64)>,
     b: &BTreeMap<u64, (u64, u64)>,

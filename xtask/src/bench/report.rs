@@ -56,8 +56,9 @@ impl Rows {
 type StageRows = fn(&Value, &mut Rows);
 
 /// The stages in table order: the key of their results, the row that names a failed stage, and
-/// the rows of a stage that ran.
-const STAGES: [(&str, &str, StageRows); 7] = [
+/// the rows of a stage that ran. The floor comes first: every other program cost reads against it.
+const STAGES: [(&str, &str, StageRows); 8] = [
+    ("floor", "9 floor", floor_rows),
     ("throughput", "1 throughput", throughput_rows),
     ("latency", "2 latency", latency_rows),
     ("progcost", "3 program cost", progcost_rows),
@@ -106,6 +107,74 @@ fn setup_label(setup: &str) -> &str {
         "monitor, --flow-log all"
     } else {
         setup
+    }
+}
+
+/// `tcp4-bulk` -> `TCP/IPv4 bulk`.
+fn workload_label(w: &str) -> String {
+    let (head, kind) = w.split_once('-').unwrap_or((w, ""));
+    let (proto, family) = head.split_at(head.len().saturating_sub(1));
+    format!("{}/IPv{family} {kind}", proto.to_uppercase())
+}
+
+/// `+780 ns (9.76x)`: a program's distance to the floor.
+fn above(h: &Value, setup: &str) -> String {
+    match n(&h[format!("{setup}_above_floor_ns")]) {
+        Some(d) => format!("{d:+.0} ns ({})", x(&h[format!("{setup}_ratio_to_floor")])),
+        None => "-".into(),
+    }
+}
+
+fn floor_rows(f: &Value, rows: &mut Rows) {
+    let Some(by) = f["by_workload"].as_object() else {
+        return;
+    };
+    let order = f["workloads"].as_array().into_iter().flatten();
+    for (w, v) in order.filter_map(|w| Some((w.as_str()?, by.get(w.as_str()?)?))) {
+        let hook = |hook: &str| {
+            let h = &v[hook];
+            format!(
+                "{hook}: floor {} ns, one lookup {}, Bulkhead {}",
+                fmt(&h["empty"]["ns_per_run_median"], 0),
+                above(h, "lookup"),
+                above(h, "bulkhead")
+            )
+        };
+        // Only connect-each makes connect4/6 runs worth a figure (elsewhere: the 1-2 connects of
+        // iperf3's control connection or of a UDP socket).
+        let connect = ["connect4", "connect6"]
+            .iter()
+            .filter(|c| w.ends_with("connect-each") && v[**c].is_object())
+            .map(|c| {
+                format!(
+                    "Bulkhead {c} {} ns/run",
+                    fmt(&v[*c]["bulkhead"]["ns_per_run_median"], 0)
+                )
+            })
+            .collect::<Vec<_>>();
+        let paired = |hook: &str| {
+            format!(
+                "{hook} {:+.0} ns ({})",
+                n(&v[hook]["bulkhead_above_floor_ns_paired"]).unwrap_or(f64::NAN),
+                x(&v[hook]["bulkhead_ratio_to_floor_paired"])
+            )
+        };
+        let mut notes = vec![format!(
+            "Bulkhead paired per repeat: {}, {}",
+            paired("egress"),
+            paired("ingress")
+        )];
+        notes.extend(connect);
+        rows.add(
+            &format!("9 floor, {} (ns/run)", workload_label(w)),
+            format!("{}; {}", hook("egress"), hook("ingress")),
+            if w.ends_with("connect-each") {
+                "first packet <= floor + 300 ns"
+            } else {
+                "<= floor + 40 ns"
+            },
+            &notes.join("; "),
+        );
     }
 }
 
@@ -358,5 +427,16 @@ fn identities_rows(st: &Value, rows: &mut Rows) {
                 },
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_labels() {
+        assert_eq!(workload_label("tcp4-connect-each"), "TCP/IPv4 connect-each");
+        assert_eq!(workload_label("udp6-pingpong"), "UDP/IPv6 pingpong");
     }
 }

@@ -1,7 +1,7 @@
 //! What every stage shares: tools, binaries, the machine description, the testbed and its
 //! workloads (iperf3, request/response), and sysctl guards.
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
 };
@@ -11,21 +11,22 @@ use bulkhead_tests::{Options, Scenario, Testbed};
 use serde_json::{Value, json};
 
 use super::{interrupt, report::progress};
-use crate::util::build_bins;
+use crate::util::{build_bins_command, target_dir};
 
-/// The testbed scenario: subnet 40, names starting with `bench`.
+/// The testbed scenario: subnet 40, names starting with `bench`; dual-stack, because the `floor`
+/// stage measures IPv6 as well (the other stages use the IPv4 addresses).
 const SCENARIO: &str = r#"
 name: bench
 nodeName: node-1
 subnet: 40
-ipv6: false
+ipv6: true
 namespaces:
   - {name: bench-a}
   - {name: bench-b}
   - {name: bench-x}
 pods:
   - {name: client, namespace: bench-a, labels: {app: client}}
-  - {name: server, namespace: bench-b, labels: {app: server}, serve: [{protocol: TCP, port: 7000}]}
+  - {name: server, namespace: bench-b, labels: {app: server}, serve: [{protocol: TCP, port: 7000}, {protocol: UDP, port: 7000}]}
   - {name: intruder, namespace: bench-x, labels: {app: intruder}}
 services: []
 objects: []
@@ -37,7 +38,7 @@ pub const CLIENT: &str = "bench-a/client";
 pub const SERVER: &str = "bench-b/server";
 /// The intruder pod (`bench-x`), denied everywhere across namespaces.
 pub const INTRUDER: &str = "bench-x/intruder";
-/// The server's TCP echo port.
+/// The server's echo port (TCP and UDP).
 pub const ECHO_PORT: u16 = 7000;
 /// The server's iperf3 port.
 pub const IPERF_PORT: u16 = 5201;
@@ -48,6 +49,9 @@ pub struct Bins {
     pub agent: PathBuf,
     /// `bulkhead-pod`.
     pub pod: PathBuf,
+    /// The `bench-floor` eBPF object (reference programs of the `floor` stage), built beside the
+    /// agent's own object by firewall-agent's build.rs.
+    pub floor: PathBuf,
 }
 
 /// Installs iperf3, iptables and bpftool with apt-get when missing.
@@ -104,17 +108,44 @@ fn on_path(bin: &str) -> bool {
 /// Builds the agent and the pod binary in release mode.
 pub fn build() -> anyhow::Result<Bins> {
     progress("building firewall-agent and bulkhead-pod (release)");
-    let dir = build_bins(true)?;
+    let out_dir = agent_out_dir()?;
+    let dir = target_dir()?.join("release");
     let bins = Bins {
         agent: dir.join("firewall-agent"),
         pod: dir.join("bulkhead-pod"),
+        floor: out_dir.join("bench-floor"),
     };
-    for b in [&bins.agent, &bins.pod] {
+    for b in [&bins.agent, &bins.pod, &bins.floor] {
         if !b.is_file() {
             bail!("{} missing after the build", b.display());
         }
     }
     Ok(bins)
+}
+
+/// Runs the release build and returns firewall-agent's build-script `OUT_DIR`, where aya-build
+/// leaves every eBPF object it built: cargo names it in its JSON messages (even when nothing was
+/// rebuilt), so the bench never guesses among stale `target/release/build/firewall-agent-*`.
+fn agent_out_dir() -> anyhow::Result<PathBuf> {
+    let out = build_bins_command(true)
+        .arg("--message-format=json-render-diagnostics")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo build")?;
+    if !out.status.success() {
+        bail!("build failed ({})", out.status);
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "build-script-executed")
+        .filter(|m| {
+            m["package_id"]
+                .as_str()
+                .is_some_and(|id| id.contains("firewall-agent"))
+        })
+        .find_map(|m| m["out_dir"].as_str().map(PathBuf::from))
+        .context("cargo reported no build script output for firewall-agent")
 }
 
 /// Kernel, CPU model and count, memory, and the sysctls that change the measured path.
@@ -170,6 +201,8 @@ pub struct Env {
     pub agent_bin: PathBuf,
     /// `bulkhead-pod`.
     pub pod_bin: PathBuf,
+    /// The `bench-floor` eBPF object.
+    pub floor_obj: PathBuf,
     /// Scratch directory (sources, logs); removed by [`Env::down`].
     pub dir: PathBuf,
     iperf_server: Option<Child>,
@@ -195,6 +228,7 @@ impl Env {
             tb,
             agent_bin: bins.agent.clone(),
             pod_bin: bins.pod.clone(),
+            floor_obj: bins.floor.clone(),
             dir,
             iperf_server: None,
         };
@@ -217,7 +251,9 @@ impl Env {
     pub fn info(&self) -> Value {
         json!({
             "scenario": self.tb.name(),
-            "pods": self.tb.pods().iter().map(|p| json!({"pod": p.key, "ip": p.ipv4.to_string()})).collect::<Vec<_>>(),
+            "pods": self.tb.pods().iter().map(|p| json!({
+                "pod": p.key, "ip": p.ipv4.to_string(), "ipv6": p.ipv6.map(|a| a.to_string()),
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -269,8 +305,14 @@ impl Env {
 
     /// iperf3 client -> server for `secs` seconds (plus one omitted); received Gbit/s.
     pub fn iperf(&self, secs: u32) -> anyhow::Result<f64> {
-        let server = self.ip(SERVER)?;
-        let args: Vec<String> = [
+        self.iperf_to(IpAddr::V4(self.ip(SERVER)?), false, secs)
+    }
+
+    /// iperf3 client -> `server` (one of the server pod's addresses), TCP or UDP (`-b 0`: as fast
+    /// as the client can send, in 1,200-byte datagrams so that no IPv6 datagram is fragmented),
+    /// for `secs` seconds plus one omitted; received Gbit/s.
+    pub fn iperf_to(&self, server: IpAddr, udp: bool, secs: u32) -> anyhow::Result<f64> {
+        let mut args: Vec<String> = [
             "-c",
             &server.to_string(),
             "-p",
@@ -286,6 +328,9 @@ impl Env {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if udp {
+            args.extend(["-u", "-b", "0", "-l", "1200"].map(String::from));
+        }
         let out = self.run_in(CLIENT, Path::new("iperf3"), &args);
         let out = match out {
             Ok(o) => o,
@@ -299,28 +344,36 @@ impl Env {
         if let Some(e) = v["error"].as_str() {
             bail!("iperf3: {e}");
         }
-        v["end"]["sum_received"]["bits_per_second"]
+        // TCP reports what the server received; iperf3's UDP summary is `end.sum`.
+        let end = &v["end"];
+        end["sum_received"]["bits_per_second"]
             .as_f64()
+            .or_else(|| end["sum"]["bits_per_second"].as_f64())
             .map(|b| b / 1e9)
-            .context("iperf3 output without end.sum_received.bits_per_second")
+            .context("iperf3 output without end.sum_received or end.sum bits_per_second")
     }
 
     /// Request/response from the client to the server's echo port: `connect-each` or `pingpong`.
     pub fn rr(&self, mode: &str, n: u64) -> anyhow::Result<Value> {
-        let server = self.ip(SERVER)?;
+        self.rr_to(IpAddr::V4(self.ip(SERVER)?), "tcp", mode, n)
+    }
+
+    /// Request/response from the client to `server`'s echo port over `proto` (`tcp` or `udp`;
+    /// UDP only ping-pongs): `connect-each` or `pingpong`.
+    pub fn rr_to(&self, server: IpAddr, proto: &str, mode: &str, n: u64) -> anyhow::Result<Value> {
         let v = self.pod_json(
             CLIENT,
             &[
                 "rr".into(),
-                "--tcp".into(),
-                format!("{server}:{ECHO_PORT}"),
+                format!("--{proto}"),
+                std::net::SocketAddr::new(server, ECHO_PORT).to_string(),
                 format!("--{mode}"),
                 n.to_string(),
             ],
         )?;
         if v["errors"].as_u64().unwrap_or(0) > 0 {
             bail!(
-                "{mode}: {} of {n} requests failed (first: {})",
+                "{proto} {mode} to {server}: {} of {n} requests failed (first: {})",
                 v["errors"],
                 v["first_error"]
             );

@@ -23,6 +23,9 @@ pub struct Spec {
     pub extra_port: Option<u16>,
     /// Standard policies (NetworkPolicy, ClusterNetworkPolicy) for the synthetic namespaces.
     pub standard: Flavour,
+    /// The measured rule also allows UDP on the echo and iperf3 ports (the `floor` stage's UDP
+    /// workloads; the other stages keep the TCP-only rule their iptables chain mirrors).
+    pub udp: bool,
 }
 
 /// The bench policy: a cross-namespace deny baseline and `bench-b`'s NamespaceFirewall.
@@ -39,6 +42,10 @@ pub fn policy(spec: &Spec) -> Vec<Value> {
     ];
     if let Some(p) = spec.extra_port {
         ports.push(json!({"protocol": "TCP", "port": p}));
+    }
+    if spec.udp {
+        ports.push(json!({"protocol": "UDP", "port": ECHO_PORT}));
+        ports.push(json!({"protocol": "UDP", "port": IPERF_PORT}));
     }
     // The measured flow's rule comes last, as in the iptables chain.
     ingress.push(json!({"from": {"namespaces": ["bench-a"]}, "ports": ports}));

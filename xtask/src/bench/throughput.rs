@@ -65,7 +65,7 @@ pub fn per_setup<T>(
 }
 
 /// The agent really enforces: the intruder is denied, the measured flow allowed.
-fn check_enforcing(env: &Env) -> anyhow::Result<()> {
+pub fn check_enforcing(env: &Env) -> anyhow::Result<()> {
     let t = env.tb.target(SERVER, Protocol::Tcp, ECHO_PORT)?;
     let bad = env.tb.probe_one(INTRUDER, t, Duration::from_secs(1))?;
     let good = env
