@@ -20,7 +20,7 @@ use aya_ebpf::{
         __sk_buff, BPF_SK_STORAGE_GET_F_CREATE, BPF_TCP_CLOSE_WAIT, BPF_TCP_CLOSING,
         BPF_TCP_ESTABLISHED, BPF_TCP_FIN_WAIT1, BPF_TCP_FIN_WAIT2, BPF_TCP_LAST_ACK, bpf_sock,
     },
-    helpers::generated::{bpf_sk_fullsock, bpf_sk_storage_get},
+    helpers::generated::{bpf_sk_fullsock, bpf_sk_storage_get, bpf_tcp_sock},
 };
 use firewall_common::{IpProto, Side, SocketVerdict};
 
@@ -28,6 +28,12 @@ use crate::maps::SOCKETS;
 
 /// `SOCK_STREAM`.
 const SOCK_STREAM: u32 = 1;
+
+/// Segments a connection must have exchanged before its socket gets an entry. Creating socket
+/// storage allocates, which costs a short connection (connect, request, reply, close: a handful
+/// of segments) more than the cache would ever save it; a long one pays it once and then passes
+/// every packet on one lookup.
+const CACHE_AFTER_SEGS: u32 = 16;
 
 /// The connection a socket is in, as its entry names it.
 struct Connection {
@@ -155,6 +161,19 @@ pub fn remember(skb: *mut __sk_buff, side: Side) {
     let Some((sk, conn)) = synchronized_tcp(skb) else {
         return;
     };
+    // SAFETY: `sk` is a full socket; `bpf_tcp_sock` returns null unless it is TCP.
+    let tp = unsafe { bpf_tcp_sock(sk) };
+    if tp.is_null() {
+        return;
+    }
+    // SAFETY: `tp` is a TCP socket view returned by `bpf_tcp_sock`, fields read one by one.
+    let segs = unsafe {
+        read_volatile(addr_of!((*tp).segs_in))
+            .saturating_add(read_volatile(addr_of!((*tp).segs_out)))
+    };
+    if segs < CACHE_AFTER_SEGS {
+        return;
+    }
     let v = storage(sk, true);
     if v.is_null() {
         return;
