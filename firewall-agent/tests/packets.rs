@@ -969,6 +969,12 @@ fn reply_cases() -> Vec<Case> {
             PASS,
         )
         .because(CT_HIT),
+        ingress(
+            "a bare SYN on its reversed tuple (from the peer's port to the pod's): judged, not a reply",
+            V4::new(PEER, POD, 6).packet(&tcp_syn(ALLOWED, c)),
+            DROP,
+        )
+        .because(POLICY_DROP),
         egress(
             "UDP to the allowed port behind hop-by-hop (opens the flow)",
             v6(POD6, PEER6, &[(0, opts_ext())], 17, &udp(c, ALLOWED, 4)),

@@ -70,8 +70,8 @@ pub fn lookup(side: Side, t: &Tuple, clock: &mut Clock) -> bool {
 
 /// Is `t` a later packet of, or a reply to, a connection some side let through?
 #[inline(always)]
-pub fn established(side: Side, t: &Tuple, check_forward: bool, clock: &mut Clock) -> bool {
-    (check_forward && lookup(side, t, clock)) || lookup(side.other(), &t.reversed(), clock)
+pub fn established(side: Side, t: &Tuple, clock: &mut Clock) -> bool {
+    lookup(side, t, clock) || lookup(side.other(), &t.reversed(), clock)
 }
 
 /// Is the flow quoted by an ICMP error known in either orientation on either side?

@@ -253,10 +253,13 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
     let mut clock = Clock::new();
     // Conntrack before any identity: an established packet needs none. A fragment cannot be
     // matched to a flow and a loopback peer is never tracked, so neither asks. A SYN always
-    // opens a new connection, so it is always checked (policy changes apply at once).
+    // opens a new connection, so it never passes on conntrack, neither as a later packet nor as
+    // a "reply" to a tracked connection's reversed tuple: it is always judged (policy changes
+    // apply at once), and it saves the SYN a lookup.
     if !loopback
         && pkt.kind != Kind::Fragment
-        && conntrack::established(side, t, pkt.kind != Kind::TcpSyn, &mut clock)
+        && pkt.kind != Kind::TcpSyn
+        && conntrack::established(side, t, &mut clock)
     {
         count(Counter::ConntrackHit);
         if t.proto == IpProto::Tcp as u8 {
