@@ -1,7 +1,7 @@
 //! Key layouts of the slotted maps, built here once for the kernel and the agent.
 //!
 //! Every LPM key starts with the slot byte, so its prefix length counts those 8 bits too.
-use crate::Side;
+use crate::{CtKey, Side};
 
 /// Bits of the slot byte at the start of every LPM key.
 pub const SLOT_BITS: u32 = 8;
@@ -162,9 +162,153 @@ impl PolicyPrefix {
     }
 }
 
+/// [`CtKey::end`] of an entry recorded by the side of the key's first endpoint.
+pub const CT_END_FIRST: u8 = 1;
+/// [`CtKey::end`] of an entry recorded by the side of the key's second endpoint.
+pub const CT_END_SECOND: u8 = 2;
+
+/// The canonical order of two endpoints `(a, ap)` and `(b, bp)`: -1, 0 or 1 as the first comes
+/// before, equals or follows the second. Any total order works; this one compares the
+/// network-order words as integers, then the ports. Written out word by word: the kernel's
+/// programs have no `memcmp`.
+#[inline(always)]
+const fn endpoint_order(a: &[u32; 4], ap: u16, b: &[u32; 4], bp: u16) -> i8 {
+    let mut i = 0;
+    while i < 4 {
+        if a[i] != b[i] {
+            return if a[i] < b[i] { -1 } else { 1 };
+        }
+        i += 1;
+    }
+    if ap == bp {
+        0
+    } else if ap < bp {
+        -1
+    } else {
+        1
+    }
+}
+
+/// The conntrack key under which `side` records, and finds, the connection of a packet with
+/// tuple `t`: on egress the local pod is the packet's source, on ingress its destination.
+///
+/// A packet and its reply on the other side of the same pod, `ct_key(side, t)` and
+/// `ct_key(side.other(), &t.reversed())`, get the same key: one lookup answers "a later packet
+/// of a connection this side let through" and "a reply to one". Two pods on one node keep
+/// apart, since each records its own end.
+#[inline(always)]
+pub const fn ct_key(side: Side, t: &CtKey) -> CtKey {
+    let order = endpoint_order(&t.saddr, t.sport, &t.daddr, t.dport);
+    let forward = order <= 0;
+    let local_is_source = matches!(side, Side::Egress);
+    let (saddr, sport, daddr, dport) = if forward {
+        (t.saddr, t.sport, t.daddr, t.dport)
+    } else {
+        (t.daddr, t.dport, t.saddr, t.sport)
+    };
+    // An endpoint talking to itself is one pod at both ends: one end.
+    let end = if order == 0 || local_is_source == forward {
+        CT_END_FIRST
+    } else {
+        CT_END_SECOND
+    };
+    CtKey {
+        saddr,
+        daddr,
+        sport,
+        dport,
+        proto: t.proto,
+        end,
+        family: t.family,
+        pad: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tuple(saddr: [u32; 4], sport: u16, daddr: [u32; 4], dport: u16, proto: u8) -> CtKey {
+        CtKey {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            proto,
+            family: if saddr[1..] == [0; 3] && daddr[1..] == [0; 3] {
+                4
+            } else {
+                6
+            },
+            ..CtKey::default()
+        }
+    }
+
+    /// Tuples in both orders of their endpoints, v4 and v6, equal addresses with different
+    /// ports, and one endpoint talking to itself.
+    fn tuples() -> [CtKey; 8] {
+        let a4 = [u32::from_be_bytes([10, 0, 0, 1]).to_be(), 0, 0, 0];
+        let b4 = [u32::from_be_bytes([10, 0, 0, 2]).to_be(), 0, 0, 0];
+        let a6 = [0xfd00_0000u32.to_be(), 0, 0, 1u32.to_be()];
+        let b6 = [0xfd00_0000u32.to_be(), 0, 1, 0];
+        [
+            tuple(a4, 40000, b4, 80, 6),
+            tuple(b4, 80, a4, 40000, 6),
+            tuple(a4, 53, b4, 53, 17),
+            tuple(a4, 1000, a4, 2000, 17),
+            tuple(a6, 40000, b6, 443, 6),
+            tuple(b6, 1, a6, 65535, 17),
+            tuple(a6, 5, a6, 5, 17),
+            tuple(a4, 7, b4, 0, 1),
+        ]
+    }
+
+    #[test]
+    fn a_packet_and_its_reply_on_the_other_side_share_one_key() {
+        for t in tuples() {
+            for side in [Side::Egress, Side::Ingress] {
+                assert_eq!(
+                    ct_key(side, &t),
+                    ct_key(side.other(), &t.reversed()),
+                    "{side:?} {t:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_two_ends_of_one_connection_record_apart() {
+        for t in tuples() {
+            // The source's egress and the destination's ingress: different pods (unless the
+            // endpoint talks to itself, where both are the same pod and the same end).
+            let same_endpoint = t.saddr == t.daddr && t.sport == t.dport;
+            assert_eq!(
+                ct_key(Side::Egress, &t) == ct_key(Side::Ingress, &t),
+                same_endpoint,
+                "{t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_keep_the_connection_and_nothing_else() {
+        for t in tuples() {
+            for side in [Side::Egress, Side::Ingress] {
+                let k = ct_key(side, &t);
+                assert!(k.end == CT_END_FIRST || k.end == CT_END_SECOND);
+                assert_eq!((k.proto, k.family, k.pad), (t.proto, t.family, 0));
+                let as_is =
+                    (k.saddr, k.sport, k.daddr, k.dport) == (t.saddr, t.sport, t.daddr, t.dport);
+                let swapped =
+                    (k.saddr, k.sport, k.daddr, k.dport) == (t.daddr, t.dport, t.saddr, t.sport);
+                assert!(as_is || swapped, "{t:?} -> {k:?}");
+                // Another flow between the same pods (another port) is another key.
+                let mut other = t;
+                other.sport = other.sport.wrapping_add(1);
+                assert_ne!(ct_key(side, &other), k, "{t:?}");
+            }
+        }
+    }
 
     #[test]
     fn policy_prefixes_round_trip() {

@@ -177,22 +177,29 @@ pub struct ModeKey {
     pub slot: u32,
 }
 
-/// A connection as seen on one side. Addresses are in network byte order; IPv4 uses word 0.
+/// A packet's 5-tuple, and the key of a conntrack entry ([`crate::keys::ct_key`]). Addresses
+/// are in network byte order; IPv4 uses word 0.
+///
+/// As a packet's tuple (`end` 0) the fields are in the packet's direction. As a key the two
+/// endpoints are in canonical order (the lesser `(address, port)` first) and `end` says which of
+/// them is the recording side's own pod: a packet and its reply then share one key, found in one
+/// lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey {
-    /// Source address of the packet that opened the connection.
+    /// Source address (key: the first endpoint's).
     pub saddr: [u32; 4],
-    /// Destination address.
+    /// Destination address (key: the second endpoint's).
     pub daddr: [u32; 4],
-    /// Source port (ICMP: echo id).
+    /// Source port (ICMP: the echo id of a request).
     pub sport: u16,
-    /// Destination port (ICMP: 0).
+    /// Destination port (ICMP: the echo id of a reply).
     pub dport: u16,
     /// IP protocol number.
     pub proto: u8,
-    /// The [`Side`] that let it through: each side tracks its own verdict.
-    pub side: u8,
+    /// In a key: [`crate::keys::CT_END_FIRST`] or [`crate::keys::CT_END_SECOND`], the endpoint
+    /// whose side recorded the entry. 0 in a packet's tuple.
+    pub end: u8,
     /// 4 or 6.
     pub family: u8,
     /// Always zero.
@@ -242,6 +249,11 @@ pub struct CtValue {
     pub created_ns: u64,
     /// Monotonic ns of the last refresh (refreshed at most once a second).
     pub seen_ns: u64,
+    /// The [`Side`] that let the connection through: egress when the entry's own end opened it,
+    /// ingress when the other end did.
+    pub side: u8,
+    /// Always zero.
+    pub pad: [u8; 7],
 }
 
 /// Idle time after which a non-TCP conntrack entry no longer lets packets pass without a lookup.

@@ -1,7 +1,7 @@
 //! Connection tracking: each side records the connections it let through, so later packets and
 //! replies pass without a policy lookup (docs/design.md#connections).
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
-use firewall_common::{CT_IDLE_NS, CtKey, CtValue, IpProto, Side};
+use firewall_common::{CT_IDLE_NS, CtKey, CtValue, IpProto, Side, ct_key};
 
 use crate::{maps::CONNTRACK, packet::Tuple};
 
@@ -34,54 +34,53 @@ impl Clock {
     }
 }
 
+/// The live entry under `key`, refreshed; `None` when there is none or it idled out.
 #[inline(always)]
-fn key(side: Side, t: &Tuple) -> CtKey {
-    CtKey {
-        side: side as u8,
-        ..*t
-    }
-}
-
-/// Is there a live entry for `t` on `side`? Refreshes it.
-#[inline(always)]
-pub fn lookup(side: Side, t: &Tuple, clock: &mut Clock) -> bool {
-    let Some(v) = CONNTRACK.get_ptr_mut(&key(side, t)) else {
-        return false;
-    };
+fn find(key: &CtKey, clock: &mut Clock) -> Option<*mut CtValue> {
+    let v = CONNTRACK.get_ptr_mut(key)?;
     // TCP entries live until evicted (a new SYN is always re-checked), and nothing reads their
     // `seen_ns`: no clock, no write.
-    if t.proto == IpProto::Tcp as u8 {
-        return true;
+    if key.proto == IpProto::Tcp as u8 {
+        return Some(v);
     }
     // SAFETY: the pointer comes from a successful map lookup and is valid for this program run.
-    let v = unsafe { &mut *v };
+    let e = unsafe { &mut *v };
     let now = clock.now();
     // Saturating: an entry written by the fine clock (an agent before this one, adopted) can be
     // up to a tick ahead of the coarse one, and is fresh, not 2^64 ns old.
-    let idle = now.saturating_sub(v.seen_ns);
+    let idle = now.saturating_sub(e.seen_ns);
     if idle > CT_IDLE_NS {
-        return false;
+        return None;
     }
     if idle > REFRESH_NS {
-        v.seen_ns = now;
+        e.seen_ns = now;
     }
-    true
+    Some(v)
 }
 
-/// Is `t` a later packet of, or a reply to, a connection some side let through?
+/// Is `t` a later packet of, or a reply to, a connection `side` let through? One lookup: the
+/// key is the same for both directions ([`ct_key`]).
 #[inline(always)]
 pub fn established(side: Side, t: &Tuple, clock: &mut Clock) -> bool {
-    lookup(side, t, clock) || lookup(side.other(), &t.reversed(), clock)
+    find(&ct_key(side, t), clock).is_some()
 }
 
-/// Is the flow quoted by an ICMP error known in either orientation on either side?
+/// Did the egress side at the packet's source let `t` through as a connection it opened (the
+/// source's program judged it, for both sides when both ends are on this node)?
+#[inline(always)]
+pub fn opened_by_source(t: &Tuple, clock: &mut Clock) -> bool {
+    let Some(v) = find(&ct_key(Side::Egress, t), clock) else {
+        return false;
+    };
+    // SAFETY: as in `find`.
+    unsafe { (*v).side == Side::Egress as u8 }
+}
+
+/// Is the flow quoted by an ICMP error known, in either orientation, at either of its ends?
 #[inline(always)]
 pub fn related(inner: &Tuple, clock: &mut Clock) -> bool {
-    let rev = inner.reversed();
-    lookup(Side::Egress, inner, clock)
-        || lookup(Side::Ingress, inner, clock)
-        || lookup(Side::Egress, &rev, clock)
-        || lookup(Side::Ingress, &rev, clock)
+    find(&ct_key(Side::Egress, inner), clock).is_some()
+        || find(&ct_key(Side::Ingress, inner), clock).is_some()
 }
 
 /// Records that `side` let the connection `t` through. Returns false when the map refused it.
@@ -91,6 +90,8 @@ pub fn insert(side: Side, t: &Tuple, clock: &mut Clock) -> bool {
     let v = CtValue {
         created_ns: now,
         seen_ns: now,
+        side: side as u8,
+        pad: [0; 7],
     };
-    CONNTRACK.insert(&key(side, t), &v, 0).is_ok()
+    CONNTRACK.insert(&ct_key(side, t), &v, 0).is_ok()
 }

@@ -234,8 +234,10 @@ fn exempt(side: Side, local: &Identity, peer: &Identity, t: &Tuple) -> Exempt {
 #[inline(always)]
 fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
     let skb = ctx.as_ptr() as *mut __sk_buff;
-    // Step 0: a TCP socket conntrack already vouched for (see `sockets`).
-    if sockets::vouched(skb, side) {
+    // Step 0: a TCP socket conntrack already vouched for (see `sockets`). Its view is read once
+    // and kept for step 2.
+    let sock = sockets::socket(skb);
+    if sockets::vouched(&sock, side) {
         count(Counter::ConntrackHit);
         return PASS;
     }
@@ -263,7 +265,7 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
     {
         count(Counter::ConntrackHit);
         if t.proto == IpProto::Tcp as u8 {
-            sockets::remember(skb, side);
+            sockets::remember(&sock, side);
         }
         return PASS;
     }
@@ -308,7 +310,7 @@ fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
     // Both ends on this node: the source's egress program judged this connection for both
     // sides and let it through; judging it again would record it twice. Tracked on this side
     // too, as if judged here, so its replies and later packets pass as established.
-    if side == Side::Ingress && conntrack::lookup(Side::Egress, t, &mut clock) {
+    if side == Side::Ingress && conntrack::opened_by_source(t, &mut clock) {
         count(Counter::ConntrackHit);
         track(Side::Ingress, t, &mut clock);
         return PASS;

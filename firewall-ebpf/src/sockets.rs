@@ -42,19 +42,39 @@ struct Connection {
     dst_port: u16,
 }
 
+/// A packet's socket as the cache reads it: read once per packet, by [`socket`], for both
+/// [`vouched`] and [`remember`]. Not an `Option`: the verifier refuses to spill the unset
+/// payload of a `None`, so "no synchronized TCP socket" is a null `sk` with a zeroed connection.
+pub struct Socket {
+    sk: *mut bpf_sock,
+    conn: Connection,
+}
+
+impl Socket {
+    const NONE: Socket = Socket {
+        sk: null_mut(),
+        conn: Connection {
+            dst_ip: [0; 4],
+            src_port: 0,
+            dst_port: 0,
+        },
+    };
+}
+
 /// The packet's socket when it is a full TCP socket whose handshake is done and which is not
-/// closed yet (the states in which it exchanges data or FINs with one peer).
+/// closed yet (the states in which it exchanges data or FINs with one peer); else
+/// [`Socket::NONE`].
 #[inline(always)]
-fn synchronized_tcp(skb: *mut __sk_buff) -> Option<(*mut bpf_sock, Connection)> {
+pub fn socket(skb: *mut __sk_buff) -> Socket {
     // SAFETY: reading a context field; the verifier checks every access to `sk` below.
     let sk = unsafe { (*skb).__bindgen_anon_2.sk };
     if sk.is_null() {
-        return None;
+        return Socket::NONE;
     }
     // SAFETY: `sk` is the skb's (non-null) socket pointer.
     let sk = unsafe { bpf_sk_fullsock(sk) };
     if sk.is_null() {
-        return None;
+        return Socket::NONE;
     }
     // The verifier allows no arithmetic on a socket pointer: each field is read on its own.
     // SAFETY: `sk` is a full socket returned by `bpf_sk_fullsock`.
@@ -67,7 +87,7 @@ fn synchronized_tcp(skb: *mut __sk_buff) -> Option<(*mut bpf_sock, Connection)> 
         )
     };
     if ty != SOCK_STREAM || proto != IpProto::Tcp as u32 {
-        return None;
+        return Socket::NONE;
     }
     if !matches!(
         state,
@@ -78,7 +98,7 @@ fn synchronized_tcp(skb: *mut __sk_buff) -> Option<(*mut bpf_sock, Connection)> 
             | BPF_TCP_CLOSING
             | BPF_TCP_LAST_ACK
     ) {
-        return None;
+        return Socket::NONE;
     }
     // SAFETY: as above.
     let conn = unsafe {
@@ -99,7 +119,7 @@ fn synchronized_tcp(skb: *mut __sk_buff) -> Option<(*mut bpf_sock, Connection)> 
             dst_port: u16::from_be(read_volatile(addr_of!((*sk).dst_port))),
         }
     };
-    Some((sk, conn))
+    Socket { sk, conn }
 }
 
 #[inline(always)]
@@ -141,26 +161,27 @@ unsafe fn names(v: *const SocketVerdict, conn: &Connection) -> bool {
 /// Has conntrack already vouched for this packet's connection on `side` (a socket cached by
 /// [`remember`] that is still in that connection)?
 #[inline(always)]
-pub fn vouched(skb: *mut __sk_buff, side: Side) -> bool {
-    let Some((sk, conn)) = synchronized_tcp(skb) else {
+pub fn vouched(s: &Socket, side: Side) -> bool {
+    if s.sk.is_null() {
         return false;
-    };
-    let v = storage(sk, false);
+    }
+    let v = storage(s.sk, false);
     if v.is_null() {
         return false;
     }
     // SAFETY: `v` is this socket's storage, valid for this program run. Another CPU may be
     // rewriting it (see `remember`): `sides` is read first, then the connection.
-    unsafe { read_volatile(addr_of!((*v).sides)) & side as u8 != 0 && names(v, &conn) }
+    unsafe { read_volatile(addr_of!((*v).sides)) & side as u8 != 0 && names(v, &s.conn) }
 }
 
 /// Remembers on the packet's socket that conntrack vouched for its connection on `side`.
-/// Best effort: without a synchronized TCP socket or storage, later packets take conntrack.
+/// Best effort: without storage, later packets take conntrack.
 #[inline(always)]
-pub fn remember(skb: *mut __sk_buff, side: Side) {
-    let Some((sk, conn)) = synchronized_tcp(skb) else {
+pub fn remember(s: &Socket, side: Side) {
+    let (sk, conn) = (s.sk, &s.conn);
+    if sk.is_null() {
         return;
-    };
+    }
     // SAFETY: `sk` is a full socket; `bpf_tcp_sock` returns null unless it is TCP.
     let tp = unsafe { bpf_tcp_sock(sk) };
     if tp.is_null() {
@@ -185,7 +206,7 @@ pub fn remember(skb: *mut __sk_buff, side: Side) {
     // ingress replies' reply or own-side lookup), so conntrack vouched for both or neither.
     unsafe {
         let mut sides = read_volatile(addr_of!((*v).sides));
-        if !names(v, &conn) {
+        if !names(v, conn) {
             write_volatile(addr_of_mut!((*v).sides), 0);
             write_volatile(addr_of_mut!((*v).src_port), conn.src_port);
             write_volatile(addr_of_mut!((*v).dst_port), conn.dst_port);

@@ -571,3 +571,165 @@ fn kill9_adoption_keeps_connections_and_a_fresh_start_judges_anew() {
     let lines = logged(&fresh, "DENIED", "TCP", "c", 9090);
     eprintln!("fresh agent's violation lines:\n{}", pretty(&lines));
 }
+
+/// An old-layout conntrack key (agents up to `f9f3eda`): the tuple in the direction of the first
+/// packet and the side that recorded it, as the bytes the kernel hashes: addresses in network
+/// order, ports in host order, then proto, side, family and a zero pad (40 bytes).
+fn old_layout_key(side: u8, src: SocketAddr, dst: SocketAddr, proto: u8) -> Vec<u8> {
+    fn addr16(ip: IpAddr) -> [u8; 16] {
+        match ip {
+            IpAddr::V4(a) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&a.octets());
+                b
+            }
+            IpAddr::V6(a) => a.octets(),
+        }
+    }
+    let family = if src.is_ipv4() { 4 } else { 6 };
+    let mut k = Vec::with_capacity(40);
+    k.extend_from_slice(&addr16(src.ip()));
+    k.extend_from_slice(&addr16(dst.ip()));
+    k.extend_from_slice(&src.port().to_ne_bytes());
+    k.extend_from_slice(&dst.port().to_ne_bytes());
+    k.extend_from_slice(&[proto, side, family, 0]);
+    k
+}
+
+/// CLOCK_MONOTONIC in ns, the clock conntrack's timestamps are read from.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    u64::try_from(ts.tv_sec).expect("time") * 1_000_000_000 + u64::try_from(ts.tv_nsec).expect("ns")
+}
+
+fn bpftool(args: &[&str]) {
+    let out = std::process::Command::new("bpftool")
+        .args(args)
+        .output()
+        .expect("bpftool (Debian package bpftool)");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn hex(bytes: &[u8]) -> Vec<String> {
+    bytes.iter().map(|b| format!("0x{b:02x}")).collect()
+}
+
+/// An upgrade from an agent whose conntrack was keyed by side (docs/design.md#pinning-and-restarts):
+/// the new agent migrates every entry, so connections the old agent let through keep flowing
+/// even where the policy in force now forbids them (judged anew, they would be dropped), while
+/// new connections are judged by that policy. The old agent's pins are made the way it left
+/// them: its conntrack map, with the entries its egress and ingress sides wrote for the two open
+/// connections, and no socket cache (so every packet asks conntrack).
+#[test]
+fn an_upgrade_migrates_the_earlier_conntrack_layout() {
+    skip_unless_root!("an_upgrade_migrates_the_earlier_conntrack_layout");
+    let allowed = [baseline("Deny", "Enforce"), beta_admits_alpha()];
+    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+    let node = Node::up("fpupgr", 75, TWO_PODS, &allowed);
+    let pins = Pins::cleaned(PathBuf::from(format!(
+        "/sys/fs/bpf/bulkhead-e2e-upgrade-{}",
+        std::process::id()
+    )));
+    let pin = || Pinning::Dir(&pins.0);
+    let first = node.agent_pinned(pin(), &[]);
+    let server6 = addr(node.ip6("beta/b"), 8080);
+    let server4 = addr(node.ip("beta/b"), 8080);
+    let mut tcp6 = open(&node, "alpha/a", Protocol::Tcp, server6, "none");
+    let mut udp4 = open(&node, "alpha/a", Protocol::Udp, server4, "none");
+    flows(&mut tcp6, 5, "under the first agent");
+    flows(&mut udp4, 5, "under the first agent");
+    first.kill9();
+
+    // The pins as an agent of the earlier layout leaves them: its attached programs keep
+    // running on the maps they hold, whatever happens to the pins.
+    check("the pinned conntrack is replaced by one of the earlier layout with both connections");
+    let maps = pins.0.join("maps");
+    for m in ["CONNTRACK", "SOCKETS"] {
+        std::fs::remove_file(maps.join(m)).expect("remove a pin");
+    }
+    let old = maps.join("CONNTRACK");
+    let old_s = old.to_str().expect("utf-8 path");
+    bpftool(&[
+        "map",
+        "create",
+        old_s,
+        "type",
+        "lru_hash",
+        "key",
+        "40",
+        "value",
+        "16",
+        "entries",
+        "262144",
+        "name",
+        "CONNTRACK",
+    ]);
+    let now = monotonic_ns();
+    let mut value = now.to_ne_bytes().to_vec();
+    value.extend_from_slice(&now.to_ne_bytes());
+    for (session, proto) in [(&tcp6, 6u8), (&udp4, 17u8)] {
+        let client = session.opened.local.expect("the session's local address");
+        let server = if proto == 6 { server6 } else { server4 };
+        // The client's egress side, and the server's ingress side (both on this node).
+        for side in [1u8, 2u8] {
+            let mut args = vec!["map", "update", "pinned", old_s, "key"];
+            let key = hex(&old_layout_key(side, client, server, proto));
+            let val = hex(&value);
+            args.extend(key.iter().map(String::as_str));
+            args.push("value");
+            args.extend(val.iter().map(String::as_str));
+            bpftool(&args);
+        }
+    }
+
+    // The new agent starts under a policy that forbids the pair.
+    let forbidden = [baseline("Deny", "Enforce")];
+    let forbidden: Vec<&str> = forbidden.iter().map(String::as_str).collect();
+    node.set_policies(&forbidden);
+    let second = node.agent_pinned(pin(), &[]);
+    flows(
+        &mut tcp6,
+        50,
+        "after the upgrade (opened while allowed; the policy now forbids it)",
+    );
+    flows(
+        &mut udp4,
+        50,
+        "after the upgrade (opened while allowed; the policy now forbids it)",
+    );
+    new_tcp(
+        &node,
+        "alpha/a",
+        "beta/b",
+        8080,
+        "denied",
+        "after the upgrade",
+    );
+    new_udp_dropped(&node, "alpha/a", "beta/b", 8080, "after the upgrade");
+    check("the new agent migrated the 4 entries and unpinned the earlier map");
+    let migrated = second.logs_with("conntrack of the earlier layout migrated");
+    assert_eq!(
+        migrated
+            .first()
+            .and_then(|l| l.get("fields").unwrap_or(l).get("copied").cloned()),
+        Some(Value::from(4)),
+        "migration log: {}",
+        pretty(&migrated)
+    );
+    assert!(
+        !maps.join("CONNTRACK_BY_SIDE").exists(),
+        "the earlier layout's map is still pinned after the hand-over"
+    );
+    assert_eq!(adopted(&second), Some(true), "the pins were not adopted");
+    second.kill9();
+}

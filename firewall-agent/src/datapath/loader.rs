@@ -23,7 +23,10 @@ use aya::{
 };
 use tracing::{info, warn};
 
-use super::pin::{self, PinDir, PinError};
+use super::{
+    legacy,
+    pin::{self, PinDir, PinError},
+};
 use firewall_common::{
     CgroupKey, CtKey, CtValue, FoldKey, FoldValue, Identity, IpV4Key, IpV6Key, ModeKey, PolicyKey,
     PolicyValue, capacity, maps, programs,
@@ -99,6 +102,15 @@ pub enum LoadError {
         /// Cause.
         #[source]
         source: MapError,
+    },
+    /// Moving or removing an earlier layout's pinned conntrack failed.
+    #[error("migrating the pinned conntrack of an earlier agent at {path}: {source}")]
+    Legacy {
+        /// The pin.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
     },
     /// A map the object must define is absent.
     #[error("the eBPF object has no map {0}")]
@@ -216,6 +228,9 @@ pub struct Datapath {
     links: Vec<PinnedLink>,
     replaced: Vec<PathBuf>,
     generation: Option<String>,
+    /// An earlier layout's conntrack being migrated ([`legacy`]): copied again and removed once
+    /// its programs are detached.
+    legacy: Option<PathBuf>,
 }
 
 macro_rules! take {
@@ -243,13 +258,20 @@ impl Datapath {
         };
         let pin = opts.pin_dir.as_ref().map(PinDir::new);
         let mut adopted = false;
+        let mut legacy = None;
         if let Some(p) = &pin {
             p.prepare()?;
             adopted = p.has_maps();
+            legacy = legacy::set_aside(p)?;
             for name in ALL_MAPS {
                 loader.map_pin_path(name, p.map(name));
             }
             keep_pinned_sizes(p, &mut caps, &mut conntrack);
+            if let Some((_, size)) = &legacy
+                && !p.map(maps::CONNTRACK).exists()
+            {
+                conntrack = *size;
+            }
         }
         loader.map_max_entries(maps::CONNTRACK, conntrack);
         loader.map_max_entries(maps::POLICY, caps.policy);
@@ -280,11 +302,24 @@ impl Datapath {
             policy: take!(ebpf, maps::POLICY),
             modes: take!(ebpf, maps::MODES),
         };
-        let events = EventMaps {
+        let mut events = EventMaps {
             events: take!(ebpf, maps::EVENTS),
             fold: take!(ebpf, maps::FOLD),
             counters: take!(ebpf, maps::COUNTERS),
             conntrack: take!(ebpf, maps::CONNTRACK),
+        };
+        let legacy = match legacy {
+            Some((aside, _)) => {
+                let m = legacy::migrate(&aside, &mut events.conntrack)?;
+                info!(
+                    copied = m.copied,
+                    present = m.present,
+                    failed = m.failed,
+                    "conntrack of the earlier layout migrated"
+                );
+                Some(aside)
+            }
+            None => None,
         };
         let datapath = Self {
             ebpf,
@@ -294,6 +329,7 @@ impl Datapath {
             links: Vec::new(),
             replaced: Vec::new(),
             generation: None,
+            legacy,
         };
         Ok((datapath, state, events))
     }
@@ -351,6 +387,15 @@ impl Datapath {
             }
             // Every program of this generation is attached and pinned: the older ones can go.
             self.replaced = pin::unpin_links(&old)?;
+            if let Some(aside) = self.legacy.take() {
+                let m = legacy::finish(&aside, &p.map(maps::CONNTRACK))?;
+                info!(
+                    copied = m.copied,
+                    present = m.present,
+                    failed = m.failed,
+                    "earlier layout's conntrack: entries tracked during the hand-over copied, map unpinned"
+                );
+            }
             info!(
                 pin_dir = %p.root().display(),
                 generation,

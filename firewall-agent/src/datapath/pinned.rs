@@ -7,6 +7,7 @@ use aya::maps::{HashMap, Map, MapData, MapError, MapInfo};
 use firewall_common::{CtKey, CtValue, FoldKey, FoldValue, capacity, maps};
 
 use super::{
+    legacy,
     loader::{Capacities, LoadError, StateMaps},
     pin::{self, PinDir},
     writer::MapWriter,
@@ -96,12 +97,16 @@ pub fn read(dir: &PinDir) -> Result<Option<Pinned>, LoadError> {
         name: e.map,
         source: e.source,
     })?;
-    let conntrack: HashMap<MapData, CtKey, CtValue> = open(dir, maps::CONNTRACK)?;
+    // An earlier agent's layout is read as such: `status` works over its pins too.
+    let conntrack_entries = match open::<HashMap<MapData, CtKey, CtValue>>(dir, maps::CONNTRACK) {
+        Ok(m) => m.keys().filter(Result::is_ok).count(),
+        Err(e) => legacy::entries(&dir.map(maps::CONNTRACK)).ok_or(e)?,
+    };
     let fold: HashMap<MapData, FoldKey, FoldValue> = open(dir, maps::FOLD)?;
     let other_maps = vec![
         (
             maps::CONNTRACK,
-            conntrack.keys().filter(Result::is_ok).count(),
+            conntrack_entries,
             max_entries(dir, maps::CONNTRACK)?,
         ),
         (
