@@ -6,6 +6,8 @@
 //! For `cgroup_skb` programs the kernel builds the skb from an Ethernet frame, strips the
 //! Ethernet header, and gives it a socket in the *calling task's* cgroup, so the caller picks the
 //! pod it speaks as by moving itself into that pod's cgroup.
+use std::time::Duration;
+
 use aya::{
     programs::{CgroupSkb, Program, ProgramError, TestRun as _, TestRunOptions},
     sys::SyscallError,
@@ -39,10 +41,32 @@ pub enum TestRunError {
     },
 }
 
+/// What one [`Datapath::test_run_repeat`] measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Timed {
+    /// The program's return value (the same on every run: the packet and maps are the same).
+    pub return_value: u32,
+    /// The kernel's average time per run (its total divided by `repeat`, in whole nanoseconds).
+    pub per_run: Duration,
+}
+
 impl Datapath {
     /// Runs `cgroup_skb` program `name` once on `frame` (an Ethernet frame), through aya's
     /// [`TestRun`]; returns the program's return value (1 = pass, 0 = drop).
     pub fn test_run(&self, name: &str, frame: &[u8]) -> Result<u32, TestRunError> {
+        self.test_run_repeat(name, frame, 1).map(|t| t.return_value)
+    }
+
+    /// Runs program `name` `repeat` times on the same skb in one `BPF_PROG_TEST_RUN` and returns
+    /// the kernel's average time per run: how `cargo xtask bench --only paths` times one datapath
+    /// path alone. Every run sees the maps the previous one left (a conntrack entry it inserted
+    /// makes the next run a hit), so only paths that repeat themselves can be timed this way.
+    pub fn test_run_repeat(
+        &self,
+        name: &str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<Timed, TestRunError> {
         let prog: &Program = self
             .ebpf()
             .program(name)
@@ -54,10 +78,14 @@ impl Datapath {
         let skb: &CgroupSkb = prog.try_into().map_err(fd_error)?;
         let opts = TestRunOptions {
             data_in: Some(frame),
+            repeat,
             ..TestRunOptions::default()
         };
         match skb.test_run(opts) {
-            Ok(result) => Ok(result.return_value),
+            Ok(result) => Ok(Timed {
+                return_value: result.return_value,
+                per_run: result.duration,
+            }),
             Err(ProgramError::SyscallError(SyscallError { io_error, .. })) => {
                 Err(TestRunError::Run {
                     name: name.to_owned(),

@@ -17,6 +17,9 @@
 //! 9. `floor`: Bulkhead's programs against an empty cgroup_skb program (and one doing a single
 //!    hash lookup) on the same hooks and workloads (bulk, connect-each, ping-pong; IPv4/IPv6;
 //!    TCP/UDP): ns above the floor and ratio to it. The summary table leads with it.
+//! 10. `paths`: each datapath path alone (TCP SYN, established TCP ACK and UDP in both
+//!     directions; IPv4/IPv6; egress/ingress) with `BPF_PROG_TEST_RUN`, against the empty program
+//!     on the same frame: ns per run, ns above the empty program, ratio.
 //!
 //! Everything it creates (testbed, iptables chain, sysctls) is removed or restored on the way
 //! out, including on error and on Ctrl-C.
@@ -29,6 +32,7 @@ mod interrupt;
 mod iptables;
 mod kube;
 mod latency;
+mod paths;
 mod progcost;
 mod report;
 mod setup;
@@ -65,10 +69,12 @@ pub enum Stage {
     Identities,
     /// 9. Program cost above an empty program's (the floor), IPv4/IPv6, TCP/UDP.
     Floor,
+    /// 10. Each datapath path alone (BPF_PROG_TEST_RUN) against the empty program.
+    Paths,
 }
 
 impl Stage {
-    const ALL: [Stage; 9] = [
+    const ALL: [Stage; 10] = [
         Stage::Throughput,
         Stage::Latency,
         Stage::Progcost,
@@ -78,6 +84,7 @@ impl Stage {
         Stage::Kube,
         Stage::Identities,
         Stage::Floor,
+        Stage::Paths,
     ];
 
     fn name(self) -> &'static str {
@@ -91,6 +98,7 @@ impl Stage {
             Stage::Kube => "kube",
             Stage::Identities => "identities",
             Stage::Floor => "floor",
+            Stage::Paths => "paths",
         }
     }
 }
@@ -220,6 +228,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Stage::Kube => kube::run(&env, &plan),
             Stage::Identities => identities::run(&env, &plan),
             Stage::Floor => floor::run(&env, &plan),
+            Stage::Paths => paths::run(&env, &plan),
         };
         match r {
             Ok(v) => {

@@ -57,8 +57,9 @@ type StageRows = fn(&Value, &mut Rows);
 
 /// The stages in table order: the key of their results, the row that names a failed stage, and
 /// the rows of a stage that ran. The floor comes first: every other program cost reads against it.
-const STAGES: [(&str, &str, StageRows); 8] = [
+const STAGES: [(&str, &str, StageRows); 9] = [
     ("floor", "9 floor", floor_rows),
+    ("paths", "10 paths", paths_rows),
     ("throughput", "1 throughput", throughput_rows),
     ("latency", "2 latency", latency_rows),
     ("progcost", "3 program cost", progcost_rows),
@@ -174,6 +175,33 @@ fn floor_rows(f: &Value, rows: &mut Rows) {
                 "<= floor + 40 ns"
             },
             &notes.join("; "),
+        );
+    }
+}
+
+/// One row per path and hook: Bulkhead, the empty program, the distance and the ratio.
+fn paths_rows(p: &Value, rows: &mut Rows) {
+    for v in p["paths"].as_array().into_iter().flatten() {
+        rows.add(
+            &format!(
+                "10 paths, {} {} (ns/run)",
+                v["path"].as_str().unwrap_or("?"),
+                v["hook"].as_str().unwrap_or("?")
+            ),
+            format!(
+                "Bulkhead {} ns, empty {} ns: {:+.0} ns ({})",
+                fmt(&v["bulkhead_ns"], 0),
+                fmt(&v["empty_ns"], 0),
+                n(&v["above_empty_ns"]).unwrap_or(f64::NAN),
+                x(&v["ratio_to_empty"])
+            ),
+            "",
+            &format!(
+                "{}; paired {:+.0} ns; counts {}",
+                v["what"].as_str().unwrap_or(""),
+                n(&v["above_empty_ns_paired"]).unwrap_or(f64::NAN),
+                v["counter"].as_str().unwrap_or("?")
+            ),
         );
     }
 }
