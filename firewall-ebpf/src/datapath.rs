@@ -49,7 +49,8 @@ pub fn bulkhead_connect6(ctx: SockAddrContext) -> i32 {
 struct Judgement {
     /// Deciding rule of this side.
     rule: u32,
-    /// This side's mode.
+    /// This side's mode (looked up only where it is used, see [`judge`]; [`Mode::Monitor`]
+    /// otherwise, and then never read).
     local_mode: Mode,
     /// This side's policy denies (whatever its mode).
     denied: bool,
@@ -92,17 +93,16 @@ fn judge(
         let v = policy::lookup(slot, side, local.id, peer.id, t.proto, t.dport);
         (v.verdict == PolicyVerdict::Deny as u8, v.rule)
     };
-    let local_mode = identity::mode(slot, local.ns);
     let mut j = Judgement {
         rule,
-        local_mode,
+        local_mode: Mode::Monitor,
         denied,
-        local_denies: denied && local_mode != Mode::Off,
+        local_denies: false,
         peer_denies: false,
         peer_mode: Mode::Monitor,
         peer_rule: 0,
         peer_unseen: peer_unseen && side == Side::Egress && peer.ns >= NS_FIRST,
-        drop: denied && local_mode == Mode::Enforce,
+        drop: false,
     };
     // The destination's ingress side, looked up at the source (egress only), where the
     // destination's own exemptions do not cover it.
@@ -112,8 +112,16 @@ fn judge(
             j.peer_mode = identity::mode(slot, peer.ns);
             j.peer_denies = j.peer_mode != Mode::Off;
             j.peer_rule = v2.rule;
-            j.drop |= j.peer_mode == Mode::Enforce;
+            j.drop = j.peer_mode == Mode::Enforce;
         }
+    }
+    // This side's mode matters only where it denies (drop, audit or off) or where its record
+    // is written (a line for the other side's denial, or the flow log): an allowed first packet
+    // is spared the MODES lookup otherwise.
+    if denied || j.peer_denies || identity::flow_log_all() {
+        j.local_mode = identity::mode(slot, local.ns);
+        j.local_denies = denied && j.local_mode != Mode::Off;
+        j.drop |= denied && j.local_mode == Mode::Enforce;
     }
     j
 }
