@@ -242,15 +242,14 @@ fn exempt(side: Side, local: &Identity, peer: &Identity, t: &Tuple) -> Exempt {
 #[inline(always)]
 fn on_packet(ctx: &SkBuffContext, side: Side) -> i32 {
     let skb = ctx.as_ptr() as *mut __sk_buff;
-    // Step 0: a TCP socket conntrack already vouched for (see `sockets`). Its view is read once
-    // and kept for step 2.
-    let sock = sockets::socket(skb);
+    // SAFETY: reading a context field.
+    let protocol = unsafe { (*skb).protocol };
+    // Step 0: a TCP socket conntrack already vouched for (see `sockets`); kept for step 2.
+    let sock = sockets::socket(ctx, protocol);
     if sockets::vouched(&sock, side) {
         count(Counter::ConntrackHit);
         return PASS;
     }
-    // SAFETY: reading a context field.
-    let protocol = unsafe { (*skb).protocol };
     let pkt = match packet::parse(ctx, protocol) {
         Ok(p) => p,
         Err(ParseError::NotIp) => return PASS,

@@ -123,6 +123,22 @@ unsafe fn read<T>(p: usize) -> T {
     unsafe { read_unaligned(p as *const T) }
 }
 
+/// Does the packet carry TCP right after its IP header, as read in place? `false` as well when
+/// the IP header is not in the linear area or IPv6 extension headers come first: the caller
+/// (the socket cache) only uses it to skip work, never to let anything through.
+#[inline(always)]
+pub fn plain_tcp(ctx: &SkBuffContext, protocol_be: u32) -> bool {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    // SAFETY (both reads): each follows the `fits` of its header.
+    if protocol_be == ETH_P_IP_BE {
+        fits(data, 20, end) && unsafe { read::<u8>(data + 9) } == TCP
+    } else if protocol_be == ETH_P_IPV6_BE {
+        fits(data, 40, end) && unsafe { read::<u8>(data + 6) } == TCP
+    } else {
+        false
+    }
+}
+
 /// The fast parser: the common packet read in place, or `None` to leave it to [`parse_loaded`]
 /// (also for every packet that may be malformed: the full parser decides that).
 #[inline(always)]

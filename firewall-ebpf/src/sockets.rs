@@ -16,15 +16,17 @@
 use core::ptr::{addr_of, addr_of_mut, from_ref, null_mut, read_volatile, write_volatile};
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{
         __sk_buff, BPF_SK_STORAGE_GET_F_CREATE, BPF_TCP_CLOSE_WAIT, BPF_TCP_CLOSING,
         BPF_TCP_ESTABLISHED, BPF_TCP_FIN_WAIT1, BPF_TCP_FIN_WAIT2, BPF_TCP_LAST_ACK, bpf_sock,
     },
     helpers::generated::{bpf_sk_fullsock, bpf_sk_storage_get, bpf_tcp_sock},
+    programs::SkBuffContext,
 };
 use firewall_common::{Side, SocketVerdict};
 
-use crate::maps::SOCKETS;
+use crate::{maps::SOCKETS, packet};
 
 /// Segments a connection must have exchanged before its socket gets an entry. Creating socket
 /// storage allocates, which costs a short connection (connect, request, reply, close: a handful
@@ -39,50 +41,28 @@ struct Connection {
     dst_port: u16,
 }
 
-/// A packet's socket as the cache reads it: read once per packet, by [`socket`], for both
-/// [`vouched`] and [`remember`]. Not an `Option`: the verifier refuses to spill the unset
-/// payload of a `None`, so "no socket in a synchronized state" is a null `sk` with a zeroed connection.
-pub struct Socket {
-    sk: *mut bpf_sock,
-    conn: Connection,
-}
+/// A TCP packet's socket when it is in a state where a TCP socket's handshake is done and it is
+/// not closed yet (it exchanges data or FINs with one peer), else null. Not an `Option`: the
+/// verifier refuses to spill the unset payload of a `None`.
+pub struct Socket(*mut bpf_sock);
 
-impl Socket {
-    const NONE: Socket = Socket {
-        sk: null_mut(),
-        conn: Connection {
-            dst_ip: [0; 4],
-            src_port: 0,
-            dst_port: 0,
-        },
-    };
-}
-
-/// The packet's socket when it is in a state where a TCP socket's handshake is done and it is
-/// not closed yet (it exchanges data or FINs with one peer); else [`Socket::NONE`].
-///
-/// Only the socket's common part is read, without `bpf_sk_fullsock` and without checking that
-/// it is TCP: [`vouched`] needs no more, because only [`remember`] creates an entry and it does
-/// so on full TCP sockets alone (a UDP or raw socket in these states has none), and
-/// `bpf_sk_storage_get` itself finds nothing on a socket that is not a full one. That saves a
-/// helper call and two field reads on every established TCP packet.
+/// The packet's [`Socket`]. Only TCP packets (read in place, see [`packet::plain_tcp`]) look:
+/// a connected UDP socket is in a state this accepts, and would pay a storage lookup for
+/// nothing. Only the socket's common part is read, without `bpf_sk_fullsock` and without
+/// checking that it is TCP: [`vouched`] needs no more, because only [`remember`] creates an
+/// entry and it does so on full TCP sockets alone, and `bpf_sk_storage_get` itself finds nothing
+/// on a socket that is not a full one.
 #[inline(always)]
-pub fn socket(skb: *mut __sk_buff) -> Socket {
+pub fn socket(ctx: &SkBuffContext, protocol_be: u32) -> Socket {
+    let skb = ctx.as_ptr() as *mut __sk_buff;
     // SAFETY: reading a context field; the verifier checks every access to `sk` below.
     let sk = unsafe { (*skb).__bindgen_anon_2.sk };
-    if sk.is_null() {
-        return Socket::NONE;
+    if sk.is_null() || !packet::plain_tcp(ctx, protocol_be) {
+        return Socket(null_mut());
     }
-    // The verifier allows no arithmetic on a socket pointer: each field is read on its own.
-    // SAFETY: `sk` is the skb's (non-null) socket pointer; state and family are fields of its
-    // common part.
-    let (state, family) = unsafe {
-        (
-            read_volatile(addr_of!((*sk).state)),
-            read_volatile(addr_of!((*sk).family)),
-        )
-    };
-    if !matches!(
+    // SAFETY: `sk` is the skb's (non-null) socket pointer; `state` is in its common part.
+    let state = unsafe { read_volatile(addr_of!((*sk).state)) };
+    if matches!(
         state,
         BPF_TCP_ESTABLISHED
             | BPF_TCP_FIN_WAIT1
@@ -91,11 +71,20 @@ pub fn socket(skb: *mut __sk_buff) -> Socket {
             | BPF_TCP_CLOSING
             | BPF_TCP_LAST_ACK
     ) {
-        return Socket::NONE;
+        Socket(sk)
+    } else {
+        Socket(null_mut())
     }
-    // SAFETY: as above.
-    let conn = unsafe {
-        let dst_ip = if family == 2 {
+}
+
+/// The connection `sk` is in, read only once an entry is there to compare it with (or to
+/// write).
+#[inline(always)]
+fn connection(sk: *mut bpf_sock) -> Connection {
+    // The verifier allows no arithmetic on a socket pointer: each field is read on its own.
+    // SAFETY: `sk` is a non-null socket pointer; these fields are in its common part.
+    unsafe {
+        let dst_ip = if read_volatile(addr_of!((*sk).family)) == 2 {
             [read_volatile(addr_of!((*sk).dst_ip4)), 0, 0, 0]
         } else {
             [
@@ -111,8 +100,7 @@ pub fn socket(skb: *mut __sk_buff) -> Socket {
             src_port: read_volatile(addr_of!((*sk).src_port)) as u16,
             dst_port: u16::from_be(read_volatile(addr_of!((*sk).dst_port))),
         }
-    };
-    Socket { sk, conn }
+    }
 }
 
 #[inline(always)]
@@ -155,28 +143,27 @@ unsafe fn names(v: *const SocketVerdict, conn: &Connection) -> bool {
 /// [`remember`] that is still in that connection)?
 #[inline(always)]
 pub fn vouched(s: &Socket, side: Side) -> bool {
-    if s.sk.is_null() {
+    if s.0.is_null() {
         return false;
     }
-    let v = storage(s.sk, false);
+    let v = storage(s.0, false);
     if v.is_null() {
         return false;
     }
     // SAFETY: `v` is this socket's storage, valid for this program run. Another CPU may be
     // rewriting it (see `remember`): `sides` is read first, then the connection.
-    unsafe { read_volatile(addr_of!((*v).sides)) & side as u8 != 0 && names(v, &s.conn) }
+    unsafe { read_volatile(addr_of!((*v).sides)) & side as u8 != 0 && names(v, &connection(s.0)) }
 }
 
 /// Remembers on the packet's socket that conntrack vouched for its connection on `side`.
 /// Best effort: without storage, later packets take conntrack.
 #[inline(always)]
 pub fn remember(s: &Socket, side: Side) {
-    let conn = &s.conn;
-    if s.sk.is_null() {
+    if s.0.is_null() {
         return;
     }
-    // SAFETY: `s.sk` is the skb's (non-null) socket pointer.
-    let sk = unsafe { bpf_sk_fullsock(s.sk) };
+    // SAFETY: `s.0` is the skb's (non-null) socket pointer.
+    let sk = unsafe { bpf_sk_fullsock(s.0) };
     if sk.is_null() {
         return;
     }
@@ -197,11 +184,12 @@ pub fn remember(s: &Socket, side: Side) {
     if v.is_null() {
         return;
     }
+    let conn = &connection(s.0);
     // SAFETY: as in `vouched`. Another connection's entry loses its sides before it is
     // rewritten and gains this side after. A reader overlapping the rewrite can still pair the
     // old sides with the new connection; that is harmless, because for one socket both sides
-    // rest on the same conntrack entries (an egress packet's own-side or reply lookup is its
-    // ingress replies' reply or own-side lookup), so conntrack vouched for both or neither.
+    // rest on the same conntrack entry (one key for both directions, `conntrack::established`),
+    // so conntrack vouched for both or neither.
     unsafe {
         let mut sides = read_volatile(addr_of!((*v).sides));
         if !names(v, conn) {
