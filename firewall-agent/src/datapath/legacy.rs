@@ -62,22 +62,28 @@ unsafe impl aya::Pod for OldValue {}
 /// no agent wrote (an unknown side).
 fn convert(k: &OldKey, v: &OldValue) -> Option<(CtKey, CtValue)> {
     let side = Side::try_from(k.side).ok()?;
-    let tuple = CtKey {
-        saddr: k.saddr,
-        daddr: k.daddr,
-        sport: k.sport,
-        dport: k.dport,
-        proto: k.proto,
-        family: k.family,
-        ..CtKey::default()
-    };
     let value = CtValue {
         created_ns: v.created_ns,
         seen_ns: v.seen_ns,
         side: side as u8,
         pad: [0; 7],
     };
-    Some((ct_key(side, &tuple), value))
+    Some((ct_key(side, &k.tuple()), value))
+}
+
+impl OldKey {
+    /// The connection's tuple in the direction of its first packet.
+    fn tuple(&self) -> CtKey {
+        CtKey {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            family: self.family,
+            ..CtKey::default()
+        }
+    }
 }
 
 fn map_err(source: MapError) -> LoadError {
@@ -186,10 +192,13 @@ mod tests {
     use super::*;
     use firewall_common::{CT_END_FIRST, CT_END_SECOND};
 
+    const A: u32 = u32::from_ne_bytes([10, 0, 0, 1]);
+    const B: u32 = u32::from_ne_bytes([10, 0, 0, 2]);
+
     fn old(side: Side, sport: u16, dport: u16) -> OldKey {
         OldKey {
-            saddr: [u32::from_ne_bytes([10, 0, 0, 1]), 0, 0, 0],
-            daddr: [u32::from_ne_bytes([10, 0, 0, 2]), 0, 0, 0],
+            saddr: [A, 0, 0, 0],
+            daddr: [B, 0, 0, 0],
             sport,
             dport,
             proto: 17,
@@ -208,13 +217,14 @@ mod tests {
         for side in [Side::Egress, Side::Ingress] {
             let k = old(side, 40000, 53);
             let (key, value) = convert(&k, &v).expect("a known side");
+            // The connection the old entry names: 10.0.0.1:40000 -> 10.0.0.2:53, UDP.
             let tuple = CtKey {
-                saddr: k.saddr,
-                daddr: k.daddr,
-                sport: k.sport,
-                dport: k.dport,
-                proto: k.proto,
-                family: k.family,
+                saddr: [A, 0, 0, 0],
+                daddr: [B, 0, 0, 0],
+                sport: 40000,
+                dport: 53,
+                proto: 17,
+                family: 4,
                 ..CtKey::default()
             };
             assert_eq!(key, ct_key(side, &tuple));
