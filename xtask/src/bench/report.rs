@@ -22,6 +22,12 @@ fn fmt(v: &Value, digits: usize) -> String {
     }
 }
 
+/// KiB as MiB.
+fn mib(v: &Value) -> String {
+    n(v).map(|k| format!("{:.1}", k / 1024.0))
+        .unwrap_or("-".into())
+}
+
 fn x(v: &Value) -> String {
     match n(v) {
         Some(r) if r.is_finite() && r > 0.0 => format!("{r:.3}x"),
@@ -57,7 +63,7 @@ type StageRows = fn(&Value, &mut Rows);
 
 /// The stages in table order: the key of their results, the row that names a failed stage, and
 /// the rows of a stage that ran. The floor comes first: every other program cost reads against it.
-const STAGES: [(&str, &str, StageRows); 9] = [
+const STAGES: [(&str, &str, StageRows); 10] = [
     ("floor", "9 floor", floor_rows),
     ("paths", "10 paths", paths_rows),
     ("throughput", "1 throughput", throughput_rows),
@@ -66,6 +72,7 @@ const STAGES: [(&str, &str, StageRows); 9] = [
     ("iptables", "4 vs iptables", iptables_rows),
     ("compile", "5 compile", compile_rows),
     ("storm", "6 storm", storm_rows),
+    ("kube", "7 kube", kube_rows),
     ("identities", "8 identities", identities_rows),
 ];
 
@@ -368,16 +375,59 @@ fn compile_rows(c: &Value, rows: &mut Rows) {
             c["poll_ms"]
         ),
     );
-    let mib = |v: &Value| {
-        n(v).map(|k| format!("{:.1}", k / 1024.0))
-            .unwrap_or("-".into())
-    };
     rows.add(
         "5 agent memory",
         format!(
             "RSS {} MiB, peak (VmHWM) {} MiB",
             mib(&c["rss_kib_end"]),
             mib(&c["hwm_kib_end"])
+        ),
+        "<= 64 MiB",
+        "",
+    );
+}
+
+fn kube_rows(k: &Value, rows: &mut Rows) {
+    if !k.is_object() {
+        return;
+    }
+    let c = &k["cluster"];
+    rows.add(
+        &format!(
+            "7 --source kube: start to ready ({} pods, {} ns, {} policy objects in the emulator)",
+            c["pods"], c["namespaces"], c["policy_objects"]
+        ),
+        format!(
+            "{} ms (first compile {} ms, first apply {} ms)",
+            fmt(&k["start_to_ready_ms"], 0),
+            fmt(&k["first_apply"]["compile_ms"], 1),
+            fmt(&k["first_apply"]["total_ms"], 1)
+        ),
+        "",
+        "",
+    );
+    rows.add(
+        "7 --source kube: API write -> policy applied",
+        format!(
+            "p50 {} ms, p99 {} ms",
+            fmt(&k["change_api_to_applied_ms"]["p50"], 0),
+            fmt(&k["change_api_to_applied_ms"]["p99"], 0)
+        ),
+        "< 1 s",
+        &format!(
+            "the agent's compile + apply: p50 {} ms, p99 {} ms; {} API requests in all",
+            fmt(&k["change_total_ms"]["p50"], 1),
+            fmt(&k["change_total_ms"]["p99"], 1),
+            k["api_requests"]
+        ),
+    );
+    rows.add(
+        "7 --source kube: agent memory",
+        format!(
+            "RSS {} MiB after ready, {} MiB after the changes (peak {} MiB)",
+            mib(&k["rss_kib_after_ready"]),
+            mib(&k["rss_kib_end"]),
+            mib(&k["hwm_kib_end"])
         ),
         "<= 64 MiB",
         "",
