@@ -11,6 +11,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod bench;
 mod counter;
 mod exemption;
 mod keys;
@@ -403,4 +404,5 @@ mod user {
     unsafe impl aya::Pod for FoldValue {}
     unsafe impl aya::Pod for ViolationEvent {}
     unsafe impl aya::Pod for SideRecord {}
+    unsafe impl aya::Pod for bench::PieceInput {}
 }

@@ -8,25 +8,30 @@
 //! - `floor_empty_egress` / `floor_empty_ingress`: `return 1`, the floor itself;
 //! - `floor_lookup_egress` / `floor_lookup_ingress`: what the cheapest stateful firewall must do
 //!   per packet: read a 5-tuple with direct packet access, one LRU hash lookup on it (insert on
-//!   miss), one per-CPU counter increment.
+//!   miss), one per-CPU counter increment;
+//! - `piece_*_egress` / `piece_*_ingress` (`pieces.rs`): one operation each of the datapath's
+//!   SYN path, for the `paths` stage's per-piece costs.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 #![cfg_attr(
     not(target_arch = "bpf"),
     allow(unused_crate_dependencies, reason = "on the host this binary is empty")
 )]
-#![cfg_attr(
-    target_arch = "bpf",
-    allow(
-        unused_crate_dependencies,
-        reason = "the floor programs use none of the datapath's shared types"
-    )
-)]
 
 // On the host (workspace builds, clippy) this is an empty binary; the real build is
 // `--target bpfel-unknown-none`, driven by firewall-agent's build.rs like the `firewall` object.
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
+
+/// The datapath's parser, compiled into this object as is, for the `parse` piece.
+#[cfg(target_arch = "bpf")]
+#[allow(
+    dead_code,
+    reason = "only `parse` is used here; the module is the datapath's, unchanged"
+)]
+mod packet;
+#[cfg(target_arch = "bpf")]
+mod pieces;
 
 #[cfg(target_arch = "bpf")]
 mod programs {

@@ -16,6 +16,9 @@
 //! socket, so the socket cache never hits: the established TCP figures are those of a connection
 //! whose socket is not cached yet (short connections).
 //!
+//! The same run times the pieces of the SYN path alone (`pieces`): the `bench-floor` object's
+//! `piece_*` programs, one operation each, on maps holding copies of Bulkhead's entries.
+//!
 //! An example of firewall-agent, not a binary of bulkhead-tests: it needs both crates, and
 //! bulkhead-tests must not depend on firewall-agent (firewall-agent's tests depend on it).
 //! Prints one JSON object on stdout.
@@ -24,6 +27,7 @@
     reason = "an example links all of its package's dependencies; the library target is where unused ones are caught"
 )]
 mod frames;
+mod pieces;
 
 use std::path::PathBuf;
 
@@ -126,8 +130,9 @@ fn main() -> anyhow::Result<()> {
         bail!("--rounds and --repeat must be at least 1");
     }
     let cpu = pin_to_current_cpu()?;
-    let floor = load_floor(&args.floor_object)?;
     let (dp, state, events) = Datapath::load(&LoadOptions::default()).context("loading")?;
+    let maps = pieces::Maps::open(&dp)?;
+    let mut floor = pieces::load_floor(&floor_bytes(&args.floor_object)?, &maps)?;
     let cg = TempCgroup::enter(
         &cgroup2_root().context("no cgroup2 mount")?,
         &format!("bulkhead-pathcost-{}", std::process::id()),
@@ -190,6 +195,8 @@ fn main() -> anyhow::Result<()> {
             p.what,
         )?;
     }
+    // Every entry the timed paths see, copied for the pieces (tries of the same shape).
+    let copied = pieces::copy_maps(&maps, &mut floor)?;
     let mut out = Vec::new();
     for p in &paths {
         let empty = floor_program(&floor, p)?;
@@ -213,6 +220,14 @@ fn main() -> anyhow::Result<()> {
         counted(&mut measure, p.counts, runs, p.what)?;
         out.push(summary(p, &b, &e));
     }
+    let piece_rows = pieces::time(
+        &mut floor,
+        &maps,
+        &paths,
+        cg.id()?,
+        args.rounds,
+        args.repeat,
+    )?;
     drop(cg);
     let stats = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
     println!(
@@ -221,6 +236,7 @@ fn main() -> anyhow::Result<()> {
             "rounds": args.rounds, "repeat": args.repeat, "cpu": cpu,
             "bpf_stats_enabled": stats.trim(),
             "paths": out,
+            "pieces": piece_rows, "piece_maps_copied": copied,
         })
     );
     Ok(())
@@ -235,8 +251,9 @@ fn pass(dp: &Datapath, name: &str, frame: &[u8], repeat: u32) -> anyhow::Result<
     Ok(t.per_run.as_secs_f64() * 1e9)
 }
 
-/// Loads the `bench-floor` object's programs (not attached: a test run needs none).
-fn load_floor(object: &std::path::Path) -> anyhow::Result<Ebpf> {
+/// The `bench-floor` object's bytes (its empty programs are the baseline, its pieces are timed
+/// too; see [`pieces::load_floor`]).
+fn floor_bytes(object: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(object).with_context(|| format!("reading {}", object.display()))?;
     if bytes.is_empty() {
         bail!(
@@ -244,16 +261,7 @@ fn load_floor(object: &std::path::Path) -> anyhow::Result<Ebpf> {
             object.display()
         );
     }
-    let mut ebpf = Ebpf::load(&bytes).context("loading the bench-floor object")?;
-    for name in ["floor_empty_egress", "floor_empty_ingress"] {
-        let prog: &mut CgroupSkb = ebpf
-            .program_mut(name)
-            .with_context(|| format!("no program {name} in the bench-floor object"))?
-            .try_into()
-            .with_context(|| format!("{name} is not a cgroup_skb program"))?;
-        prog.load().with_context(|| format!("loading {name}"))?;
-    }
-    Ok(ebpf)
+    Ok(bytes)
 }
 
 /// The empty program on `p`'s hook.

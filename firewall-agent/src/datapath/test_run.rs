@@ -57,6 +57,22 @@ impl Datapath {
         self.test_run_repeat(name, frame, 1).map(|t| t.return_value)
     }
 
+    /// The kernel ids of the maps program `name` uses. The [`super::writer::MapWriter`] owns the
+    /// state maps, so a benchmark that needs to read them (`pathcost` copies every entry into
+    /// its piece programs' maps) opens them by these ids.
+    pub fn map_ids(&self, name: &str) -> Result<Vec<u32>, TestRunError> {
+        let prog: &Program = self
+            .ebpf()
+            .program(name)
+            .ok_or_else(|| TestRunError::NoProgram(name.to_owned()))?;
+        let fd_error = |source| TestRunError::Fd {
+            name: name.to_owned(),
+            source,
+        };
+        let info = prog.info().map_err(fd_error)?;
+        Ok(info.map_ids().map_err(fd_error)?.unwrap_or_default())
+    }
+
     /// Runs program `name` `repeat` times on the same skb in one `BPF_PROG_TEST_RUN` and returns
     /// the kernel's average time per run: how `cargo xtask bench --only paths` times one datapath
     /// path alone. Every run sees the maps the previous one left (a conntrack entry it inserted

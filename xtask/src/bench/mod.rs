@@ -33,6 +33,7 @@ mod iptables;
 mod kube;
 mod latency;
 mod paths;
+mod pieces;
 mod progcost;
 mod report;
 mod setup;

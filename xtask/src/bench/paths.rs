@@ -10,6 +10,9 @@
 //! IPv6. `pathcost` is an example of firewall-agent because it also needs bulkhead-tests, which
 //! must not depend on firewall-agent; xtask does not depend on firewall-agent either.
 //!
+//! The same runs time the pieces of the SYN path, one `bench-floor` program per operation
+//! (`super::pieces`), and compare their sum with the SYN path measured.
+//!
 //! `kernel.bpf_stats_enabled` is held at 0 meanwhile: the kernel's per-run accounting would add
 //! its own cost to both programs. Each bench repeat is one `pathcost` run (its own medians over
 //! `ROUNDS` interleaved rounds); the stage reports medians over the repeats.
@@ -23,7 +26,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use super::{
-    Plan, interrupt,
+    Plan, interrupt, pieces,
     report::progress,
     setup::{Env, Sysctl},
     stats::median,
@@ -56,9 +59,12 @@ pub fn run(env: &Env, plan: &Plan) -> anyhow::Result<Value> {
         ));
         runs.push(pathcost(&exe, &env.floor_obj, rounds, repeat)?);
     }
+    let paths = summarize(&runs);
+    let pieces = pieces::summarize(&runs);
     Ok(json!({
         "rounds": rounds, "repeat": repeat,
-        "paths": summarize(&runs),
+        "piece_sums": pieces::sums(&paths, &pieces),
+        "paths": paths, "pieces": pieces,
         "runs": runs,
     }))
 }

@@ -211,6 +211,107 @@ fn paths_rows(p: &Value, rows: &mut Rows) {
             ),
         );
     }
+    piece_rows(p, rows);
+}
+
+/// One row per SYN piece (each SYN path and hook above the empty program, net of the input
+/// read where the piece reads it), then per hook the sum of the pieces its SYN performs against
+/// the measured SYN path.
+fn piece_rows(p: &Value, rows: &mut Rows) {
+    let pieces = p["pieces"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut names: Vec<&str> = Vec::new();
+    for v in pieces {
+        if let Some(name) = v["piece"].as_str()
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+    }
+    let at = |v: &Value| {
+        format!(
+            "{} {}",
+            v["path"].as_str().unwrap_or("?").trim_end_matches("-syn"),
+            v["hook"].as_str().unwrap_or("?")
+        )
+    };
+    for name in names {
+        let of: Vec<&Value> = pieces.iter().filter(|v| v["piece"] == name).collect();
+        let result = of
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} {:+.0}",
+                    at(v),
+                    n(&v["above_empty_ns"]).unwrap_or(f64::NAN)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut notes = Vec::new();
+        if of.iter().any(|v| v["reads_input"] == true) {
+            let net = of
+                .iter()
+                .map(|v| format!("{} {:+.0}", at(v), n(&v["net_ns"]).unwrap_or(f64::NAN)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            notes.push(format!("net of the input read: {net}"));
+        }
+        let missed: Vec<String> = of
+            .iter()
+            .filter(|v| v["found"] == false)
+            .map(|v| at(v))
+            .collect();
+        if !missed.is_empty() {
+            notes.push(format!("a miss on {}", missed.join(", ")));
+        }
+        rows.add(
+            &format!("10 paths, piece {name} (ns/run)"),
+            format!("{result} ns above empty"),
+            "",
+            &notes.join("; "),
+        );
+    }
+    for hook in ["egress", "ingress"] {
+        let sums: Vec<&Value> = p["piece_sums"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["hook"] == hook)
+            .collect();
+        let Some(first) = sums.first() else { continue };
+        let result = sums
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}: pieces {:+.0}, SYN measured {:+.0}, remainder {:+.0}",
+                    v["path"].as_str().unwrap_or("?").trim_end_matches("-syn"),
+                    n(&v["sum_ns"]).unwrap_or(f64::NAN),
+                    n(&v["measured_above_empty_ns"]).unwrap_or(f64::NAN),
+                    n(&v["remainder_ns"]).unwrap_or(f64::NAN)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let list = first["pieces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| match v["times"].as_u64() {
+                Some(1) | None => v["piece"].as_str().unwrap_or("?").to_owned(),
+                Some(k) => format!("{k}x {}", v["piece"].as_str().unwrap_or("?")),
+            })
+            .collect::<Vec<_>>()
+            .join(" + ");
+        rows.add(
+            &format!("10 paths, sum of pieces a SYN performs on {hook} (ns/run)"),
+            format!("{result} ns"),
+            "",
+            &format!("net of the input read; {list}"),
+        );
+    }
 }
 
 fn throughput_rows(t: &Value, rows: &mut Rows) {
