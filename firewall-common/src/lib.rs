@@ -246,9 +246,10 @@ pub struct SocketVerdict {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
-    /// Monotonic ns of the first packet.
+    /// Monotonic ns of the first packet; 0 for TCP, whose entries never expire on idle time, so
+    /// that its first packet reads no clock.
     pub created_ns: u64,
-    /// Monotonic ns of the last refresh (refreshed at most once a second).
+    /// Monotonic ns of the last refresh (refreshed at most once a second); 0 for TCP.
     pub seen_ns: u64,
     /// The [`Side`] that let the connection through: egress when the entry's own end opened it,
     /// ingress when the other end did.

@@ -86,7 +86,13 @@ pub fn related(inner: &Tuple, clock: &mut Clock) -> bool {
 /// Records that `side` let the connection `t` through. Returns false when the map refused it.
 #[inline(always)]
 pub fn insert(side: Side, t: &Tuple, clock: &mut Clock) -> bool {
-    let now = clock.now();
+    // A TCP entry's timestamps are never read (see `find`): 0, and a first packet spared the
+    // clock (15 ns of the insert's ~175 here, docs/benchmarks.md, stage 10's pieces).
+    let now = if t.proto == IpProto::Tcp as u8 {
+        0
+    } else {
+        clock.now()
+    };
     let v = CtValue {
         created_ns: now,
         seen_ns: now,

@@ -237,13 +237,13 @@ fn clock(_ctx: &SkBuffContext) -> i32 {
     (now != 0) as i32
 }
 
-/// `conntrack::insert` from a clock not read yet, as `track` does it: the coarse clock and the
-/// LRU update (the SYN's key is already there, as it is when Bulkhead's SYN repeats).
+/// `conntrack::insert` as `track` does it for the SYN: the LRU update, with no clock (a TCP
+/// entry's timestamps are 0; the clock is the `clock` piece, paid by UDP and ICMP inserts). The
+/// SYN's key is already there, as it is when Bulkhead's SYN repeats.
 #[inline(always)]
 fn ct_insert(_ctx: &SkBuffContext) -> i32 {
     let Some(i) = input() else { return 0 };
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = 0;
     let v = CtValue {
         created_ns: now,
         seen_ns: now,

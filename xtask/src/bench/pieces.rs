@@ -21,7 +21,7 @@ use super::stats::median;
 ///   `destination_judges` holds and its ingress side is looked up too (`policy_peer`); nothing
 ///   denies, so no MODES lookup, but `identity::flow_log_all` reads SETTINGS;
 /// - `settle`: `flow_log_all` again (SETTINGS), `count(PolicyAllow)`;
-/// - `track`: `conntrack::insert` (coarse clock and LRU update).
+/// - `track`: `conntrack::insert` (the LRU update; a TCP insert reads no clock).
 ///
 /// Not pieces (the remainder): `sockets::socket`/`vouched` (two socket field reads, no storage
 /// lookup for a socket that is not synchronized), `is_loopback`, `exempt` (pure), the
