@@ -50,7 +50,21 @@ pub struct Timed {
     pub per_run: Duration,
 }
 
+/// The error of program `name` not being what a test run needs.
+fn fd_error(name: &str) -> impl Fn(ProgramError) -> TestRunError + Copy + '_ {
+    move |source| TestRunError::Fd {
+        name: name.to_owned(),
+        source,
+    }
+}
+
 impl Datapath {
+    fn named(&self, name: &str) -> Result<&Program, TestRunError> {
+        self.ebpf()
+            .program(name)
+            .ok_or_else(|| TestRunError::NoProgram(name.to_owned()))
+    }
+
     /// Runs `cgroup_skb` program `name` once on `frame` (an Ethernet frame), through aya's
     /// [`TestRun`]; returns the program's return value (1 = pass, 0 = drop).
     pub fn test_run(&self, name: &str, frame: &[u8]) -> Result<u32, TestRunError> {
@@ -61,14 +75,8 @@ impl Datapath {
     /// state maps, so a benchmark that needs to read them (`pathcost` copies every entry into
     /// its piece programs' maps) opens them by these ids.
     pub fn map_ids(&self, name: &str) -> Result<Vec<u32>, TestRunError> {
-        let prog: &Program = self
-            .ebpf()
-            .program(name)
-            .ok_or_else(|| TestRunError::NoProgram(name.to_owned()))?;
-        let fd_error = |source| TestRunError::Fd {
-            name: name.to_owned(),
-            source,
-        };
+        let prog = self.named(name)?;
+        let fd_error = fd_error(name);
         let info = prog.info().map_err(fd_error)?;
         Ok(info.map_ids().map_err(fd_error)?.unwrap_or_default())
     }
@@ -83,14 +91,8 @@ impl Datapath {
         frame: &[u8],
         repeat: u32,
     ) -> Result<Timed, TestRunError> {
-        let prog: &Program = self
-            .ebpf()
-            .program(name)
-            .ok_or_else(|| TestRunError::NoProgram(name.to_owned()))?;
-        let fd_error = |source| TestRunError::Fd {
-            name: name.to_owned(),
-            source,
-        };
+        let prog = self.named(name)?;
+        let fd_error = fd_error(name);
         let skb: &CgroupSkb = prog.try_into().map_err(fd_error)?;
         let opts = TestRunOptions {
             data_in: Some(frame),
